@@ -1,0 +1,162 @@
+"""The ``verifier`` command line.
+
+Exit codes: 0 success (for ``verify``: any verdict), 1 ``check`` found a mismatch,
+2 bad input (one ``error:`` line on stderr), 3 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from .errors import VerifierInputError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _device(name: str) -> str:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VerifierInputError("--device cuda was asked for but CUDA is not available on this machine")
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise VerifierInputError(f"unknown device '{name}' (use cpu or cuda)") from None
+    return name
+
+
+def _load_with_spec(args):
+    """Model and spec; the fidelity check samples inside the spec's first input box."""
+    from .api import load
+    from .spec import read_vnnlib
+
+    spec = read_vnnlib(args.spec)
+    model = load(args.model, check=False)
+    spec.check_model(model.input_size, model.output_size)
+    if not args.no_fidelity_check:
+        from .ir.fidelity import check_fidelity
+
+        region = spec.regions[0] if spec.regions else None
+        model.fidelity = check_fidelity(model.graph, None if region is None else region.lower,
+                                        None if region is None else region.upper)
+    return model, spec
+
+
+def cmd_check(args) -> int:
+    from .api import load
+    from .ir import summary
+    from .ir.fidelity import check_fidelity
+
+    model = load(args.model, check=False)
+    print(summary(model.graph))
+    report = check_fidelity(model.graph, samples=args.samples, raise_on_mismatch=False)
+    print(report.describe())
+    return 0 if report.ok else 1
+
+
+def cmd_bounds(args) -> int:
+    from .api import compute_bounds
+
+    model, spec = _load_with_spec(args)
+    device, dtype = _device(args.device), DTYPES[args.dtype]
+    lowers, uppers = [], []
+    with torch.no_grad():
+        for region in spec.regions:
+            lb, ub = compute_bounds(model, region.lower.to(device, dtype), region.upper.to(device, dtype),
+                                    domain=args.domain)
+            lowers.append(lb[0].double().cpu().tolist())
+            uppers.append(ub[0].double().cpu().tolist())
+    if args.json:
+        print(json.dumps({"lower": lowers, "upper": uppers}))
+        return 0
+    for index, (lo, hi) in enumerate(zip(lowers, uppers)):
+        print(f"input box {index} ({args.domain}):")
+        for j, (a, b) in enumerate(zip(lo, hi)):
+            print(f"  Y_{j}: [{a:.6g}, {b:.6g}]")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .counterexample import write_result
+    from .verify import verify
+
+    if args.timeout is not None and args.timeout <= 0:
+        raise VerifierInputError("--timeout must be positive")
+    model, spec = _load_with_spec(args)
+    result = verify(model, spec, domain=args.domain, timeout=args.timeout, device=_device(args.device),
+                    dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=args.seed)
+    for note in result.notes:
+        print(note)
+    print(f"time: {result.seconds:.3f} s")
+    if args.result_file:
+        write_result(args.result_file, result.status, result.counterexample)
+    print(f"result: {result.status}")
+    return 0
+
+
+def cmd_domains(args) -> int:
+    from .domains import available_domains
+
+    for name, cls in sorted(available_domains().items()):
+        print(f"{name:14s} {getattr(cls, 'description', '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="import a model, summarise its IR and compare it with onnxruntime")
+    p.add_argument("model")
+    p.add_argument("--samples", type=int, default=4, help="random inputs to compare (default 4)")
+    p.set_defaults(func=cmd_check)
+
+    def common(p):
+        p.add_argument("model")
+        p.add_argument("spec", help="VNN-LIB file")
+        p.add_argument("--domain", default="box", help="abstract domain (see `verifier domains`)")
+        p.add_argument("--device", default="cpu", help="cpu or cuda")
+        p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
+        p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
+
+    p = sub.add_parser("bounds", help="bound every model output over each input box of a spec")
+    common(p)
+    p.add_argument("--json", action="store_true", help='print one JSON object {"lower": [[...]], "upper": [[...]]}')
+    p.set_defaults(func=cmd_bounds)
+
+    p = sub.add_parser("verify", help="decide a VNN-LIB property: sat / unsat / unknown / timeout")
+    common(p)
+    p.add_argument("--timeout", type=float, default=None, help="seconds")
+    p.add_argument("--result-file", help="write the VNN-COMP result (and counterexample) here")
+    p.add_argument("--no-attack", action="store_true", help="skip the falsification attack")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("domains", help="list the installed abstract domains")
+    p.set_defaults(func=cmd_domains)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VerifierInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: internal error ({type(exc).__name__}: {first}); rerun with --debug for details", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

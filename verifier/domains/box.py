@@ -1,0 +1,85 @@
+"""Box / IBP: every value is an interval ``[l, u]`` per entry.
+
+* linear ops ``y = L x + b``: ``c = (l+u)/2``, ``r = (u−l)/2``, ``y ∈ [Lc + b − |L| r, Lc + b + |L| r]``;
+* non-decreasing ops (ReLU, sigmoid, tanh, max-pool, index ops): map both endpoints;
+* ``add``: endpoints add; LeakyReLU with ``α < 0``: min at ``clamp(0, l, u)``, max at an endpoint.
+
+With a spec matrix ``C`` and a final ``linear`` op, ``C`` is folded into the last weight
+(``C W`` then interval arithmetic), which is tighter than bounding ``C`` times the logit box.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import networkx as nx
+import torch
+
+from ..ir.graph import predecessors_by_slot
+from ..linalg import batched_spec, centre_radius, interval_matmul
+from ..ops import FORWARD, LINEAR_PART
+from . import register_domain
+from .base import Domain
+
+
+class Interval(NamedTuple):
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+
+@register_domain
+class BoxDomain(Domain):
+    name = "box"
+    description = "interval bound propagation (IBP); cheapest, loosest"
+
+    def input_state(self, lower, upper):
+        return Interval(lower, upper)
+
+    def constant_state(self, value):
+        return Interval(value, value)
+
+    def concretize(self, state):
+        return state.lower, state.upper
+
+    def bound(self, graph: nx.DiGraph, lower, upper, C=None):
+        out = graph.nodes[graph.graph["output"]]
+        if C is None or out["kind"] != "linear" or out["attrs"]["side"] != "right" or any(s != 1 for s in out["shape"][:-1]):
+            return super().bound(graph, lower, upper, C)
+        from ..engine import propagate
+
+        (last_in,) = predecessors_by_slot(graph, graph.graph["output"])
+        states = propagate(graph, self, lower, upper, keep=True)
+        xl, xu = states[last_in]
+        xl, xu = xl.reshape(xl.shape[0], -1), xu.reshape(xu.shape[0], -1)
+        weight = out["params"]["weight"]  # (k_in, n): y = x W + b
+        C = batched_spec(C, xl.shape[0]).to(xl)
+        lb, ub = interval_matmul(C @ weight.transpose(0, 1), xl, xu)
+        bias = out["params"].get("bias")
+        if bias is not None:
+            shift = torch.einsum("bkn,n->bk", C, bias.reshape(-1).expand(weight.shape[1]))
+            lb, ub = lb + shift, ub + shift
+        return lb, ub
+
+
+@BoxDomain.transfer(*LINEAR_PART)
+def box_linear(domain, node, x: Interval) -> Interval:
+    c, r = centre_radius(x.lower, x.upper)
+    mid = FORWARD[node["kind"]](node, c)
+    rad = LINEAR_PART[node["kind"]](node, r, True)
+    return Interval(mid - rad, mid + rad)
+
+
+@BoxDomain.transfer("relu", "sigmoid", "tanh", "maxpool", "reshape", "transpose", "concat", "slice", "pad", "add")
+def box_monotone(domain, node, *xs: Interval) -> Interval:
+    """Non-decreasing in every input entry: ``f(l) ≤ f(x) ≤ f(u)``."""
+    fn = FORWARD[node["kind"]]
+    return Interval(fn(node, *[x.lower for x in xs]), fn(node, *[x.upper for x in xs]))
+
+
+@BoxDomain.transfer("leaky_relu")
+def box_leaky_relu(domain, node, x: Interval) -> Interval:
+    fn = FORWARD["leaky_relu"]
+    if node["attrs"]["alpha"] >= 0:
+        return Interval(fn(node, x.lower), fn(node, x.upper))
+    lo = fn(node, torch.clamp(torch.zeros_like(x.lower), x.lower, x.upper))
+    return Interval(lo, torch.maximum(fn(node, x.lower), fn(node, x.upper)))

@@ -1,0 +1,19 @@
+"""The intermediate representation: one ``networkx.DiGraph`` per model.
+
+Nodes are normalised ops (see :mod:`verifier.ops` for their semantics); edges carry the
+input ``slot``. ``graph.graph`` holds ``input``/``output`` node ids, the ONNX tensor
+names, and ``order`` (a topological order computed once).
+"""
+
+from .graph import evaluate, input_node, output_node, parameter_count, summary, topological_order
+from .onnx_import import import_onnx
+
+__all__ = [
+    "evaluate",
+    "import_onnx",
+    "input_node",
+    "output_node",
+    "parameter_count",
+    "summary",
+    "topological_order",
+]

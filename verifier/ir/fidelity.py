@@ -1,0 +1,135 @@
+"""Check the IR against onnxruntime: same outputs on random inputs, or name where they part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from ..errors import FidelityError
+from .graph import evaluate, input_node, output_node
+
+RTOL = 1e-5
+ATOL = 1e-6
+
+
+@dataclass
+class FidelityReport:
+    """Outcome of comparing the IR with onnxruntime on ``samples`` inputs."""
+
+    samples: int
+    max_abs_error: float
+    max_rel_error: float
+    ok: bool
+    first_divergence: str | None = None
+
+    def describe(self) -> str:
+        verdict = "agrees with" if self.ok else "DISAGREES with"
+        text = (f"IR {verdict} onnxruntime on {self.samples} random inputs "
+                f"(max abs error {self.max_abs_error:.2e}, max rel error {self.max_rel_error:.2e}; "
+                f"tolerance rtol={RTOL:g}, atol={ATOL:g})")
+        if self.first_divergence:
+            text += f"; first diverging node: {self.first_divergence}"
+        return text
+
+
+def session(model_path: str, outputs: list[str] | None = None) -> tuple[ort.InferenceSession, list[str]]:
+    """An onnxruntime session for the model, optionally exposing intermediate tensors."""
+    proto = onnx.load(model_path)
+    if outputs:
+        existing = {o.name for o in proto.graph.output}
+        for name in outputs:
+            if name not in existing:
+                proto.graph.output.append(onnx.helper.make_value_info(name, onnx.TypeProto()))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if outputs:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return sess, [o.name for o in sess.get_outputs()]
+
+
+def run_onnxruntime(graph: nx.DiGraph, x: np.ndarray, sess: ort.InferenceSession | None = None) -> np.ndarray:
+    """Reference outputs ``(B, *output_shape)`` for a batch ``x`` of ``(B, *input_shape)``,
+    one sample at a time so that models with a fixed batch size of 1 work."""
+    if sess is None:
+        sess = graph.graph.get("_ort_session")
+        if sess is None:
+            sess, _ = session(graph.graph["path"])
+            graph.graph["_ort_session"] = sess
+    in_info = sess.get_inputs()[0]
+    np_dtype = np.float64 if in_info.type == "tensor(double)" else np.float32
+    outs = []
+    for sample in x:
+        outs.append(sess.run([graph.graph["output_name"]], {in_info.name: sample.astype(np_dtype)})[0])
+    return np.stack(outs)
+
+
+def _close(ours: np.ndarray, ref: np.ndarray) -> tuple[bool, float, float]:
+    diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
+    ok = bool(np.all(diff <= ATOL + RTOL * np.abs(ref)))
+    rel = float(np.max(diff / np.maximum(np.abs(ref), ATOL))) if diff.size else 0.0
+    return ok, float(diff.max()) if diff.size else 0.0, rel
+
+
+def _first_divergence(graph: nx.DiGraph, x: np.ndarray) -> str | None:
+    names = {name: ir for name, ir in graph.graph["onnx_to_ir"].items() if ir != input_node(graph)}
+    sess, out_names = session(graph.graph["path"], sorted(names))
+    in_info = sess.get_inputs()[0]
+    np_dtype = np.float64 if in_info.type == "tensor(double)" else np.float32
+    ref = dict(zip(out_names, sess.run(out_names, {in_info.name: x[0].astype(np_dtype)})))
+    with torch.no_grad():
+        ours = evaluate(graph, torch.as_tensor(x[:1], dtype=graph.graph["model_dtype"]), keep_all=True)
+    by_ir = {}
+    for name, ir in names.items():
+        by_ir.setdefault(ir, name)
+    for ir in nx.topological_sort(graph):
+        name = by_ir.get(ir)
+        if name is None or name not in ref:
+            continue
+        value = ours[ir][0].numpy()
+        if value.shape != ref[name].shape or not _close(value, ref[name])[0]:
+            node = graph.nodes[ir]
+            return f"'{node['source']}' (IR {node['kind']} '{ir}', tensor '{name}')"
+    return None
+
+
+def check_fidelity(
+    graph: nx.DiGraph,
+    lower: torch.Tensor | None = None,
+    upper: torch.Tensor | None = None,
+    samples: int = 4,
+    seed: int = 0,
+    raise_on_mismatch: bool = True,
+) -> FidelityReport:
+    """Compare the IR's forward pass (in the model's dtype) with onnxruntime on ``samples``
+    inputs drawn uniformly from ``[lower, upper]`` (default ``[−1, 1]``), elementwise
+    ``|ours − ref| ≤ atol + rtol·|ref|``. On a mismatch, find the first IR node whose value
+    differs from the tensor of the same name in onnxruntime.
+    """
+    shape = tuple(graph.nodes[input_node(graph)]["shape"])
+    gen = torch.Generator().manual_seed(seed)
+    lo = torch.full(shape, -1.0, dtype=torch.float64) if lower is None else lower.double().cpu().reshape(shape)
+    hi = torch.full(shape, 1.0, dtype=torch.float64) if upper is None else upper.double().cpu().reshape(shape)
+    x = lo + (hi - lo) * torch.rand((samples, *shape), generator=gen, dtype=torch.float64)
+    x = x.to(graph.graph["model_dtype"])
+    with torch.no_grad():
+        ours = evaluate(graph, x).numpy()
+    ref = run_onnxruntime(graph, x.numpy())
+    if ref.shape[1:] != tuple(graph.nodes[output_node(graph)]["shape"]) and ref.size == ours.size:
+        ref = ref.reshape(ours.shape)
+    if ours.shape != ref.shape:
+        report = FidelityReport(samples, float("inf"), float("inf"), False,
+                                f"output shape {list(ours.shape[1:])} vs onnxruntime {list(ref.shape[1:])}")
+    else:
+        ok, abs_err, rel_err = _close(ours, ref)
+        report = FidelityReport(samples, abs_err, rel_err, ok)
+        if not ok:
+            report.first_divergence = _first_divergence(graph, x.numpy())
+    if raise_on_mismatch and not report.ok:
+        raise FidelityError(report.describe())
+    return report

@@ -1,0 +1,76 @@
+"""Reading and evaluating the IR graph."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import networkx as nx
+import torch
+
+from ..ops import FORWARD
+
+
+def topological_order(graph: nx.DiGraph) -> list[str]:
+    """Node ids in a topological order (cached on the graph)."""
+    order = graph.graph.get("order")
+    if order is None:
+        order = list(nx.topological_sort(graph))
+        graph.graph["order"] = order
+    return order
+
+
+def input_node(graph: nx.DiGraph) -> str:
+    return graph.graph["input"]
+
+
+def output_node(graph: nx.DiGraph) -> str:
+    return graph.graph["output"]
+
+
+def predecessors_by_slot(graph: nx.DiGraph, node_id: str) -> list[str]:
+    """A node's inputs in slot order."""
+    preds = graph.graph.setdefault("_preds", {})
+    if node_id not in preds:
+        ins = sorted(graph.in_edges(node_id, data="slot"), key=lambda e: e[2])
+        preds[node_id] = [src for src, _, _ in ins]
+    return preds[node_id]
+
+
+def evaluate(graph: nx.DiGraph, x: torch.Tensor, keep_all: bool = False):
+    """Evaluate the model on a batch ``x`` of shape ``(B, *input_shape)``.
+
+    Returns the output tensor ``(B, *output_shape)``, or with ``keep_all`` a dict from
+    node id to value (for locating where two implementations diverge).
+    """
+    values: dict[str, torch.Tensor] = {}
+    batch = x.shape[0]
+    for node_id in topological_order(graph):
+        node = graph.nodes[node_id]
+        kind = node["kind"]
+        if kind == "input":
+            values[node_id] = x
+        elif kind == "constant":
+            values[node_id] = FORWARD["constant"](node, batch)
+        else:
+            args = [values[p] for p in predecessors_by_slot(graph, node_id)]
+            values[node_id] = FORWARD[kind](node, *args)
+    return values if keep_all else values[output_node(graph)]
+
+
+def parameter_count(graph: nx.DiGraph) -> int:
+    """Number of scalar parameters held by the IR's nodes."""
+    return sum(int(t.numel()) for _, d in graph.nodes(data=True) for t in d["params"].values())
+
+
+def summary(graph: nx.DiGraph) -> str:
+    """A human-readable description: input/output shapes, op counts, parameter count."""
+    kinds = Counter(d["kind"] for _, d in graph.nodes(data=True) if d["kind"] not in ("input", "constant"))
+    src_ops = Counter(graph.graph.get("onnx_ops", []))
+    lines = [
+        f"input  '{graph.graph['input_name']}': per-sample shape {list(graph.nodes[input_node(graph)]['shape'])}",
+        f"output '{graph.graph['output_name']}': per-sample shape {list(graph.nodes[output_node(graph)]['shape'])}",
+        "ONNX ops: " + ", ".join(f"{op}×{n}" for op, n in sorted(src_ops.items())),
+        "IR ops:   " + ", ".join(f"{k}×{n}" for k, n in sorted(kinds.items())),
+        f"parameters: {parameter_count(graph):,}",
+    ]
+    return "\n".join(lines)

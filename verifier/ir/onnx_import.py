@@ -1,0 +1,285 @@
+"""ONNX → IR: load, check, fold constants, convert every node, prune.
+
+The importer evaluates the ONNX graph with every batch dimension set to 1 ("per-sample
+semantics"); the IR adds its own batch axis in front (see :mod:`verifier.ops`).
+Subgraphs that depend only on constants and on static shapes (``Shape`` → ``Gather`` →
+``Concat`` chains, say) are folded to constants with onnxruntime itself, so they mean
+exactly what the runtime says they mean.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import onnx
+import onnx.helper
+import onnx.numpy_helper
+import torch
+
+from ..errors import ModelError, UnsupportedModelError
+from ..ops import FORWARD
+from .onnx_converters import CONVERTERS, Unsupported
+from .passes import fuse_bias_adds
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: torch.float32,
+    onnx.TensorProto.DOUBLE: torch.float64,
+    onnx.TensorProto.FLOAT16: torch.float32,
+    onnx.TensorProto.BFLOAT16: torch.float32,
+}
+
+
+class ImportContext:
+    """State shared by the per-op converters while one model is imported."""
+
+    def __init__(self, dtype: torch.dtype, opsets: list):
+        self.graph = nx.DiGraph()
+        self.dtype = dtype
+        self.opsets = opsets
+        self.consts: dict[str, np.ndarray] = {}
+        self.var: dict[str, str] = {}  # ONNX tensor name → IR node id
+        self._counter = 0
+
+    # --- reading inputs -------------------------------------------------------------
+    def is_const(self, name: str) -> bool:
+        return name == "" or name in self.consts
+
+    def const(self, name: str) -> np.ndarray:
+        return self.consts[name]
+
+    def const_or_none(self, node: onnx.NodeProto, slot: int) -> np.ndarray | None:
+        """The constant at input ``slot``, or ``None`` when the slot is absent."""
+        if slot >= len(node.input) or node.input[slot] == "":
+            return None
+        name = node.input[slot]
+        if name not in self.consts:
+            raise Unsupported(f"input {slot} ('{name}') must be a constant")
+        return self.consts[name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.graph.nodes[self.var[name]]["shape"]
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array, dtype=np.float64)).to(self.dtype)
+
+    # --- writing nodes --------------------------------------------------------------
+    def emit(
+        self,
+        kind: str,
+        inputs: list[str],
+        name: str | None = None,
+        params: dict[str, torch.Tensor] | None = None,
+        shape: tuple[int, ...] | None = None,
+        source: str = "",
+        **attrs: Any,
+    ) -> str:
+        """Add an IR node fed by IR nodes ``inputs``; return its id.
+
+        Without an explicit ``shape`` the output shape is found by evaluating the op on
+        zeros, so a node's recorded shape always equals what its forward produces.
+        """
+        if name is None or name in self.graph:
+            self._counter += 1
+            name = f"{name or kind}#{self._counter}"
+        data = {"kind": kind, "params": params or {}, "attrs": attrs, "shape": shape, "source": source}
+        if shape is None:
+            dummies = [torch.zeros((1, *self.graph.nodes[i]["shape"]), dtype=self.dtype) for i in inputs]
+            with torch.no_grad():
+                data["shape"] = tuple(FORWARD[kind](data, *dummies).shape[1:])
+        self.graph.add_node(name, **data)
+        for slot, src in enumerate(inputs):
+            self.graph.add_edge(src, name, slot=slot)
+        return name
+
+    def emit_constant(self, array: np.ndarray, source: str = "") -> str:
+        """A constant node (for a constant operand of concat or add)."""
+        value = self.tensor(array)
+        return self.emit("constant", [], params={"value": value}, shape=tuple(value.shape), source=source)
+
+    def var_or_constant(self, name: str, source: str = "") -> str:
+        return self.var[name] if name in self.var else self.emit_constant(self.consts[name], source)
+
+
+def _load_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise ModelError(f"model path is a directory, not an ONNX file: {path}")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise ModelError(f"cannot read ONNX model {path}: not a valid ONNX file ({type(exc).__name__})") from None
+    if len(model.graph.node) == 0:
+        raise ModelError(f"ONNX model {path} has no nodes (corrupt or empty file)")
+    return model
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ModelError(f"parameter '{name}' holds {bad} NaN or infinite value(s); the model cannot be verified")
+
+
+def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[int, ...]:
+    """Per-sample input shape: the first axis, if 0 or symbolic, becomes 1."""
+    ttype = value_info.type.tensor_type
+    if not ttype.HasField("shape"):
+        raise ModelError(f"input '{value_info.name}' has no declared shape")
+    dims = []
+    for axis, dim in enumerate(ttype.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(int(dim.dim_value))
+        elif axis == 0:
+            dims.append(1)
+        else:
+            raise ModelError(
+                f"input '{value_info.name}' axis {axis} has no fixed size; only the first (batch) axis may be symbolic"
+            )
+    return tuple(dims)
+
+
+def _sorted_nodes(graph: onnx.GraphProto, known: set[str]) -> list[onnx.NodeProto]:
+    """ONNX nodes in a topological order (Kahn); error on cycles or dangling inputs."""
+    pending = list(graph.node)
+    available = set(known) | {""}
+    order: list[onnx.NodeProto] = []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            node = pending[0]
+            missing = [i for i in node.input if i not in available]
+            raise ModelError(f"node '{node.name or node.op_type}' reads undefined tensor(s) {missing}")
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        for n in ready:
+            order.append(n)
+            available.update(n.output)
+    return order
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray:
+    attr = node.attribute[0]
+    value = onnx.helper.get_attribute_value(attr)
+    if isinstance(value, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(value)
+    return np.asarray(value)
+
+
+def _fold_with_onnxruntime(node: onnx.NodeProto, ctx: ImportContext) -> list[np.ndarray]:
+    """Evaluate a node whose inputs are all constants with onnxruntime."""
+    import onnxruntime as ort
+
+    inputs = [i for i in node.input if i]
+    feeds = {i: ctx.consts[i] for i in inputs}
+    infos = [
+        onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        for i, a in feeds.items()
+    ]
+    outs = [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o]
+    graph = onnx.helper.make_graph([node], "fold", infos, outs)
+    model = onnx.helper.make_model(graph, opset_imports=ctx.opsets, ir_version=8)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, feeds)
+    except Exception as exc:
+        raise Unsupported(f"constant subgraph could not be evaluated: {str(exc).splitlines()[0][:200]}") from None
+
+
+def import_onnx(path: str | os.PathLike, dtype: torch.dtype | None = None) -> nx.DiGraph:
+    """Load an ONNX file into the IR (see module docstring).
+
+    Raises :class:`ModelError` for unreadable or malformed models and
+    :class:`UnsupportedModelError` listing *every* unsupported node at once.
+    """
+    model = _load_proto(path)
+    graph = model.graph
+    initializers = {}
+    for init in graph.initializer:
+        try:
+            initializers[init.name] = onnx.numpy_helper.to_array(init)
+        except Exception as exc:
+            raise ModelError(f"initializer '{init.name}' cannot be read ({type(exc).__name__})") from None
+        _check_finite(init.name, initializers[init.name])
+
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelError(f"the model has {len(inputs)} inputs {[i.name for i in inputs]}; exactly one input tensor is supported")
+    if len(graph.output) != 1:
+        raise ModelError(f"the model has {len(graph.output)} outputs; exactly one output tensor is supported")
+    elem = inputs[0].type.tensor_type.elem_type
+    if elem not in FLOAT_TYPES:
+        raise ModelError(f"input '{inputs[0].name}' has a non-float element type ({onnx.TensorProto.DataType.Name(elem)})")
+    model_dtype = FLOAT_TYPES[elem]
+
+    opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")] or [onnx.helper.make_opsetid("", 13)]
+    ctx = ImportContext(dtype or model_dtype, list(opsets))
+    ctx.consts.update(initializers)
+    in_name = inputs[0].name
+    ctx.var[in_name] = ctx.emit("input", [], name=in_name, shape=_input_shape(inputs[0]), source=in_name)
+
+    problems: list[tuple[str, str, str]] = []
+    poisoned: set[str] = set()
+    onnx_ops: list[str] = []
+    for node in _sorted_nodes(graph, set(initializers) | {in_name}):
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        onnx_ops.append(node.op_type)
+        if node.domain not in ("", "ai.onnx"):
+            problems.append((f"{node.domain}.{node.op_type}", label, "custom op domain"))
+            poisoned.update(node.output)
+            continue
+        if any(i in poisoned for i in node.input):
+            poisoned.update(node.output)
+            if node.op_type not in CONVERTERS and node.op_type not in ("Constant", "Shape"):
+                problems.append((node.op_type, label, ""))
+            continue
+        try:
+            if node.op_type == "Constant":
+                value = _constant_node_value(node)
+                _check_finite(node.output[0], value)
+                ctx.consts[node.output[0]] = value
+            elif node.op_type == "Shape" and node.input[0] in ctx.var:
+                shape = np.array(ctx.shape(node.input[0]), dtype=np.int64)
+                start, end = 0, None
+                for a in node.attribute:
+                    if a.name == "start":
+                        start = a.i
+                    elif a.name == "end":
+                        end = a.i
+                ctx.consts[node.output[0]] = shape[start:end]
+            elif all(ctx.is_const(i) for i in node.input):
+                for out, value in zip(node.output, _fold_with_onnxruntime(node, ctx)):
+                    ctx.consts[out] = value
+            elif node.op_type not in CONVERTERS:
+                raise Unsupported("")
+            else:
+                CONVERTERS[node.op_type](ctx, node)
+        except Unsupported as exc:
+            problems.append((node.op_type, label, str(exc)))
+            poisoned.update(node.output)
+    if problems:
+        raise UnsupportedModelError(problems)
+
+    out_name = graph.output[0].name
+    if out_name not in ctx.var:
+        raise ModelError(f"output '{out_name}' does not depend on the input (a constant model cannot be verified)")
+    ir = ctx.graph
+    out_id = ctx.var[out_name]
+    keep = nx.ancestors(ir, out_id) | {out_id}
+    ir.remove_nodes_from([n for n in list(ir.nodes) if n not in keep])
+    if ctx.var[in_name] not in ir:
+        raise ModelError("the model output does not depend on its input")
+    ir.graph.update(
+        input=ctx.var[in_name],
+        output=out_id,
+        input_name=in_name,
+        output_name=out_name,
+        onnx_ops=onnx_ops,
+        onnx_to_ir={k: v for k, v in ctx.var.items() if v in ir},
+        model_dtype=model_dtype,
+        path=os.fspath(path),
+    )
+    return fuse_bias_adds(ir)

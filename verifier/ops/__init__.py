@@ -1,0 +1,53 @@
+"""Concrete semantics of every IR op kind, in torch, in one place.
+
+Conventions (shared by every domain):
+
+* An IR node holds ``kind``, ``params`` (torch tensors), ``attrs`` (plain Python values)
+  and ``shape``: the per-sample shape as ONNX computes it with every batch dimension
+  set to 1.
+* Every value flowing through the IR carries one extra leading axis of our own, the
+  batch axis: a node of shape ``S`` holds a tensor of shape ``(B, *S)``. Each op is the
+  ONNX op applied independently to each of the ``B`` samples, so a model's batch
+  dimension (written 0, 1 or a symbol) never needs to be guessed.
+
+``FORWARD[kind](node, *inputs)`` evaluates a node. Linear ops also register
+``LINEAR_PART[kind](node, x, absolute)``: the map without its bias, with ``|W|`` in
+place of ``W`` when ``absolute`` is true (what interval arithmetic needs).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Node = dict
+ForwardFn = Callable[..., torch.Tensor]
+
+FORWARD: dict[str, ForwardFn] = {}
+LINEAR_PART: dict[str, Callable[[Node, torch.Tensor, bool], torch.Tensor]] = {}
+
+
+def forward_op(kind: str):
+    """Register the concrete evaluation of op ``kind``."""
+
+    def register(fn: ForwardFn) -> ForwardFn:
+        FORWARD[kind] = fn
+        return fn
+
+    return register
+
+
+def linear_part(kind: str):
+    """Register the bias-free (optionally absolute-valued) map of a linear op ``kind``."""
+
+    def register(fn):
+        LINEAR_PART[kind] = fn
+        return fn
+
+    return register
+
+
+from . import activation, conv, linear, pool, shape  # noqa: E402,F401  (fill the registries)
+
+__all__ = ["FORWARD", "LINEAR_PART", "forward_op", "linear_part"]
