@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import verifier
 from verifier.datasets import load_mnist
 from verifier.domains import get_domain
+from verifier.ir import topological_order
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MEAN, STD = 0.1307, 0.3081
@@ -57,7 +58,7 @@ def live_graph(net: nn.Sequential):
         export(net, os.path.join(tmp, "net.onnx"))
         graph = verifier.load(os.path.join(tmp, "net.onnx")).graph
     layers = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
-    nodes = [n for n in graph.graph["order"] if graph.nodes[n]["kind"] in ("conv", "linear")]
+    nodes = [n for n in topological_order(graph) if graph.nodes[n]["kind"] in ("conv", "linear")]
     for node_id, layer in zip(nodes, layers, strict=True):
         params = graph.nodes[node_id]["params"]
         params["weight"] = layer.weight if isinstance(layer, nn.Conv2d) else layer.weight.t()
