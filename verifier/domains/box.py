@@ -16,7 +16,7 @@ import networkx as nx
 import torch
 
 from ..ir.graph import predecessors_by_slot
-from ..linalg import batched_spec, centre_radius, interval_matmul
+from ..linalg import batched_spec, interval_matmul
 from ..ops import FORWARD, LINEAR_PART
 from . import register_domain
 from .base import Domain
@@ -63,10 +63,10 @@ class BoxDomain(Domain):
 
 @BoxDomain.transfer(*LINEAR_PART)
 def box_linear(domain, node, x: Interval) -> Interval:
-    c, r = centre_radius(x.lower, x.upper)
-    mid = FORWARD[node["kind"]](node, c)
-    rad = LINEAR_PART[node["kind"]](node, r, True)
-    return Interval(mid - rad, mid + rad)
+    """``mid = L((l+u)/2) + b``, ``w = |L|(u − l)``, ``[mid − w/2, mid + w/2]`` (four elementwise passes)."""
+    mid = FORWARD[node["kind"]](node, torch.lerp(x.lower, x.upper, 0.5))
+    width = LINEAR_PART[node["kind"]](node, x.upper - x.lower, True)
+    return Interval(torch.add(mid, width, alpha=-0.5), torch.add(mid, width, alpha=0.5))
 
 
 @BoxDomain.transfer("relu", "sigmoid", "tanh", "maxpool", "reshape", "transpose", "concat", "slice", "pad", "add")

@@ -1,7 +1,7 @@
 """The intermediate representation: one ``networkx.DiGraph`` per model.
 
-Nodes are normalised ops (see :mod:`verifier.ops` for their semantics); edges carry the
-input ``slot``. ``graph.graph`` holds ``input``/``output`` node ids, the ONNX tensor
+Nodes are normalised ops (see :mod:`verifier.ops` for their semantics); each edge
+carries the input ``slots`` its source feeds (usually one). ``graph.graph`` holds ``input``/``output`` node ids, the ONNX tensor
 names, and ``order`` (a topological order computed once).
 """
 

@@ -40,6 +40,10 @@ class FidelityReport:
 def session(model_path: str, outputs: list[str] | None = None) -> tuple[ort.InferenceSession, list[str]]:
     """An onnxruntime session for the model, optionally exposing intermediate tensors."""
     proto = onnx.load(model_path)
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) and dims[0].HasField("dim_value") and dims[0].dim_value == 0:
+            dims[0].dim_param = "batch"  # a batch axis written as 0 accepts any size
     if outputs:
         existing = {o.name for o in proto.graph.output}
         for name in outputs:

@@ -27,12 +27,21 @@ def output_node(graph: nx.DiGraph) -> str:
     return graph.graph["output"]
 
 
+def add_input_edge(graph: nx.DiGraph, src: str, dst: str, slot: int) -> None:
+    """Record that ``src`` feeds input ``slot`` of ``dst``. One edge per pair of nodes carries
+    every slot it feeds (``slots``), so an op may read the same value twice (``x + x``)."""
+    if graph.has_edge(src, dst):
+        graph.edges[src, dst]["slots"] = sorted(set(graph.edges[src, dst]["slots"]) | {slot})
+    else:
+        graph.add_edge(src, dst, slots=[slot])
+
+
 def predecessors_by_slot(graph: nx.DiGraph, node_id: str) -> list[str]:
     """A node's inputs in slot order."""
     preds = graph.graph.setdefault("_preds", {})
     if node_id not in preds:
-        ins = sorted(graph.in_edges(node_id, data="slot"), key=lambda e: e[2])
-        preds[node_id] = [src for src, _, _ in ins]
+        ins = sorted((slot, src) for src, _, slots in graph.in_edges(node_id, data="slots") for slot in slots)
+        preds[node_id] = [src for _, src in ins]
     return preds[node_id]
 
 

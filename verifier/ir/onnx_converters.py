@@ -297,7 +297,7 @@ def _pool_attrs(ctx, node, x: str) -> dict:
 
 @converter("MaxPool")
 def convert_maxpool(ctx, node):
-    if len([o for o in node.output if o]) > 1:
+    if len(node.output) > 1 and node.output[1] in ctx.consumed:
         raise Unsupported("the Indices output is used")
     if attributes(node).get("storage_order", 0):
         raise Unsupported("storage_order=1")

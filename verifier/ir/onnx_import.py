@@ -22,6 +22,7 @@ import torch
 from ..errors import ModelError, UnsupportedModelError
 from ..ops import FORWARD
 from .onnx_converters import CONVERTERS, Unsupported
+from .graph import add_input_edge
 from .passes import fuse_bias_adds
 
 FLOAT_TYPES = {
@@ -41,6 +42,7 @@ class ImportContext:
         self.opsets = opsets
         self.consts: dict[str, np.ndarray] = {}
         self.var: dict[str, str] = {}  # ONNX tensor name → IR node id
+        self.consumed: set[str] = set()  # ONNX tensor names read by some node or the graph output
         self._counter = 0
 
     # --- reading inputs -------------------------------------------------------------
@@ -87,11 +89,17 @@ class ImportContext:
         data = {"kind": kind, "params": params or {}, "attrs": attrs, "shape": shape, "source": source}
         if shape is None:
             dummies = [torch.zeros((1, *self.graph.nodes[i]["shape"]), dtype=self.dtype) for i in inputs]
-            with torch.no_grad():
-                data["shape"] = tuple(FORWARD[kind](data, *dummies).shape[1:])
+            try:
+                with torch.no_grad():
+                    data["shape"] = tuple(FORWARD[kind](data, *dummies).shape[1:])
+            except RuntimeError as exc:
+                raise Unsupported(f"cannot be evaluated on inputs of shape "
+                                  f"{[list(d.shape[1:]) for d in dummies]} ({str(exc).splitlines()[0][:160]})") from None
+            if any(d == 0 for d in data["shape"]):
+                raise Unsupported(f"produces an empty tensor of shape {list(data['shape'])}")
         self.graph.add_node(name, **data)
         for slot, src in enumerate(inputs):
-            self.graph.add_edge(src, name, slot=slot)
+            add_input_edge(self.graph, src, name, slot)
         return name
 
     def emit_constant(self, array: np.ndarray, source: str = "") -> str:
@@ -218,6 +226,7 @@ def import_onnx(path: str | os.PathLike, dtype: torch.dtype | None = None) -> nx
     opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")] or [onnx.helper.make_opsetid("", 13)]
     ctx = ImportContext(dtype or model_dtype, list(opsets))
     ctx.consts.update(initializers)
+    ctx.consumed = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     in_name = inputs[0].name
     ctx.var[in_name] = ctx.emit("input", [], name=in_name, shape=_input_shape(inputs[0]), source=in_name)
 

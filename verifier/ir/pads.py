@@ -10,7 +10,8 @@ def conv_transpose_pads(attrs: dict, in_size: list[int], kernel: list[int], stri
     Full output size: ``full = s(in−1) + op + (k−1)d + 1``. With ``output_shape`` (or
     ``auto_pad=SAME_*``, target ``in·s``) the total padding is ``full − target``, split
     with the odd unit at the start for SAME_UPPER and at the end otherwise, as
-    onnxruntime does; a negative total becomes extra output padding.
+    onnxruntime does. A negative total becomes extra output padding for an explicit
+    ``output_shape``; under ``auto_pad`` onnxruntime clamps it to zero, and so do we.
     """
     n = len(kernel)
     auto_pad = attrs.get("auto_pad", "NOTSET")
@@ -28,7 +29,8 @@ def conv_transpose_pads(attrs: dict, in_size: list[int], kernel: list[int], stri
         full = strides[i] * (in_size[i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1
         total = full - target[i]
         if total < 0:
-            extra[i] += -total
+            if attrs.get("output_shape") is not None:
+                extra[i] += -total
             total = 0
         if auto_pad == "SAME_UPPER":
             begin.append(total // 2)

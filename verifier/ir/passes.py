@@ -5,6 +5,8 @@ from __future__ import annotations
 import networkx as nx
 import torch
 
+from .graph import add_input_edge
+
 _BIASED = ("linear", "conv", "conv_transpose")
 
 
@@ -12,8 +14,9 @@ def _redirect(graph: nx.DiGraph, removed: str, kept: str) -> None:
     """Move ``removed``'s consumers (and ONNX name bindings) onto ``kept``; drop ``removed``.
 
     ``kept`` changes value, so the names that pointed to it no longer hold."""
-    for _, dst, slot in list(graph.out_edges(removed, data="slot")):
-        graph.add_edge(kept, dst, slot=slot)
+    for _, dst, slots in list(graph.out_edges(removed, data="slots")):
+        for slot in slots:
+            add_input_edge(graph, kept, dst, slot)
     names = graph.graph["onnx_to_ir"]
     for name, target in list(names.items()):
         if target == kept:

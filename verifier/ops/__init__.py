@@ -28,6 +28,20 @@ FORWARD: dict[str, ForwardFn] = {}
 LINEAR_PART: dict[str, Callable[[Node, torch.Tensor, bool], torch.Tensor]] = {}
 
 
+def absolute(node: Node, name: str = "weight") -> torch.Tensor:
+    """``|params[name]|``, cached on the node while the parameter is a constant (no grad,
+    unchanged version); recomputed, differentiably, for trainable parameters."""
+    param = node["params"][name]
+    if param.requires_grad:
+        return param.abs()
+    cache = node.setdefault("_abs_cache", {})
+    key = (id(param), param._version, param.device, param.dtype)
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        hit = cache[name] = (key, param.abs())
+    return hit[1]
+
+
 def forward_op(kind: str):
     """Register the concrete evaluation of op ``kind``."""
 
@@ -50,4 +64,4 @@ def linear_part(kind: str):
 
 from . import activation, conv, linear, pool, shape  # noqa: E402,F401  (fill the registries)
 
-__all__ = ["FORWARD", "LINEAR_PART", "forward_op", "linear_part"]
+__all__ = ["FORWARD", "LINEAR_PART", "absolute", "forward_op", "linear_part"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Node, forward_op, linear_part
+from . import Node, absolute, forward_op, linear_part
 from .spatial import fold_leading, pad_spatial
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -17,17 +17,20 @@ def _bias_view(bias: torch.Tensor, spatial: int) -> torch.Tensor:
 
 
 @linear_part("conv")
-def conv_map(node: Node, x: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-    """Cross-correlation ``y[o] = Σ_c W[o, c] ⋆ x_pad[c]`` (no bias); ``|W|`` when ``absolute``."""
+def conv_map(node: Node, x: torch.Tensor, absolute_: bool = False, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-correlation ``y[o] = Σ_c W[o, c] ⋆ x_pad[c]`` (+ ``bias``); ``|W|`` when ``absolute_``."""
     a = node["attrs"]
-    weight = node["params"]["weight"]
-    weight = weight.abs() if absolute else weight
+    weight = absolute(node) if absolute_ else node["params"]["weight"]
     spatial = weight.dim() - 2
     conv = _CONV[spatial]
+    pads = a["pads"]
+    symmetric = pads[:spatial] == pads[spatial:]
 
     def run(t: torch.Tensor) -> torch.Tensor:
-        t = pad_spatial(t, a["pads"], 0.0)
-        return conv(t, weight, None, a["strides"], 0, a["dilations"], a["group"])
+        if symmetric:
+            return conv(t, weight, bias, a["strides"], pads[:spatial], a["dilations"], a["group"])
+        t = pad_spatial(t, pads, 0.0)
+        return conv(t, weight, bias, a["strides"], 0, a["dilations"], a["group"])
 
     return fold_leading(x, spatial, run)
 
@@ -35,18 +38,15 @@ def conv_map(node: Node, x: torch.Tensor, absolute: bool = False) -> torch.Tenso
 @forward_op("conv")
 def conv(node: Node, x: torch.Tensor) -> torch.Tensor:
     """ONNX Conv: ``y = W ⋆ pad(x) + b``."""
-    y = conv_map(node, x)
-    bias = node["params"].get("bias")
-    return y if bias is None else y + _bias_view(bias, node["params"]["weight"].dim() - 2)
+    return conv_map(node, x, bias=node["params"].get("bias"))
 
 
 @linear_part("conv_transpose")
-def conv_transpose_map(node: Node, x: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+def conv_transpose_map(node: Node, x: torch.Tensor, absolute_: bool = False) -> torch.Tensor:
     """ONNX ConvTranspose without bias: the full transposed convolution, then the pads
     cropped from each end (``out = s(in−1) + op + (k−1)d + 1 − b − e``)."""
     a = node["attrs"]
-    weight = node["params"]["weight"]
-    weight = weight.abs() if absolute else weight
+    weight = absolute(node) if absolute_ else node["params"]["weight"]
     spatial = weight.dim() - 2
     conv_t = _CONV_T[spatial]
     pads = a["pads"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from . import Node, forward_op, linear_part
+import torch.nn.functional as F
+
+from . import Node, absolute, forward_op, linear_part
 
 
 def _matmul(node: Node, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -22,25 +24,27 @@ def _matmul(node: Node, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 @linear_part("linear")
-def linear_map(node: Node, x: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-    """``x ↦ x W`` or ``x ↦ W x`` without bias; ``|W|`` when ``absolute``."""
-    weight = node["params"]["weight"]
-    return _matmul(node, x, weight.abs() if absolute else weight)
+def linear_map(node: Node, x: torch.Tensor, absolute_: bool = False) -> torch.Tensor:
+    """``x ↦ x W`` or ``x ↦ W x`` without bias; ``|W|`` when ``absolute_``."""
+    weight = absolute(node) if absolute_ else node["params"]["weight"]
+    return _matmul(node, x, weight)
 
 
 @forward_op("linear")
 def linear(node: Node, x: torch.Tensor) -> torch.Tensor:
     """``y = x W + b`` (side ``right``) or ``y = W x + b`` (side ``left``)."""
-    y = linear_map(node, x)
     bias = node["params"].get("bias")
+    weight = node["params"]["weight"]
+    if node["attrs"]["side"] == "right" and (bias is None or bias.dim() == 1):
+        return F.linear(x, weight.t(), bias)  # one fused kernel
+    y = _matmul(node, x, weight)
     return y if bias is None else y + bias
 
 
 @linear_part("scale_shift")
-def scale_map(node: Node, x: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-    """``x ↦ a ⊙ x`` (broadcast); ``|a| ⊙ x`` when ``absolute``."""
-    scale = node["params"]["scale"]
-    return x * (scale.abs() if absolute else scale)
+def scale_map(node: Node, x: torch.Tensor, absolute_: bool = False) -> torch.Tensor:
+    """``x ↦ a ⊙ x`` (broadcast); ``|a| ⊙ x`` when ``absolute_``."""
+    return x * (absolute(node, "scale") if absolute_ else node["params"]["scale"])
 
 
 @forward_op("scale_shift")

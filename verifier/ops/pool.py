@@ -65,8 +65,8 @@ def avgpool_divisor(node: Node, like: torch.Tensor) -> torch.Tensor:
 
 
 @linear_part("avgpool")
-def avgpool_map(node: Node, x: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-    """Window mean; all weights are non-negative, so ``absolute`` changes nothing."""
+def avgpool_map(node: Node, x: torch.Tensor, absolute_: bool = False) -> torch.Tensor:
+    """Window mean; all weights are non-negative, so ``absolute_`` changes nothing."""
     return _window_sum(node, x, _all_pads(node)) / avgpool_divisor(node, x)
 
 
@@ -77,7 +77,7 @@ def avgpool(node: Node, x: torch.Tensor) -> torch.Tensor:
 
 
 @linear_part("global_avgpool")
-def global_avgpool_map(node: Node, x: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+def global_avgpool_map(node: Node, x: torch.Tensor, absolute_: bool = False) -> torch.Tensor:
     """Mean over every axis after the channel axis, kept with size 1."""
     dims = tuple(range(3, x.dim()))  # x is (B, N, C, *spatial)
     return x.mean(dim=dims, keepdim=True)
