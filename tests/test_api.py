@@ -83,3 +83,18 @@ def test_fidelity_mismatch_names_the_first_diverging_node(monkeypatch, capsys):
     assert f"'{first_relu_source}'" in str(info.value)
     assert main(["check", str(DEFAULT_MODEL)]) == 1
     assert "DISAGREES" in capsys.readouterr().out
+
+
+def test_box_dense_shortcut_equals_centre_radius_form(monkeypatch):
+    """Small dense layers use ``[l, u]·[[W⁺, W⁻], [W⁻, W⁺]]``; large ones ``Wc ± |W|r``: same bounds."""
+    import verifier.domains.box as box
+
+    model = verifier.load(DEFAULT_MODEL, check=False)
+    x = torch.rand(3, 784, dtype=torch.float64)
+    lo, hi = (x - 0.03).clamp(0, 1), (x + 0.03).clamp(0, 1)
+    monkeypatch.setattr(box, "SMALL_PRODUCT", 1 << 40)
+    short = verifier.compute_bounds(model, lo, hi)
+    monkeypatch.setattr(box, "SMALL_PRODUCT", 0)
+    general = verifier.compute_bounds(model, lo, hi)
+    for a, b in zip(short, general):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)

@@ -54,7 +54,7 @@ class Model:
             copy.graph = dict(self.graph.graph)
             copy.graph.pop("_ort_session", None)
             for _, data in copy.nodes(data=True):
-                data.pop("_abs_cache", None)
+                data.pop("_derived_cache", None)
                 data["params"] = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
             self._copies[key] = copy
         return self._copies[key]

@@ -17,7 +17,7 @@ import torch
 
 from ..ir.graph import predecessors_by_slot
 from ..linalg import batched_spec, interval_matmul
-from ..ops import FORWARD, LINEAR_PART
+from ..ops import FORWARD, LINEAR_PART, derived
 from . import register_domain
 from .base import Domain
 
@@ -61,9 +61,28 @@ class BoxDomain(Domain):
         return lb, ub
 
 
+SMALL_PRODUCT = 1 << 21  # multiply-adds below which one 4×-larger product beats six small ops
+
+
+def _signed_blocks(weight: torch.Tensor) -> torch.Tensor:
+    """``[[W⁺, W⁻], [W⁻, W⁺]]`` (``2k × 2n``) for ``W`` of shape ``(k, n)``."""
+    pos, neg = weight.clamp(min=0), weight.clamp(max=0)
+    return torch.cat([torch.cat([pos, neg], 1), torch.cat([neg, pos], 1)], 0)
+
+
 @BoxDomain.transfer(*LINEAR_PART)
 def box_linear(domain, node, x: Interval) -> Interval:
-    """``mid = L((l+u)/2) + b``, ``w = |L|(u − l)``, ``[mid − w/2, mid + w/2]`` (four elementwise passes)."""
+    """``mid = L((l+u)/2) + b``, ``w = |L|(u − l)``, ``[mid − w/2, mid + w/2]`` (four elementwise passes).
+
+    Small dense ``y = x W + b``: ``[l', u'] = [l, u] · [[W⁺, W⁻], [W⁻, W⁺]] + [b, b]`` in one
+    product (the same bounds), since tiny layers cost per call, not per flop."""
+    weight, bias = node["params"].get("weight"), node["params"].get("bias")
+    if (node["kind"] == "linear" and node["attrs"]["side"] == "right" and (bias is None or bias.dim() == 1)
+            and x.lower.numel() * weight.shape[1] <= SMALL_PRODUCT):
+        blocks = derived(node, "weight", "signed_blocks", _signed_blocks)
+        both_bias = None if bias is None else torch.cat([bias, bias])
+        both = torch.nn.functional.linear(torch.cat([x.lower, x.upper], -1), blocks.t(), both_bias)
+        return Interval(*both.chunk(2, dim=-1))
     mid = FORWARD[node["kind"]](node, torch.lerp(x.lower, x.upper, 0.5))
     width = LINEAR_PART[node["kind"]](node, x.upper - x.lower, True)
     return Interval(torch.add(mid, width, alpha=-0.5), torch.add(mid, width, alpha=0.5))

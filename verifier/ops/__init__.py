@@ -28,18 +28,23 @@ FORWARD: dict[str, ForwardFn] = {}
 LINEAR_PART: dict[str, Callable[[Node, torch.Tensor, bool], torch.Tensor]] = {}
 
 
-def absolute(node: Node, name: str = "weight") -> torch.Tensor:
-    """``|params[name]|``, cached on the node while the parameter is a constant (no grad,
-    unchanged version); recomputed, differentiably, for trainable parameters."""
+def derived(node: Node, name: str, label: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn(params[name])``, cached on the node under ``label`` while the parameter is a
+    constant (no grad, unchanged version); recomputed, differentiably, when trainable."""
     param = node["params"][name]
     if param.requires_grad:
-        return param.abs()
-    cache = node.setdefault("_abs_cache", {})
+        return fn(param)
+    cache = node.setdefault("_derived_cache", {})
     key = (id(param), param._version, param.device, param.dtype)
-    hit = cache.get(name)
+    hit = cache.get((name, label))
     if hit is None or hit[0] != key:
-        hit = cache[name] = (key, param.abs())
+        hit = cache[(name, label)] = (key, fn(param))
     return hit[1]
+
+
+def absolute(node: Node, name: str = "weight") -> torch.Tensor:
+    """``|params[name]|`` (cached, see :func:`derived`)."""
+    return derived(node, name, "abs", torch.abs)
 
 
 def forward_op(kind: str):
@@ -64,4 +69,4 @@ def linear_part(kind: str):
 
 from . import activation, conv, linear, pool, shape  # noqa: E402,F401  (fill the registries)
 
-__all__ = ["FORWARD", "LINEAR_PART", "absolute", "forward_op", "linear_part"]
+__all__ = ["FORWARD", "LINEAR_PART", "absolute", "derived", "forward_op", "linear_part"]
