@@ -77,7 +77,8 @@ def box_linear(domain, node, x: Interval) -> Interval:
     Small dense ``y = x W + b``: ``[l', u'] = [l, u] · [[W⁺, W⁻], [W⁻, W⁺]] + [b, b]`` in one
     product (the same bounds), since tiny layers cost per call, not per flop."""
     weight, bias = node["params"].get("weight"), node["params"].get("bias")
-    if (node["kind"] == "linear" and node["attrs"]["side"] == "right" and (bias is None or bias.dim() == 1)
+    if (node["kind"] == "linear" and node["attrs"]["side"] == "right"
+            and (bias is None or tuple(bias.shape) == (weight.shape[1],))
             and x.lower.numel() * weight.shape[1] <= SMALL_PRODUCT):
         blocks = derived(node, "weight", "signed_blocks", _signed_blocks)
         both_bias = None if bias is None else torch.cat([bias, bias])

@@ -35,7 +35,7 @@ def linear(node: Node, x: torch.Tensor) -> torch.Tensor:
     """``y = x W + b`` (side ``right``) or ``y = W x + b`` (side ``left``)."""
     bias = node["params"].get("bias")
     weight = node["params"]["weight"]
-    if node["attrs"]["side"] == "right" and (bias is None or bias.dim() == 1):
+    if node["attrs"]["side"] == "right" and (bias is None or tuple(bias.shape) == (weight.shape[1],)):
         return F.linear(x, weight.t(), bias)  # one fused kernel
     y = _matmul(node, x, weight)
     return y if bias is None else y + bias
