@@ -74,8 +74,18 @@ class MaxPoolRelaxation:
         cols = torch.nn.functional.unfold(flat, a["kernel"], a["dilations"], 0, a["strides"])
         return cols.reshape(flat.shape[0], flat.shape[1], -1, cols.shape[-1])
 
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """The selected entry of each window of ``x`` ``(B, k, *in)`` → ``(B, k, *out)``."""
+        B, k = x.shape[:2]
+        cols = self._patches(x.reshape(B * k, *x.shape[2:]), 0.0)  # (B·k·s, C, K, L)
+        per_sample = self.sel.shape[0] // B
+        cols = cols.reshape(B, k, per_sample, *cols.shape[1:])
+        idx = self.sel.reshape(B, 1, per_sample, self.sel.shape[1], 1, self.sel.shape[2])
+        picked = cols.gather(4, idx.expand(B, k, per_sample, cols.shape[3], 1, cols.shape[5]))
+        return picked.reshape(B, k, *self.dominates.shape[1:])
+
     def adjoint(self, lam: torch.Tensor) -> torch.Tensor:
-        """Transpose of "take the selected entry of each window" for ``Λ`` ``(B, k, *out)``."""
+        """Transpose of :meth:`gather` for ``Λ`` of shape ``(B, k, *out)``."""
         a = self.attrs
         B, k = lam.shape[:2]
         channels, L = self.sel.shape[1], self.sel.shape[2]

@@ -1,0 +1,174 @@
+"""DeepZ zonotopes (seed 000, App. A; ERAN's transformers).
+
+A value is ``a + Σ_j G_j e_j`` with ``e ∈ [−1, 1]^m``: centre ``a`` ``(B, *S)`` and
+generators ``G`` ``(B, m, *S)``. Generator ``j`` is the same noise symbol in every value
+of one propagation, so sums and concatenations of branches stay correlated; each
+nonlinear op appends fresh symbols after all symbols allocated so far.
+
+* affine ``y = L x + f₀``: ``a' = L a + f₀``, ``G' = L G``;
+* ReLU, crossing (``l < 0 < u``, ``l, u = a ∓ Σ|G|``): ``λ = u/(u−l)``, ``μ = −ul/(2(u−l))``,
+  ``a' = λa + μ`` (**not** ``λa`` as the paper's appendix prints), ``G' = λG``, new
+  symbol with coefficient ``μ``; dead → 0, active → identity;
+* LeakyReLU: the chord slope ``λ`` and the band ``f(x) − λx ∈ [min(0, b), max(0, b)]``;
+* sigmoid/tanh: ``λ = min(f'(l), f'(u))``, ``a' = λa + (f(u)+f(l)−λ(u+l))/2``, new symbol
+  ``(f(u)−f(l)−λ(u−l))/2``;
+* max-pool: the dominating window entry when one dominates, else a fresh symbol spanning
+  ``[max l, max u]``.
+
+``latent(state)`` exposes the e-space view for COLT: points ``a + G e``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..ops import FORWARD
+from ..ops.adjoint import AFFINE_KINDS, offset
+from . import register_domain
+from .backward import MaxPoolRelaxation
+from .base import Domain
+from .relaxations import _sigmoid_prime
+
+
+class Zonotope(NamedTuple):
+    centre: torch.Tensor  # (B, *S)
+    generators: torch.Tensor  # (B, m, *S)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        radius = self.generators.abs().sum(dim=1)
+        return self.centre - radius, self.centre + radius
+
+
+def _padded(z: Zonotope, m: int) -> torch.Tensor:
+    g = z.generators
+    if g.shape[1] == m:
+        return g
+    pad = torch.zeros((g.shape[0], m - g.shape[1], *g.shape[2:]), dtype=g.dtype, device=g.device)
+    return torch.cat([g, pad], 1)
+
+
+@register_domain
+class DeepZDomain(Domain):
+    name = "deepz"
+    description = "DeepZ zonotopes (one new error term per crossing neuron)"
+
+    def __init__(self):
+        self.symbols = 0
+
+    def input_state(self, lower, upper):
+        centre, radius = (upper + lower) / 2, (upper - lower) / 2
+        B = lower.shape[0]
+        flat = radius.reshape(B, -1)
+        active = torch.nonzero((flat > 0).any(0)).reshape(-1)  # one symbol per input that can move
+        gens = torch.zeros((B, len(active), flat.shape[1]), dtype=lower.dtype, device=lower.device)
+        gens[:, torch.arange(len(active), device=lower.device), active] = flat[:, active]
+        self.symbols = len(active)
+        return Zonotope(centre, gens.reshape(B, len(active), *lower.shape[1:]))
+
+    def constant_state(self, value):
+        return Zonotope(value, value.new_zeros((value.shape[0], 0, *value.shape[1:])))
+
+    def concretize(self, state):
+        return state.bounds()
+
+    def bound(self, graph, lower, upper, C=None):
+        """Exact range of ``C(a + G e)`` over ``e ∈ [−1, 1]^m``: ``Ca ± Σ_j |C G_j|``."""
+        if C is None:
+            return super().bound(graph, lower, upper, C)
+        from ..engine import propagate
+        from ..linalg import batched_spec
+
+        z = propagate(graph, self, lower, upper)
+        B = z.centre.shape[0]
+        C = batched_spec(C, B).to(z.centre)
+        centre = torch.einsum("bkn,bn->bk", C, z.centre.reshape(B, -1))
+        radius = torch.einsum("bkn,bmn->bkm", C, z.generators.reshape(B, z.generators.shape[1], -1)).abs().sum(-1)
+        return centre - radius, centre + radius
+
+    def fresh(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """New symbols, one per entry whose ``coefficients`` (``(B, *S)``) is non-zero in some
+        batch element: ``(B, c, *S)`` with each symbol on its own entry; placed after all
+        symbols allocated so far (callers pad older generators to ``self.symbols``)."""
+        B = coefficients.shape[0]
+        flat = coefficients.reshape(B, -1)
+        used = torch.nonzero((flat != 0).any(0)).reshape(-1)
+        new = torch.zeros((B, len(used), flat.shape[1]), dtype=flat.dtype, device=flat.device)
+        new[:, torch.arange(len(used), device=flat.device), used] = flat[:, used]
+        return new.reshape(B, len(used), *coefficients.shape[1:])
+
+    def extend(self, scaled: torch.Tensor, centre: torch.Tensor, coefficients: torch.Tensor) -> Zonotope:
+        """``centre + scaled·e + coefficients·e_new``, aligning ``scaled`` to all symbols."""
+        z = Zonotope(centre, scaled)
+        old = _padded(z, self.symbols)
+        new = self.fresh(coefficients)
+        self.symbols += new.shape[1]
+        return Zonotope(centre, torch.cat([old, new], 1))
+
+
+def latent(state: Zonotope, e: torch.Tensor) -> torch.Tensor:
+    """The point ``a + G e`` for ``e`` ``(B, m)`` in ``[−1, 1]^m`` (COLT's latent view)."""
+    g = state.generators
+    return state.centre + torch.einsum("bm...,bm->b...", g, e.to(g))
+
+
+@DeepZDomain.transfer(*AFFINE_KINDS)
+def deepz_affine(domain, node, *xs: Zonotope) -> Zonotope:
+    fn = FORWARD[node["kind"]]
+    centre = fn(node, *[x.centre for x in xs])
+    m = max(x.generators.shape[1] for x in xs)
+    B = centre.shape[0]
+    gens = [_padded(x, m) for x in xs]
+    folded = [g.reshape(B * m, *g.shape[2:]) for g in gens]
+    if m == 0:
+        return Zonotope(centre, centre.new_zeros((B, 0, *centre.shape[1:])))
+    f0 = offset(node, [tuple(g.shape[2:]) for g in gens], centre)
+    out = fn(node, *folded) - f0
+    return Zonotope(centre, out.reshape(B, m, *out.shape[1:]))
+
+
+def _band(domain, x: Zonotope, slope: torch.Tensor, low: torch.Tensor, high: torch.Tensor, passthrough=None):
+    """``y = slope·x + [low, high]`` elementwise: centre ``slope·a + (low+high)/2``, generators
+    ``slope·G``, and a fresh symbol of size ``(high−low)/2``."""
+    centre = slope * x.centre + (low + high) / 2
+    return domain.extend(slope.unsqueeze(1) * x.generators, centre, (high - low) / 2)
+
+
+@DeepZDomain.transfer("relu", "leaky_relu")
+def deepz_relu(domain, node, x: Zonotope) -> Zonotope:
+    s = 0.0 if node["kind"] == "relu" else float(node["attrs"]["alpha"])
+    l, u = x.bounds()
+    crossing = (l < 0) & (u > 0)
+    denom = torch.where(crossing, u - l, torch.ones_like(u))
+    chord = (u - s * l) / denom
+    b = (s - 1) * u * l / denom  # f(x) − chord·x ∈ [min(0, b), max(0, b)] on [l, u]
+    passing = torch.where(l >= 0, torch.ones_like(u), torch.full_like(u, s))
+    slope = torch.where(crossing, chord, passing)
+    zero = torch.zeros_like(u)
+    low = torch.where(crossing, torch.minimum(zero, b), zero)
+    high = torch.where(crossing, torch.maximum(zero, b), zero)
+    return _band(domain, x, slope, low, high)
+
+
+@DeepZDomain.transfer("sigmoid", "tanh")
+def deepz_s_shaped(domain, node, x: Zonotope) -> Zonotope:
+    f = torch.sigmoid if node["kind"] == "sigmoid" else torch.tanh
+    l, u = x.bounds()
+    lam = torch.minimum(_sigmoid_prime(node["kind"], l), _sigmoid_prime(node["kind"], u))
+    # f(x) − λx is non-decreasing on [l, u]: its range is [f(l) − λl, f(u) − λu].
+    return _band(domain, x, lam, f(l) - lam * l, f(u) - lam * u)
+
+
+@DeepZDomain.transfer("maxpool")
+def deepz_maxpool(domain, node, x: Zonotope) -> Zonotope:
+    l, u = x.bounds()
+    rel = MaxPoolRelaxation(node, l, u)
+    dom = rel.dominates
+    picked_c = rel.gather(x.centre.unsqueeze(1))[:, 0]
+    picked_g = rel.gather(x.generators)
+    lower_sel = rel.gather(l.unsqueeze(1))[:, 0]
+    # not dominated: a fresh symbol spanning [max l, max u] (max l is the selected lower bound)
+    centre = torch.where(dom, picked_c, (lower_sel + rel.max_u) / 2)
+    scaled = torch.where(dom.unsqueeze(1), picked_g, torch.zeros_like(picked_g))
+    return domain.extend(scaled, centre, torch.where(dom, torch.zeros_like(centre), (rel.max_u - lower_sel) / 2))
