@@ -30,7 +30,10 @@ def leaky_relu_lines(l: torch.Tensor, u: torch.Tensor, slope: float, policy="ada
                      alpha: torch.Tensor | None = None) -> Lines:
     """``f(x) = x`` (x ≥ 0), ``s·x`` (x < 0). For ``s ≤ 1`` f is convex: the chord through
     ``(l, s l)`` and ``(u, u)`` is above, any line ``c·x`` with ``c ∈ [s, 1]`` below. For
-    ``s > 1`` f is concave and the roles swap."""
+    ``s > 1`` f is concave and the roles swap. With ``alpha`` ``(B, k, *S)`` (per spec row) the
+    lines get that shape too; otherwise they have the shape of ``l``."""
+    if alpha is not None:
+        l, u = l.unsqueeze(1), u.unsqueeze(1)
     crossing = (l < 0) & (u > 0)
     active = l >= 0
     denom = torch.where(crossing, u - l, torch.ones_like(u))
