@@ -109,4 +109,8 @@ def compute_bounds(model: Model, lower: torch.Tensor, upper: torch.Tensor, domai
         if C.shape[-1] != model.output_size:
             raise VerifierInputError(f"C has {C.shape[-1]} columns but the model has {model.output_size} outputs")
     graph = model.graph_for(lower.device, lower.dtype)
-    return get_domain(domain, **domain_options).bound(graph, lower, upper, C)
+    try:
+        instance = get_domain(domain, **domain_options)
+    except TypeError as exc:
+        raise VerifierInputError(f"bad option for domain '{domain}': {exc}") from None
+    return instance.bound(graph, lower, upper, C)

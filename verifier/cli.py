@@ -27,6 +27,24 @@ def _device(name: str) -> str:
     return name
 
 
+def _domain_options(pairs: list[str] | None) -> dict:
+    """``key=value`` strings → keyword arguments (numbers parsed, the rest kept as text)."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise VerifierInputError(f"--domain-option expects key=value, got '{pair}'")
+        for cast in (int, float):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = value
+    return options
+
+
 def _load_with_spec(args):
     """Model and spec; the fidelity check samples inside the spec's first input box."""
     from .api import load
@@ -65,7 +83,7 @@ def cmd_bounds(args) -> int:
     with torch.no_grad():
         for region in spec.regions:
             lb, ub = compute_bounds(model, region.lower.to(device, dtype), region.upper.to(device, dtype),
-                                    domain=args.domain)
+                                    domain=args.domain, **_domain_options(args.domain_option))
             lowers.append(lb[0].double().cpu().tolist())
             uppers.append(ub[0].double().cpu().tolist())
     if args.json:
@@ -86,7 +104,8 @@ def cmd_verify(args) -> int:
         raise VerifierInputError("--timeout must be positive")
     model, spec = _load_with_spec(args)
     result = verify(model, spec, domain=args.domain, timeout=args.timeout, device=_device(args.device),
-                    dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=args.seed)
+                    dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=args.seed,
+                    domain_options=_domain_options(args.domain_option))
     for note in result.notes:
         print(note)
     print(f"time: {result.seconds:.3f} s")
@@ -118,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model")
         p.add_argument("spec", help="VNN-LIB file")
         p.add_argument("--domain", default="box", help="abstract domain (see `verifier domains`)")
+        p.add_argument("--domain-option", action="append", metavar="KEY=VALUE",
+                       help="option passed to the domain, e.g. iterations=50 (repeatable)")
         p.add_argument("--device", default="cpu", help="cpu or cuda")
         p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
         p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")

@@ -48,7 +48,7 @@ def bound_region(model: Model, region: InputRegion, domain: str, device: str, dt
 
 def verify(model: Model, spec: Spec, domain: str = "box", timeout: float | None = None,
            device: str = "cpu", dtype: torch.dtype = torch.float64, attack: bool = True,
-           seed: int = 0) -> VerificationResult:
+           seed: int = 0, domain_options: dict | None = None) -> VerificationResult:
     """Attack every region, then try to refute every disjunct with ``domain`` bounds."""
     deadline = Deadline(timeout)
     spec.check_model(model.input_size, model.output_size)
@@ -63,7 +63,7 @@ def verify(model: Model, spec: Spec, domain: str = "box", timeout: float | None 
         open_disjuncts = 0
         for index, region in enumerate(spec.regions):
             deadline.check()
-            refuted = bound_region(model, region, domain, device, dtype)
+            refuted = bound_region(model, region, domain, device, dtype, **(domain_options or {}))
             open_disjuncts += refuted.count(False)
             notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {domain}")
         deadline.check()
