@@ -139,3 +139,41 @@ def test_dual_lp_refuses_non_relu_networks(tmp_path):
     model = verifier.load(tmp_path / "s.onnx")
     with pytest.raises(verifier.VerifierInputError, match="sigmoid"):
         verifier.compute_bounds(model, torch.zeros(1, 2), torch.ones(1, 2), domain="dual-lp")
+
+
+def test_cauchy_projections_estimate_the_dual_bound_and_verify_refuses_them(tmp_path):
+    """The projected dual estimates the (unprojected) zonotope-form dual; with many projections
+    the median estimate is close. It is not sound, so `verify` must refuse it."""
+    from verifier.spec import linf_robustness_spec
+    from verifier.verify import verify
+
+    rng = np.random.default_rng(11)
+    relu_mlp(tmp_path / "m.onnx", rng, (6, 32, 32, 4))
+    model = verifier.load(tmp_path / "m.onnx")
+    centre = torch.as_tensor(rng.uniform(-1, 1, size=(1, 6)))
+    lo, hi = centre - 0.1, centre + 0.1
+    exact_lb, exact_ub = verifier.compute_bounds(model, lo, hi, domain="deepz")  # same parallel relaxation
+    est_lb, est_ub = verifier.compute_bounds(model, lo, hi, domain="dual-lp", projections=4000, seed=0)
+    width = (exact_ub - exact_lb).mean()
+    assert torch.allclose(est_lb, exact_lb, atol=float(0.1 * width))
+    assert torch.allclose(est_ub, exact_ub, atol=float(0.1 * width))
+    spec = linf_robustness_spec(centre[0], 0, 0.1, 4, clip=None)
+    with pytest.raises(verifier.VerifierInputError, match="not sound"):
+        verify(model, spec, domain="dual-lp", domain_options={"projections": 50})
+
+
+@pytest.mark.parametrize("domain", ["crown", "alpha-crown", "crown-ibp", "dual-lp"])
+def test_l2_ball_bounds_contain_samples_and_beat_the_box(tmp_path, domain):
+    rng = np.random.default_rng(7)
+    relu_mlp(tmp_path / "m.onnx", rng, (5, 16, 16, 3))
+    model = verifier.load(tmp_path / "m.onnx")
+    centre = torch.as_tensor(rng.uniform(-1, 1, size=(1, 5)))
+    eps = 0.4
+    lb2, ub2 = verifier.compute_bounds(model, centre - eps, centre + eps, domain=domain, norm=2)
+    lbi, ubi = verifier.compute_bounds(model, centre - eps, centre + eps, domain=domain)
+    direction = torch.randn(20000, 5, dtype=torch.float64)
+    radius = eps * torch.rand(20000, 1, dtype=torch.float64) ** (1 / 5)
+    x = centre + radius * direction / direction.norm(dim=1, keepdim=True)
+    y = model(x)
+    assert bool((y >= lb2 - 1e-9).all() and (y <= ub2 + 1e-9).all())
+    assert bool((lb2 >= lbi - 1e-9).all() and (ub2 <= ubi + 1e-9).all())  # the ℓ2 ball lies inside the box

@@ -14,6 +14,7 @@ import torch
 from .api import Model, compute_bounds
 from .attack import Counterexample, attack_region
 from .deadline import Deadline, Timeout
+from .errors import VerifierInputError
 from .spec.model import InputRegion, Spec
 
 
@@ -51,6 +52,9 @@ def verify(model: Model, spec: Spec, domain: str = "box", timeout: float | None 
            seed: int = 0, domain_options: dict | None = None) -> VerificationResult:
     """Attack every region, then try to refute every disjunct with ``domain`` bounds."""
     deadline = Deadline(timeout)
+    if (domain_options or {}).get("projections"):
+        raise VerifierInputError("random projections estimate bounds for training and are not sound; "
+                                 "verify with exact dual-lp (drop the projections option)")
     spec.check_model(model.input_size, model.output_size)
     notes: list[str] = []
     try:

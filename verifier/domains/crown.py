@@ -205,6 +205,10 @@ class DualLPDomain(BackwardDomain):
     runs on the shared backward engine with the ``parallel`` slope policy; layer bounds
     (Algorithm 1) are the same recursion started from ``±I`` at each layer.
     Supported: affine ops (dense, conv, residual add, reshapes) and ReLU.
+
+    ``projections=K`` switches to the random Cauchy projection estimate
+    (:mod:`verifier.domains.projections`): faster on wide layers, for training only —
+    it is **not a sound bound** and ``verify`` refuses it.
     """
 
     name = "dual-lp"
@@ -213,6 +217,11 @@ class DualLPDomain(BackwardDomain):
 
     ALLOWED = {"input", "constant", "relu"}
 
+    def __init__(self, intermediate: str = "crown", norm: float = float("inf"), projections: int | None = None,
+                 seed: int | None = None):
+        super().__init__(intermediate, norm)
+        self.projections, self.seed = projections, seed
+
     def bound(self, graph, lower, upper, C=None):
         from ..ops.adjoint import AFFINE_KINDS
 
@@ -220,5 +229,9 @@ class DualLPDomain(BackwardDomain):
         if bad:
             raise VerifierInputError(f"the dual-lp domain handles networks of affine ops and ReLU only; "
                                      f"this model has {', '.join(bad)} (use crown or alpha-crown)")
+        if self.projections:
+            from .projections import ProjectedDualDomain
+
+            return ProjectedDualDomain(self.projections, self.seed).bound(graph, lower, upper, C)
         return super().bound(graph, lower, upper, C)
 

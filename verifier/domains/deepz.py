@@ -138,7 +138,7 @@ def _band(domain, x: Zonotope, slope: torch.Tensor, low: torch.Tensor, high: tor
 @DeepZDomain.transfer("relu", "leaky_relu")
 def deepz_relu(domain, node, x: Zonotope) -> Zonotope:
     s = 0.0 if node["kind"] == "relu" else float(node["attrs"]["alpha"])
-    l, u = x.bounds()
+    l, u = domain.concretize(x)
     crossing = (l < 0) & (u > 0)
     denom = torch.where(crossing, u - l, torch.ones_like(u))
     chord = (u - s * l) / denom
@@ -154,7 +154,7 @@ def deepz_relu(domain, node, x: Zonotope) -> Zonotope:
 @DeepZDomain.transfer("sigmoid", "tanh")
 def deepz_s_shaped(domain, node, x: Zonotope) -> Zonotope:
     f = torch.sigmoid if node["kind"] == "sigmoid" else torch.tanh
-    l, u = x.bounds()
+    l, u = domain.concretize(x)
     lam = torch.minimum(_sigmoid_prime(node["kind"], l), _sigmoid_prime(node["kind"], u))
     # f(x) − λx is non-decreasing on [l, u]: its range is [f(l) − λl, f(u) − λu].
     return _band(domain, x, lam, f(l) - lam * l, f(u) - lam * u)
@@ -162,7 +162,7 @@ def deepz_s_shaped(domain, node, x: Zonotope) -> Zonotope:
 
 @DeepZDomain.transfer("maxpool")
 def deepz_maxpool(domain, node, x: Zonotope) -> Zonotope:
-    l, u = x.bounds()
+    l, u = domain.concretize(x)
     rel = MaxPoolRelaxation(node, l, u)
     dom = rel.dominates
     picked_c = rel.gather(x.centre.unsqueeze(1))[:, 0]

@@ -67,10 +67,26 @@ def _conv_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> l
 
 
 def _vjp_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
+    """Autograd's vector-Jacobian product at zero (exact for an affine op); differentiable in
+    ``Λ`` when ``Λ`` requires grad (α-CROWN)."""
     flat, bk = _fold(lam)
-    zeros = [torch.zeros((flat.shape[0], *s), dtype=lam.dtype, device=lam.device) for s in input_shapes]
-    _, vjp = torch.func.vjp(lambda *xs: FORWARD[node["kind"]](node, *xs), *zeros)
-    return [_unfold(g, bk) for g in vjp(flat)]
+    with torch.enable_grad():
+        zeros = [torch.zeros((flat.shape[0], *s), dtype=lam.dtype, device=lam.device, requires_grad=True)
+                 for s in input_shapes]
+        out = FORWARD[node["kind"]](node, *zeros)
+        grads = torch.autograd.grad(out, zeros, grad_outputs=flat, create_graph=lam.requires_grad,
+                                    allow_unused=True)
+    return [_unfold(torch.zeros_like(z) if g is None else g, bk) for g, z in zip(grads, zeros)]
+
+
+def _reshape_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
+    return [lam.reshape(*lam.shape[:2], *input_shapes[0])]
+
+
+def _transpose_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
+    perm = node["attrs"]["perm"]
+    inverse = [perm.index(i) for i in range(len(perm))]
+    return [lam.permute(0, 1, *[p + 2 for p in inverse])]
 
 
 def adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
@@ -82,6 +98,10 @@ def adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[to
         out = _conv_adjoint(node, lam, input_shapes)
         if out is not None:
             return out
+    if kind == "reshape":
+        return _reshape_adjoint(node, lam, input_shapes)
+    if kind == "transpose":
+        return _transpose_adjoint(node, lam, input_shapes)
     if kind == "scale_shift":
         grad = lam * node["params"]["scale"]
         target = (*lam.shape[:2], *input_shapes[0])
