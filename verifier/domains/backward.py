@@ -20,6 +20,7 @@ from typing import Callable
 import networkx as nx
 import torch
 
+from ..errors import VerifierInputError
 from ..ir.graph import input_node, predecessors_by_slot, topological_order
 from ..ops import FORWARD
 from ..ops.adjoint import AFFINE_KINDS, adjoint, dot, offset
@@ -43,22 +44,43 @@ def pre_activation_nodes(graph: nx.DiGraph) -> list[str]:
 
 
 class MaxPoolRelaxation:
-    """DeepPoly max-pool relaxation of a 2-D ``maxpool`` node, per window (via unfold):
-    the entry with the largest lower bound is selected; it bounds the output from below,
-    and from above too when it dominates the window, otherwise ``max u`` does."""
+    """DeepPoly max-pool relaxation of a 1-D or 2-D ``maxpool`` node, per window (via
+    unfold; 1-D pooling runs as 2-D with a unit height): the entry with the largest lower
+    bound is selected; it bounds the output from below, and from above too when it
+    dominates the window, otherwise ``max u`` does."""
 
     def __init__(self, node: dict, l: torch.Tensor, u: torch.Tensor):
         a = node["attrs"]
-        if len(a["kernel"]) != 2:
-            raise NotImplementedError(f"backward bounds support 2-D max-pooling only (node '{node['source']}')")
-        self.attrs, self.pads = a, _all_pads(node)
+        spatial = len(a["kernel"])
+        if spatial not in (1, 2):
+            raise VerifierInputError(f"max-pooling over {spatial} axes is not supported by this domain "
+                                     f"(node '{node['source']}'); use box")
+        pads = _all_pads(node)
+        self.one_d = spatial == 1
+        if self.one_d:
+            a = {"kernel": [1, a["kernel"][0]], "strides": [1, a["strides"][0]], "dilations": [1, a["dilations"][0]]}
+            pads = [0, pads[0], 0, pads[1]]
+            l, u = l.unsqueeze(-2), u.unsqueeze(-2)
+        self.attrs, self.pads = a, pads
         self.in_shape = tuple(l.shape[1:])  # per-sample
         lp, up = self._patches(l, float("-inf")), self._patches(u, float("-inf"))  # (N, C, K, L)
         lower_sel, self.sel = lp.max(dim=2)
         others = up.scatter(2, self.sel.unsqueeze(2), float("-inf")).max(dim=2).values
         out_shape = (*l.shape[:-2], *self._out_hw(l))
-        self.dominates = (lower_sel >= others).reshape(out_shape)
-        self.max_u = up.max(dim=2).values.reshape(out_shape)
+        self._dominates = (lower_sel >= others).reshape(out_shape)
+        self._max_u = up.max(dim=2).values.reshape(out_shape)
+
+    def _external(self, t: torch.Tensor) -> torch.Tensor:
+        return t.squeeze(-2) if self.one_d else t
+
+    @property
+    def dominates(self) -> torch.Tensor:
+        """Per output entry: the selected entry dominates its window."""
+        return self._external(self._dominates)
+
+    @property
+    def max_u(self) -> torch.Tensor:
+        return self._external(self._max_u)
 
     def _out_hw(self, x: torch.Tensor) -> tuple[int, int]:
         a = self.attrs
@@ -76,16 +98,20 @@ class MaxPoolRelaxation:
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """The selected entry of each window of ``x`` ``(B, k, *in)`` → ``(B, k, *out)``."""
+        if self.one_d:
+            x = x.unsqueeze(-2)
         B, k = x.shape[:2]
         cols = self._patches(x.reshape(B * k, *x.shape[2:]), 0.0)  # (B·k·s, C, K, L)
         per_sample = self.sel.shape[0] // B
         cols = cols.reshape(B, k, per_sample, *cols.shape[1:])
         idx = self.sel.reshape(B, 1, per_sample, self.sel.shape[1], 1, self.sel.shape[2])
         picked = cols.gather(4, idx.expand(B, k, per_sample, cols.shape[3], 1, cols.shape[5]))
-        return picked.reshape(B, k, *self.dominates.shape[1:])
+        return self._external(picked.reshape(B, k, *self._dominates.shape[1:]))
 
     def adjoint(self, lam: torch.Tensor) -> torch.Tensor:
         """Transpose of :meth:`gather` for ``Λ`` of shape ``(B, k, *out)``."""
+        if self.one_d:
+            lam = lam.unsqueeze(-2)
         a = self.attrs
         B, k = lam.shape[:2]
         channels, L = self.sel.shape[1], self.sel.shape[2]
@@ -99,7 +125,7 @@ class MaxPoolRelaxation:
         hp, wp = h + self.pads[0] + self.pads[2], w + self.pads[1] + self.pads[3]
         full = torch.nn.functional.fold(cols, (hp, wp), a["kernel"], a["dilations"], 0, a["strides"])
         full = full[..., self.pads[0]: self.pads[0] + h, self.pads[1]: self.pads[1] + w]
-        return full.reshape(B, k, *self.in_shape)
+        return self._external(full.reshape(B, k, *self.in_shape))
 
 
 def backward_bound(graph: nx.DiGraph, target: str, lam: torch.Tensor, lines: Callable[[str], Lines],
@@ -144,7 +170,7 @@ def backward_bound(graph: nx.DiGraph, target: str, lam: torch.Tensor, lines: Cal
             bias = bias + dot(torch.where(dom, torch.zeros_like(neg), neg), rel.max_u)
             contributions = [rel.adjoint(through)]
         else:
-            raise NotImplementedError(f"no backward transfer for op kind '{kind}' (node '{node['source']}')")
+            raise VerifierInputError(f"no backward transfer for op kind '{kind}' (node '{node['source']}')")
         for p, c in zip(preds, contributions):
             lams[p] = lams[p] + c if p in lams else c
     L = lams.get(source)
