@@ -287,7 +287,8 @@ def memory_child(onnx_path: str, vnnlib_path: str, threads: int | None, device: 
         own = {"rss_before": status_before["VmRSS"], "hwm_after": status_after["VmHWM"], "reset": reset,
                "increase": max(0, status_after["VmHWM"] - base)}
     print(json.dumps({"before": before, "after": after, "own": own, "gpu_peak": gpu_peak, "t_first": t_first,
-                      "t_median": statistics.median(times) if times else t_first, "repeats": len(times), "threads": torch.get_num_threads(),
+                      "t_median": statistics.median(times) if times else t_first, "repeats": len(times),
+                      "threads": torch.get_num_threads(),
                       "width": (ub - lb).mean().item(), "sound": sound}))
 
 
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed blocks per case ≈ this / one call, at least 3 (default: %(default)s)")
     p.add_argument("--slow-s", type=float, default=3.0,
                    help="calls at least this slow are timed once (default: %(default)s)")
-    p.add_argument("--max-call-s", type=float, default=20.0,
+    p.add_argument("--max-call-s", type=float, default=60.0,
                    help="skip cases predicted to take longer per call; 0: no limit (default: %(default)s)")
     p.add_argument("--memory-repeats", type=int, default=3,
                    help="timed CROWN calls on oval21 after the measured one (default: %(default)s)")
@@ -410,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(rows), flush=True)
 
     results: dict[tuple[str, int, str], float] = {}
+    max_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     problems: list[str] = []
     skipped: list[str] = []
     t_start = time.perf_counter()
@@ -466,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                         problems.append(f"{label} batch {batch} {domain}: {problem} — reproduce: "
                                         f"`{repro(key, batch, domain)}`")
                         note += " ⚠ unsound"
+                    max_load = max(max_load, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
                     t_fwd = statistics.median(case.t_forward)  # forward blocks so far, interleaved with the domains'
                     rows.append(f"| {label} | {batch} | {domain} | {fmt_ms(t)}{note} | {t / t_fwd:,.1f} | {width:.4g} |")
                     print(rows[-1], flush=True)
@@ -503,7 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     out += targets
     if problems:
         out += ["", "## Problems", ""] + [f"- {p}" for p in problems]
-    out.append(f"\ntotal {elapsed:.1f} s; load average {load_avg()} at the end")
+    out.append(f"\ntotal {elapsed:.1f} s; load average {load_avg()} at the end, highest 1-min load seen after a "
+               f"case {max_load:.2f}")
+    if device.type == "cpu" and max_load > max(1.0, 0.5 * (os.cpu_count() or 1)):
+        out.append(f"warning: other work competed for the CPU during the run (1-min load up to {max_load:.2f} on "
+                   f"{os.cpu_count()} CPUs); rows measured then may be slower by a large factor — rerun when idle")
     print("\n".join(o for o in out[2:] if memory is None or o != "\n" + memory_line(memory)), flush=True)
 
     if args.markdown:

@@ -91,8 +91,10 @@ def test_verify_unknown_and_timeout(capsys, tmp_path):
     assert out.strip().splitlines()[-1] == "result: unsat"
     wide = tiny_spec(tmp_path / "q.vnnlib", extra="").read_text().replace("(>= Y_0 100)", "(>= Y_0 2.5)")
     (tmp_path / "q.vnnlib").write_text(wide)
-    code, out, _ = run(capsys, "verify", model, tmp_path / "q.vnnlib", "--no-attack")
+    code, out, _ = run(capsys, "verify", model, tmp_path / "q.vnnlib", "--no-attack", "--domain", "box")
     assert out.strip().splitlines()[-1] == "result: unknown"  # y_0 reaches 3 ≥ 2.5, but no attack ran
+    code, out, _ = run(capsys, "verify", model, tmp_path / "q.vnnlib", "--no-attack")
+    assert out.strip().splitlines()[-1] == "result: sat"  # branch-and-bound finds it (3 inputs)
     code, out, _ = run(capsys, "verify", DEFAULT_MODEL, ROBUST, "--timeout", "1e-9")
     assert out.strip().splitlines()[-1] == "result: timeout"
 

@@ -133,10 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=4, help="random inputs to compare (default 4)")
     p.set_defaults(func=cmd_check)
 
-    def common(p):
+    def common(p, default_domain):
         p.add_argument("model")
         p.add_argument("spec", help="VNN-LIB file")
-        p.add_argument("--domain", default="box", help="abstract domain (see `verifier domains`)")
+        p.add_argument("--domain", default=default_domain,
+                       help=f"abstract domain (see `verifier domains`; default {default_domain})")
         p.add_argument("--domain-option", action="append", metavar="KEY=VALUE",
                        help="option passed to the domain, e.g. iterations=50 (repeatable)")
         p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -144,12 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
 
     p = sub.add_parser("bounds", help="bound every model output over each input box of a spec")
-    common(p)
+    common(p, "box")
     p.add_argument("--json", action="store_true", help='print one JSON object {"lower": [[...]], "upper": [[...]]}')
     p.set_defaults(func=cmd_bounds)
 
     p = sub.add_parser("verify", help="decide a VNN-LIB property: sat / unsat / unknown / timeout")
-    common(p)
+    common(p, "auto")
     p.add_argument("--timeout", type=float, default=None, help="seconds")
     p.add_argument("--result-file", help="write the VNN-COMP result (and counterexample) here")
     p.add_argument("--no-attack", action="store_true", help="skip the falsification attack")

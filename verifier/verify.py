@@ -47,10 +47,41 @@ def bound_region(model: Model, region: InputRegion, domain: str, device: str, dt
     return disjuncts_refuted(region, lb[0])
 
 
-def verify(model: Model, spec: Spec, domain: str = "box", timeout: float | None = None,
+AUTO_CASCADE = ("box", "crown", "alpha-crown")
+INPUT_SPLIT_MAX_DIM = 16
+
+
+def _refute_region(model: Model, region: InputRegion, index: int, domain: str, deadline: Deadline, device: str,
+                   dtype: torch.dtype, domain_options: dict, notes: list[str]) -> tuple[str, Counterexample | None]:
+    """``unsat``/``unknown``/``sat`` for one region (raises Timeout)."""
+    cascade = AUTO_CASCADE if domain == "auto" else (domain,)
+    for name in cascade:
+        deadline.check()
+        refuted = bound_region(model, region, name, device, dtype, **(domain_options if domain != "auto" else {}))
+        notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {name}")
+        if all(refuted):
+            return "unsat", None
+    if domain == "auto" and model.input_size <= INPUT_SPLIT_MAX_DIM:
+        from .complete.input_split import BaBStats, input_split_bab
+
+        stats = BaBStats()
+        try:
+            status, cex = input_split_bab(model, region, deadline, domain="crown", region_index=index,
+                                          dtype=dtype, device=device, stats=stats)
+        finally:
+            notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
+        return status, cex
+    return "unknown", None
+
+
+def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None = None,
            device: str = "cpu", dtype: torch.dtype = torch.float64, attack: bool = True,
            seed: int = 0, domain_options: dict | None = None) -> VerificationResult:
-    """Attack every region, then try to refute every disjunct with ``domain`` bounds."""
+    """Attack every region, then refute every disjunct with ``domain`` bounds.
+
+    ``domain="auto"``: Box, then CROWN, then α-CROWN, then — for inputs of at most
+    16 values — branch-and-bound by input splitting with CROWN, until the deadline.
+    """
     deadline = Deadline(timeout)
     if (domain_options or {}).get("projections"):
         raise VerifierInputError("random projections estimate bounds for training and are not sound; "
@@ -64,14 +95,15 @@ def verify(model: Model, spec: Spec, domain: str = "box", timeout: float | None 
                 if hit is not None:
                     return VerificationResult("sat", hit, deadline.elapsed(), [f"counterexample in region {index}"])
                 deadline.check()
-        open_disjuncts = 0
+        status = "unsat"
         for index, region in enumerate(spec.regions):
-            deadline.check()
-            refuted = bound_region(model, region, domain, device, dtype, **(domain_options or {}))
-            open_disjuncts += refuted.count(False)
-            notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {domain}")
+            found, cex = _refute_region(model, region, index, domain, deadline, device, dtype,
+                                        domain_options or {}, notes)
+            if found == "sat":
+                return VerificationResult("sat", cex, deadline.elapsed(), notes + [f"counterexample in region {index}"])
+            if found == "unknown":
+                status = "unknown"
         deadline.check()
     except Timeout:
         return VerificationResult("timeout", None, deadline.elapsed(), notes)
-    status = "unsat" if open_disjuncts == 0 else "unknown"
     return VerificationResult(status, None, deadline.elapsed(), notes)
