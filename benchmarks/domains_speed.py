@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         out += ["", "## Problems", ""] + [f"- {p}" for p in problems]
     out.append(f"\ntotal {elapsed:.1f} s; load average {load_avg()} at the end, highest 1-min load seen after a "
                f"case {max_load:.2f}")
-    if device.type == "cpu" and max_load > max(1.0, 0.5 * (os.cpu_count() or 1)):
+    if device.type == "cpu" and max_load > torch.get_num_threads() + 1.0:  # this run's own threads count too
         out.append(f"warning: other work competed for the CPU during the run (1-min load up to {max_load:.2f} on "
                    f"{os.cpu_count()} CPUs); rows measured then may be slower by a large factor — rerun when idle")
     print("\n".join(o for o in out[2:] if memory is None or o != "\n" + memory_line(memory)), flush=True)

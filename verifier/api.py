@@ -60,9 +60,12 @@ class Model:
         return self._copies[key]
 
     def as_batch(self, x: torch.Tensor) -> torch.Tensor:
-        """Accept ``input_shape``, ``(B, *input_shape)``, ``(input_size,)`` or ``(B, input_size)``;
+        """Accept ``input_shape``, ``(B, *input_shape)``, ``(input_size,)``, ``(B, input_size)``
+        or, when the model's own batch axis is 1, an ONNX-style batch ``(B, *input_shape[1:])``;
         return ``(B, *input_shape)``."""
         shape = self.input_shape
+        if shape and shape[0] == 1 and x.dim() == len(shape) and tuple(x.shape[1:]) == shape[1:]:
+            return x.reshape(x.shape[0], *shape)
         if tuple(x.shape) == shape or (x.dim() == 1 and x.numel() == self.input_size):
             return x.reshape(1, *shape)
         if tuple(x.shape[1:]) == shape or (x.dim() == 2 and x.shape[1] == self.input_size):

@@ -29,12 +29,21 @@ from .relaxations import lines_for
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
 
 
-def identity_rows(shape: tuple, rows: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """``Λ`` of shape ``(B, len(rows), *shape)`` selecting the flattened entries ``rows``."""
-    n = math.prod(shape)
-    eye = torch.zeros((len(rows), n), dtype=like.dtype, device=like.device)
-    eye[torch.arange(len(rows), device=like.device), rows] = 1.0
-    return eye.reshape(1, len(rows), *shape).expand(batch, *eye.shape[:1], *shape)
+def per_sample_rows(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, R)`` flattened indices, per sample, of the entries where ``mask`` ``(B, n)`` is
+    set, ``R`` the largest count; shorter rows are padded with other (unmasked) entries,
+    whose bounds are merely computed too."""
+    count = int(mask.sum(dim=1).max())
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    return order[:, :count]
+
+
+def selection_rows(shape: tuple, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``Λ`` ``(B, R, *shape)`` with ``Λ[b, r] = e_{index[b, r]}`` (one-hot rows)."""
+    B, R = index.shape
+    lam = torch.zeros((B, R, math.prod(shape)), dtype=like.dtype, device=like.device)
+    lam.scatter_(2, index.unsqueeze(2), 1.0)
+    return lam.reshape(B, R, *shape)
 
 
 class BackwardDomain(Domain):
@@ -77,31 +86,31 @@ class BackwardDomain(Domain):
             return bounds
         for n in need:
             l, u = bounds[n]
-            unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1).any(dim=0)
+            unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1)
             if graph.nodes[n]["kind"] == "input" or not bool(unstable.any()):
                 continue
-            rows = torch.nonzero(unstable).reshape(-1)
-            lb, ub = self._bound_rows(graph, n, rows, lower, upper, bounds)
-            l_flat, u_flat = l.reshape(l.shape[0], -1).clone(), u.reshape(u.shape[0], -1).clone()
-            l_flat[:, rows] = torch.maximum(l_flat[:, rows], lb)
-            u_flat[:, rows] = torch.minimum(u_flat[:, rows], ub)
+            index = per_sample_rows(unstable)  # each sample bounds only its own unstable neurons
+            lb, ub = self._bound_rows(graph, n, index, lower, upper, bounds)
+            l_flat, u_flat = l.reshape(l.shape[0], -1), u.reshape(u.shape[0], -1)
+            l_flat = l_flat.scatter(1, index, torch.maximum(l_flat.gather(1, index), lb))
+            u_flat = u_flat.scatter(1, index, torch.minimum(u_flat.gather(1, index), ub))
             bounds[n] = (l_flat.reshape(l.shape), u_flat.reshape(u.shape))
         return bounds
 
-    def _bound_rows(self, graph, node_id, rows, lower, upper, bounds):
-        """CROWN bounds of the flattened entries ``rows`` of ``node_id``, in row chunks."""
+    def _bound_rows(self, graph, node_id, index, lower, upper, bounds):
+        """CROWN bounds of the flattened entries ``index`` ``(B, R)`` of ``node_id``, in row chunks."""
         shape = tuple(graph.nodes[node_id]["shape"])
         batch = lower.shape[0]
         widest = max(math.prod(graph.nodes[m]["shape"]) for m in topological_order(graph))
         chunk = max(1, MAX_ENTRIES // max(1, 2 * batch * widest))
         lines, pools = self._relaxers(graph, bounds)
         lbs, ubs = [], []
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            lam = identity_rows(shape, part, batch, lower)
+        for start in range(0, index.shape[1], chunk):
+            part = index[:, start:start + chunk]
+            lam = selection_rows(shape, part, lower)
             both = backward_bound(graph, node_id, torch.cat([lam, -lam], 1), lines, pools, lower, upper, self.norm)
-            lbs.append(both[:, : len(part)])
-            ubs.append(-both[:, len(part):])
+            lbs.append(both[:, : part.shape[1]])
+            ubs.append(-both[:, part.shape[1]:])
         return torch.cat(lbs, 1), torch.cat(ubs, 1)
 
     # --- the final pass -------------------------------------------------------------

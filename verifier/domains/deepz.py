@@ -88,15 +88,18 @@ class DeepZDomain(Domain):
         return centre - radius, centre + radius
 
     def fresh(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """New symbols, one per entry whose ``coefficients`` (``(B, *S)``) is non-zero in some
-        batch element: ``(B, c, *S)`` with each symbol on its own entry; placed after all
-        symbols allocated so far (callers pad older generators to ``self.symbols``)."""
+        """New symbols for the non-zero entries of ``coefficients`` ``(B, *S)``: ``(B, c, *S)``
+        with ``c`` the largest count in any sample, each symbol on one entry. Samples are
+        independent, so each numbers its own new symbols; they go after all symbols
+        allocated so far (callers pad older generators to ``self.symbols``)."""
+        from .crown import per_sample_rows
+
         B = coefficients.shape[0]
         flat = coefficients.reshape(B, -1)
-        used = torch.nonzero((flat != 0).any(0)).reshape(-1)
-        new = torch.zeros((B, len(used), flat.shape[1]), dtype=flat.dtype, device=flat.device)
-        new[:, torch.arange(len(used), device=flat.device), used] = flat[:, used]
-        return new.reshape(B, len(used), *coefficients.shape[1:])
+        index = per_sample_rows(flat != 0)
+        new = torch.zeros((B, index.shape[1], flat.shape[1]), dtype=flat.dtype, device=flat.device)
+        new.scatter_(2, index.unsqueeze(2), flat.gather(1, index).unsqueeze(2))
+        return new.reshape(B, index.shape[1], *coefficients.shape[1:])
 
     def extend(self, scaled: torch.Tensor, centre: torch.Tensor, coefficients: torch.Tensor) -> Zonotope:
         """``centre + scaled·e + coefficients·e_new``, aligning ``scaled`` to all symbols."""
