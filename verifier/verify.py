@@ -15,7 +15,7 @@ from .api import Model, compute_bounds
 from .attack import Counterexample, attack_region
 from .deadline import Deadline, Timeout
 from .errors import VerifierInputError
-from .spec.model import InputRegion, Spec
+from .spec.model import InputRegion, Spec, refuted_rows
 
 
 @dataclass
@@ -27,12 +27,13 @@ class VerificationResult:
 
 
 def disjuncts_refuted(region: InputRegion, lower_bounds: torch.Tensor) -> list[bool]:
-    """For each disjunct ``A y ≤ b``: proven empty iff some row has ``lb(A_i y) > b_i``.
+    """For each disjunct ``A y ≤ b``: proven empty iff some row has ``lb(A_i y) > b_i``
+    (with the margin of :func:`~verifier.spec.model.refuted_rows`).
 
     ``lower_bounds`` are lower bounds of the stacked rows (``region.stacked()``)."""
     _, b, sizes = region.stacked()
-    margins = lower_bounds.reshape(-1).double().cpu() - b
-    return [bool((chunk > 0).any()) for chunk in torch.split(margins, sizes)]
+    proven = refuted_rows(lower_bounds.reshape(-1).double().cpu(), b)
+    return [bool(chunk.any()) for chunk in torch.split(proven, sizes)]
 
 
 def bound_region(model: Model, region: InputRegion, domain: str, device: str, dtype: torch.dtype,

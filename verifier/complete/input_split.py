@@ -17,7 +17,7 @@ import torch
 from ..api import Model, compute_bounds
 from ..attack import Counterexample, confirm
 from ..deadline import Deadline, Timeout
-from ..spec.model import InputRegion
+from ..spec.model import InputRegion, refuted_rows
 
 
 @dataclass
@@ -28,8 +28,8 @@ class BaBStats:
 
 def _open_disjuncts(lb: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """``(N, D)``: disjunct d of box n is still open (no row proven ``> b``)."""
-    margins = lb - b
-    return torch.stack([~(chunk > 0).any(dim=1) for chunk in torch.split(margins, sizes, dim=1)], dim=1)
+    proven = refuted_rows(lb, b)
+    return torch.stack([~chunk.any(dim=1) for chunk in torch.split(proven, sizes, dim=1)], dim=1)
 
 
 def _split_scores(model: Model, region: InputRegion, centres: torch.Tensor, widths: torch.Tensor,

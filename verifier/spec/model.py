@@ -9,6 +9,18 @@ import torch
 from ..errors import SpecError
 
 
+REFUTATION_TOLERANCE = 1e-6
+
+
+def refuted_rows(lower_bounds: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rows proven to hold strictly: ``lb(A_i y) > b_i + τ(1 + |b_i|)``, ``τ = 1e-6``.
+
+    The margin absorbs floating-point rounding in the bound computation and the gap between
+    real arithmetic and the model's own (float32) execution, so a property decided at the
+    edge of exactness is left open rather than claimed."""
+    return lower_bounds > b + REFUTATION_TOLERANCE * (1 + b.abs())
+
+
 @dataclass
 class Conjunction:
     """Output constraints ``A y ≤ b`` that must *all* hold (one disjunct of the unsafe set).
