@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchdata import benchmarks_dir
 
@@ -19,3 +20,13 @@ def bench() -> Path:
     if root is None:
         pytest.skip("VNN-COMP benchmarks not found (set VERIFIER_BENCHMARKS or provide ../shared/benchmarks/vnncomp)")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: torch's thread pool only costs time (tens of ms per conv call on a busy
+    two-core machine), so these modules run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

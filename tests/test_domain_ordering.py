@@ -44,6 +44,17 @@ def sampled_extremes(model, lo, hi, C, count=20000, seed=0):
     return y.min(0).values, y.max(0).values
 
 
+def random_net_and_box(tmp_path_factory, params, boxes=1):
+    """The MLP, its layers and ``boxes`` random input boxes of half-width ``eps``."""
+    seed, widths, eps = params
+    rng = np.random.default_rng(seed)
+    path = tmp_path_factory.mktemp("ord") / "m.onnx"
+    layers = relu_mlp(path, rng, widths)
+    model = verifier.load(path)
+    centre = torch.as_tensor(rng.uniform(-1, 1, size=(boxes, widths[0])))
+    return rng, model, layers, centre - eps, centre + eps
+
+
 NETS = st.tuples(st.integers(0, 10_000), st.sampled_from([(3, 8, 8, 3), (4, 10, 6, 2), (2, 12, 12, 12, 3)]),
                  st.floats(0.05, 0.6))
 
@@ -51,13 +62,8 @@ NETS = st.tuples(st.integers(0, 10_000), st.sampled_from([(3, 8, 8, 3), (4, 10, 
 @given(NETS)
 @settings(max_examples=8, deadline=None)
 def test_dual_lp_below_lp_below_true_minimum(tmp_path_factory, params):
-    seed, widths, eps = params
-    rng = np.random.default_rng(seed)
-    path = tmp_path_factory.mktemp("ord") / "m.onnx"
-    relu_mlp(path, rng, widths)
-    model = verifier.load(path)
-    centre = torch.as_tensor(rng.uniform(-1, 1, size=(1, widths[0])))
-    lo, hi = centre - eps, centre + eps
+    widths = params[1]
+    rng, model, _, lo, hi = random_net_and_box(tmp_path_factory, params)
     C = torch.as_tensor(rng.normal(size=(3, widths[-1])))
     dual_lb, dual_ub = verifier.compute_bounds(model, lo, hi, domain="dual-lp", C=C)
     lp_lb, lp_ub = verifier.compute_bounds(model, lo, hi, domain="lp", C=C, intermediate="dual-lp")
@@ -73,13 +79,8 @@ def test_dual_lp_below_lp_below_true_minimum(tmp_path_factory, params):
 @given(NETS)
 @settings(max_examples=8, deadline=None)
 def test_alpha_crown_never_looser_than_crown(tmp_path_factory, params):
-    seed, widths, eps = params
-    rng = np.random.default_rng(seed)
-    path = tmp_path_factory.mktemp("ord") / "m.onnx"
-    relu_mlp(path, rng, widths)
-    model = verifier.load(path)
-    centre = torch.as_tensor(rng.uniform(-1, 1, size=(2, widths[0])))
-    lo, hi = centre - eps, centre + eps
+    widths = params[1]
+    _, model, _, lo, hi = random_net_and_box(tmp_path_factory, params, boxes=2)
     c_lb, c_ub = verifier.compute_bounds(model, lo, hi, domain="crown")
     a_lb, a_ub = verifier.compute_bounds(model, lo, hi, domain="alpha-crown", iterations=15)
     assert bool((a_lb >= c_lb - 1e-9).all()) and bool((a_ub <= c_ub + 1e-9).all())
@@ -111,14 +112,9 @@ def wong_kolter_J(layers, bounds, x0, eps, c):
 @given(NETS)
 @settings(max_examples=8, deadline=None)
 def test_dual_lp_equals_the_wong_kolter_formula(tmp_path_factory, params):
-    seed, widths, eps = params
-    rng = np.random.default_rng(seed)
-    path = tmp_path_factory.mktemp("ord") / "m.onnx"
-    layers = relu_mlp(path, rng, widths)
-    model = verifier.load(path)
-    x0 = rng.uniform(-1, 1, size=widths[0])
-    lo = torch.as_tensor(x0 - eps)[None]
-    hi = torch.as_tensor(x0 + eps)[None]
+    widths, eps = params[1], params[2]
+    rng, model, layers, lo, hi = random_net_and_box(tmp_path_factory, params)
+    x0 = ((lo + hi) / 2)[0].numpy()
     dual = get_domain("dual-lp")
     graph = model.graph_for("cpu", torch.float64)
     inter = dual.intermediate_bounds(graph, lo, hi)

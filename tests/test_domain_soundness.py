@@ -76,12 +76,7 @@ box_params = st.tuples(
 spec_params = st.tuples(st.integers(1, 4), st.sampled_from(["k,n", "B,k,n"]))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
