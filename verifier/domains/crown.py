@@ -7,7 +7,11 @@ crossing ReLUs follow the adaptive rule (1 if ``u > −l`` else 0).
 
 ``alpha-crown``: the lower slopes of the final pass become variables ``α ∈ [0, 1]`` per
 neuron and per spec row, maximised by projected Adam on the bound, keeping the best
-value seen per row (so never looser than CROWN with the same intermediate bounds).
+value seen per row (so never looser than CROWN with the same intermediate bounds). With
+``optimise_intermediate`` (default) the slopes used while computing the intermediate
+bounds are variables too (one per neuron, shared by the rows of those passes), and the
+intermediate bounds are recomputed, differentiably, at every step. Sigmoid/tanh lines
+are not optimised (their tangent points stay at the CROWN defaults).
 """
 
 from __future__ import annotations
@@ -77,8 +81,9 @@ class BackwardDomain(Domain):
 
         return lines, pools
 
-    def intermediate_bounds(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor):
-        """Bounds ``(l, u)`` of every node a relaxation needs (see module docstring)."""
+    def intermediate_bounds(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, alpha=None):
+        """Bounds ``(l, u)`` of every node a relaxation needs (see module docstring);
+        ``alpha`` (node → ``(B, 1, *S)``) fixes the lower ReLU slopes of these passes."""
         states = propagate(graph, BoxDomain(), lower, upper, keep=True)
         need = pre_activation_nodes(graph)
         bounds = {n: (states[n].lower, states[n].upper) for n in need}
@@ -90,20 +95,20 @@ class BackwardDomain(Domain):
             if graph.nodes[n]["kind"] == "input" or not bool(unstable.any()):
                 continue
             index = per_sample_rows(unstable)  # each sample bounds only its own unstable neurons
-            lb, ub = self._bound_rows(graph, n, index, lower, upper, bounds)
+            lb, ub = self._bound_rows(graph, n, index, lower, upper, bounds, alpha)
             l_flat, u_flat = l.reshape(l.shape[0], -1), u.reshape(u.shape[0], -1)
             l_flat = l_flat.scatter(1, index, torch.maximum(l_flat.gather(1, index), lb))
             u_flat = u_flat.scatter(1, index, torch.minimum(u_flat.gather(1, index), ub))
             bounds[n] = (l_flat.reshape(l.shape), u_flat.reshape(u.shape))
         return bounds
 
-    def _bound_rows(self, graph, node_id, index, lower, upper, bounds):
+    def _bound_rows(self, graph, node_id, index, lower, upper, bounds, alpha=None):
         """CROWN bounds of the flattened entries ``index`` ``(B, R)`` of ``node_id``, in row chunks."""
         shape = tuple(graph.nodes[node_id]["shape"])
         batch = lower.shape[0]
         widest = max(math.prod(graph.nodes[m]["shape"]) for m in topological_order(graph))
         chunk = max(1, MAX_ENTRIES // max(1, 2 * batch * widest))
-        lines, pools = self._relaxers(graph, bounds)
+        lines, pools = self._relaxers(graph, bounds, alpha)
         lbs, ubs = [], []
         for start in range(0, index.shape[1], chunk):
             part = index[:, start:start + chunk]
@@ -158,9 +163,10 @@ class AlphaCrownDomain(BackwardDomain):
     description = "CROWN with lower ReLU slopes optimised per neuron and spec row (projected Adam)"
 
     def __init__(self, intermediate: str = "crown", norm: float = float("inf"), iterations: int = 20,
-                 lr: float = 0.1, patience: int = 5):
+                 lr: float = 0.1, patience: int = 5, optimise_intermediate: bool = True):
         super().__init__(intermediate, norm)
         self.iterations, self.lr, self.patience = iterations, lr, patience
+        self.optimise_intermediate = bool(optimise_intermediate) and intermediate == "crown"
 
     def bound(self, graph, lower, upper, C=None):
         lam = self._spec(graph, lower, C)
@@ -168,7 +174,7 @@ class AlphaCrownDomain(BackwardDomain):
         lam2 = torch.cat([lam, -lam], 1)
         with torch.no_grad():
             bounds = self.intermediate_bounds(graph, lower, upper)
-        alpha = {}
+        alpha, inner = {}, {}
         for n in topological_order(graph):
             node = graph.nodes[n]
             if node["kind"] in ("relu", "leaky_relu"):
@@ -177,20 +183,23 @@ class AlphaCrownDomain(BackwardDomain):
                 init = (u > -l).to(lower.dtype) if node["kind"] == "relu" or node["attrs"]["alpha"] <= 1 \
                     else (u <= -l).to(lower.dtype)
                 alpha[n] = init.unsqueeze(1).expand(-1, 2 * k, *init.shape[1:]).clone().requires_grad_(True)
+                if self.optimise_intermediate:
+                    inner[n] = init.unsqueeze(1).clone().requires_grad_(True)
         with torch.no_grad():
             best = self._final(graph, lower, upper, lam2, bounds, {n: a.detach() for n, a in alpha.items()})
         if alpha and self.iterations > 0:
-            opt = torch.optim.Adam(list(alpha.values()), lr=self.lr)
+            opt = torch.optim.Adam(list(alpha.values()) + list(inner.values()), lr=self.lr)
             stale = 0
             for _ in range(self.iterations):
                 with torch.enable_grad():
-                    current = self._final(graph, lower, upper, lam2, bounds, alpha)
+                    step_bounds = self.intermediate_bounds(graph, lower, upper, inner) if inner else bounds
+                    current = self._final(graph, lower, upper, lam2, step_bounds, alpha)
                     loss = -current.sum()
                     opt.zero_grad()
                     loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    for a in alpha.values():
+                    for a in (*alpha.values(), *inner.values()):
                         a.clamp_(0.0, 1.0)
                     improved = bool((current.detach() > best + 1e-8).any())
                     best = torch.maximum(best, current.detach())
@@ -198,7 +207,9 @@ class AlphaCrownDomain(BackwardDomain):
                 if stale >= self.patience:
                     break
             with torch.no_grad():  # the last step's α, after projection
-                best = torch.maximum(best, self._final(graph, lower, upper, lam2, bounds,
+                last = self.intermediate_bounds(graph, lower, upper, {n: a.detach() for n, a in inner.items()}) \
+                    if inner else bounds
+                best = torch.maximum(best, self._final(graph, lower, upper, lam2, last,
                                                        {n: a.detach() for n, a in alpha.items()}))
         return best[:, :k], -best[:, k:]
 
