@@ -114,6 +114,19 @@ def test_bounds_json_is_one_object_with_one_list_per_box(capsys):
     assert np.all(y >= lo - 1e-9) and np.all(y <= hi + 1e-9)
 
 
+@pytest.mark.parametrize("domain", ["box", "deepz", "crown", "alpha-crown", "dual-lp"])
+def test_bounds_json_for_every_domain_contains_samples(capsys, domain):
+    extra = ["--domain-option", "iterations=3"] if domain == "alpha-crown" else []
+    code, out, _ = run(capsys, "bounds", DEFAULT_MODEL, ROBUST, "--domain", domain, "--json", *extra)
+    assert code == 0
+    data = json.loads(out)
+    lo, hi = np.array(data["lower"][0]), np.array(data["upper"][0])
+    region = read_vnnlib(ROBUST).regions[0]
+    model = verifier.load(DEFAULT_MODEL, check=False)
+    y = model(region.lower + (region.upper - region.lower) * torch.rand(1000, 784, dtype=torch.float64)).numpy()
+    assert np.all(y >= lo - 1e-9) and np.all(y <= hi + 1e-9)
+
+
 def test_check_reports_agreement(capsys):
     code, out, _ = run(capsys, "check", DEFAULT_MODEL)
     assert code == 0

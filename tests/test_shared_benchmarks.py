@@ -138,3 +138,26 @@ def test_verify_never_contradicts_reference(bench, benchmark):
         elif result.status == "unsat":
             assert expected != "sat", row
     assert found > 0  # the attack finds real counterexamples on these benchmarks
+
+
+DOMAIN_OPTIONS = {"box": {}, "deepz": {}, "crown": {}, "crown-ibp": {}, "dual-lp": {},
+                  "alpha-crown": {"iterations": 5, "optimise_intermediate": False}}
+
+
+@pytest.mark.parametrize("benchmark", BENCHMARKS)
+def test_every_domain_contains_10000_sampled_outputs_on_every_shared_model(bench, benchmark):
+    """Each domain's bounds on ``C·f`` over each model's first property box contain the
+    outputs of 10,000 uniformly sampled inputs (sampled once per model, float32 forward)."""
+    gen = torch.Generator().manual_seed(1)
+    for onnx_rel, vnnlib_rel in _first_instance_per_model(benchmark).items():
+        region = read_vnnlib(bench / benchmark / vnnlib_rel).regions[0]
+        model = verifier.load(bench / benchmark / onnx_rel, check=False)
+        C, _, _ = region.stacked()
+        x = region.lower + (region.upper - region.lower) * torch.rand((10000, region.lower.numel()), generator=gen,
+                                                                      dtype=torch.float64)
+        with torch.no_grad():
+            y = torch.cat([model(chunk.float()).double() for chunk in x.split(2500)]) @ C.T
+        tol = 1e-5 * (1 + y.abs())
+        for domain, options in DOMAIN_OPTIONS.items():
+            lb, ub = verifier.compute_bounds(model, region.lower, region.upper, domain=domain, C=C, **options)
+            assert bool((y >= lb - tol).all() and (y <= ub + tol).all()), f"{domain} on {onnx_rel}"
