@@ -10,8 +10,9 @@ neuron and per spec row, maximised by projected Adam on the bound, keeping the b
 value seen per row (so never looser than CROWN with the same intermediate bounds). With
 ``optimise_intermediate`` (default) the slopes used while computing the intermediate
 bounds are variables too (one per neuron, shared by the rows of those passes), and the
-intermediate bounds are recomputed, differentiably, at every step. Sigmoid/tanh lines
-are not optimised (their tangent points stay at the CROWN defaults).
+intermediate bounds are recomputed, differentiably, at every step. Sigmoid/tanh tangent
+points (in their convex or concave pieces) are optimised the same way; their lines on
+intervals that straddle 0 stay the fixed parallel pair.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class CrownIBPDomain(BackwardDomain):
 @register_domain
 class AlphaCrownDomain(BackwardDomain):
     name = "alpha-crown"
-    description = "CROWN with lower ReLU slopes optimised per neuron and spec row (projected Adam)"
+    description = "CROWN with ReLU slopes and sigmoid/tanh tangent points optimised per neuron and row"
 
     def __init__(self, intermediate: str = "crown", norm: float = float("inf"), iterations: int = 20,
                  lr: float = 0.1, patience: int = 5, optimise_intermediate: bool = True):
@@ -185,6 +186,12 @@ class AlphaCrownDomain(BackwardDomain):
                 alpha[n] = init.unsqueeze(1).expand(-1, 2 * k, *init.shape[1:]).clone().requires_grad_(True)
                 if self.optimise_intermediate:
                     inner[n] = init.unsqueeze(1).clone().requires_grad_(True)
+            elif node["kind"] in ("sigmoid", "tanh"):  # tangent points, from the midpoint
+                (p,) = predecessors_by_slot(graph, n)
+                half = torch.full_like(bounds[p][0], 0.5).unsqueeze(1)
+                alpha[n] = half.expand(-1, 2 * k, *half.shape[2:]).clone().requires_grad_(True)
+                if self.optimise_intermediate:
+                    inner[n] = half.clone().requires_grad_(True)
         with torch.no_grad():
             best = self._final(graph, lower, upper, lam2, bounds, {n: a.detach() for n, a in alpha.items()})
         if alpha and self.iterations > 0:

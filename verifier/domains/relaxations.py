@@ -62,22 +62,26 @@ def _sigmoid_prime(fn: str, x: torch.Tensor) -> torch.Tensor:
     return 1 - torch.tanh(x) ** 2
 
 
-def s_shaped_lines(fn: str, l: torch.Tensor, u: torch.Tensor) -> Lines:
+def s_shaped_lines(fn: str, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None) -> Lines:
     """Sigmoid or tanh (``f'`` unimodal, peak at 0; convex left of 0, concave right).
 
-    * ``u ≤ 0`` (convex): upper = chord, lower = tangent at the midpoint;
-    * ``l ≥ 0`` (concave): lower = chord, upper = tangent at the midpoint;
+    * ``u ≤ 0`` (convex): upper = chord, lower = tangent at ``d = l + α(u − l)``;
+    * ``l ≥ 0`` (concave): lower = chord, upper = tangent at ``d``;
+      any ``α ∈ [0, 1]`` is sound (a tangent of a convex piece lies below it); the default
+      is the midpoint, α-CROWN optimises ``α`` (shape ``(B, k, *S)``, per spec row);
     * crossing: two parallel lines of slope ``λ = min(f'(l), f'(u))``. ``f(x) − λx`` is
       non-decreasing on ``[l, u]`` (``f' ≥ λ`` there), so the offsets ``f(l) − λl`` and
       ``f(u) − λu`` bound it from below and above (the DeepZ rule).
     """
     f = torch.sigmoid if fn == "sigmoid" else torch.tanh
+    if alpha is not None:
+        l, u = l.unsqueeze(1), u.unsqueeze(1)
     fl, fu = f(l), f(u)
     width = u - l
     flat = width <= 1e-12
     chord = torch.where(flat, _sigmoid_prime(fn, l), (fu - fl) / torch.where(flat, torch.ones_like(width), width))
     chord_bias = fl - chord * l
-    mid = (l + u) / 2
+    mid = (l + u) / 2 if alpha is None else l + alpha * (u - l)
     tangent = _sigmoid_prime(fn, mid)
     tangent_bias = f(mid) - tangent * mid
     lam = torch.minimum(_sigmoid_prime(fn, l), _sigmoid_prime(fn, u))
@@ -98,7 +102,7 @@ def lines_for(node: dict, l: torch.Tensor, u: torch.Tensor, policy="adaptive", a
     if kind == "leaky_relu":
         return leaky_relu_lines(l, u, node["attrs"]["alpha"], policy, alpha)
     if kind in ("sigmoid", "tanh"):
-        return s_shaped_lines(kind, l, u)
+        return s_shaped_lines(kind, l, u, alpha)
     raise KeyError(kind)
 
 
