@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -17,6 +19,31 @@ def batched_spec(C: torch.Tensor, batch: int) -> torch.Tensor:
     if C.dim() != 3 or C.shape[0] not in (1, batch):
         raise ValueError(f"C must be (k, n) or (B, k, n) with B={batch}; got {tuple(C.shape)}")
     return C.expand(batch, *C.shape[1:])
+
+
+def spec_matrix(C: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``C`` as ``(B, k, n)`` on ``like``'s device and dtype (``B = like.shape[0]``); the
+    identity (bounds on every output) when ``C`` is ``None``."""
+    if C is None:
+        C = torch.eye(n, dtype=like.dtype, device=like.device)
+    return batched_spec(C.to(like), like.shape[0])
+
+
+def per_sample_rows(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, R)`` flattened indices, per sample, of the entries where ``mask`` ``(B, n)`` is
+    set, ``R`` the largest count; shorter rows are padded with other (unmasked) entries,
+    whose bounds are merely computed too."""
+    count = int(mask.sum(dim=1).max())
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    return order[:, :count]
+
+
+def selection_rows(shape: tuple, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``Λ`` ``(B, R, *shape)`` with ``Λ[b, r] = e_{index[b, r]}`` (one-hot rows)."""
+    B, R = index.shape
+    lam = torch.zeros((B, R, math.prod(shape)), dtype=like.dtype, device=like.device)
+    lam.scatter_(2, index.unsqueeze(2), 1.0)
+    return lam.reshape(B, R, *shape)
 
 
 def interval_matmul(C: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,7 @@ def _open_disjuncts(lb: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torc
     return torch.stack([~chunk.any(dim=1) for chunk in torch.split(proven, sizes, dim=1)], dim=1)
 
 
-def _split_scores(model: Model, region: InputRegion, centres: torch.Tensor, widths: torch.Tensor,
+def _split_scores(model: Model, centres: torch.Tensor, widths: torch.Tensor,
                   open_mask: torch.Tensor, C: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """``width · |∂v/∂x|`` per input, ``v`` the smallest open-disjunct violation at the centre."""
     x = centres.clone().requires_grad_(True)
@@ -75,7 +75,7 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             hit = confirm(model, region, centres[violation <= 0][:8], region_index)
             if hit is not None:
                 return "sat", hit
-        scores = _split_scores(model, region, centres, widths, open_mask, C, b, sizes)
+        scores = _split_scores(model, centres, widths, open_mask, C, b, sizes)
         dim = scores.argmax(dim=1)
         rows = torch.arange(len(lo), device=lo.device)
         mid = centres[rows, dim]

@@ -25,6 +25,7 @@ import torch
 from ..engine import propagate
 from ..errors import VerifierInputError
 from ..ir.graph import output_node, predecessors_by_slot, topological_order
+from ..linalg import per_sample_rows, selection_rows, spec_matrix
 from . import register_domain
 from .backward import MaxPoolRelaxation, backward_bound, pre_activation_nodes
 from .base import Domain
@@ -32,23 +33,6 @@ from .box import BoxDomain
 from .relaxations import lines_for
 
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
-
-
-def per_sample_rows(mask: torch.Tensor) -> torch.Tensor:
-    """``(B, R)`` flattened indices, per sample, of the entries where ``mask`` ``(B, n)`` is
-    set, ``R`` the largest count; shorter rows are padded with other (unmasked) entries,
-    whose bounds are merely computed too."""
-    count = int(mask.sum(dim=1).max())
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    return order[:, :count]
-
-
-def selection_rows(shape: tuple, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``Λ`` ``(B, R, *shape)`` with ``Λ[b, r] = e_{index[b, r]}`` (one-hot rows)."""
-    B, R = index.shape
-    lam = torch.zeros((B, R, math.prod(shape)), dtype=like.dtype, device=like.device)
-    lam.scatter_(2, index.unsqueeze(2), 1.0)
-    return lam.reshape(B, R, *shape)
 
 
 class BackwardDomain(Domain):
@@ -122,13 +106,7 @@ class BackwardDomain(Domain):
     # --- the final pass -------------------------------------------------------------
     def _spec(self, graph, lower, C):
         out_shape = tuple(graph.nodes[output_node(graph)]["shape"])
-        n = math.prod(out_shape)
-        if C is None:
-            C = torch.eye(n, dtype=lower.dtype, device=lower.device)
-        C = C.to(lower)
-        if C.dim() == 2:
-            C = C.unsqueeze(0).expand(lower.shape[0], *C.shape)
-        C = C.expand(lower.shape[0], *C.shape[1:])
+        C = spec_matrix(C, math.prod(out_shape), lower)
         return C.reshape(C.shape[0], C.shape[1], *out_shape)
 
     def _final(self, graph, lower, upper, lam, bounds, alpha=None):

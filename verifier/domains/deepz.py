@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..linalg import per_sample_rows
 from ..ops import FORWARD
 from ..ops.adjoint import AFFINE_KINDS, offset
 from . import register_domain
@@ -92,8 +93,6 @@ class DeepZDomain(Domain):
         with ``c`` the largest count in any sample, each symbol on one entry. Samples are
         independent, so each numbers its own new symbols; they go after all symbols
         allocated so far (callers pad older generators to ``self.symbols``)."""
-        from .crown import per_sample_rows
-
         B = coefficients.shape[0]
         flat = coefficients.reshape(B, -1)
         index = per_sample_rows(flat != 0)
@@ -131,7 +130,7 @@ def deepz_affine(domain, node, *xs: Zonotope) -> Zonotope:
     return Zonotope(centre, out.reshape(B, m, *out.shape[1:]))
 
 
-def _band(domain, x: Zonotope, slope: torch.Tensor, low: torch.Tensor, high: torch.Tensor, passthrough=None):
+def _band(domain, x: Zonotope, slope: torch.Tensor, low: torch.Tensor, high: torch.Tensor):
     """``y = slope·x + [low, high]`` elementwise: centre ``slope·a + (low+high)/2``, generators
     ``slope·G``, and a fresh symbol of size ``(high−low)/2``."""
     centre = slope * x.centre + (low + high) / 2

@@ -23,6 +23,7 @@ from scipy.optimize import linprog
 
 from ..errors import VerifierInputError
 from ..ir.graph import input_node, output_node, predecessors_by_slot, topological_order
+from ..linalg import spec_matrix
 from ..ops import FORWARD
 from ..ops.adjoint import AFFINE_KINDS, adjoint, offset
 from . import register_domain
@@ -68,10 +69,7 @@ class LPDomain(Domain):
         bounds_by_node = self.intermediate_bounds(graph, lower, upper)
         out = output_node(graph)
         n_out = sizes[out]
-        if C is None:
-            C = torch.eye(n_out, dtype=lower.dtype, device=lower.device)
-        C = C.to(lower)
-        C = C.unsqueeze(0).expand(lower.shape[0], *C.shape) if C.dim() == 2 else C.expand(lower.shape[0], *C.shape[1:])
+        C = spec_matrix(C, n_out, lower)
         lbs, ubs = [], []
         for b in range(lower.shape[0]):
             problem = self._constraints(graph, order, start, sizes, total, lower[b:b + 1], upper[b:b + 1],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..linalg import spec_matrix
 from .deepz import DeepZDomain, Zonotope
 
 
@@ -50,14 +51,10 @@ class ProjectedDualDomain(DeepZDomain):
 
     def bound(self, graph, lower, upper, C=None):
         from ..engine import propagate
-        from ..linalg import batched_spec
-
         z = propagate(graph, self, lower, upper)
         B = z.centre.shape[0]
         flat_c, flat_g = z.centre.reshape(B, -1), z.generators.reshape(B, self.k, -1)
-        if C is None:
-            C = torch.eye(flat_c.shape[1], dtype=flat_c.dtype, device=flat_c.device)
-        C = batched_spec(C, B).to(flat_c)
+        C = spec_matrix(C, flat_c.shape[1], flat_c)
         centre = torch.einsum("bkn,bn->bk", C, flat_c)
         radius = torch.einsum("bkn,bpn->bkp", C, flat_g).abs().median(dim=-1).values
         return centre - radius, centre + radius

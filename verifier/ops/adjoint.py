@@ -12,7 +12,6 @@ only its forward function.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -124,8 +123,4 @@ def dot(lam: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return (lam * value.unsqueeze(1)).reshape(lam.shape[0], lam.shape[1], -1).sum(-1)
 
 
-def numel(shape: tuple) -> int:
-    return math.prod(shape)
-
-
-__all__ = ["AFFINE_KINDS", "adjoint", "dot", "numel", "offset"]
+__all__ = ["AFFINE_KINDS", "adjoint", "dot", "offset"]
