@@ -12,7 +12,6 @@ only its forward function.
 
 from __future__ import annotations
 
-
 import torch
 
 from . import FORWARD, LINEAR_PART, Node
