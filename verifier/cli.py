@@ -115,6 +115,17 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_vnncomp(args) -> int:
+    from .vnncomp import RESULTS, run_benchmark
+
+    output, counts = run_benchmark(args.bench_dir, instances_csv=args.instances, timeout_scale=args.timeout_scale,
+                                   output=args.output, results_dir=args.results_dir, domain=args.domain,
+                                   limit=args.limit, resume=args.resume, device=_device(args.device),
+                                   dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check)
+    print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
+    return 0
+
+
 def cmd_domains(args) -> int:
     from .domains import available_domains
 
@@ -156,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-attack", action="store_true", help="skip the falsification attack")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("vnncomp", help="run every instance of a VNN-COMP benchmark folder into a results CSV")
+    p.add_argument("bench_dir", help="folder with instances.csv (onnx,vnnlib,timeout) and the files it names")
+    p.add_argument("--instances", help="instances CSV to use instead of BENCH_DIR/instances.csv")
+    p.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every instance timeout (default 1)")
+    p.add_argument("--output", help="results CSV (default <benchmark>.csv)")
+    p.add_argument("--results-dir", help="per-instance result files (default <output stem>_results/)")
+    p.add_argument("--domain", default="auto", help="abstract domain (default auto)")
+    p.add_argument("--limit", type=int, help="only the first N instances")
+    p.add_argument("--resume", action="store_true", help="skip instances already in the output CSV")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
+    p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
+    p.set_defaults(func=cmd_vnncomp)
 
     p = sub.add_parser("domains", help="list the installed abstract domains")
     p.set_defaults(func=cmd_domains)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# VNN-COMP install_tool.sh: install this repository (editable) into the current Python.
+# Usage: install_tool.sh v1        (set PYTHON to choose the interpreter; default python3)
+set -euo pipefail
+
+if [ "$#" -ne 1 ]; then
+    echo "usage: $0 v1" >&2
+    exit 1
+fi
+if [ "$1" != "v1" ]; then
+    echo "error: expected version string v1, got '$1'" >&2
+    exit 1
+fi
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+
+"$PYTHON" -m pip install -e "$REPO"
+"$PYTHON" - <<'PY'
+import platform
+
+import onnx
+import onnxruntime
+import torch
+
+import verifier
+
+print(f"verifier {verifier.__version__}, python {platform.python_version()}, torch {torch.__version__}, "
+      f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, cuda {torch.cuda.is_available()}")
+PY
+"$PYTHON" -m verifier.cli domains

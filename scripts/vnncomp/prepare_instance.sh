@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# VNN-COMP prepare_instance.sh: stop stray verifier runs, then load and validate the
+# model and spec once (import, size check, onnxruntime agreement, Box bounds).
+# Usage: prepare_instance.sh v1 BENCHMARK ONNX VNNLIB
+# Environment: PYTHON (default python3); VERIFIER_NO_KILL=1 skips stopping other runs.
+set -uo pipefail
+
+if [ "$#" -ne 4 ]; then
+    echo "usage: $0 v1 BENCHMARK ONNX VNNLIB" >&2
+    exit 1
+fi
+if [ "$1" != "v1" ]; then
+    echo "error: expected version string v1, got '$1'" >&2
+    exit 1
+fi
+BENCHMARK="$2"
+ONNX="$3"
+VNNLIB="$4"
+PYTHON="${PYTHON:-python3}"
+echo "preparing $BENCHMARK: $ONNX $VNNLIB"
+
+# Stray runs of this user's `verifier verify` from a previous instance (never this script).
+if [ "${VERIFIER_NO_KILL:-0}" != "1" ]; then
+    for pid in $(pgrep -u "$(id -u)" -f "verifier(\.cli)? verify" || true); do
+        [ "$pid" != "$$" ] && kill -9 "$pid" 2>/dev/null || true
+    done
+fi
+
+# Compressed files are decompressed beside a temporary copy.
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+plain() {
+    case "$1" in
+        *.gz) out="$WORK/$(basename "${1%.gz}")"; gzip -dc "$1" > "$out" && echo "$out" ;;
+        *) echo "$1" ;;
+    esac
+}
+ONNX_FILE="$(plain "$ONNX")" || { echo "error: cannot decompress $ONNX" >&2; exit 1; }
+VNNLIB_FILE="$(plain "$VNNLIB")" || { echo "error: cannot decompress $VNNLIB" >&2; exit 1; }
+
+"$PYTHON" -m verifier.cli bounds "$ONNX_FILE" "$VNNLIB_FILE" --domain box --json > /dev/null
+STATUS=$?
+if [ "$STATUS" -ne 0 ]; then
+    echo "error: $ONNX / $VNNLIB failed validation (exit $STATUS)" >&2
+    exit 1
+fi
+exit 0
