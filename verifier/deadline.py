@@ -1,12 +1,24 @@
-"""Wall-clock budgets shared by the attack, the domains and branch-and-bound."""
+"""Wall-clock budgets shared by the attack, the domains and branch-and-bound.
+
+A :class:`Deadline` can be made *active* for a block (``with deadline.active():``); long
+loops inside the domains call :func:`checkpoint`, which raises :class:`Timeout` once the
+active deadline has passed. This is how a timeout is honoured within a fraction of a
+second even in the middle of one α-CROWN optimisation or one LP.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
+from typing import Iterator
 
 
 class Timeout(Exception):
     """Raised when a :class:`Deadline` has passed."""
+
+
+_ACTIVE: contextvars.ContextVar["Deadline | None"] = contextvars.ContextVar("verifier_deadline", default=None)
 
 
 class Deadline:
@@ -28,3 +40,25 @@ class Deadline:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["Deadline"]:
+        """Make this the deadline :func:`checkpoint` checks, for the ``with`` block."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+
+def checkpoint() -> None:
+    """Raise :class:`Timeout` if the active deadline (if any) has passed."""
+    deadline = _ACTIVE.get()
+    if deadline is not None and deadline.expired():
+        raise Timeout()
+
+
+def remaining() -> float:
+    """Seconds left on the active deadline (``inf`` without one)."""
+    deadline = _ACTIVE.get()
+    return float("inf") if deadline is None else deadline.remaining()

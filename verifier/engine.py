@@ -11,6 +11,7 @@ from typing import Any
 import networkx as nx
 import torch
 
+from .deadline import checkpoint
 from .errors import VerifierInputError
 from .ir.graph import input_node, predecessors_by_slot, topological_order
 from .ops import FORWARD
@@ -25,6 +26,7 @@ def propagate(graph: nx.DiGraph, domain, lower: torch.Tensor, upper: torch.Tenso
     batch = lower.shape[0]
     source = input_node(graph)
     for node_id in topological_order(graph):
+        checkpoint()
         node = graph.nodes[node_id]
         kind = node["kind"]
         if node_id == source:

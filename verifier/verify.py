@@ -50,31 +50,65 @@ def bound_region(model: Model, region: InputRegion, domain: str, device: str, dt
 
 AUTO_CASCADE = ("box", "crown", "alpha-crown")
 INPUT_SPLIT_MAX_DIM = 16
+COMPLETE_DOMAINS = ("input-split", "relu-split")
 
 
 def _refute_region(model: Model, region: InputRegion, index: int, domain: str, deadline: Deadline, device: str,
                    dtype: torch.dtype, domain_options: dict, notes: list[str]) -> tuple[str, Counterexample | None]:
-    """``unsat``/``unknown``/``sat`` for one region (raises Timeout)."""
+    """``unsat``/``unknown``/``sat`` for one region (raises Timeout).
+
+    ``auto``: Box, CROWN, then — inputs of at most 16 values — input splitting, else
+    α-CROWN and ReLU splitting on the disjuncts it leaves open. ``input-split`` /
+    ``relu-split`` name a branch-and-bound directly; any other name is one domain."""
     low_dim = model.input_size <= INPUT_SPLIT_MAX_DIM
-    # low-dimensional inputs go from CROWN straight to input splitting, which is cheaper there
-    cascade = (AUTO_CASCADE[:-1] if low_dim else AUTO_CASCADE) if domain == "auto" else (domain,)
+    if domain == "auto":
+        cascade, complete = AUTO_CASCADE[:-1], ("input-split" if low_dim else "relu-split")
+    elif domain in COMPLETE_DOMAINS:
+        cascade, complete = (), domain
+    else:
+        cascade, complete = (domain,), None
+    options = domain_options if domain != "auto" else {}
+    refuted = [False] * len(region.disjuncts)
     for name in cascade:
         deadline.check()
-        refuted = bound_region(model, region, name, device, dtype, **(domain_options if domain != "auto" else {}))
+        refuted = bound_region(model, region, name, device, dtype, **options)
         notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {name}")
         if all(refuted):
             return "unsat", None
-    if domain == "auto" and low_dim:
+    if complete == "input-split":
         from .complete.input_split import BaBStats, input_split_bab
 
         stats = BaBStats()
         try:
-            status, cex = input_split_bab(model, region, deadline, domain="crown", region_index=index,
-                                          dtype=dtype, device=device, stats=stats)
+            return input_split_bab(model, region, deadline, domain="crown", region_index=index, dtype=dtype,
+                                   device=device, stats=stats, **(options if domain != "auto" else {}))
         finally:
             notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
-        return status, cex
+    if complete == "relu-split":
+        return _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes)
     return "unknown", None
+
+
+def _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes):
+    """α-CROWN at the root (its intermediate bounds seed the search), then ReLU-splitting
+    branch-and-bound on each disjunct still open."""
+    from .complete.relu_split import ReluBaBStats, relu_split_bab, root_intermediate_bounds
+
+    root, lb = root_intermediate_bounds(model, region, device, dtype)
+    _, _, sizes = region.stacked()
+    by_root = disjuncts_refuted(region, lb)
+    refuted = [a or c for a, c in zip(refuted, by_root)]
+    notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by alpha-crown")
+    open_disjuncts = [d for d, done in enumerate(refuted) if not done]
+    if not open_disjuncts:
+        return "unsat", None
+    stats = ReluBaBStats()
+    try:
+        return relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index, dtype=dtype,
+                              device=device, root=root, stats=stats, **options)
+    finally:
+        notes.append(f"region {index}: relu-split branch-and-bound bounded {stats.domains_bounded} subdomains "
+                     f"(depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
 
 
 def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None = None,
@@ -82,8 +116,9 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
            seed: int = 0, domain_options: dict | None = None) -> VerificationResult:
     """Attack every region, then refute every disjunct with ``domain`` bounds.
 
-    ``domain="auto"``: Box, then CROWN, then α-CROWN — or, for inputs of at most 16
-    values, branch-and-bound by input splitting with CROWN until the deadline.
+    ``domain="auto"``: Box, then CROWN, then branch-and-bound until the deadline — by
+    input splitting for inputs of at most 16 values, else by ReLU splitting from α-CROWN's
+    bounds. ``"input-split"``/``"relu-split"`` force one; a domain name bounds once.
     """
     deadline = Deadline(timeout)
     if (domain_options or {}).get("projections"):
@@ -92,21 +127,25 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
     spec.check_model(model.input_size, model.output_size)
     notes: list[str] = []
     try:
-        if attack:
-            for index, region in enumerate(spec.regions):
-                hit = attack_region(model, region, deadline, region_index=index, seed=seed, device=device)
-                if hit is not None:
-                    return VerificationResult("sat", hit, deadline.elapsed(), [f"counterexample in region {index}"])
-                deadline.check()
-        status = "unsat"
-        for index, region in enumerate(spec.regions):
-            found, cex = _refute_region(model, region, index, domain, deadline, device, dtype,
-                                        domain_options or {}, notes)
-            if found == "sat":
-                return VerificationResult("sat", cex, deadline.elapsed(), notes + [f"counterexample in region {index}"])
-            if found == "unknown":
-                status = "unknown"
-        deadline.check()
+        with deadline.active():
+            return _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options or {}, notes)
     except Timeout:
         return VerificationResult("timeout", None, deadline.elapsed(), notes)
+
+
+def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options, notes) -> VerificationResult:
+    if attack:
+        for index, region in enumerate(spec.regions):
+            hit = attack_region(model, region, deadline, region_index=index, seed=seed, device=device)
+            if hit is not None:
+                return VerificationResult("sat", hit, deadline.elapsed(), [f"counterexample in region {index}"])
+            deadline.check()
+    status = "unsat"
+    for index, region in enumerate(spec.regions):
+        found, cex = _refute_region(model, region, index, domain, deadline, device, dtype, domain_options, notes)
+        if found == "sat":
+            return VerificationResult("sat", cex, deadline.elapsed(), notes + [f"counterexample in region {index}"])
+        if found == "unknown":
+            status = "unknown"
+    deadline.check()
     return VerificationResult(status, None, deadline.elapsed(), notes)

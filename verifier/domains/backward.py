@@ -20,6 +20,7 @@ from typing import Callable
 import networkx as nx
 import torch
 
+from ..deadline import checkpoint
 from ..errors import VerifierInputError
 from ..ir.graph import input_node, predecessors_by_slot, topological_order
 from ..ops import FORWARD
@@ -130,11 +131,15 @@ class MaxPoolRelaxation:
 
 def backward_bound(graph: nx.DiGraph, target: str, lam: torch.Tensor, lines: Callable[[str], Lines],
                    pools: Callable[[str], MaxPoolRelaxation], lower: torch.Tensor, upper: torch.Tensor,
-                   norm: float = float("inf")) -> torch.Tensor:
+                   norm: float = float("inf"),
+                   visit: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Lower bound ``(B, k)`` of ``Λ·v_target`` over the input set (see module docstring).
 
     ``lam`` is ``(B, k, *shape_of_target)``; ``lines(n)``/``pools(n)`` give node ``n``'s
-    relaxation (built from intermediate bounds by the caller).
+    relaxation (built from intermediate bounds by the caller). ``visit(n, Λ_n)``, if given,
+    sees each node's accumulated ``Λ`` before its transfer and returns the ``Λ`` to use:
+    branch-and-bound adds its split multipliers there (``Λ_z += β·s``) and reads the
+    coefficients its branching score needs.
     """
     lams = {target: lam}
     bias = torch.zeros(lam.shape[:2], dtype=lam.dtype, device=lam.device)
@@ -142,7 +147,10 @@ def backward_bound(graph: nx.DiGraph, target: str, lam: torch.Tensor, lines: Cal
     for n in reversed(topological_order(graph)):
         if n not in lams or n == source:
             continue
+        checkpoint()
         L = lams.pop(n)
+        if visit is not None:
+            L = visit(n, L)
         node = graph.nodes[n]
         kind = node["kind"]
         if kind == "constant":
@@ -176,6 +184,8 @@ def backward_bound(graph: nx.DiGraph, target: str, lam: torch.Tensor, lines: Cal
     L = lams.get(source)
     if L is None:  # the target does not depend on the input
         return bias
+    if visit is not None:
+        L = visit(source, L)
     centre, radius = (upper + lower) / 2, (upper - lower) / 2
     value = dot(L, centre) + bias
     if norm == float("inf"):

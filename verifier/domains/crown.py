@@ -22,6 +22,7 @@ import math
 import networkx as nx
 import torch
 
+from ..deadline import checkpoint
 from ..engine import propagate
 from ..errors import VerifierInputError
 from ..ir.graph import output_node, predecessors_by_slot, topological_order
@@ -33,6 +34,7 @@ from .box import BoxDomain
 from .relaxations import lines_for
 
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
+MAX_SLOPES = 1 << 25  # per-target intermediate slopes beyond this are shared per neuron
 
 
 class BackwardDomain(Domain):
@@ -66,21 +68,37 @@ class BackwardDomain(Domain):
 
         return lines, pools
 
-    def intermediate_bounds(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, alpha=None):
-        """Bounds ``(l, u)`` of every node a relaxation needs (see module docstring);
-        ``alpha`` (node → ``(B, 1, *S)``) fixes the lower ReLU slopes of these passes."""
+    def intermediate_bounds(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, alpha=None,
+                            rows: dict | None = None, per_target: bool = False, known: dict | None = None):
+        """Bounds ``(l, u)`` of every node a relaxation needs (see module docstring).
+
+        ``alpha`` fixes the lower ReLU slopes of these passes: node → ``(B, 1, *S)``
+        shared by every pass, or with ``per_target`` target → {node → ``(B, 2R, *S)``},
+        one slope per row of that target's pass (its ``R`` lower then ``R`` upper rows).
+        ``rows`` (target → ``(B, R)`` flattened indices) fixes which entries are bounded;
+        by default each sample's unstable entries are. ``known`` bounds (sound ones found
+        earlier) are intersected in, node by node."""
         states = propagate(graph, BoxDomain(), lower, upper, keep=True)
         need = pre_activation_nodes(graph)
         bounds = {n: (states[n].lower, states[n].upper) for n in need}
         if self.intermediate == "ibp":
             return bounds
         for n in need:
+            checkpoint()
+            if known is not None and n in known:
+                bounds[n] = (torch.maximum(bounds[n][0], known[n][0]), torch.minimum(bounds[n][1], known[n][1]))
             l, u = bounds[n]
-            unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1)
-            if graph.nodes[n]["kind"] == "input" or not bool(unstable.any()):
+            if graph.nodes[n]["kind"] == "input":
                 continue
-            index = per_sample_rows(unstable)  # each sample bounds only its own unstable neurons
-            lb, ub = self._bound_rows(graph, n, index, lower, upper, bounds, alpha)
+            if rows is not None and n in rows:
+                index = rows[n]
+            else:
+                unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1)
+                if (rows is not None) or not bool(unstable.any()):
+                    continue
+                index = per_sample_rows(unstable)  # each sample bounds only its own unstable neurons
+            slopes = (alpha or {}).get(n) if per_target else alpha
+            lb, ub = self._bound_rows(graph, n, index, lower, upper, bounds, slopes)
             l_flat, u_flat = l.reshape(l.shape[0], -1), u.reshape(u.shape[0], -1)
             l_flat = l_flat.scatter(1, index, torch.maximum(l_flat.gather(1, index), lb))
             u_flat = u_flat.scatter(1, index, torch.minimum(u_flat.gather(1, index), ub))
@@ -88,15 +106,21 @@ class BackwardDomain(Domain):
         return bounds
 
     def _bound_rows(self, graph, node_id, index, lower, upper, bounds, alpha=None):
-        """CROWN bounds of the flattened entries ``index`` ``(B, R)`` of ``node_id``, in row chunks."""
+        """CROWN bounds of the flattened entries ``index`` ``(B, R)`` of ``node_id``, in row
+        chunks; ``alpha`` tensors are ``(B, 1, *S)`` or per row ``(B, 2R, *S)``."""
         shape = tuple(graph.nodes[node_id]["shape"])
-        batch = lower.shape[0]
+        batch, R = lower.shape[0], index.shape[1]
         widest = max(math.prod(graph.nodes[m]["shape"]) for m in topological_order(graph))
         chunk = max(1, MAX_ENTRIES // max(1, 2 * batch * widest))
+        per_row = alpha is not None and any(a.shape[1] == 2 * R and R > 0 for a in alpha.values())
         lines, pools = self._relaxers(graph, bounds, alpha)
         lbs, ubs = [], []
-        for start in range(0, index.shape[1], chunk):
+        for start in range(0, R, chunk):
             part = index[:, start:start + chunk]
+            if per_row and part.shape[1] < R:
+                stop = start + part.shape[1]
+                lines, pools = self._relaxers(graph, bounds, {
+                    m: torch.cat([a[:, start:stop], a[:, R + start:R + stop]], 1) for m, a in alpha.items()})
             lam = selection_rows(shape, part, lower)
             both = backward_bound(graph, node_id, torch.cat([lam, -lam], 1), lines, pools, lower, upper, self.norm)
             lbs.append(both[:, : part.shape[1]])
@@ -150,41 +174,45 @@ class AlphaCrownDomain(BackwardDomain):
     def bound(self, graph, lower, upper, C=None):
         lam = self._spec(graph, lower, C)
         k = lam.shape[1]
-        lam2 = torch.cat([lam, -lam], 1)
+        best, _ = self.optimise(graph, lower, upper, torch.cat([lam, -lam], 1))
+        return best[:, :k], -best[:, k:]
+
+    def optimise(self, graph, lower, upper, lam):
+        """Lower bounds ``(B, k)`` of ``Λ·f`` with optimised slopes, and the tightest
+        intermediate bounds met on the way (the intersection of every step's, each of
+        which is sound), which branch-and-bound starts from."""
+        k = lam.shape[1]
         with torch.no_grad():
             bounds = self.intermediate_bounds(graph, lower, upper)
-        alpha, inner = {}, {}
-        for n in topological_order(graph):
-            node = graph.nodes[n]
-            if node["kind"] in ("relu", "leaky_relu"):
-                (p,) = predecessors_by_slot(graph, n)
-                l, u = bounds[p]
-                init = (u > -l).to(lower.dtype) if node["kind"] == "relu" or node["attrs"]["alpha"] <= 1 \
-                    else (u <= -l).to(lower.dtype)
-                alpha[n] = init.unsqueeze(1).expand(-1, 2 * k, *init.shape[1:]).clone().requires_grad_(True)
-                if self.optimise_intermediate:
-                    inner[n] = init.unsqueeze(1).clone().requires_grad_(True)
-            elif node["kind"] in ("sigmoid", "tanh"):  # tangent points, from the midpoint
-                (p,) = predecessors_by_slot(graph, n)
-                half = torch.full_like(bounds[p][0], 0.5).unsqueeze(1)
-                alpha[n] = half.expand(-1, 2 * k, *half.shape[2:]).clone().requires_grad_(True)
-                if self.optimise_intermediate:
-                    inner[n] = half.clone().requires_grad_(True)
+        alpha = self._initial_slopes(graph, bounds, lower, k)
+        rows, inner = ({}, {}) if not self.optimise_intermediate else self._intermediate_slopes(graph, bounds, lower)
+        tightest = dict(bounds)
+
+        def tighten(found):
+            for n, (l, u) in found.items():
+                tl, tu = tightest[n]
+                tightest[n] = (torch.maximum(tl, l.detach()), torch.minimum(tu, u.detach()))
+
         with torch.no_grad():
-            best = self._final(graph, lower, upper, lam2, bounds, {n: a.detach() for n, a in alpha.items()})
+            best = self._final(graph, lower, upper, lam, bounds, {n: a.detach() for n, a in alpha.items()})
         if alpha and self.iterations > 0:
-            opt = torch.optim.Adam(list(alpha.values()) + list(inner.values()), lr=self.lr)
+            inner_params = list({id(a): a for per in inner.values() for a in per.values()}.values())
+            opt = torch.optim.Adam(list(alpha.values()) + inner_params, lr=self.lr)
             stale = 0
             for _ in range(self.iterations):
+                checkpoint()
                 with torch.enable_grad():
-                    step_bounds = self.intermediate_bounds(graph, lower, upper, inner) if inner else bounds
-                    current = self._final(graph, lower, upper, lam2, step_bounds, alpha)
+                    step_bounds = self.intermediate_bounds(graph, lower, upper, inner, rows, True, tightest) \
+                        if inner else bounds
+                    current = self._final(graph, lower, upper, lam, step_bounds, alpha)
                     loss = -current.sum()
                     opt.zero_grad()
                     loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    for a in (*alpha.values(), *inner.values()):
+                    if inner:
+                        tighten(step_bounds)
+                    for a in (*alpha.values(), *inner_params):
                         a.clamp_(0.0, 1.0)
                     improved = bool((current.detach() > best + 1e-8).any())
                     best = torch.maximum(best, current.detach())
@@ -192,11 +220,65 @@ class AlphaCrownDomain(BackwardDomain):
                 if stale >= self.patience:
                     break
             with torch.no_grad():  # the last step's α, after projection
-                last = self.intermediate_bounds(graph, lower, upper, {n: a.detach() for n, a in inner.items()}) \
-                    if inner else bounds
-                best = torch.maximum(best, self._final(graph, lower, upper, lam2, last,
+                last = self.intermediate_bounds(
+                    graph, lower, upper, {t: {n: a.detach() for n, a in per.items()} for t, per in inner.items()},
+                    rows, True, tightest) if inner else bounds
+                if inner:
+                    tighten(last)
+                best = torch.maximum(best, self._final(graph, lower, upper, lam, last,
                                                        {n: a.detach() for n, a in alpha.items()}))
-        return best[:, :k], -best[:, k:]
+        return best, tightest
+
+
+    @staticmethod
+    def _slope_init(node: dict, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """CROWN's starting point: adaptive ReLU slopes, midpoint sigmoid/tanh tangents."""
+        if node["kind"] in ("sigmoid", "tanh"):
+            return torch.full_like(l, 0.5)
+        if node["kind"] == "relu" or node["attrs"]["alpha"] <= 1:
+            return (u > -l).to(l.dtype)
+        return (u <= -l).to(l.dtype)
+
+    def _optimisable(self, graph):
+        """(node, its input) for every node with an optimisable relaxation."""
+        return [(n, predecessors_by_slot(graph, n)[0]) for n in topological_order(graph)
+                if graph.nodes[n]["kind"] in ("relu", "leaky_relu", "sigmoid", "tanh")]
+
+    def _initial_slopes(self, graph, bounds, lower, k):
+        """Variables of the final pass: one per neuron and spec row ``(B, k, *S)``."""
+        out = {}
+        for n, p in self._optimisable(graph):
+            init = self._slope_init(graph.nodes[n], *bounds[p])
+            out[n] = init.unsqueeze(1).expand(-1, k, *init.shape[1:]).clone().requires_grad_(True)
+        return out
+
+    def _intermediate_slopes(self, graph, bounds, lower):
+        """Variables of the intermediate passes: per target, one per neuron and row of that
+        target's pass (auto_LiRPA's layout), when that fits in ``MAX_SLOPES``; otherwise one
+        per neuron shared by all passes. Returns the fixed rows per target too."""
+        slopes = self._optimisable(graph)
+        rows, per_target, total = {}, {}, 0
+        for t in pre_activation_nodes(graph):
+            l, u = bounds[t]
+            unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1)
+            if graph.nodes[t]["kind"] == "input" or not bool(unstable.any()):
+                continue
+            rows[t] = per_sample_rows(unstable)
+            before = nx.ancestors(graph, t)
+            per_target[t] = [(n, p) for n, p in slopes if n in before]
+            total += 2 * rows[t].shape[1] * sum(bounds[p][0].numel() for _, p in per_target[t])
+        if total > MAX_SLOPES:  # shared slopes, same shape convention per target
+            shared = {n: self._slope_init(graph.nodes[n], *bounds[p]).unsqueeze(1).requires_grad_(True)
+                      for n, p in slopes}
+            return rows, {t: {n: shared[n] for n, _ in pairs} for t, pairs in per_target.items()}
+        inner = {}
+        for t, pairs in per_target.items():
+            R = rows[t].shape[1]
+            inner[t] = {}
+            for n, p in pairs:
+                init = self._slope_init(graph.nodes[n], *bounds[p])
+                inner[t][n] = init.unsqueeze(1).expand(-1, 2 * R, *init.shape[1:]).clone().requires_grad_(True)
+        return rows, inner
 
 
 @register_domain

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linprog
 
+from ..deadline import checkpoint, remaining
 from ..errors import VerifierInputError
 from ..ir.graph import input_node, output_node, predecessors_by_slot, topological_order
 from ..linalg import spec_matrix
@@ -87,8 +88,10 @@ class LPDomain(Domain):
 
     def _solve(self, cost, problem) -> float:
         a_ub, b_ub, a_eq, b_eq, var_bounds = problem
+        checkpoint()
         res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=var_bounds, method="highs",
-                      options={"time_limit": self.time_limit})
+                      options={"time_limit": max(0.01, min(self.time_limit, remaining()))})
+        checkpoint()
         if res.status != 0:
             raise VerifierInputError(f"the LP solver did not reach an optimum: {res.message}")
         return float(res.fun)

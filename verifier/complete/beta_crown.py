@@ -1,0 +1,174 @@
+"""Bounding a batch of ReLU-split subdomains (β-CROWN).
+
+A subdomain fixes the sign of some pre-activations: ``s_j = +1`` means ``z_j ≥ 0``
+(active), ``s_j = −1`` means ``z_j ≤ 0`` (inactive), ``s_j = 0`` unsplit. Its bound of
+``Λ·f(x)`` over ``{x ∈ box : s_j z_j(x) ≥ 0}`` is
+
+    min_x Λ·f(x)  ≥  max_{α∈[0,1], β≥0}  min_{x ∈ box}  Λ·f̃_α(x) − Σ_j β_j s_j z_j(x),
+
+(weak duality: each added term is ``≤ 0`` on the subdomain). ``f̃_α`` is the CROWN
+relaxation built from the intermediate bounds clamped by the splits (``l_j ← max(l_j, 0)``
+when active, ``u_j ← min(u_j, 0)`` when inactive), so split neurons are exact. In the
+backward pass the multipliers enter as ``Λ_z ← Λ_z − β ⊙ s`` at each pre-activation
+``z``. The intermediate bounds are the root's (valid on every subdomain), clamped.
+
+Every (α, β) gives a sound bound, so projected Adam steps on them never lose soundness;
+the best bound per row over the steps is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import torch
+
+from ..deadline import checkpoint
+from ..ir.graph import input_node, output_node, predecessors_by_slot, topological_order
+from ..domains.backward import backward_bound
+from ..domains.crown import CrownDomain
+
+Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def relu_pre_activations(graph: nx.DiGraph) -> dict[str, str]:
+    """ReLU node → its pre-activation node (the node that is split)."""
+    return {n: predecessors_by_slot(graph, n)[0] for n in topological_order(graph)
+            if graph.nodes[n]["kind"] == "relu"}
+
+
+@dataclass
+class Subdomains:
+    """A batch of ``N`` subdomains of one input box, for ``k`` spec rows.
+
+    ``splits[z]``: ``(N, *S)`` in ``{−1, 0, +1}``; ``alpha[relu]`` and ``beta[z]``:
+    ``(N, k, *S)``; ``lb``: ``(N, k)`` the best bounds so far; ``depth``: ``(N,)`` splits made.
+    """
+
+    splits: dict[str, torch.Tensor]
+    alpha: dict[str, torch.Tensor]
+    beta: dict[str, torch.Tensor]
+    lb: torch.Tensor
+    depth: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.lb.shape[0]
+
+    def select(self, index: torch.Tensor) -> "Subdomains":
+        return Subdomains({n: t[index] for n, t in self.splits.items()}, {n: t[index] for n, t in self.alpha.items()},
+                          {n: t[index] for n, t in self.beta.items()}, self.lb[index], self.depth[index])
+
+    @staticmethod
+    def concat(parts: list["Subdomains"]) -> "Subdomains":
+        first = parts[0]
+        return Subdomains({n: torch.cat([p.splits[n] for p in parts]) for n in first.splits},
+                          {n: torch.cat([p.alpha[n] for p in parts]) for n in first.alpha},
+                          {n: torch.cat([p.beta[n] for p in parts]) for n in first.beta},
+                          torch.cat([p.lb for p in parts]), torch.cat([p.depth for p in parts]))
+
+
+def clamp_to_splits(root: Bounds, splits: dict[str, torch.Tensor]) -> tuple[Bounds, torch.Tensor]:
+    """The root bounds ``(1, *S)`` restricted by each subdomain's splits ``(N, *S)``, and
+    ``(N,)`` which subdomains are empty (a split contradicts the bounds: ``l > u``)."""
+    count = next(iter(splits.values())).shape[0]
+    some = next(iter(root.values()))[0]
+    empty = torch.zeros(count, dtype=torch.bool, device=some.device)
+    out = {}
+    for z, (l, u) in root.items():
+        s = splits.get(z)
+        if s is None:  # not split (e.g. a max-pool input): the root bounds, per subdomain
+            out[z] = (l.expand(count, *l.shape[1:]), u.expand(count, *u.shape[1:]))
+            continue
+        l = torch.where(s > 0, l.clamp(min=0), l)
+        u = torch.where(s < 0, u.clamp(max=0), u)
+        out[z] = (l, u)
+        empty |= (l > u).reshape(count, -1).any(dim=1)
+    return out, empty
+
+
+class BetaCrown:
+    """β-CROWN bounds of ``Λ·f`` (rows ``lam`` ``(1, k, *out)``) on subdomains of one box.
+
+    ``root``: intermediate bounds valid on the whole box (``(1, *S)`` each), e.g. from
+    α-CROWN; ``iterations``/``lr_alpha``/``lr_beta``: the projected Adam schedule.
+    """
+
+    def __init__(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, lam: torch.Tensor,
+                 root: Bounds, iterations: int = 20, lr_alpha: float = 0.1, lr_beta: float = 0.05,
+                 norm: float = float("inf")):
+        self.graph, self.lower, self.upper, self.lam, self.root = graph, lower, upper, lam, root
+        self.iterations, self.lr_alpha, self.lr_beta, self.norm = iterations, lr_alpha, lr_beta, norm
+        self.pre = relu_pre_activations(graph)
+        self.crown = CrownDomain()
+        self.output = output_node(graph)
+        self.source = input_node(graph)
+
+    @property
+    def rows(self) -> int:
+        return self.lam.shape[1]
+
+    def root_subdomain(self) -> Subdomains:
+        """The whole box: no splits, CROWN's adaptive slopes, zero multipliers."""
+        k, splits, alpha, beta = self.rows, {}, {}, {}
+        for relu, z in self.pre.items():
+            l, u = self.root[z]
+            splits[z] = torch.zeros_like(l, dtype=torch.int8)
+            alpha[relu] = (u > -l).to(l.dtype).unsqueeze(1).expand(-1, k, *l.shape[1:]).clone()
+            beta[z] = torch.zeros_like(alpha[relu])
+        lb = torch.full((1, k), float("-inf"), dtype=self.lam.dtype, device=self.lam.device)
+        return Subdomains(splits, alpha, beta, lb, torch.zeros(1, dtype=torch.long, device=self.lam.device))
+
+    def _evaluate(self, bounds: Bounds, dom: Subdomains, alpha, beta, record: dict | None = None) -> torch.Tensor:
+        n = len(dom)
+        lines, pools = self.crown._relaxers(self.graph, bounds, alpha)
+        signs = {z: s.to(self.lam.dtype).unsqueeze(1) for z, s in dom.splits.items()}
+        relus = set(self.pre) | {self.source}
+
+        def visit(node, L):
+            if node in signs:
+                L = L - beta[node] * signs[node]
+            if record is not None and node in relus:
+                record[node] = L.detach()
+            return L
+
+        lam = self.lam.expand(n, *self.lam.shape[1:])
+        return backward_bound(self.graph, self.output, lam, lines, pools, self.lower.expand(n, *self.lower.shape[1:]),
+                              self.upper.expand(n, *self.upper.shape[1:]), self.norm, visit)
+
+    def bound(self, dom: Subdomains, threshold: torch.Tensor | None = None) -> tuple[Subdomains, dict]:
+        """Optimise α, β of every subdomain; return it with ``lb`` improved, and the
+        coefficients ``Λ`` at each ReLU's output under the final multipliers (for
+        branching). Subdomains whose splits are contradictory get ``lb = +inf``.
+        Optimisation stops early once every row exceeds ``threshold`` ``(k,)``."""
+        bounds, empty = clamp_to_splits(self.root, dom.splits)
+        alpha = {n: a.clone().requires_grad_(True) for n, a in dom.alpha.items()}
+        beta = {z: b.clone().requires_grad_(True) for z, b in dom.beta.items()}
+        best = dom.lb.clone()
+        params = [{"params": list(alpha.values()), "lr": self.lr_alpha}, {"params": list(beta.values()), "lr": self.lr_beta}]
+        opt = torch.optim.Adam([g for g in params if g["params"]]) if (alpha or beta) else None
+        for step in range(self.iterations + 1):
+            checkpoint()
+            final = step == self.iterations or opt is None
+            record = {} if final else None
+            with torch.set_grad_enabled(not final):
+                current = self._evaluate(bounds, dom, alpha, beta, record)
+            best = torch.maximum(best, current.detach())
+            if final:
+                break
+            if threshold is not None and bool((best > threshold).any(dim=1).all()):
+                with torch.no_grad():
+                    record = {}
+                    self._evaluate(bounds, dom, alpha, beta, record)
+                break
+            opt.zero_grad()
+            (-current.sum()).backward()
+            opt.step()
+            with torch.no_grad():
+                for a in alpha.values():
+                    a.clamp_(0.0, 1.0)
+                for b in beta.values():
+                    b.clamp_(min=0.0)
+        best = torch.where(empty[:, None], torch.full_like(best, float("inf")), best)
+        out = Subdomains(dom.splits, {n: a.detach() for n, a in alpha.items()},
+                         {z: b.detach() for z, b in beta.items()}, best, dom.depth)
+        return out, record or {}
