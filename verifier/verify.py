@@ -50,7 +50,7 @@ def bound_region(model: Model, region: InputRegion, domain: str, device: str, dt
 
 AUTO_CASCADE = ("box", "crown", "alpha-crown")
 INPUT_SPLIT_MAX_DIM = 16
-COMPLETE_DOMAINS = ("input-split", "relu-split")
+COMPLETE_DOMAINS = ("input-split", "relu-split", "milp")
 
 
 def _refute_region(model: Model, region: InputRegion, index: int, domain: str, deadline: Deadline, device: str,
@@ -59,7 +59,9 @@ def _refute_region(model: Model, region: InputRegion, index: int, domain: str, d
 
     ``auto``: Box, CROWN, then — inputs of at most 16 values — input splitting, else
     α-CROWN and ReLU splitting on the disjuncts it leaves open. ``input-split`` /
-    ``relu-split`` name a branch-and-bound directly; any other name is one domain."""
+    ``relu-split`` name a branch-and-bound directly, ``milp`` the exact MILP (ReLU-split
+    branch-and-bound falls back to it when a subdomain runs out of ReLUs to split); any
+    other name is one domain."""
     low_dim = model.input_size <= INPUT_SPLIT_MAX_DIM
     if domain == "auto":
         cascade, complete = AUTO_CASCADE[:-1], ("input-split" if low_dim else "relu-split")
@@ -84,31 +86,44 @@ def _refute_region(model: Model, region: InputRegion, index: int, domain: str, d
                                    device=device, stats=stats, **(options if domain != "auto" else {}))
         finally:
             notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
-    if complete == "relu-split":
-        return _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes)
+    if complete in ("relu-split", "milp"):
+        return _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes,
+                           bab=complete == "relu-split")
     return "unknown", None
 
 
-def _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes):
+def _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes, bab=True):
     """α-CROWN at the root (its intermediate bounds seed the search), then ReLU-splitting
-    branch-and-bound on each disjunct still open."""
+    branch-and-bound (``bab``) and/or the MILP on each disjunct still open."""
+    from .complete.milp import crossing_count, milp_disjunct
     from .complete.relu_split import ReluBaBStats, relu_split_bab, root_intermediate_bounds
 
     root, lb = root_intermediate_bounds(model, region, device, dtype)
-    _, _, sizes = region.stacked()
-    by_root = disjuncts_refuted(region, lb)
-    refuted = [a or c for a, c in zip(refuted, by_root)]
+    refuted = [a or c for a, c in zip(refuted, disjuncts_refuted(region, lb))]
     notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by alpha-crown")
     open_disjuncts = [d for d, done in enumerate(refuted) if not done]
     if not open_disjuncts:
         return "unsat", None
-    stats = ReluBaBStats()
-    try:
-        return relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index, dtype=dtype,
-                              device=device, root=root, stats=stats, **options)
-    finally:
-        notes.append(f"region {index}: relu-split branch-and-bound bounded {stats.domains_bounded} subdomains "
-                     f"(depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
+    if bab:
+        stats = ReluBaBStats()
+        try:
+            status, cex = relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index,
+                                         dtype=dtype, device=device, root=root, stats=stats, **options)
+        finally:
+            notes.append(f"region {index}: relu-split branch-and-bound bounded {stats.domains_bounded} subdomains "
+                         f"(depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
+        if status != "unknown":
+            return status, cex
+    notes.append(f"region {index}: MILP with {crossing_count(root)} binary ReLUs on {len(open_disjuncts)} disjuncts")
+    verdict = "unsat"
+    for d in open_disjuncts:
+        status, cex = milp_disjunct(model, region, d, root, region_index=index, device=device, dtype=dtype,
+                                    **({"time_limit": options["time_limit"]} if "time_limit" in options else {}))
+        if status == "sat":
+            return status, cex
+        if status == "unknown":
+            verdict = "unknown"
+    return verdict, None
 
 
 def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None = None,

@@ -97,7 +97,7 @@ class _Layout:
 
 def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjuncts: list[int] | None = None,
                    region_index: int = 0, dtype: torch.dtype = torch.float64, device: str = "cpu",
-                   batch: int = 128, iterations: int = 10, root=None,
+                   batch: int = 128, iterations: int = 3, root=None,
                    stats: ReluBaBStats | None = None) -> tuple[str, Counterexample | None]:
     """Decide the region's ``disjuncts`` (default: all) by ReLU splitting:
     ``("unsat", None)`` when every subdomain of every disjunct is closed, ``("sat", cex)``

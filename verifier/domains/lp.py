@@ -15,6 +15,7 @@ solves approximately, so ``dual-lp ≤ lp ≤ true minimum``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,26 +60,17 @@ class LPDomain(Domain):
                 for n in found[0]}
 
     def bound(self, graph, lower, upper, C=None):
-        order = topological_order(graph)
-        sizes = {n: math.prod(graph.nodes[n]["shape"]) for n in order}
-        if sum(sizes.values()) > MAX_VARIABLES:
-            raise VerifierInputError(f"the lp domain is for small networks (≤ {MAX_VARIABLES} values); "
-                                     f"this one has {sum(sizes.values())}")
-        start, total = {}, 0
-        for n in order:
-            start[n], total = total, total + sizes[n]
         bounds_by_node = self.intermediate_bounds(graph, lower, upper)
         out = output_node(graph)
-        n_out = sizes[out]
-        C = spec_matrix(C, n_out, lower)
+        C = spec_matrix(C, math.prod(graph.nodes[out]["shape"]), lower)
         lbs, ubs = [], []
         for b in range(lower.shape[0]):
-            problem = self._constraints(graph, order, start, sizes, total, lower[b:b + 1], upper[b:b + 1],
-                                        {n: (l[b:b + 1], u[b:b + 1]) for n, (l, u) in bounds_by_node.items()})
+            problem = relaxation_problem(graph, lower[b:b + 1], upper[b:b + 1],
+                                         {n: (l[b:b + 1], u[b:b + 1]) for n, (l, u) in bounds_by_node.items()})
             lo_row, hi_row = [], []
             for row in C[b].double().cpu().numpy():
-                cost = np.zeros(total)
-                cost[start[out]:start[out] + n_out] = row
+                cost = np.zeros(problem.total)
+                cost[problem.block(out)] = row
                 lo_row.append(self._solve(cost, problem))
                 hi_row.append(-self._solve(-cost, problem))
             lbs.append(lo_row)
@@ -87,74 +79,112 @@ class LPDomain(Domain):
                 torch.tensor(ubs, dtype=lower.dtype, device=lower.device))
 
     def _solve(self, cost, problem) -> float:
-        a_ub, b_ub, a_eq, b_eq, var_bounds = problem
         checkpoint()
-        res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=var_bounds, method="highs",
+        res = linprog(cost, A_ub=problem.a_ub, b_ub=problem.b_ub, A_eq=problem.a_eq, b_eq=problem.b_eq,
+                      bounds=list(zip(problem.var_lo, problem.var_hi)), method="highs",
                       options={"time_limit": max(0.01, min(self.time_limit, remaining()))})
         checkpoint()
         if res.status != 0:
             raise VerifierInputError(f"the LP solver did not reach an optimum: {res.message}")
         return float(res.fun)
 
-    def _constraints(self, graph, order, start, sizes, total, lower, upper, bounds):
-        like = lower
-        eq_rows, eq_rhs, ub_rows, ub_rhs = [], [], [], []
-        var_lo = np.full(total, -np.inf)
-        var_hi = np.full(total, np.inf)
 
-        def block(n):
-            return slice(start[n], start[n] + sizes[n])
+@dataclass
+class RelaxationProblem:
+    """The triangle LP of a network over one box: ``a_ub v ≤ b_ub``, ``a_eq v = b_eq``,
+    ``var_lo ≤ v ≤ var_hi``; node ``n``'s values are the variables ``v[block(n)]``;
+    ``crossing`` lists (relu node, its input node, flat indices) of the unstable ReLUs."""
 
-        src = input_node(graph)
-        var_lo[block(src)] = lower.reshape(-1).double().cpu().numpy()
-        var_hi[block(src)] = upper.reshape(-1).double().cpu().numpy()
-        for n in order:
-            node = graph.nodes[n]
-            kind = node["kind"]
-            if n == src:
-                continue
-            if kind == "constant":
-                value = FORWARD["constant"](node, 1).reshape(-1).double().cpu().numpy()
-                var_lo[block(n)], var_hi[block(n)] = value, value
-                continue
-            preds = predecessors_by_slot(graph, n)
-            shapes = [tuple(graph.nodes[p]["shape"]) for p in preds]
-            eye = sp.identity(sizes[n], format="csr")
-            if kind in AFFINE_KINDS:
-                f0 = offset(node, shapes, like).reshape(-1).double().cpu().numpy()
-                row = sp.lil_matrix((sizes[n], total))
-                row[:, block(n)] = eye
-                for p, jac in zip(preds, dense_jacobians(node, shapes, like)):
-                    row[:, block(p)] = row[:, block(p)] - sp.csr_matrix(jac)
-                eq_rows.append(row.tocsr())
-                eq_rhs.append(f0)
-                continue
-            if kind not in ("relu", "leaky_relu", "sigmoid", "tanh"):
-                raise VerifierInputError(f"the lp domain does not handle op kind '{kind}' (node '{node['source']}')")
-            (p,) = preds
-            l, u = (t.reshape(-1).double().cpu().numpy() for t in bounds[p])
-            var_lo[block(p)] = np.maximum(var_lo[block(p)], l)
-            var_hi[block(p)] = np.minimum(var_hi[block(p)], u)
-            lines = lines_for(node, *bounds[p], policy="parallel")
-            a_l, b_l, a_u, b_u = (t.reshape(-1).double().cpu().numpy() for t in lines)
-            lower_lines = [(a_l, b_l)]
-            if kind in ("relu", "leaky_relu"):
-                s = 0.0 if kind == "relu" else float(node["attrs"]["alpha"])
-                if s <= 1:  # convex: both pieces are lower bounds
-                    lower_lines = [(np.ones_like(l), np.zeros_like(l)), (np.full_like(l, s), np.zeros_like(l))]
-            for slope, icpt in lower_lines:  # slope·x + icpt − y ≤ 0
-                row = sp.lil_matrix((sizes[n], total))
-                row[:, block(n)] = -eye
-                row[:, block(p)] = sp.diags(slope)
-                ub_rows.append(row.tocsr())
-                ub_rhs.append(-icpt)
-            row = sp.lil_matrix((sizes[n], total))  # y − a_u x − b_u ≤ 0
+    a_ub: sp.csr_matrix | None
+    b_ub: np.ndarray | None
+    a_eq: sp.csr_matrix | None
+    b_eq: np.ndarray | None
+    var_lo: np.ndarray
+    var_hi: np.ndarray
+    start: dict
+    sizes: dict
+    crossing: list = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.var_lo)
+
+    def block(self, n: str) -> slice:
+        return slice(self.start[n], self.start[n] + self.sizes[n])
+
+
+def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) -> RelaxationProblem:
+    """Encode the network over the box ``[lower, upper]`` (one sample) as the triangle LP
+    (see module docstring), with ``bounds`` the pre-activation bounds of every nonlinear
+    node's input."""
+    order = topological_order(graph)
+    sizes = {n: math.prod(graph.nodes[n]["shape"]) for n in order}
+    if sum(sizes.values()) > MAX_VARIABLES:
+        raise VerifierInputError(f"LP/MILP encodings are for small networks (≤ {MAX_VARIABLES} values); "
+                                 f"this one has {sum(sizes.values())}")
+    start, total = {}, 0
+    for n in order:
+        start[n], total = total, total + sizes[n]
+    like = lower
+    eq_rows, eq_rhs, ub_rows, ub_rhs, crossing = [], [], [], [], []
+    var_lo = np.full(total, -np.inf)
+    var_hi = np.full(total, np.inf)
+
+    def block(n):
+        return slice(start[n], start[n] + sizes[n])
+
+    src = input_node(graph)
+    var_lo[block(src)] = lower.reshape(-1).double().cpu().numpy()
+    var_hi[block(src)] = upper.reshape(-1).double().cpu().numpy()
+    for n in order:
+        checkpoint()
+        node = graph.nodes[n]
+        kind = node["kind"]
+        if n == src:
+            continue
+        if kind == "constant":
+            value = FORWARD["constant"](node, 1).reshape(-1).double().cpu().numpy()
+            var_lo[block(n)], var_hi[block(n)] = value, value
+            continue
+        preds = predecessors_by_slot(graph, n)
+        shapes = [tuple(graph.nodes[p]["shape"]) for p in preds]
+        eye = sp.identity(sizes[n], format="csr")
+        if kind in AFFINE_KINDS:
+            f0 = offset(node, shapes, like).reshape(-1).double().cpu().numpy()
+            row = sp.lil_matrix((sizes[n], total))
             row[:, block(n)] = eye
-            row[:, block(p)] = -sp.diags(a_u)
+            for p, jac in zip(preds, dense_jacobians(node, shapes, like)):
+                row[:, block(p)] = row[:, block(p)] - sp.csr_matrix(jac)
+            eq_rows.append(row.tocsr())
+            eq_rhs.append(f0)
+            continue
+        if kind not in ("relu", "leaky_relu", "sigmoid", "tanh"):
+            raise VerifierInputError(f"LP/MILP encodings do not handle op kind '{kind}' (node '{node['source']}')")
+        (p,) = preds
+        l, u = (t.reshape(-1).double().cpu().numpy() for t in bounds[p])
+        var_lo[block(p)] = np.maximum(var_lo[block(p)], l)
+        var_hi[block(p)] = np.minimum(var_hi[block(p)], u)
+        if kind == "relu":
+            crossing.append((n, p, np.nonzero((l < 0) & (u > 0))[0]))
+        lines = lines_for(node, *bounds[p], policy="parallel")
+        a_l, b_l, a_u, b_u = (t.reshape(-1).double().cpu().numpy() for t in lines)
+        lower_lines = [(a_l, b_l)]
+        if kind in ("relu", "leaky_relu"):
+            s = 0.0 if kind == "relu" else float(node["attrs"]["alpha"])
+            if s <= 1:  # convex: both pieces are lower bounds
+                lower_lines = [(np.ones_like(l), np.zeros_like(l)), (np.full_like(l, s), np.zeros_like(l))]
+        for slope, icpt in lower_lines:  # slope·x + icpt − y ≤ 0
+            row = sp.lil_matrix((sizes[n], total))
+            row[:, block(n)] = -eye
+            row[:, block(p)] = sp.diags(slope)
             ub_rows.append(row.tocsr())
-            ub_rhs.append(b_u)
-        a_eq = sp.vstack(eq_rows).tocsr() if eq_rows else None
-        a_ub = sp.vstack(ub_rows).tocsr() if ub_rows else None
-        b_eq = np.concatenate(eq_rhs) if eq_rhs else None
-        b_ub = np.concatenate(ub_rhs) if ub_rhs else None
-        return a_ub, b_ub, a_eq, b_eq, list(zip(var_lo, var_hi))
+            ub_rhs.append(-icpt)
+        row = sp.lil_matrix((sizes[n], total))  # y − a_u x − b_u ≤ 0
+        row[:, block(n)] = eye
+        row[:, block(p)] = -sp.diags(a_u)
+        ub_rows.append(row.tocsr())
+        ub_rhs.append(b_u)
+    return RelaxationProblem(
+        sp.vstack(ub_rows).tocsr() if ub_rows else None, np.concatenate(ub_rhs) if ub_rhs else None,
+        sp.vstack(eq_rows).tocsr() if eq_rows else None, np.concatenate(eq_rhs) if eq_rhs else None,
+        var_lo, var_hi, start, sizes, crossing)
