@@ -3,8 +3,9 @@
 A frontier of sub-boxes of the region is bounded many at a time with one domain call
 (``C`` = every disjunct's rows). A sub-box is closed when every disjunct has a row with
 ``lb(A_i y) > b_i``. Open sub-boxes have their centre (and a few PGD steps) checked for a
-counterexample, confirmed by onnxruntime, and are split in two along the input with the
-largest score ``width_j · |∂v/∂x_j|`` (``v`` the smallest open margin at the centre).
+counterexample, confirmed by onnxruntime, and are split in two along the input ``j`` with
+the largest share ``|Λ_j|·width_j`` of the CROWN bound's looseness ``Λ·c − |Λ|·r`` (``Λ``
+the input coefficients of the box's worst open row): halving that width recovers the most.
 The frontier is explored depth-first in batches, so memory stays bounded.
 """
 
@@ -15,8 +16,12 @@ from dataclasses import dataclass
 import torch
 
 from ..api import Model, compute_bounds
+from ..domains.backward import backward_bound
+from ..domains.crown import CrownDomain
+from ..ir.graph import input_node, output_node
 from ..attack import Counterexample, confirm
 from ..deadline import Deadline, Timeout
+from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows
 
 
@@ -32,17 +37,51 @@ def _open_disjuncts(lb: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torc
     return torch.stack([~chunk.any(dim=1) for chunk in torch.split(proven, sizes, dim=1)], dim=1)
 
 
-def _split_scores(model: Model, centres: torch.Tensor, widths: torch.Tensor,
-                  open_mask: torch.Tensor, C: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """``width · |∂v/∂x|`` per input, ``v`` the smallest open-disjunct violation at the centre."""
-    x = centres.clone().requires_grad_(True)
-    with torch.enable_grad():
-        y = model(x)
-        rows = y @ C.T - b
-        viol = torch.stack([chunk.max(dim=1).values for chunk in torch.split(rows, sizes, dim=1)], dim=1)
-        viol = torch.where(open_mask, viol, torch.full_like(viol, float("inf")))
-        grad, = torch.autograd.grad(viol.min(dim=1).values.sum(), x)
-    return widths * (grad.abs() + 1e-12)
+def _worst_open_row(slack: torch.Tensor, open_mask: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Per box, the row to improve: in each open disjunct its most promising row (largest
+    ``lb − b``; one refuted row closes the disjunct), and of those the disjunct furthest
+    from being closed."""
+    best, rows, offset = [], [], 0
+    for chunk in torch.split(slack, sizes, dim=1):
+        value, index = chunk.max(dim=1)
+        best.append(value)
+        rows.append(index + offset)
+        offset += chunk.shape[1]
+    best = torch.where(open_mask, torch.stack(best, 1), torch.full_like(open_mask, float("inf"), dtype=slack.dtype))
+    return torch.stack(rows, 1).gather(1, best.argmin(dim=1, keepdim=True)).squeeze(1)
+
+
+def _crown_bounds(graph, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor, intermediate: str = "crown"):
+    """CROWN lower bounds ``(N, k)`` of ``C·f`` per box and the input coefficients
+    ``Λ_x`` ``(N, k, n)`` of the linear bound that produced them."""
+    crown = CrownDomain(intermediate)
+    bounds = crown.intermediate_bounds(graph, lower, upper)
+    record = {}
+    source = input_node(graph)
+
+    def visit(n, L):
+        if n == source:
+            record["x"] = L
+        return L
+
+    lam = crown._spec(graph, lower, C)
+    lines, pools = crown._relaxers(graph, bounds)
+    lb = backward_bound(graph, output_node(graph), lam, lines, pools, lower, upper, crown.norm, visit)
+    coeff = record.get("x", torch.zeros(*lam.shape[:2], *lower.shape[1:], dtype=lower.dtype))
+    return lb, coeff.reshape(*lam.shape[:2], -1)
+
+
+def _cascade_bounds(model, graph, lo, hi, C, b, sizes):
+    """CROWN on IBP intermediate bounds for every box (cheap), then full CROWN for the
+    boxes that bound leaves open; per box the tighter of the two."""
+    lb, coeff = _crown_bounds(graph, model.as_batch(lo), model.as_batch(hi), C, "ibp")
+    still = _open_disjuncts(lb, b, sizes).any(dim=1)
+    if bool(still.any()):
+        idx = still.nonzero().reshape(-1)
+        lb2, coeff2 = _crown_bounds(graph, model.as_batch(lo[idx]), model.as_batch(hi[idx]), C)
+        lb, coeff = lb.clone(), coeff.clone()
+        lb[idx], coeff[idx] = torch.maximum(lb[idx], lb2), coeff2
+    return lb, coeff
 
 
 def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domain: str = "crown",
@@ -51,6 +90,7 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     """``("unsat", None)`` if every sub-box is refuted, ``("sat", cex)`` on a confirmed
     counterexample; raises :class:`~verifier.deadline.Timeout` when the deadline passes."""
     stats = stats if stats is not None else BaBStats()
+    graph = model.graph_for(device, dtype)
     C, b, sizes = region.stacked()
     C, b = C.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
     lowers = [region.lower.to(device=device, dtype=dtype)[None]]
@@ -61,7 +101,12 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         lo, hi = lo_all[-batch:], hi_all[-batch:]  # depth-first: the newest boxes
         lowers, uppers = [lo_all[:-batch]] if len(lo_all) > batch else [], [hi_all[:-batch]] if len(hi_all) > batch else []
         with torch.no_grad():
-            lb, _ = compute_bounds(model, lo, hi, domain=domain, C=C, **domain_options)
+            if domain == "crown" and not domain_options:
+                lb, coeff = bound_in_parts(lambda i: _cascade_bounds(model, graph, lo[i], hi[i], C, b, sizes), len(lo),
+                                           lambda parts: tuple(torch.cat(t) for t in zip(*parts)))
+            else:
+                lb, _ = compute_bounds(model, lo, hi, domain=domain, C=C, **domain_options)
+                coeff = None
         stats.boxes_bounded += len(lo)
         open_mask = _open_disjuncts(lb, b, sizes)
         keep = open_mask.any(dim=1)
@@ -75,7 +120,11 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             hit = confirm(model, region, centres[violation <= 0][:8], region_index)
             if hit is not None:
                 return "sat", hit
-        scores = _split_scores(model, centres, widths, open_mask, C, b, sizes)
+        if coeff is not None:
+            worst = _worst_open_row(lb[keep] - b, open_mask, sizes)
+            scores = coeff[keep][torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths
+        else:
+            scores = widths
         dim = scores.argmax(dim=1)
         rows = torch.arange(len(lo), device=lo.device)
         mid = centres[rows, dim]

@@ -26,6 +26,7 @@ from ..attack import Counterexample, confirm
 from ..deadline import Deadline, checkpoint
 from ..errors import VerifierInputError
 from ..spec.model import InputRegion, refuted_rows
+from .memory import bound_in_parts
 from .beta_crown import BetaCrown, Subdomains, relu_pre_activations
 
 
@@ -176,8 +177,14 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, b, 
         for r in range(max(1, splits_each)):
             children = layout.split(children, order[:, r].repeat(2 ** r))
         stats.max_depth = max(stats.max_depth, int(children.depth.max()))
-        dom, record = engine.bound(children, threshold)
+        dom, record = bound_in_parts(lambda part: engine.bound(children.select(part), threshold), len(children),
+                                     _merge_bounded)
         stats.domains_bounded += len(children)
+
+
+def _merge_bounded(parts):
+    doms, records = zip(*parts)
+    return Subdomains.concat(list(doms)), {n: torch.cat([r[n] for r in records]) for n in records[0]}
 
 
 def _pop(frontier: list, batch: int) -> tuple[Subdomains, torch.Tensor]:
