@@ -6,7 +6,10 @@ A frontier of sub-boxes of the region is bounded many at a time with one domain 
 counterexample, confirmed by onnxruntime, and are split in two along the input ``j`` with
 the largest share ``|Λ_j|·width_j`` of the CROWN bound's looseness ``Λ·c − |Λ|·r`` (``Λ``
 the input coefficients of the box's worst open row): halving that width recovers the most.
-The frontier is explored depth-first in batches, so memory stays bounded.
+Sub-boxes inherit their parent's intermediate bounds (valid on any sub-box), so most
+are closed by IBP ∩ inherited bounds plus one CROWN final pass; only the boxes that stay
+open pay for fresh CROWN intermediate bounds. The frontier is explored depth-first in
+batches, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -51,11 +54,9 @@ def _worst_open_row(slack: torch.Tensor, open_mask: torch.Tensor, sizes: list[in
     return torch.stack(rows, 1).gather(1, best.argmin(dim=1, keepdim=True)).squeeze(1)
 
 
-def _crown_bounds(graph, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor, intermediate: str = "crown"):
-    """CROWN lower bounds ``(N, k)`` of ``C·f`` per box and the input coefficients
-    ``Λ_x`` ``(N, k, n)`` of the linear bound that produced them."""
-    crown = CrownDomain(intermediate)
-    bounds = crown.intermediate_bounds(graph, lower, upper)
+def _crown_final(graph, crown: CrownDomain, lower, upper, C, bounds):
+    """CROWN's final pass for ``C·f`` on given intermediate bounds: lower bounds ``(N, k)``
+    and the input coefficients ``Λ_x`` ``(N, k, n)`` of the linear bound."""
     record = {}
     source = input_node(graph)
 
@@ -71,42 +72,82 @@ def _crown_bounds(graph, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tens
     return lb, coeff.reshape(*lam.shape[:2], -1)
 
 
-def _cascade_bounds(model, graph, lo, hi, C, b, sizes):
-    """CROWN on IBP intermediate bounds for every box (cheap), then full CROWN for the
-    boxes that bound leaves open; per box the tighter of the two."""
-    lb, coeff = _crown_bounds(graph, model.as_batch(lo), model.as_batch(hi), C, "ibp")
+def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes):
+    """Bounds of a batch of boxes in two steps. Cheap: IBP intersected with the bounds
+    inherited from the parent box (valid on every sub-box), then CROWN's final pass.
+    Full, for the boxes still open: CROWN intermediate bounds (starting from those) and
+    the final pass again. Returns per box the tighter ``lb``, its ``Λ_x``, and the
+    intermediate bounds its children inherit."""
+    lower, upper = model.as_batch(lo), model.as_batch(hi)
+    cheap = CrownDomain("ibp").intermediate_bounds(graph, lower, upper, known=inherited)
+    lb, coeff = _crown_final(graph, CrownDomain("ibp"), lower, upper, C, cheap)
     still = _open_disjuncts(lb, b, sizes).any(dim=1)
-    if bool(still.any()):
-        idx = still.nonzero().reshape(-1)
-        lb2, coeff2 = _crown_bounds(graph, model.as_batch(lo[idx]), model.as_batch(hi[idx]), C)
-        lb, coeff = lb.clone(), coeff.clone()
-        lb[idx], coeff[idx] = torch.maximum(lb[idx], lb2), coeff2
-    return lb, coeff
+    if not bool(still.any()):
+        return lb, coeff, cheap
+    idx = still.nonzero().reshape(-1)
+    crown = CrownDomain()
+    part = {n: (l[idx], u[idx]) for n, (l, u) in cheap.items()}
+    full = crown.intermediate_bounds(graph, lower[idx], upper[idx], known=part)
+    lb2, coeff2 = _crown_final(graph, crown, lower[idx], upper[idx], C, full)
+    lb, coeff = lb.clone(), coeff.clone()
+    lb[idx], coeff[idx] = torch.maximum(lb[idx], lb2), coeff2
+    inter = {}
+    for n, (l, u) in cheap.items():
+        l, u = l.clone(), u.clone()
+        l[idx], u[idx] = full[n]
+        inter[n] = (l, u)
+    return lb, coeff, inter
+
+
+class _Frontier:
+    """Open boxes (and their inherited intermediate bounds), newest last."""
+
+    def __init__(self):
+        self.parts: list[tuple] = []
+
+    def __len__(self) -> int:
+        return sum(len(p[0]) for p in self.parts)
+
+    def push(self, lo, hi, inter):
+        self.parts.append((lo, hi, inter))
+
+    def pop(self, batch: int):
+        lo, hi, inter = self.parts.pop()
+        if len(lo) > batch:
+            cut = len(lo) - batch
+            self.parts.append((lo[:cut], hi[:cut], None if inter is None else {n: (l[:cut], u[:cut]) for n, (l, u) in inter.items()}))
+            lo, hi = lo[cut:], hi[cut:]
+            inter = None if inter is None else {n: (l[cut:], u[cut:]) for n, (l, u) in inter.items()}
+        return lo, hi, inter
 
 
 def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domain: str = "crown",
                     batch: int = 512, region_index: int = 0, dtype: torch.dtype = torch.float64,
                     device: str = "cpu", stats: BaBStats | None = None, **domain_options) -> tuple[str, Counterexample | None]:
     """``("unsat", None)`` if every sub-box is refuted, ``("sat", cex)`` on a confirmed
-    counterexample; raises :class:`~verifier.deadline.Timeout` when the deadline passes."""
+    counterexample; raises :class:`~verifier.deadline.Timeout` when the deadline passes.
+    With ``domain="crown"`` (default) boxes are bounded by :func:`_cascade_bounds`; any
+    other domain bounds each box from scratch and splits the widest input."""
     stats = stats if stats is not None else BaBStats()
     graph = model.graph_for(device, dtype)
     C, b, sizes = region.stacked()
     C, b = C.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
-    lowers = [region.lower.to(device=device, dtype=dtype)[None]]
-    uppers = [region.upper.to(device=device, dtype=dtype)[None]]
-    while lowers:
+    own = domain == "crown" and not domain_options
+    frontier = _Frontier()
+    frontier.push(region.lower.to(device=device, dtype=dtype)[None], region.upper.to(device=device, dtype=dtype)[None], None)
+    while len(frontier):
         deadline.check()
-        lo_all, hi_all = torch.cat(lowers), torch.cat(uppers)
-        lo, hi = lo_all[-batch:], hi_all[-batch:]  # depth-first: the newest boxes
-        lowers, uppers = [lo_all[:-batch]] if len(lo_all) > batch else [], [hi_all[:-batch]] if len(hi_all) > batch else []
+        lo, hi, inherited = frontier.pop(batch)
         with torch.no_grad():
-            if domain == "crown" and not domain_options:
-                lb, coeff = bound_in_parts(lambda i: _cascade_bounds(model, graph, lo[i], hi[i], C, b, sizes), len(lo),
-                                           lambda parts: tuple(torch.cat(t) for t in zip(*parts)))
+            if own:
+                lb, coeff, inter = bound_in_parts(
+                    lambda i: _cascade_bounds(model, graph, lo[i], hi[i],
+                                              None if inherited is None else {n: (l[i], u[i]) for n, (l, u) in inherited.items()},
+                                              C, b, sizes),
+                    len(lo), _merge_cascade)
             else:
                 lb, _ = compute_bounds(model, lo, hi, domain=domain, C=C, **domain_options)
-                coeff = None
+                coeff, inter = None, None
         stats.boxes_bounded += len(lo)
         open_mask = _open_disjuncts(lb, b, sizes)
         keep = open_mask.any(dim=1)
@@ -131,9 +172,16 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         left_hi, right_lo = hi.clone(), lo.clone()
         left_hi[rows, dim] = mid
         right_lo[rows, dim] = mid
-        lowers.append(torch.cat([lo, right_lo]))
-        uppers.append(torch.cat([left_hi, hi]))
-        stats.max_frontier = max(stats.max_frontier, sum(len(t) for t in lowers))
+        child_inter = None if inter is None else {n: (torch.cat([l[keep], l[keep]]), torch.cat([u[keep], u[keep]]))
+                                                  for n, (l, u) in inter.items()}
+        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter)
+        stats.max_frontier = max(stats.max_frontier, len(frontier))
         if float(widths.max()) <= 0:
             raise Timeout()  # degenerate boxes that cannot be refuted: give up honestly
     return "unsat", None
+
+
+def _merge_cascade(parts):
+    lbs, coeffs, inters = zip(*parts)
+    return (torch.cat(lbs), torch.cat(coeffs),
+            {n: (torch.cat([i[n][0] for i in inters]), torch.cat([i[n][1] for i in inters])) for n in inters[0]})

@@ -37,6 +37,13 @@ MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
 MAX_SLOPES = 1 << 25  # per-target intermediate slopes beyond this are shared per neuron
 
 
+def _intersect(bounds, other):
+    """``[max(l, l'), min(u, u')]`` (``other`` may be ``None``)."""
+    if other is None:
+        return bounds
+    return torch.maximum(bounds[0], other[0]), torch.minimum(bounds[1], other[1])
+
+
 class BackwardDomain(Domain):
     """Shared driver of backward domains: intermediate bounds, relaxations, final pass."""
 
@@ -82,11 +89,10 @@ class BackwardDomain(Domain):
         need = pre_activation_nodes(graph)
         bounds = {n: (states[n].lower, states[n].upper) for n in need}
         if self.intermediate == "ibp":
-            return bounds
+            return bounds if known is None else {n: _intersect(b, known.get(n)) for n, b in bounds.items()}
         for n in need:
             checkpoint()
-            if known is not None and n in known:
-                bounds[n] = (torch.maximum(bounds[n][0], known[n][0]), torch.minimum(bounds[n][1], known[n][1]))
+            bounds[n] = _intersect(bounds[n], None if known is None else known.get(n))
             l, u = bounds[n]
             if graph.nodes[n]["kind"] == "input":
                 continue
