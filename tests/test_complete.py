@@ -181,9 +181,8 @@ def agree_dir(tmp_path_factory) -> Path:
 def test_complete_methods_agree_with_each_other_and_brute_force(agree_dir, seed):
     case = agreement_case(agree_dir, seed)
     statuses = {d: r.status for d, r in case.results.items()}
-    assert statuses["relu-split-bab"] in ("sat", "unsat", "unknown")  # "unknown": a fully split subdomain left open
     # Small nets, generous time: the exact MILP and both branch-and-bounds decide.
-    for d in COMPLETE:
+    for d in (*COMPLETE, "relu-split-bab"):
         assert statuses[d] in DECIDED, (d, statuses, case.results[d].notes)
     decided = {d: s for d, s in statuses.items() if s in DECIDED}
     assert len(set(decided.values())) == 1, f"complete methods disagree: {statuses}"
@@ -208,9 +207,9 @@ def test_agreement_cases_cover_both_verdicts(agree_dir):
     assert verdicts.count("sat") >= 4 and verdicts.count("unsat") >= 4, verdicts
     # and brute force alone decides at least the sat ones whose threshold lies above its minimum
     assert sum(agreement_case(agree_dir, s).bf_violation <= 0 for s in SEEDS) >= 4
-    # ReLU-splitting branch-and-bound decides most of them without the MILP fallback
+    # ReLU-splitting branch-and-bound is complete on its own (fully split subdomains are LPs)
     alone = [agreement_case(agree_dir, s).results["relu-split-bab"].status for s in SEEDS]
-    assert sum(v in DECIDED for v in alone) >= len(SEEDS) // 2, alone
+    assert all(v in DECIDED for v in alone), alone
 
 
 # --- 3: the attack finds a counterexample ---------------------------------------------
@@ -329,14 +328,7 @@ def hard_instance(tmp_path_factory):
     return model, linf_robustness_spec(centre, label, 0.01, 10, clip=(0.0, 1.0))  # CROWN refutes 5 of 9
 
 
-MILP_OVERRUN = pytest.mark.xfail(
-    strict=False, reason="verifier bug: milp_disjunct passes the remaining time as HiGHS's time_limit, but "
-                         "HiGHS presolve does not poll it (1.9 s on mnist-net_256x4 and 16 s on the random "
-                         "784-256x3 net for a 0.5 s limit), so verify(domain='milp') overshoots its timeout")
-
-
-@pytest.mark.parametrize("domain,attack", [("auto", True), ("relu-split", False),
-                                           pytest.param("milp", False, marks=MILP_OVERRUN)])
+@pytest.mark.parametrize("domain,attack", [("auto", True), ("relu-split", False), ("milp", False)])
 def test_timeout_is_honoured(hard_instance, domain, attack):
     model, spec = hard_instance
     timeout = 2.0

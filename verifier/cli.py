@@ -134,6 +134,51 @@ def cmd_domains(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from verifier_plugins.training.trainer import train
+
+    options = _domain_options(args.option)
+    result = train(args.model, args.method, args.eps, args.epochs, args.out, data=args.data, eps_test=args.eps_test,
+                   device=_device(args.device), resume=args.resume, batch_size=args.batch_size, lr=args.lr,
+                   train_count=args.train_count, test_count=args.test_count, eval_count=args.eval_count,
+                   seed=args.seed, warmup=args.warmup, ramp=args.ramp, ramp_shape=args.ramp_shape,
+                   kappa=tuple(args.kappa) if args.kappa else None, beta=tuple(args.beta) if args.beta else None,
+                   decay_every=args.decay_every, decay_factor=args.decay_factor, projections=args.projections,
+                   certify_domain=args.certify_domain, eval_domains=tuple(args.eval_domains.split(",")),
+                   progress=not args.quiet, method_options=options)
+    if "onnx" in result:
+        print(f"model: {result['onnx']}")
+    return 0
+
+
+def cmd_certify(args) -> int:
+    from verifier_plugins.training.certify import certify_model, read_metadata
+    from verifier_plugins.training.data import load_data
+
+    from .api import load
+
+    if args.data != "mnist" and not args.data.endswith(".npz"):
+        raise VerifierInputError("--data must be mnist or an .npz file with x_test, y_test (and x_train, y_train)")
+    data = load_data(args.data, train_count=1, test_count=args.count)
+    model = load(args.model)
+    cert = certify_model(model, data.x_test, data.y_test, args.eps, args.domain, dtype=DTYPES[args.dtype],
+                         data=data.name, **_domain_options(args.domain_option))
+    print(f"clean accuracy:     {cert.clean_accuracy:.4f}")
+    print(f"PGD accuracy:       {cert.pgd_accuracy:.4f}")
+    print(f"certified accuracy: {cert.certified_accuracy:.4f} ({cert.domain}, eps={cert.eps:g}, {cert.count} points)")
+    meta = read_metadata(args.model)
+    if "certificate" in meta:
+        c = meta["certificate"]
+        same = (c["domain"], c["count"], float(c["eps"]), c.get("dtype")) == (cert.domain, cert.count, cert.eps, cert.dtype)
+        note = "reproduced" if same and c["certified_accuracy"] == cert.certified_accuracy else \
+            ("DIFFERENT" if same else "not comparable: other domain/count/eps/dtype")
+        print(f"metadata certificate: {c['certified_accuracy']:.4f} ({c['domain']}, eps={c['eps']:g}, "
+              f"{c['count']} points) — {note}")
+        if same and note == "DIFFERENT":
+            return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
@@ -181,6 +226,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
     p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
     p.set_defaults(func=cmd_vnncomp)
+
+    p = sub.add_parser("train", help="certified training of an architecture, ONNX model or torch module; exports ONNX")
+    p.add_argument("--model", default="wong-kolter", help="architecture name (see docs/training.md) or an .onnx file")
+    p.add_argument("--method", default="crown-ibp",
+                   choices=["standard", "pgd", "ibp", "crown-ibp", "dual-lp", "colt", "double-margin", "landscape"])
+    p.add_argument("--eps", type=float, required=True, help="training epsilon (L-infinity, input space)")
+    p.add_argument("--eps-test", type=float, help="evaluation/certification epsilon (default --eps)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--out", required=True, help="output folder (log.jsonl, checkpoint.pt, model.onnx)")
+    p.add_argument("--data", default="mnist", help="mnist or an .npz with x_train, y_train, x_test, y_test")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--train-count", type=int, help="use the first N training samples")
+    p.add_argument("--test-count", type=int, default=1000, help="test points certified at the end (default 1000)")
+    p.add_argument("--eval-count", type=int, default=100, help="held-out points evaluated every epoch (default 100)")
+    p.add_argument("--eval-domains", default="box,crown", help="domains of the per-epoch verified accuracy")
+    p.add_argument("--certify-domain", default="crown", help="domain of the exported certificate (default crown)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=float, help="epochs at eps=0 (default: the method's)")
+    p.add_argument("--ramp", type=float, help="epochs of the eps ramp (default: the method's)")
+    p.add_argument("--ramp-shape", choices=["linear", "smooth"], default="linear")
+    p.add_argument("--kappa", type=float, nargs=2, metavar=("START", "END"), help="clean-loss weight schedule")
+    p.add_argument("--beta", type=float, nargs=2, metavar=("START", "END"), help="CROWN weight schedule (crown-ibp)")
+    p.add_argument("--decay-every", type=float, help="lr step decay period in epochs (after the ramp)")
+    p.add_argument("--decay-factor", type=float)
+    p.add_argument("--projections", type=int, help="dual-lp: random Cauchy projections K (training only)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="method option, e.g. latent_steps=5, l1=1e-5, stages=2 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("certify", help="clean, PGD and certified accuracy of an ONNX classifier on a test set")
+    p.add_argument("model")
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--eps", type=float, required=True)
+    p.add_argument("--domain", default="crown")
+    p.add_argument("--domain-option", action="append", metavar="KEY=VALUE")
+    p.add_argument("--count", type=int, default=1000, help="first N test points (default 1000)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
+    p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("domains", help="list the installed abstract domains")
     p.set_defaults(func=cmd_domains)

@@ -114,6 +114,12 @@ def _relu_split(model, region, index, deadline, device, dtype, options, refuted,
                          f"(depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
         if status != "unknown":
             return status, cex
+    kinds = {data["kind"] for _, data in model.graph.nodes(data=True)}
+    if kinds & {"maxpool", "sigmoid", "tanh"}:
+        if not bab:
+            raise VerifierInputError("the MILP encodes affine ops and (leaky) ReLUs only; this model has "
+                                     f"{', '.join(sorted(kinds & {'maxpool', 'sigmoid', 'tanh'}))}")
+        return "unknown", None
     notes.append(f"region {index}: MILP with {crossing_count(root)} binary ReLUs on {len(open_disjuncts)} disjuncts")
     verdict = "unsat"
     for d in open_disjuncts:

@@ -17,6 +17,9 @@ solution with ``t ≤ 0`` is a candidate counterexample, confirmed with onnxrunt
 
 from __future__ import annotations
 
+import multiprocessing as mp
+from types import SimpleNamespace
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -31,6 +34,51 @@ from ..spec.model import InputRegion
 SOLVER_MARGIN = 1e-5  # HiGHS feasibility/optimality tolerances are ~1e-7 (absolute)
 
 
+def _solve_in_child(conn, args) -> None:
+    cost, integrality, bounds, constraints, limit = args
+    try:
+        res = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
+                   options={"time_limit": limit, "mip_rel_gap": 0.0})
+        conn.send({"status": res.status, "x": res.x, "fun": res.fun,
+                   "mip_dual_bound": getattr(res, "mip_dual_bound", None)})
+    except BaseException as exc:  # reported to the parent, which re-raises
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
+def solve_within_deadline(cost, integrality, bounds, constraints, seconds: float):
+    """``scipy.optimize.milp`` that returns by ``seconds`` whatever HiGHS does: HiGHS
+    does not check its own time limit during presolve, so it runs in a forked process
+    that is killed at the deadline (``None`` then). Without ``fork`` (or with no
+    deadline) it runs in this process with HiGHS's time limit."""
+    limit = max(0.05, float(seconds))
+    args = (cost, integrality, bounds, constraints, limit)
+    if not np.isfinite(seconds) or "fork" not in mp.get_all_start_methods():
+        res = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
+                   options={"time_limit": limit, "mip_rel_gap": 0.0})
+        return SimpleNamespace(status=res.status, x=res.x, fun=res.fun, mip_dual_bound=getattr(res, "mip_dual_bound", None))
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_solve_in_child, args=(child, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(limit + 0.2):
+            return None
+        out = parent.recv()
+    except EOFError:
+        out = {"error": "the MILP process ended without an answer"}
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        parent.close()
+    if "error" in out:
+        raise RuntimeError(f"MILP solver failed: {out['error']}")
+    return SimpleNamespace(**out)
+
+
 def crossing_count(bounds) -> int:
     """Unstable ReLU inputs (``l < 0 < u``) in a dict of intermediate bounds."""
     return sum(int(((l < 0) & (u > 0)).sum()) for l, u in bounds.values())
@@ -38,10 +86,15 @@ def crossing_count(bounds) -> int:
 
 def milp_disjunct(model: Model, region: InputRegion, disjunct: int, bounds, region_index: int = 0,
                   time_limit: float = float("inf"), device: str = "cpu",
-                  dtype: torch.dtype = torch.float64) -> tuple[str, Counterexample | None]:
+                  dtype: torch.dtype = torch.float64, restricted: bool = False) -> tuple[str, Counterexample | None]:
     """``("unsat", None)`` when the disjunct is proven empty, ``("sat", cex)`` on a
     confirmed counterexample, else ``("unknown", None)`` (time limit, or a solution
-    onnxruntime does not confirm). ``bounds``: intermediate bounds valid on the box."""
+    onnxruntime does not confirm). ``bounds``: intermediate bounds valid on the box.
+
+    ``restricted``: the bounds also *define* the set searched (branch-and-bound clamps
+    split ReLUs' inputs to ``≥ 0`` or ``≤ 0``), so an infeasible program means that set
+    is empty; otherwise infeasibility can only come from inconsistent bounds and
+    decides nothing."""
     graph = model.graph_for(device, dtype)
     lower = model.as_batch(region.lower.to(device=device, dtype=dtype))
     upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
@@ -100,14 +153,17 @@ def milp_disjunct(model: Model, region: InputRegion, disjunct: int, bounds, regi
     var_lo = np.concatenate([problem.var_lo, np.zeros(n_bin), [-np.inf]])
     var_hi = np.concatenate([problem.var_hi, np.ones(n_bin), [np.inf]])
     checkpoint()
-    limit = max(0.05, min(time_limit, remaining()))
-    res = milp(cost, integrality=integrality, bounds=Bounds(var_lo, var_hi),
-               constraints=LinearConstraint(sp.vstack(blocks).tocsr(), np.concatenate(rhs_lo), np.concatenate(rhs_hi)),
-               options={"time_limit": limit, "mip_rel_gap": 0.0})
+    res = solve_within_deadline(cost, integrality, Bounds(var_lo, var_hi),
+                                LinearConstraint(sp.vstack(blocks).tocsr(), np.concatenate(rhs_lo), np.concatenate(rhs_hi)),
+                                min(time_limit, remaining()))
     checkpoint()
-    dual = getattr(res, "mip_dual_bound", None)
-    if res.status == 2:  # t is free, so only inconsistent bounds make this infeasible: decide nothing
+    if res is None:  # the deadline came first
         return "unknown", None
+    dual = getattr(res, "mip_dual_bound", None)
+    if res.status == 2:  # t is free: only the bounds can make this infeasible
+        return ("unsat" if restricted else "unknown"), None
+    if n_bin == 0 and res.status == 0 and (dual is None or not np.isfinite(dual)):
+        dual = res.fun  # a plain LP: its optimum is the bound
     if dual is not None and np.isfinite(dual) and dual > SOLVER_MARGIN * (1 + np.abs(b).max()):
         return "unsat", None
     if res.x is not None and res.fun is not None and res.fun <= 0:

@@ -35,7 +35,7 @@ class ReluBaBStats:
     domains_bounded: int = 0
     max_frontier: int = 0
     max_depth: int = 0
-    exhausted: int = 0  # open subdomains with no crossing ReLU left
+    exhausted: int = 0  # open subdomains with no crossing ReLU left (decided by an LP)
 
 
 def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dtype: torch.dtype,
@@ -102,8 +102,8 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
                    stats: ReluBaBStats | None = None) -> tuple[str, Counterexample | None]:
     """Decide the region's ``disjuncts`` (default: all) by ReLU splitting:
     ``("unsat", None)`` when every subdomain of every disjunct is closed, ``("sat", cex)``
-    on a confirmed counterexample, ``("unknown", None)`` when a subdomain with no crossing
-    ReLU left stays open. Raises :class:`~verifier.deadline.Timeout` at the deadline."""
+    on a confirmed counterexample, ``("unknown", None)`` when the exact LP of a subdomain
+    with every ReLU fixed is undecided (time limit). Raises :class:`~verifier.deadline.Timeout` at the deadline."""
     stats = stats if stats is not None else ReluBaBStats()
     graph = model.graph_for(device, dtype)
     pre = relu_pre_activations(graph)
@@ -123,9 +123,8 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
     for d in (range(len(region.disjuncts)) if disjuncts is None else disjuncts):
         conj = region.disjuncts[d]
         lam = conj.A.to(device=device, dtype=dtype).reshape(1, -1, *out_shape)
-        b = conj.b.to(device=device, dtype=dtype)
         engine = BetaCrown(graph, lower, upper, lam, root, iterations=iterations)
-        found, cex = _search(model, region, region_index, engine, layout, b, deadline, batch, stats)
+        found, cex = _search(model, region, region_index, engine, layout, d, deadline, batch, stats)
         if found == "sat":
             return "sat", cex
         if found == "unknown":
@@ -138,8 +137,9 @@ def _threshold(b: torch.Tensor) -> torch.Tensor:
     return b + 1e-6 * (1 + b.abs()) + 1e-12
 
 
-def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, b, deadline: Deadline,
+def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, disjunct: int, deadline: Deadline,
             batch: int, stats: ReluBaBStats):
+    b = region.disjuncts[disjunct].b.to(engine.lam)
     threshold = _threshold(b)
     dom, record = engine.bound(engine.root_subdomain(), threshold)
     stats.domains_bounded += 1
@@ -160,8 +160,12 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, b, 
             scores = layout.scores(dom, engine.root, record, worst_row)
             finished = torch.isinf(scores).all(dim=1) & (scores < 0).all(dim=1)
             if bool(finished.any()):
-                stats.exhausted += int(finished.sum())
-                verdict = "unknown"
+                found, cex = _decide_linear(model, region, region_index, disjunct, engine,
+                                            dom.select(finished.nonzero().reshape(-1)), stats)
+                if found == "sat":
+                    return "sat", cex
+                if found == "unknown":
+                    verdict = "unknown"
                 alive = (~finished).nonzero().reshape(-1)
                 dom, scores = dom.select(alive), scores[alive]
             if len(dom):
@@ -180,6 +184,29 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, b, 
         dom, record = bound_in_parts(lambda part: engine.bound(children.select(part), threshold), len(children),
                                      _merge_bounded)
         stats.domains_bounded += len(children)
+
+
+def _decide_linear(model, region, region_index, disjunct, engine: BetaCrown, dom: Subdomains, stats: ReluBaBStats):
+    """Subdomains with every ReLU fixed: the network is affine there, so the disjunct is
+    decided exactly by one LP per subdomain (the MILP encoding without binaries, with
+    the split ReLUs' inputs clamped); ``unknown`` if any LP is undecided."""
+    from .beta_crown import clamp_to_splits
+    from .milp import milp_disjunct
+
+    if any(data["kind"] == "maxpool" for _, data in engine.graph.nodes(data=True)):
+        return "unknown", None  # max-pooling keeps a relaxation: no exact LP
+    bounds, _ = clamp_to_splits(engine.root, dom.splits)
+    verdict = "unsat"
+    for i in range(len(dom)):
+        checkpoint()
+        found, cex = milp_disjunct(model, region, disjunct, {n: (l[i:i + 1], u[i:i + 1]) for n, (l, u) in bounds.items()},
+                                   region_index, dtype=engine.lam.dtype, device=str(engine.lam.device), restricted=True)
+        stats.exhausted += 1
+        if found == "sat":
+            return found, cex
+        if found == "unknown":
+            verdict = "unknown"
+    return verdict, None
 
 
 def _merge_bounded(parts):
