@@ -27,7 +27,7 @@ from ..deadline import Deadline, checkpoint
 from ..errors import VerifierInputError
 from ..spec.model import InputRegion, refuted_rows
 from .memory import bound_in_parts
-from .beta_crown import BetaCrown, Subdomains, relu_pre_activations
+from .beta_crown import BetaCrown, Subdomains, clamp_to_splits, relu_pre_activations
 
 
 @dataclass
@@ -98,7 +98,7 @@ class _Layout:
 
 def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjuncts: list[int] | None = None,
                    region_index: int = 0, dtype: torch.dtype = torch.float64, device: str = "cpu",
-                   batch: int = 128, iterations: int = 3, root=None,
+                   batch: int = 128, iterations: int = 3, candidates: int = 1, root=None,
                    stats: ReluBaBStats | None = None) -> tuple[str, Counterexample | None]:
     """Decide the region's ``disjuncts`` (default: all) by ReLU splitting:
     ``("unsat", None)`` when every subdomain of every disjunct is closed, ``("sat", cex)``
@@ -124,7 +124,7 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
         conj = region.disjuncts[d]
         lam = conj.A.to(device=device, dtype=dtype).reshape(1, -1, *out_shape)
         engine = BetaCrown(graph, lower, upper, lam, root, iterations=iterations)
-        found, cex = _search(model, region, region_index, engine, layout, d, deadline, batch, stats)
+        found, cex = _search(model, region, region_index, engine, layout, d, deadline, batch, stats, candidates)
         if found == "sat":
             return "sat", cex
         if found == "unknown":
@@ -138,7 +138,7 @@ def _threshold(b: torch.Tensor) -> torch.Tensor:
 
 
 def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, disjunct: int, deadline: Deadline,
-            batch: int, stats: ReluBaBStats):
+            batch: int, stats: ReluBaBStats, candidates: int):
     b = region.disjuncts[disjunct].b.to(engine.lam)
     threshold = _threshold(b)
     dom, record = engine.bound(engine.root_subdomain(), threshold)
@@ -177,6 +177,8 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, dis
         splits_each = max(1, min(6, int(math.log2(max(1, batch // len(dom))))))
         splits_each = min(splits_each, int(torch.isfinite(scores).sum(dim=1).min()))
         order = scores.topk(max(1, splits_each), dim=1).indices
+        if splits_each == 1 and candidates > 1:
+            order = _smart_choice(engine, layout, dom, scores, b, candidates)[:, None]
         children = dom
         for r in range(max(1, splits_each)):
             children = layout.split(children, order[:, r].repeat(2 ** r))
@@ -186,11 +188,29 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, dis
         stats.domains_bounded += len(children)
 
 
+def _smart_choice(engine: BetaCrown, layout: _Layout, dom: Subdomains, scores: torch.Tensor, b: torch.Tensor,
+                  candidates: int) -> torch.Tensor:
+    """Filtered smart branching: of each subdomain's ``candidates`` best BaBSR neurons,
+    the one whose two children have the best worse bound, each child bounded once with
+    the parent's α and β (no optimisation). Returns ``(N,)`` flat neuron indices."""
+    k = max(1, min(candidates, int(torch.isfinite(scores).sum(dim=1).min())))
+    top = scores.topk(k, dim=1).indices  # (N, k)
+    if k == 1:
+        return top[:, 0]
+    n = len(dom)
+    children = layout.split(Subdomains.concat([dom] * k), top.T.reshape(-1))  # (2kN): active block, inactive block
+    bounds, empty = clamp_to_splits(engine.root, children.splits)
+    with torch.no_grad():
+        lb = engine._evaluate(bounds, children, children.alpha, children.beta)
+    value = torch.where(empty[:, None], torch.full_like(lb, float("inf")), lb - b).max(dim=1).values
+    worse = torch.minimum(value[: k * n], value[k * n:]).reshape(k, n)
+    return top[torch.arange(n, device=top.device), worse.argmax(dim=0)]
+
+
 def _decide_linear(model, region, region_index, disjunct, engine: BetaCrown, dom: Subdomains, stats: ReluBaBStats):
     """Subdomains with every ReLU fixed: the network is affine there, so the disjunct is
     decided exactly by one LP per subdomain (the MILP encoding without binaries, with
     the split ReLUs' inputs clamped); ``unknown`` if any LP is undecided."""
-    from .beta_crown import clamp_to_splits
     from .milp import milp_disjunct
 
     if any(data["kind"] == "maxpool" for _, data in engine.graph.nodes(data=True)):
