@@ -193,9 +193,7 @@ def lower_bound_only(dom: Domain, graph: nx.DiGraph, lower: torch.Tensor, upper:
         return None
     if isinstance(dom, DualLPDomain) and (dom.projections or _unsupported_for_dual(dom, graph)):
         return None
-    lam = dom._spec(graph, lower, C)
-    bounds = dom.intermediate_bounds(graph, lower, upper)
-    return dom._final(graph, lower, upper, lam, bounds)
+    return dom.lower_bound(graph, lower, upper, C)
 
 
 def _unsupported_for_dual(dom, graph) -> bool:

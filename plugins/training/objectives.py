@@ -187,7 +187,7 @@ class Landscape(IBP):
         graph = self.live.refresh()
         lo, hi = box_around(x, ctx.eps, ctx.clip)
         lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
-        lam = domain._spec(graph, lo, margin_matrix(y, self.classes).to(x))
+        C = margin_matrix(y, self.classes).to(x)
         bounds = domain.intermediate_bounds(graph, lo, hi)
         relus = [n for n in topological_order(graph) if graph.nodes[n]["kind"] == "relu"]
         alpha = {}
@@ -195,11 +195,11 @@ class Landscape(IBP):
             (p,) = predecessors_by_slot(graph, n)
             l = bounds[p][0]
             alpha[n] = torch.rand((l.shape[0], 1, *l.shape[1:]), generator=ctx.generator).to(l).requires_grad_(True)
-        start = domain._final(graph, lo, hi, lam, {k: (a.detach(), b.detach()) for k, (a, b) in bounds.items()}, alpha)
+        start = domain.lower_bound(graph, lo, hi, C, alpha, {k: (a.detach(), b.detach()) for k, (a, b) in bounds.items()})
         grads = torch.autograd.grad(robust_ce(start, y), list(alpha.values()))
         step = float(self.options.get("alpha_step", 1.0))
         chosen = {n: (a.detach() - step * g.sign()).clamp(0, 1) for (n, a), g in zip(alpha.items(), grads)}
-        lb_model = domain._final(graph, lo, hi, lam, bounds, chosen)
+        lb_model = domain.lower_bound(graph, lo, hi, C, chosen, bounds)
         unstable = sum(int(((b[0] < 0) & (b[1] > 0)).sum()) for b in bounds.values()) / x.shape[0]
         ctx.stats["unstable_relus"] = unstable
         if ctx.beta >= 1:
