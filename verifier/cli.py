@@ -131,6 +131,12 @@ def cmd_domains(args) -> int:
 
     for name, cls in sorted(available_domains().items()):
         print(f"{name:14s} {getattr(cls, 'description', '')}")
+    print("\ncomplete methods for `verify --domain` (see docs/complete.md):")
+    for name, text in (("auto", "attack, box, crown, then input-split or relu-split (default)"),
+                       ("input-split", "branch-and-bound on input boxes (CROWN), for low-dimensional inputs"),
+                       ("relu-split", "branch-and-bound on ReLU signs (alpha/beta-CROWN), LP for fully split ones"),
+                       ("milp", "exact mixed-integer program (HiGHS), big-M from alpha-CROWN bounds")):
+        print(f"{name:14s} {text}")
     return 0
 
 
