@@ -135,8 +135,9 @@ def test_check_reports_agreement(capsys):
 
 def test_domains_lists_the_built_in_domains(capsys):
     code, out, _ = run(capsys, "domains")
-    names = {line.split()[0] for line in out.strip().splitlines()}
+    names = {line.split()[0] for line in out.strip().splitlines() if line.strip()}
     assert code == 0 and {"box", "crown", "crown-ibp", "alpha-crown", "dual-lp"} <= names
+    assert {"auto", "input-split", "relu-split", "milp"} <= names
 
 
 def test_bad_input_missing_files(capsys, tmp_path):
