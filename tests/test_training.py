@@ -226,3 +226,35 @@ def test_export_certificate_and_certify_cli(tmp_path, capsys):
                  "--count", "20"]) == 0
     text = capsys.readouterr().out
     assert f"certified accuracy: {meta['certified_accuracy']:.4f}" in text and "reproduced" in text
+
+
+def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
+    """``verifier train`` killed with SIGKILL after its first checkpoint, then ``--resume``d,
+    ends in the same weights and log as a run never interrupted."""
+    import signal
+    import subprocess
+    import sys
+    import time as _time
+
+    def command(out, *extra):
+        return [sys.executable, "-m", "verifier.cli", "train", "--model", "fc-20", "--method", "ibp", "--eps", "0.1",
+                "--epochs", "8", "--train-count", "400", "--test-count", "5", "--eval-count", "0", "--batch-size", "20",
+                "--seed", "1", "--quiet", "--out", str(out), *extra]
+
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    subprocess.run(command(tmp_path / "full"), check=True, env=env, capture_output=True, timeout=600)
+    proc = subprocess.Popen(command(tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    deadline = _time.monotonic() + 300
+    while not ckpt.exists() and proc.poll() is None and _time.monotonic() < deadline:
+        _time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["epoch"] < 8, "the run finished before it could be killed"
+    subprocess.run(command(tmp_path / "cut", "--resume"), check=True, env=env, capture_output=True, timeout=600)
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    done = torch.load(ckpt, weights_only=False)
+    assert done["epoch"] == full["epoch"] == 8
+    assert all(torch.equal(full["module"][k], done["module"][k]) for k in full["module"])
+    assert [e["loss"] for e in done["log"]] == [e["loss"] for e in full["log"]]
