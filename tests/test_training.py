@@ -14,6 +14,7 @@ import verifier
 from verifier.api import compute_bounds
 from verifier.domains.crown import DualLPDomain
 from verifier_plugins.training import LiveModel, build_model, margin_matrix
+from verifier_plugins.training.architectures import ARCHITECTURES
 from verifier_plugins.training.certify import read_metadata, verified_mask
 from verifier_plugins.training.live import export_onnx
 from verifier_plugins.training.objectives import COLT, Context, make_objective
@@ -35,6 +36,17 @@ def test_architecture_exports_and_loads_back(tmp_path, name, shape):
     export_onnx(net, shape, path)
     model = verifier.load(path, lower=torch.zeros(1, *shape), upper=torch.ones(1, *shape))
     assert model.fidelity.ok
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_named_architecture_exports_and_loads_back(tmp_path, name):
+    """Every builder, at its dataset's input size (COLT's CIFAR net on 3×32×32)."""
+    shape = (3, 32, 32) if "cifar" in name else (1, 28, 28)
+    net = build_model(name, shape)
+    path = str(tmp_path / "m.onnx")
+    export_onnx(net, shape, path)
+    model = verifier.load(path, lower=torch.zeros(1, *shape), upper=torch.ones(1, *shape))
+    assert model.fidelity.ok and model.output_size == 10
 
 
 def test_onnx_file_to_torch_and_bound_like_the_verifier():
