@@ -54,6 +54,44 @@ def _worst_open_row(slack: torch.Tensor, open_mask: torch.Tensor, sizes: list[in
     return torch.stack(rows, 1).gather(1, best.argmin(dim=1, keepdim=True)).squeeze(1)
 
 
+def _split_scores(model: Model, centres: torch.Tensor, widths: torch.Tensor,
+                  open_mask: torch.Tensor, C: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """``width · |∂v/∂x|`` per input, ``v`` the smallest open-disjunct violation at the centre."""
+    x = centres.clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = model(x)
+        rows = y @ C.T - b
+        viol = torch.stack([chunk.max(dim=1).values for chunk in torch.split(rows, sizes, dim=1)], dim=1)
+        viol = torch.where(open_mask, viol, torch.full_like(viol, float("inf")))
+        grad, = torch.autograd.grad(viol.min(dim=1).values.sum(), x)
+    return widths * (grad.abs() + 1e-12)
+
+
+def _lookahead_scores(model, graph, lo, hi, inter, C, b, sizes, open_mask) -> torch.Tensor:
+    """``(N, n)``: for every input ``j``, the sum of the two halves' margins after
+    splitting on ``j`` (0 for a closed half), each half bounded cheaply (IBP ∩ inherited
+    bounds + CROWN's final pass); a box's margin is that of its least-closed open
+    disjunct."""
+    N, n = lo.shape
+    rows = torch.arange(n * N, device=lo.device)
+    dims = torch.arange(n, device=lo.device).repeat_interleave(N)
+    mids = ((lo + hi) / 2).repeat(n, 1)
+    left_hi, right_lo = hi.repeat(n, 1), lo.repeat(n, 1)
+    left_hi[rows, dims] = mids[rows, dims]
+    right_lo[rows, dims] = mids[rows, dims]
+    all_lo = torch.cat([lo.repeat(n, 1), right_lo])
+    all_hi = torch.cat([left_hi, hi.repeat(n, 1)])
+    known = {k: (l.repeat(2 * n, *([1] * (l.dim() - 1))), u.repeat(2 * n, *([1] * (u.dim() - 1))))
+             for k, (l, u) in inter.items()}
+    lower, upper = model.as_batch(all_lo), model.as_batch(all_hi)
+    cheap = CrownDomain("ibp")
+    lb, _ = _crown_final(graph, cheap, lower, upper, C, cheap.intermediate_bounds(graph, lower, upper, known=known))
+    margin = torch.stack([chunk.max(dim=1).values for chunk in torch.split(lb - b, sizes, dim=1)], dim=1)
+    mask = open_mask.repeat(2 * n, 1)
+    margin = torch.where(mask, margin, torch.full_like(margin, float("inf"))).min(dim=1).values.clamp(max=0)
+    return (margin[: n * N] + margin[n * N:]).reshape(n, N).T
+
+
 def _crown_final(graph, crown: CrownDomain, lower, upper, C, bounds):
     """CROWN's final pass for ``C·f`` on given intermediate bounds: lower bounds ``(N, k)``
     and the input coefficients ``Λ_x`` ``(N, k, n)`` of the linear bound."""
@@ -123,7 +161,8 @@ class _Frontier:
 
 def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domain: str = "crown",
                     batch: int = 512, region_index: int = 0, dtype: torch.dtype = torch.float64,
-                    device: str = "cpu", stats: BaBStats | None = None, **domain_options) -> tuple[str, Counterexample | None]:
+                    device: str = "cpu", stats: BaBStats | None = None, split_rule: str = "lookahead",
+                    **domain_options) -> tuple[str, Counterexample | None]:
     """``("unsat", None)`` if every sub-box is refuted, ``("sat", cex)`` on a confirmed
     counterexample; raises :class:`~verifier.deadline.Timeout` when the deadline passes.
     With ``domain="crown"`` (default) boxes are bounded by :func:`_cascade_bounds`; any
@@ -161,11 +200,14 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             hit = confirm(model, region, centres[violation <= 0][:8], region_index)
             if hit is not None:
                 return "sat", hit
-        if coeff is not None:
+        if split_rule == "lookahead" and own:
+            kept = {n: (l[keep], u[keep]) for n, (l, u) in inter.items()}
+            scores = _lookahead_scores(model, graph, lo, hi, kept, C, b, sizes, open_mask)
+        elif split_rule == "coefficient" and coeff is not None:
             worst = _worst_open_row(lb[keep] - b, open_mask, sizes)
             scores = coeff[keep][torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths
         else:
-            scores = widths
+            scores = _split_scores(model, centres, widths, open_mask, C, b, sizes)
         dim = scores.argmax(dim=1)
         rows = torch.arange(len(lo), device=lo.device)
         mid = centres[rows, dim]
