@@ -2,10 +2,12 @@
 
 A frontier of sub-boxes of the region is bounded many at a time with one domain call
 (``C`` = every disjunct's rows). A sub-box is closed when every disjunct has a row with
-``lb(A_i y) > b_i``. Open sub-boxes have their centre (and a few PGD steps) checked for a
-counterexample, confirmed by onnxruntime, and are split in two along the input ``j`` with
-the largest share ``|Λ_j|·width_j`` of the CROWN bound's looseness ``Λ·c − |Λ|·r`` (``Λ``
-the input coefficients of the box's worst open row): halving that width recovers the most.
+``lb(A_i y) > b_i``. Open sub-boxes have their centre checked for a counterexample,
+confirmed by onnxruntime, and are split in two along the input chosen by look-ahead
+(``split_rule="lookahead"``): both halves of every input are bounded cheaply and the
+input whose halves' margins sum highest wins; ``"gradient"`` (``width_j·|∂v/∂x_j|`` at the
+centre) and ``"coefficient"`` (``|Λ_j|·width_j``, the input's share of the CROWN bound's
+looseness) are the cheaper rules.
 Sub-boxes inherit their parent's intermediate bounds (valid on any sub-box), so most
 are closed by IBP ∩ inherited bounds plus one CROWN final pass; only the boxes that stay
 open pay for fresh CROWN intermediate bounds. The frontier is explored depth-first in
