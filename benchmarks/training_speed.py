@@ -10,9 +10,11 @@ ratios IBP/standard, CROWN-IBP/IBP, dual-LP/IBP and COLT/IBP.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see verifier/__init__.py
+import torch  # noqa: E402
 
 from verifier.datasets import load_mnist
 from verifier_plugins.training import LiveModel, build_model
