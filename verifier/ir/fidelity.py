@@ -13,8 +13,12 @@ import torch
 from ..errors import FidelityError
 from .graph import evaluate, input_node, output_node
 
-RTOL = 1e-5
-ATOL = 1e-6
+# ``|ours − ref| ≤ atol·max(1, max|ref|) + rtol·|ref|``, per the model's precision: two
+# float32 implementations (torch, onnxruntime) of a deep conv net differ by rounding of
+# ~1e-6 relative to the output scale (2.4e-6 measured on oval21's cifar_deep_kw); a real
+# semantic mismatch (padding, layout, an op's attribute) is orders of magnitude larger.
+TOLERANCES = {"float32": (1e-4, 1e-5), "float64": (1e-7, 1e-8)}
+RTOL, ATOL = TOLERANCES["float32"]
 
 
 @dataclass
@@ -26,12 +30,14 @@ class FidelityReport:
     max_rel_error: float
     ok: bool
     first_divergence: str | None = None
+    rtol: float = RTOL
+    atol: float = ATOL
 
     def describe(self) -> str:
         verdict = "agrees with" if self.ok else "DISAGREES with"
         text = (f"IR {verdict} onnxruntime on {self.samples} random inputs "
                 f"(max abs error {self.max_abs_error:.2e}, max rel error {self.max_rel_error:.2e}; "
-                f"tolerance rtol={RTOL:g}, atol={ATOL:g})")
+                f"tolerance rtol={self.rtol:g}, atol={self.atol:g}·max(1, |y|))")
         if self.first_divergence:
             text += f"; first diverging node: {self.first_divergence}"
         return text
@@ -73,10 +79,15 @@ def run_onnxruntime(graph: nx.DiGraph, x: np.ndarray, sess: ort.InferenceSession
     return np.stack(outs)
 
 
-def _close(ours: np.ndarray, ref: np.ndarray) -> tuple[bool, float, float]:
+def _tolerance(graph: nx.DiGraph) -> tuple[float, float]:
+    return TOLERANCES["float64" if graph.graph["model_dtype"] == torch.float64 else "float32"]
+
+
+def _close(ours: np.ndarray, ref: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> tuple[bool, float, float]:
     diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
-    ok = bool(np.all(diff <= ATOL + RTOL * np.abs(ref)))
-    rel = float(np.max(diff / np.maximum(np.abs(ref), ATOL))) if diff.size else 0.0
+    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
+    ok = bool(np.all(diff <= atol * scale + rtol * np.abs(ref)))
+    rel = float(np.max(diff / np.maximum(np.abs(ref), atol))) if diff.size else 0.0
     return ok, float(diff.max()) if diff.size else 0.0, rel
 
 
@@ -96,7 +107,7 @@ def _first_divergence(graph: nx.DiGraph, x: np.ndarray) -> str | None:
         if name is None or name not in ref:
             continue
         value = ours[ir][0].numpy()
-        if value.shape != ref[name].shape or not _close(value, ref[name])[0]:
+        if value.shape != ref[name].shape or not _close(value, ref[name], *_tolerance(graph))[0]:
             node = graph.nodes[ir]
             return f"'{node['source']}' (IR {node['kind']} '{ir}', tensor '{name}')"
     return None
@@ -112,7 +123,7 @@ def check_fidelity(
 ) -> FidelityReport:
     """Compare the IR's forward pass (in the model's dtype) with onnxruntime on ``samples``
     inputs drawn uniformly from ``[lower, upper]`` (default ``[−1, 1]``), elementwise
-    ``|ours − ref| ≤ atol + rtol·|ref|``. On a mismatch, find the first IR node whose value
+    ``|ours − ref| ≤ atol·max(1, max|ref|) + rtol·|ref|`` (see ``TOLERANCES``). On a mismatch, find the first IR node whose value
     differs from the tensor of the same name in onnxruntime.
     """
     shape = tuple(graph.nodes[input_node(graph)]["shape"])
@@ -130,8 +141,9 @@ def check_fidelity(
         report = FidelityReport(samples, float("inf"), float("inf"), False,
                                 f"output shape {list(ours.shape[1:])} vs onnxruntime {list(ref.shape[1:])}")
     else:
-        ok, abs_err, rel_err = _close(ours, ref)
-        report = FidelityReport(samples, abs_err, rel_err, ok)
+        rtol, atol = _tolerance(graph)
+        ok, abs_err, rel_err = _close(ours, ref, rtol, atol)
+        report = FidelityReport(samples, abs_err, rel_err, ok, rtol=rtol, atol=atol)
         if not ok:
             report.first_divergence = _first_divergence(graph, x.numpy())
     if raise_on_mismatch and not report.ok:
