@@ -5,9 +5,11 @@ A frontier of sub-boxes of the region is bounded many at a time with one domain 
 ``lb(A_i y) > b_i``. Open sub-boxes have their centre checked for a counterexample,
 confirmed by onnxruntime, and are split in two along the input chosen by look-ahead
 (``split_rule="lookahead"``): both halves of every input are bounded cheaply and the
-input whose halves' margins sum highest wins; ``"gradient"`` (``width_j·|∂v/∂x_j|`` at the
-centre) and ``"coefficient"`` (``|Λ_j|·width_j``, the input's share of the CROWN bound's
-looseness) are the cheaper rules.
+input whose halves' margins sum highest wins — on every other generation of boxes (and
+on ties) the ``"coefficient"`` rule picks instead (``|Λ_j|·width_j``, the input's share of
+the CROWN bound's looseness): each rule alone stalls on instances the other solves, the
+alternation solved all we tried. ``"gradient"`` (``width_j·|∂v/∂x_j|`` at the centre) and
+``"coefficient"`` can be chosen alone.
 Sub-boxes inherit their parent's intermediate bounds (valid on any sub-box), so most
 are closed by IBP ∩ inherited bounds plus one CROWN final pass; only the boxes that stay
 open pay for fresh CROWN intermediate bounds. The frontier is explored depth-first in
@@ -88,10 +90,15 @@ def _lookahead_scores(model, graph, lo, hi, inter, C, b, sizes, open_mask) -> to
     lower, upper = model.as_batch(all_lo), model.as_batch(all_hi)
     cheap = CrownDomain("ibp")
     lb, _ = _crown_final(graph, cheap, lower, upper, C, cheap.intermediate_bounds(graph, lower, upper, known=known))
-    margin = torch.stack([chunk.max(dim=1).values for chunk in torch.split(lb - b, sizes, dim=1)], dim=1)
-    mask = open_mask.repeat(2 * n, 1)
-    margin = torch.where(mask, margin, torch.full_like(margin, float("inf"))).min(dim=1).values.clamp(max=0)
+    margin = _box_margin(lb - b, open_mask.repeat(2 * n, 1), sizes).clamp(max=0)
     return (margin[: n * N] + margin[n * N:]).reshape(n, N).T
+
+
+def _box_margin(slack: torch.Tensor, open_mask: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """``(N,)``: the margin of each box's least-closed open disjunct (a disjunct's margin
+    is its best row's ``lb − b``)."""
+    margin = torch.stack([chunk.max(dim=1).values for chunk in torch.split(slack, sizes, dim=1)], dim=1)
+    return torch.where(open_mask, margin, torch.full_like(margin, float("inf"))).min(dim=1).values
 
 
 def _crown_final(graph, crown: CrownDomain, lower, upper, C, bounds):
@@ -148,17 +155,18 @@ class _Frontier:
     def __len__(self) -> int:
         return sum(len(p[0]) for p in self.parts)
 
-    def push(self, lo, hi, inter):
-        self.parts.append((lo, hi, inter))
+    def push(self, lo, hi, inter, depth):
+        self.parts.append((lo, hi, inter, depth))
 
     def pop(self, batch: int):
-        lo, hi, inter = self.parts.pop()
+        lo, hi, inter, depth = self.parts.pop()
         if len(lo) > batch:
             cut = len(lo) - batch
-            self.parts.append((lo[:cut], hi[:cut], None if inter is None else {n: (l[:cut], u[:cut]) for n, (l, u) in inter.items()}))
-            lo, hi = lo[cut:], hi[cut:]
+            self.parts.append((lo[:cut], hi[:cut], None if inter is None else {n: (l[:cut], u[:cut]) for n, (l, u) in inter.items()},
+                               depth[:cut]))
+            lo, hi, depth = lo[cut:], hi[cut:], depth[cut:]
             inter = None if inter is None else {n: (l[cut:], u[cut:]) for n, (l, u) in inter.items()}
-        return lo, hi, inter
+        return lo, hi, inter, depth
 
 
 def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domain: str = "crown",
@@ -175,10 +183,11 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     C, b = C.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
     own = domain == "crown" and not domain_options
     frontier = _Frontier()
-    frontier.push(region.lower.to(device=device, dtype=dtype)[None], region.upper.to(device=device, dtype=dtype)[None], None)
+    frontier.push(region.lower.to(device=device, dtype=dtype)[None], region.upper.to(device=device, dtype=dtype)[None], None,
+                  torch.zeros(1, dtype=torch.long, device=device))
     while len(frontier):
         deadline.check()
-        lo, hi, inherited = frontier.pop(batch)
+        lo, hi, inherited, depth = frontier.pop(batch)
         with torch.no_grad():
             if own:
                 lb, coeff, inter = bound_in_parts(
@@ -202,12 +211,18 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             hit = confirm(model, region, centres[violation <= 0][:8], region_index)
             if hit is not None:
                 return "sat", hit
-        if split_rule == "lookahead" and own:
-            kept = {n: (l[keep], u[keep]) for n, (l, u) in inter.items()}
-            scores = _lookahead_scores(model, graph, lo, hi, kept, C, b, sizes, open_mask)
-        elif split_rule == "coefficient" and coeff is not None:
+        if split_rule in ("lookahead", "coefficient") and coeff is not None:
             worst = _worst_open_row(lb[keep] - b, open_mask, sizes)
             scores = coeff[keep][torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths
+            if split_rule == "lookahead":
+                kept = {n: (l[keep], u[keep]) for n, (l, u) in inter.items()}
+                look = _lookahead_scores(model, graph, lo, hi, kept, C, b, sizes, open_mask)
+                parent = _box_margin(lb[keep] - b, open_mask, sizes).clamp(max=0)
+                # ties (no input improves the cheap bound), and every other generation of
+                # boxes, use the coefficient rule: neither rule alone wins everywhere
+                flat = (look - 2 * parent[:, None]).max(dim=1).values <= 1e-9 * (1 + parent.abs())
+                flat |= depth[keep] % 2 == 1
+                scores = torch.where(flat[:, None], scores, look)
         else:
             scores = _split_scores(model, centres, widths, open_mask, C, b, sizes)
         dim = scores.argmax(dim=1)
@@ -218,7 +233,7 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         right_lo[rows, dim] = mid
         child_inter = None if inter is None else {n: (torch.cat([l[keep], l[keep]]), torch.cat([u[keep], u[keep]]))
                                                   for n, (l, u) in inter.items()}
-        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter)
+        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter, (depth[keep] + 1).repeat(2))
         stats.max_frontier = max(stats.max_frontier, len(frontier))
         if float(widths.max()) <= 0:
             raise Timeout()  # degenerate boxes that cannot be refuted: give up honestly
