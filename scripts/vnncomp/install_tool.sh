@@ -3,14 +3,8 @@
 # Usage: install_tool.sh v1        (set PYTHON to choose the interpreter; default python3)
 set -euo pipefail
 
-if [ "$#" -ne 1 ]; then
-    echo "usage: $0 v1" >&2
-    exit 1
-fi
-if [ "$1" != "v1" ]; then
-    echo "error: expected version string v1, got '$1'" >&2
-    exit 1
-fi
+. "$(dirname "$0")/common.sh"
+check_args 1 "v1" "$@"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"

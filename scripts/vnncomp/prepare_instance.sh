@@ -5,14 +5,8 @@
 # Environment: PYTHON (default python3); VERIFIER_NO_KILL=1 skips stopping other runs.
 set -uo pipefail
 
-if [ "$#" -ne 4 ]; then
-    echo "usage: $0 v1 BENCHMARK ONNX VNNLIB" >&2
-    exit 1
-fi
-if [ "$1" != "v1" ]; then
-    echo "error: expected version string v1, got '$1'" >&2
-    exit 1
-fi
+. "$(dirname "$0")/common.sh"
+check_args 4 "v1 BENCHMARK ONNX VNNLIB" "$@"
 BENCHMARK="$2"
 ONNX="$3"
 VNNLIB="$4"

@@ -6,14 +6,8 @@
 # Environment: PYTHON (default python3); VERIFIER_ARGS (extra `verifier verify` options).
 set -uo pipefail
 
-if [ "$#" -ne 6 ]; then
-    echo "usage: $0 v1 BENCHMARK ONNX VNNLIB RESULTS_FILE TIMEOUT" >&2
-    exit 1
-fi
-if [ "$1" != "v1" ]; then
-    echo "error: expected version string v1, got '$1'" >&2
-    exit 1
-fi
+. "$(dirname "$0")/common.sh"
+check_args 6 "v1 BENCHMARK ONNX VNNLIB RESULTS_FILE TIMEOUT" "$@"
 BENCHMARK="$2"
 ONNX="$3"
 VNNLIB="$4"
