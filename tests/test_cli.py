@@ -191,3 +191,11 @@ def test_console_script_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "verifier.cli", "verify", str(tmp_path / "x.onnx"), str(ROBUST)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+@pytest.mark.parametrize("method,option", [("relu-split", "foo=1"), ("milp", "batch=4"),
+                                           ("input-split", "split_rule=bogus")])
+def test_bad_options_of_complete_methods(capsys, method, option):
+    code, out, err = run(capsys, "verify", DEFAULT_MODEL, str(PROPERTIES / "mnist_0_eps0.02.vnnlib"),
+                         "--domain", method, "--domain-option", option, "--no-attack")
+    assert code == 2 and err.startswith("error:") and "result:" not in out

@@ -52,6 +52,17 @@ def confirm(model: Model, region: InputRegion, x: torch.Tensor, region_index: in
     return None
 
 
+def confirm_candidates(model: Model, region: InputRegion, x: torch.Tensor, region_index: int = 0,
+                       limit: int = 8) -> Counterexample | None:
+    """Evaluate candidate inputs ``x`` ``(B, n)`` and :func:`confirm` (at most ``limit`` of)
+    those whose output is unsafe — the check branch-and-bound runs on box centres and
+    relaxation minimisers."""
+    with torch.no_grad():
+        violation = region.violation(model(x.to(model.graph.graph["model_dtype"])).double())
+    unsafe = violation <= 0
+    return confirm(model, region, x[unsafe][:limit], region_index) if bool(unsafe.any()) else None
+
+
 def attack_region(model: Model, region: InputRegion, deadline: Deadline, region_index: int = 0,
                   samples: int = 512, restarts: int = 16, steps: int = 60, seed: int = 0,
                   device: str | torch.device = "cpu") -> Counterexample | None:

@@ -48,9 +48,13 @@ def bound_region(model: Model, region: InputRegion, domain: str, device: str, dt
     return disjuncts_refuted(region, lb[0])
 
 
-AUTO_CASCADE = ("box", "crown", "alpha-crown")
+AUTO_CASCADE = ("box", "crown")
 INPUT_SPLIT_MAX_DIM = 16
-COMPLETE_DOMAINS = ("input-split", "relu-split", "milp")
+# the options each complete method takes through --domain-option
+COMPLETE_DOMAINS = {"input-split": ("batch", "split_rule"),
+                    "relu-split": ("batch", "iterations", "candidates", "time_limit"),
+                    "milp": ("time_limit",)}
+MILP_KINDS = {"relu"}  # nonlinear op kinds the MILP encodes exactly
 
 
 def _refute_region(model: Model, region: InputRegion, index: int, domain: str, deadline: Deadline, device: str,
@@ -64,9 +68,13 @@ def _refute_region(model: Model, region: InputRegion, index: int, domain: str, d
     other name is one domain."""
     low_dim = model.input_size <= INPUT_SPLIT_MAX_DIM
     if domain == "auto":
-        cascade, complete = AUTO_CASCADE[:-1], ("input-split" if low_dim else "relu-split")
+        cascade, complete = AUTO_CASCADE, ("input-split" if low_dim else "relu-split")
     elif domain in COMPLETE_DOMAINS:
         cascade, complete = (), domain
+        unknown = sorted(set(domain_options) - set(COMPLETE_DOMAINS[domain]))
+        if unknown:
+            raise VerifierInputError(f"{domain} takes the options {', '.join(COMPLETE_DOMAINS[domain])}; "
+                                     f"not {', '.join(unknown)}")
     else:
         cascade, complete = (domain,), None
     options = domain_options if domain != "auto" else {}
@@ -83,7 +91,7 @@ def _refute_region(model: Model, region: InputRegion, index: int, domain: str, d
         stats = BaBStats()
         try:
             return input_split_bab(model, region, deadline, domain="crown", region_index=index, dtype=dtype,
-                                   device=device, stats=stats, **(options if domain != "auto" else {}))
+                                   device=device, stats=stats, **options)
         finally:
             notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
     if complete in ("relu-split", "milp"):
@@ -104,27 +112,32 @@ def _relu_split(model, region, index, deadline, device, dtype, options, refuted,
     open_disjuncts = [d for d, done in enumerate(refuted) if not done]
     if not open_disjuncts:
         return "unsat", None
+    milp_options = {k: v for k, v in options.items() if k == "time_limit"}
     if bab:
         stats = ReluBaBStats()
         try:
             status, cex = relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index,
-                                         dtype=dtype, device=device, root=root, stats=stats, **options)
+                                         dtype=dtype, device=device, root=root, stats=stats,
+                                         **{k: v for k, v in options.items() if k != "time_limit"})
         finally:
             notes.append(f"region {index}: relu-split branch-and-bound bounded {stats.domains_bounded} subdomains "
                          f"(depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
         if status != "unknown":
             return status, cex
-    kinds = {data["kind"] for _, data in model.graph.nodes(data=True)}
-    if kinds & {"maxpool", "sigmoid", "tanh"}:
+    from .ops.adjoint import AFFINE_KINDS
+
+    inexact = {data["kind"] for _, data in model.graph.nodes(data=True)} - AFFINE_KINDS - MILP_KINDS \
+        - {"input", "constant"}
+    if inexact:
         if not bab:
-            raise VerifierInputError("the MILP encodes affine ops and (leaky) ReLUs only; this model has "
-                                     f"{', '.join(sorted(kinds & {'maxpool', 'sigmoid', 'tanh'}))}")
+            raise VerifierInputError(f"the MILP encodes affine ops and ReLUs exactly; this model has "
+                                     f"{', '.join(sorted(inexact))}")
         return "unknown", None
     notes.append(f"region {index}: MILP with {crossing_count(root)} binary ReLUs on {len(open_disjuncts)} disjuncts")
     verdict = "unsat"
     for d in open_disjuncts:
         status, cex = milp_disjunct(model, region, d, root, region_index=index, device=device, dtype=dtype,
-                                    **({"time_limit": options["time_limit"]} if "time_limit" in options else {}))
+                                    **milp_options)
         if status == "sat":
             return status, cex
         if status == "unknown":

@@ -24,8 +24,7 @@ import networkx as nx
 import torch
 
 from ..deadline import checkpoint
-from ..ir.graph import input_node, output_node, predecessors_by_slot, topological_order
-from ..domains.backward import backward_bound
+from ..ir.graph import input_node, predecessors_by_slot, topological_order
 from ..domains.crown import CrownDomain
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -97,10 +96,9 @@ class BetaCrown:
                  root: Bounds, iterations: int = 20, lr_alpha: float = 0.1, lr_beta: float = 0.05,
                  norm: float = float("inf")):
         self.graph, self.lower, self.upper, self.lam, self.root = graph, lower, upper, lam, root
-        self.iterations, self.lr_alpha, self.lr_beta, self.norm = iterations, lr_alpha, lr_beta, norm
+        self.iterations, self.lr_alpha, self.lr_beta = iterations, lr_alpha, lr_beta
         self.pre = relu_pre_activations(graph)
-        self.crown = CrownDomain()
-        self.output = output_node(graph)
+        self.crown = CrownDomain(norm=norm)
         self.source = input_node(graph)
 
     @property
@@ -120,7 +118,6 @@ class BetaCrown:
 
     def _evaluate(self, bounds: Bounds, dom: Subdomains, alpha, beta, record: dict | None = None) -> torch.Tensor:
         n = len(dom)
-        lines, pools = self.crown._relaxers(self.graph, bounds, alpha)
         signs = {z: s.to(self.lam.dtype).unsqueeze(1) for z, s in dom.splits.items()}
         relus = set(self.pre) | {self.source}
 
@@ -131,9 +128,9 @@ class BetaCrown:
                 record[node] = L.detach()
             return L
 
-        lam = self.lam.expand(n, *self.lam.shape[1:])
-        return backward_bound(self.graph, self.output, lam, lines, pools, self.lower.expand(n, *self.lower.shape[1:]),
-                              self.upper.expand(n, *self.upper.shape[1:]), self.norm, visit)
+        return self.crown.lower_bound(self.graph, self.lower.expand(n, *self.lower.shape[1:]),
+                                      self.upper.expand(n, *self.upper.shape[1:]), self.lam.reshape(1, self.rows, -1),
+                                      alpha, bounds, visit)
 
     def bound(self, dom: Subdomains, threshold: torch.Tensor | None = None) -> tuple[Subdomains, dict]:
         """Optimise α, β of every subdomain; return it with ``lb`` improved, and the

@@ -23,13 +23,16 @@ from dataclasses import dataclass
 import torch
 
 from ..api import Model, compute_bounds
-from ..domains.backward import backward_bound
 from ..domains.crown import CrownDomain
-from ..ir.graph import input_node, output_node
-from ..attack import Counterexample, confirm
+from ..ir.graph import input_node
+from ..attack import Counterexample, confirm_candidates
 from ..deadline import Deadline, Timeout
+from ..errors import VerifierInputError
 from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows
+
+
+SPLIT_RULES = ("lookahead", "coefficient", "gradient")
 
 
 @dataclass
@@ -44,18 +47,23 @@ def _open_disjuncts(lb: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torc
     return torch.stack([~chunk.any(dim=1) for chunk in torch.split(proven, sizes, dim=1)], dim=1)
 
 
-def _worst_open_row(slack: torch.Tensor, open_mask: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """Per box, the row to improve: in each open disjunct its most promising row (largest
-    ``lb − b``; one refuted row closes the disjunct), and of those the disjunct furthest
-    from being closed."""
-    best, rows, offset = [], [], 0
+def _best_rows(slack: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, D)`` each disjunct's largest ``slack`` over its rows (one refuted row closes a
+    disjunct) and that row's index among all rows."""
+    values, rows, offset = [], [], 0
     for chunk in torch.split(slack, sizes, dim=1):
         value, index = chunk.max(dim=1)
-        best.append(value)
+        values.append(value)
         rows.append(index + offset)
         offset += chunk.shape[1]
-    best = torch.where(open_mask, torch.stack(best, 1), torch.full_like(open_mask, float("inf"), dtype=slack.dtype))
-    return torch.stack(rows, 1).gather(1, best.argmin(dim=1, keepdim=True)).squeeze(1)
+    return torch.stack(values, 1), torch.stack(rows, 1)
+
+
+def _worst_open_row(slack: torch.Tensor, open_mask: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Per box, the row to improve: the best row of the open disjunct furthest from closed."""
+    best, rows = _best_rows(slack, sizes)
+    best = torch.where(open_mask, best, torch.full_like(best, float("inf")))
+    return rows.gather(1, best.argmin(dim=1, keepdim=True)).squeeze(1)
 
 
 def _split_scores(model: Model, centres: torch.Tensor, widths: torch.Tensor,
@@ -65,7 +73,7 @@ def _split_scores(model: Model, centres: torch.Tensor, widths: torch.Tensor,
     with torch.enable_grad():
         y = model(x)
         rows = y @ C.T - b
-        viol = torch.stack([chunk.max(dim=1).values for chunk in torch.split(rows, sizes, dim=1)], dim=1)
+        viol, _ = _best_rows(rows, sizes)
         viol = torch.where(open_mask, viol, torch.full_like(viol, float("inf")))
         grad, = torch.autograd.grad(viol.min(dim=1).values.sum(), x)
     return widths * (grad.abs() + 1e-12)
@@ -97,7 +105,7 @@ def _lookahead_scores(model, graph, lo, hi, inter, C, b, sizes, open_mask) -> to
 def _box_margin(slack: torch.Tensor, open_mask: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """``(N,)``: the margin of each box's least-closed open disjunct (a disjunct's margin
     is its best row's ``lb − b``)."""
-    margin = torch.stack([chunk.max(dim=1).values for chunk in torch.split(slack, sizes, dim=1)], dim=1)
+    margin, _ = _best_rows(slack, sizes)
     return torch.where(open_mask, margin, torch.full_like(margin, float("inf"))).min(dim=1).values
 
 
@@ -112,11 +120,9 @@ def _crown_final(graph, crown: CrownDomain, lower, upper, C, bounds):
             record["x"] = L
         return L
 
-    lam = crown._spec(graph, lower, C)
-    lines, pools = crown._relaxers(graph, bounds)
-    lb = backward_bound(graph, output_node(graph), lam, lines, pools, lower, upper, crown.norm, visit)
-    coeff = record.get("x", torch.zeros(*lam.shape[:2], *lower.shape[1:], dtype=lower.dtype))
-    return lb, coeff.reshape(*lam.shape[:2], -1)
+    lb = crown.lower_bound(graph, lower, upper, C, bounds=bounds, visit=visit)
+    coeff = record.get("x", torch.zeros(*lb.shape, *lower.shape[1:], dtype=lower.dtype))
+    return lb, coeff.reshape(*lb.shape, -1)
 
 
 def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes):
@@ -177,6 +183,8 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     counterexample; raises :class:`~verifier.deadline.Timeout` when the deadline passes.
     With ``domain="crown"`` (default) boxes are bounded by :func:`_cascade_bounds`; any
     other domain bounds each box from scratch and splits the widest input."""
+    if split_rule not in SPLIT_RULES:
+        raise VerifierInputError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, not '{split_rule}'")
     stats = stats if stats is not None else BaBStats()
     graph = model.graph_for(device, dtype)
     C, b, sizes = region.stacked()
@@ -205,12 +213,9 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             continue
         lo, hi, open_mask = lo[keep], hi[keep], open_mask[keep]
         centres, widths = (lo + hi) / 2, hi - lo
-        with torch.no_grad():
-            violation = region.violation(model(centres.to(model.graph.graph["model_dtype"])).double())
-        if bool((violation <= 0).any()):
-            hit = confirm(model, region, centres[violation <= 0][:8], region_index)
-            if hit is not None:
-                return "sat", hit
+        hit = confirm_candidates(model, region, centres, region_index)
+        if hit is not None:
+            return "sat", hit
         if split_rule in ("lookahead", "coefficient") and coeff is not None:
             worst = _worst_open_row(lb[keep] - b, open_mask, sizes)
             scores = coeff[keep][torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths

@@ -34,13 +34,17 @@ from ..spec.model import InputRegion
 SOLVER_MARGIN = 1e-5  # HiGHS feasibility/optimality tolerances are ~1e-7 (absolute)
 
 
-def _solve_in_child(conn, args) -> None:
+def _run_milp(args) -> dict:
+    """HiGHS on ``(cost, integrality, bounds, constraints, time limit)``: the fields used."""
     cost, integrality, bounds, constraints, limit = args
+    res = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
+               options={"time_limit": limit, "mip_rel_gap": 0.0})
+    return {"status": res.status, "x": res.x, "fun": res.fun, "mip_dual_bound": getattr(res, "mip_dual_bound", None)}
+
+
+def _solve_in_child(conn, args) -> None:
     try:
-        res = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
-                   options={"time_limit": limit, "mip_rel_gap": 0.0})
-        conn.send({"status": res.status, "x": res.x, "fun": res.fun,
-                   "mip_dual_bound": getattr(res, "mip_dual_bound", None)})
+        conn.send(_run_milp(args))
     except BaseException as exc:  # reported to the parent, which re-raises
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
     finally:
@@ -55,9 +59,7 @@ def solve_within_deadline(cost, integrality, bounds, constraints, seconds: float
     limit = max(0.05, float(seconds))
     args = (cost, integrality, bounds, constraints, limit)
     if not np.isfinite(seconds) or "fork" not in mp.get_all_start_methods():
-        res = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
-                   options={"time_limit": limit, "mip_rel_gap": 0.0})
-        return SimpleNamespace(status=res.status, x=res.x, fun=res.fun, mip_dual_bound=getattr(res, "mip_dual_bound", None))
+        return SimpleNamespace(**_run_milp(args))
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_solve_in_child, args=(child, args), daemon=True)

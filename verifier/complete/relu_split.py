@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..api import Model
-from ..attack import Counterexample, confirm
+from ..attack import Counterexample, confirm_candidates
 from ..deadline import Deadline, checkpoint
 from ..errors import VerifierInputError
 from ..spec.model import InputRegion, refuted_rows
@@ -254,8 +254,4 @@ def _candidates(model, region, region_index, engine: BetaCrown, dom: Subdomains,
     row = dom.lb.argmin(dim=1)
     coeff = lam_x[torch.arange(n, device=row.device), row]
     x = torch.where(coeff > 0, engine.lower.expand_as(coeff), engine.upper.expand_as(coeff)).reshape(n, -1)
-    with torch.no_grad():
-        violation = region.violation(model(x.to(model.graph.graph["model_dtype"])).double())
-    if bool((violation <= 0).any()):
-        return confirm(model, region, x[violation <= 0][:8], region_index)
-    return None
+    return confirm_candidates(model, region, x, region_index)

@@ -139,20 +139,22 @@ class BackwardDomain(Domain):
         C = spec_matrix(C, math.prod(out_shape), lower)
         return C.reshape(C.shape[0], C.shape[1], *out_shape)
 
-    def _final(self, graph, lower, upper, lam, bounds, alpha=None):
+    def _final(self, graph, lower, upper, lam, bounds, alpha=None, visit=None):
         lines, pools = self._relaxers(graph, bounds, alpha)
-        return backward_bound(graph, output_node(graph), lam, lines, pools, lower, upper, self.norm)
+        return backward_bound(graph, output_node(graph), lam, lines, pools, lower, upper, self.norm, visit)
 
     def lower_bound(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None,
-                    alpha: dict | None = None, bounds: dict | None = None) -> torch.Tensor:
+                    alpha: dict | None = None, bounds: dict | None = None, visit=None) -> torch.Tensor:
         """Lower bounds ``(B, k)`` of ``C·f`` only — one backward pass of ``k`` rows, half
         the work of :meth:`bound` (what certified training needs). ``alpha``: fixed lower
         slopes of the final pass, node → ``(B, 1 or k, *S)`` in ``[0, 1]``; ``bounds``:
-        intermediate bounds to use instead of computing them (they must be sound)."""
+        intermediate bounds to use instead of computing them (they must be sound);
+        ``visit``: the hook of :func:`~verifier.domains.backward.backward_bound`
+        (branch-and-bound reads and amends the coefficients ``Λ`` there)."""
         lam = self._spec(graph, lower, C)
         if bounds is None:
             bounds = self.intermediate_bounds(graph, lower, upper)
-        return self._final(graph, lower, upper, lam, bounds, alpha)
+        return self._final(graph, lower, upper, lam, bounds, alpha, visit)
 
     def bound(self, graph, lower, upper, C=None):
         lam = self._spec(graph, lower, C)
