@@ -354,7 +354,7 @@ class COLT(Objective):
         lo, hi = box_around(x, ctx.eps, ctx.clip)
         with torch.no_grad():
             z = propagate(ir_prefix(graph, node), DeepZDomain(), lo.unsqueeze(1), hi.unsqueeze(1))
-        e = (2 * torch.rand(z.generators.shape[:2], generator=ctx.generator) - 1).to(x)
+        e = (2 * torch.rand((z.centre.shape[0], z.num_symbols), generator=ctx.generator) - 1).to(x)
         steps, size = int(self.options.get("latent_steps", 10)), float(self.options.get("latent_step_size", 0.25))
         for _ in range(steps):
             e.requires_grad_(True)

@@ -20,8 +20,6 @@ nonlinear op appends fresh symbols after all symbols allocated so far.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
 from ..linalg import per_sample_rows
@@ -33,12 +31,51 @@ from .base import Domain
 from .relaxations import _sigmoid_prime
 
 
-class Zonotope(NamedTuple):
-    centre: torch.Tensor  # (B, *S)
-    generators: torch.Tensor  # (B, m, *S)
+class Zonotope:
+    """``a + Σ_j G_j e_j``: centre ``a`` ``(B, *S)``; generators ``G`` ``(B, m, *S)``, held
+    either dense or factored as ``G[b, j] = scale[b, j]·shared[j]`` with ``shared``
+    ``(m, *S)`` common to the batch. The input box starts factored (``shared`` = one-hot
+    rows, ``scale`` = radii) and affine maps keep it so, because ``L(s·E) = s·L(E)``: a
+    batch of ``B`` images costs one ``m``-row pass instead of ``B·m`` rows. Anything else
+    reads :attr:`generators`, which materialises the dense tensor (cached)."""
+
+    __slots__ = ("centre", "_dense", "scale", "shared")
+
+    def __init__(self, centre: torch.Tensor, generators: torch.Tensor | None = None, *,
+                 scale: torch.Tensor | None = None, shared: torch.Tensor | None = None):
+        if (generators is None) == (scale is None or shared is None):
+            raise ValueError("a zonotope takes dense generators or (scale, shared), not both")
+        self.centre, self._dense, self.scale, self.shared = centre, generators, scale, shared
+
+    @property
+    def factored(self) -> bool:
+        return self._dense is None
+
+    @property
+    def num_symbols(self) -> int:
+        return self.shared.shape[0] if self.factored else self._dense.shape[1]
+
+    @property
+    def generators(self) -> torch.Tensor:
+        if self._dense is None:
+            self._dense = self._broadcast_scale() * self.shared.unsqueeze(0)
+        return self._dense
+
+    def _broadcast_scale(self) -> torch.Tensor:
+        return self.scale.reshape(*self.scale.shape, *([1] * (self.shared.dim() - 1)))
+
+    def combine(self, e: torch.Tensor) -> torch.Tensor:
+        """``Σ_j e[b, j]·G[b, j]`` for ``e`` ``(B, m)``: shape ``(B, *S)``."""
+        if self._dense is not None:
+            return torch.einsum("bm...,bm->b...", self._dense, e.to(self._dense))
+        flat = (e.to(self.scale) * self.scale) @ self.shared.reshape(self.shared.shape[0], -1)
+        return flat.reshape(self.centre.shape)
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        radius = self.generators.abs().sum(dim=1)
+        if self._dense is not None:
+            radius = self._dense.abs().sum(dim=1)
+        else:
+            radius = (self.scale.abs() @ self.shared.abs().reshape(self.shared.shape[0], -1)).reshape(self.centre.shape)
         return self.centre - radius, self.centre + radius
 
 
@@ -63,10 +100,10 @@ class DeepZDomain(Domain):
         B = lower.shape[0]
         flat = radius.reshape(B, -1)
         active = torch.nonzero((flat > 0).any(0)).reshape(-1)  # one symbol per input that can move
-        gens = torch.zeros((B, len(active), flat.shape[1]), dtype=lower.dtype, device=lower.device)
-        gens[:, torch.arange(len(active), device=lower.device), active] = flat[:, active]
+        one_hot = torch.zeros((len(active), flat.shape[1]), dtype=lower.dtype, device=lower.device)
+        one_hot[torch.arange(len(active), device=lower.device), active] = 1
         self.symbols = len(active)
-        return Zonotope(centre, gens.reshape(B, len(active), *lower.shape[1:]))
+        return Zonotope(centre, scale=flat[:, active], shared=one_hot.reshape(len(active), *lower.shape[1:]))
 
     def constant_state(self, value):
         return Zonotope(value, value.new_zeros((value.shape[0], 0, *value.shape[1:])))
@@ -85,7 +122,11 @@ class DeepZDomain(Domain):
         B = z.centre.shape[0]
         C = batched_spec(C, B).to(z.centre)
         centre = torch.einsum("bkn,bn->bk", C, z.centre.reshape(B, -1))
-        radius = torch.einsum("bkn,bmn->bkm", C, z.generators.reshape(B, z.generators.shape[1], -1)).abs().sum(-1)
+        if z.factored:
+            shared = z.shared.reshape(z.num_symbols, -1)
+            radius = (torch.einsum("bkn,mn->bkm", C, shared) * z.scale.unsqueeze(1)).abs().sum(-1)
+        else:
+            radius = torch.einsum("bkn,bmn->bkm", C, z.generators.reshape(B, z.num_symbols, -1)).abs().sum(-1)
         return centre - radius, centre + radius
 
     def fresh(self, coefficients: torch.Tensor) -> torch.Tensor:
@@ -111,15 +152,18 @@ class DeepZDomain(Domain):
 
 def latent(state: Zonotope, e: torch.Tensor) -> torch.Tensor:
     """The point ``a + G e`` for ``e`` ``(B, m)`` in ``[−1, 1]^m`` (COLT's latent view)."""
-    g = state.generators
-    return state.centre + torch.einsum("bm...,bm->b...", g, e.to(g))
+    return state.centre + state.combine(e)
 
 
 @DeepZDomain.transfer(*AFFINE_KINDS)
 def deepz_affine(domain, node, *xs: Zonotope) -> Zonotope:
     fn = FORWARD[node["kind"]]
     centre = fn(node, *[x.centre for x in xs])
-    m = max(x.generators.shape[1] for x in xs)
+    if len(xs) == 1 and xs[0].factored:  # L(s·E) = s·L(E): one pass over the shared rows
+        shared = xs[0].shared
+        out = fn(node, shared) - offset(node, [tuple(shared.shape[1:])], centre)
+        return Zonotope(centre, scale=xs[0].scale, shared=out)
+    m = max(x.num_symbols for x in xs)
     B = centre.shape[0]
     gens = [_padded(x, m) for x in xs]
     folded = [g.reshape(B * m, *g.shape[2:]) for g in gens]
