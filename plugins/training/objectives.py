@@ -314,7 +314,10 @@ class COLT(Objective):
     above ``l`` on it; the layers up to ``l`` are frozen. During the first
     ``mix`` fraction of a stage, ``κ`` (1 → 0) mixes in the previous stage's loss.
     Regularisers: ``l1·Σ|W|`` (trainable weights) and ``stability·Σ max(0,−l)·max(0,u)``
-    over the IBP pre-activation bounds of the trainable ReLUs (batch mean)."""
+    over the IBP pre-activation bounds of the ReLU layer just above the latent one (the
+    paper's region ``C_{l+1}``; batch mean). Summed over every trainable ReLU instead,
+    the deep layers' loose IBP bounds dominate the loss at initialisation and training
+    collapses to a constant classifier."""
 
     name = "colt"
 
@@ -388,17 +391,13 @@ class COLT(Objective):
         if l1 > 0:
             loss = loss + l1 * sum(b.param.abs().sum() for b in self.live.bindings
                                    if b.node not in frozen and b.name == "weight")
-        if stab > 0 and ctx.eps > 0:
+        if stab > 0 and ctx.eps > 0 and stage < len(self.latents):
+            # the region C_{l+1} just above the latent layer (seed 000, App. D), IBP bounds
             graph = self.live.refresh()
+            (p,) = predecessors_by_slot(graph, self.latents[stage])
             lo, hi = box_around(x, ctx.eps, ctx.clip)
-            states = propagate(graph, BoxDomain(), lo.unsqueeze(1), hi.unsqueeze(1), keep=True)
-            reg = 0.0
-            for n in self.latents:
-                (p,) = predecessors_by_slot(graph, n)
-                if p in frozen:
-                    continue
-                l, u = states[p]
-                reg = reg + ((-l).clamp(min=0) * u.clamp(min=0)).reshape(x.shape[0], -1).sum(1).mean()
+            l, u = propagate(ir_prefix(graph, p), BoxDomain(), lo.unsqueeze(1), hi.unsqueeze(1))
+            reg = ((-l).clamp(min=0) * u.clamp(min=0)).reshape(x.shape[0], -1).sum(1).mean()
             loss = loss + stab * reg
         return loss, {"stage": stage}
 
