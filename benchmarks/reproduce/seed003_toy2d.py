@@ -100,7 +100,7 @@ def pgd_attack_margin(forward, x, y, eps, steps, restarts, seed):
     best_z = x.clone()
 
     def keep(m, pts):
-        nonlocal best, best_z
+        nonlocal best
         m, pts = m.reshape(S, B), pts.reshape(S, B, -1)
         k = m.argmin(0)
         mk = m[k, torch.arange(B)]
