@@ -35,6 +35,7 @@ from verifier_plugins.training.certify import verified_mask  # noqa: E402
 from verifier_plugins.training.data import load_data  # noqa: E402
 from verifier_plugins.training.live import margin_matrix  # noqa: E402
 from verifier_plugins.training.objectives import box_around, pgd_attack  # noqa: E402
+from verifier_plugins.training.schedules import METHOD_DEFAULTS  # noqa: E402
 from verifier_plugins.training.trainer import train  # noqa: E402
 
 METHODS = ("standard", "pgd", "ibp", "crown-ibp", "dual-lp", "double-margin", "landscape", "colt")
@@ -47,18 +48,20 @@ TEST_EPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
 def train_run(method: str, eps: float, args, data) -> dict:
     """Train (or reuse) one run; returns its summary with the mean training seconds per epoch."""
-    out = os.path.join(args.work, f"{args.model}_{method}_eps{eps:g}_e{args.epochs}_s{args.seed}")
+    ramp = args.ramp * args.epochs if args.ramp and not METHOD_DEFAULTS[method].get("ramp") else None
+    suffix = f"_ramp{args.ramp:g}" if ramp else ""
+    out = os.path.join(args.work, f"{args.model}_{method}_eps{eps:g}_e{args.epochs}_s{args.seed}{suffix}")
     summary = os.path.join(out, "result.json")
     if not os.path.exists(summary):
         start = time.time()
         train(args.model, method, eps, args.epochs, out, data=data, batch_size=50, lr=1e-3, test_count=0,
-              eval_count=0, seed=args.seed, progress=args.progress, certify_domain="box", resume=True,
+              eval_count=0, seed=args.seed, progress=args.progress, certify_domain="box", resume=True, ramp=ramp,
               method_options=METHOD_OPTIONS.get(method))
         with open(os.path.join(out, "wall.json"), "w") as fh:
             json.dump({"seconds": time.time() - start}, fh)
     with open(os.path.join(out, "log.jsonl")) as fh:
         log = [json.loads(line) for line in fh if line.strip()]
-    return {"onnx": os.path.join(out, "model.onnx"), "epoch_s": sum(e["train_seconds"] for e in log) / len(log),
+    return {"label": method + (" (ε ramp)" if ramp else ""), "onnx": os.path.join(out, "model.onnx"), "epoch_s": sum(e["train_seconds"] for e in log) / len(log),
             "train_s": sum(e["train_seconds"] for e in log)}
 
 
@@ -99,6 +102,9 @@ def main() -> int:
     parser.add_argument("--work", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "work"))
     parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--train-only", action="store_true", help="train the runs, certify nothing")
+    parser.add_argument("--ramp", type=float, default=0.0,
+                        help="give methods that train at full ε from the first step (pgd, colt) a linear ε ramp "
+                             "over this fraction of the epochs")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
@@ -107,17 +113,17 @@ def main() -> int:
     for eps in args.train_eps:
         for method in args.methods.split(","):
             run = train_run(method, eps, args, data)
-            print(f"trained {method} eps {eps:g}: {run['epoch_s']:.2f} s/epoch", flush=True)
+            print(f"trained {run['label']} eps {eps:g}: {run['epoch_s']:.2f} s/epoch", flush=True)
             if args.train_only:
                 continue
             model = verifier.load(run["onnx"])
             for eps_test in args.test_eps:
-                row = {"method": method, "eps_train": eps, "eps_test": eps_test, "epochs": args.epochs,
+                row = {"method": run["label"], "eps_train": eps, "eps_test": eps_test, "epochs": args.epochs,
                        "epoch_s": round(run["epoch_s"], 3), "train_s": round(run["train_s"], 1)}
                 row.update({k: round(v, 2) for k, v in certify_grid(model, data.x_test, data.y_test, eps_test,
                                                                     args.seed).items()})
                 rows.append(row)
-            print_table([r for r in rows if r["method"] == method and r["eps_train"] == eps])
+            print_table([r for r in rows if r["method"] == run["label"] and r["eps_train"] == eps])
     if args.train_only:
         return 0
     name = f"methods_vs_eps{args.tag}"
