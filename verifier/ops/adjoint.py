@@ -119,7 +119,11 @@ def _sum_to(t: torch.Tensor, shape: tuple) -> torch.Tensor:
 
 def dot(lam: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``Λ·v`` per (batch, row): ``Λ`` ``(B, k, *S)``, ``v`` ``(B or 1, *S)`` → ``(B, k)``."""
-    return (lam * value.unsqueeze(1)).reshape(lam.shape[0], lam.shape[1], -1).sum(-1)
+    if tuple(value.shape[1:]) != tuple(lam.shape[2:]):  # broadcast inside the sample shape
+        return (lam * value.unsqueeze(1)).reshape(lam.shape[0], lam.shape[1], -1).sum(-1)
+    dtype = torch.promote_types(lam.dtype, value.dtype)
+    flat = lam.reshape(lam.shape[0], lam.shape[1], -1).to(dtype)
+    return torch.matmul(flat, value.reshape(value.shape[0], -1, 1).to(dtype)).squeeze(-1)  # one gemv per sample
 
 
 __all__ = ["AFFINE_KINDS", "adjoint", "dot", "offset"]
