@@ -17,7 +17,7 @@ from verifier_plugins.training import LiveModel, build_model, margin_matrix
 from verifier_plugins.training.architectures import ARCHITECTURES
 from verifier_plugins.training.certify import read_metadata, verified_mask
 from verifier_plugins.training.live import export_onnx
-from verifier_plugins.training.objectives import COLT, Context, make_objective
+from verifier_plugins.training.objectives import COLT, Context, loss_variation, make_objective
 from verifier_plugins.training.schedules import Schedule, default_schedule
 from verifier_plugins.training.trainer import load_onnx_module, train
 
@@ -74,6 +74,46 @@ def test_bounds_are_differentiable_and_track_parameter_updates():
     with torch.no_grad():
         net[-1].bias.add_(1.0)  # in-place update (what an optimiser does)
     assert torch.allclose(live.forward_ir(x), net(x), atol=1e-6)
+
+
+def test_frozen_parameters_changed_in_place_give_fresh_bounds():
+    """Parameters without grad (COLT's frozen layers, evaluation) changed in place: cached
+    derived tensors (f(0) offsets, |W|) must follow, or the bounds are unsound."""
+    net = build_model("fc-10", (2,), classes=2, seed=3)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    live = LiveModel(net, (2,))
+    x = torch.rand(8, 2)
+    C = torch.tensor([[1.0, -1.0]]).expand(8, 1, 2)
+    live.bounds("crown", x - 0.1, x + 0.1, C)
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Linear))
+    thetas = [[p.detach().clone() for p in net.parameters()]]
+    with torch.no_grad():
+        first.bias.add_(torch.linspace(-2.0, 2.0, first.bias.numel()))
+        first.weight.mul_(-1.5)
+    thetas.append([p.detach().clone() for p in net.parameters()])
+    for k in (1, 0, 1, 0, 1):  # alternate two parameter sets, in place, as an optimiser would
+        with torch.no_grad():
+            for p, value in zip(net.parameters(), thetas[k]):
+                p.copy_(value)
+        lb, _ = live.bounds("crown", x - 0.1, x + 0.1, C)
+        fresh, _ = LiveModel(net, (2,)).bounds("crown", x - 0.1, x + 0.1, C)
+        assert torch.allclose(lb, fresh, atol=1e-5)
+        points = x.unsqueeze(1) + 0.2 * (torch.rand(8, 200, 2) - 0.5)
+        margins = net(points.reshape(-1, 2)).reshape(8, 200, 2) @ torch.tensor([1.0, -1.0])
+        assert (lb[:, 0] <= margins.min(1).values + 1e-5).all()
+
+
+def test_loss_variation_of_the_landscape_method():
+    net = build_model("fc-20", (4,), classes=3, seed=0)
+    objective = make_objective("landscape", LiveModel(net, (4,)), 3)
+    x, y = torch.rand(16, 4), torch.arange(16) % 3
+    ctx = Context(eps=0.05, kappa=0.0, beta=1.0)
+    before = [p.detach().clone() for p in net.parameters()]
+    variation = loss_variation(objective, x, y, ctx, steps=(0.5, 1.0), lr=1e-2)
+    assert variation > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert loss_variation(objective, x, y, ctx, steps=(0.5, 1.0), lr=1e-2) == variation  # same draws every time
 
 
 def test_folded_parameters_are_refused():

@@ -202,6 +202,7 @@ class Landscape(IBP):
         lb_model = domain.lower_bound(graph, lo, hi, C, chosen, bounds)
         unstable = sum(int(((b[0] < 0) & (b[1] > 0)).sum()) for b in bounds.values()) / x.shape[0]
         ctx.stats["unstable_relus"] = unstable
+        ctx.stats["tightness"] = float((-lb_model.detach()).sum(1).mean())  # seed 001: Σ_m s_m, batch mean
         if ctx.beta >= 1:
             return lb_model
         lb_ibp = self.bound(BoxDomain(), x, y, ctx.eps, ctx.clip)
@@ -216,36 +217,49 @@ class Landscape(IBP):
         return loss, stats
 
     def diagnostics(self, loss) -> dict:
-        """Gradient cosine with the previous diagnosis and tightness (the loss itself, an
-        upper bound on the worst-case loss). The loss variation along the gradient is
-        measured by :func:`loss_variation`."""
+        """Gradient norm and cosine with the previous diagnosis; the robust loss (an upper
+        bound on the worst-case loss). Tightness ``Σ_m s_m`` (``s = −lb``) is logged by
+        :meth:`robust_lb`; the loss variation along the gradient is :func:`loss_variation`."""
         params = [p for p in self.module.parameters() if p.requires_grad]
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-        out = {"tightness": float(loss), "grad_norm": float(flat.norm())}
+        out = {"robust_loss": float(loss), "grad_norm": float(flat.norm())}
         if self._previous_grad is not None and self._previous_grad.shape == flat.shape:
             out["grad_cosine"] = float(F.cosine_similarity(flat, self._previous_grad, dim=0))
         self._previous_grad = flat.detach()
         return out
 
 
-def loss_variation(objective: Objective, x, y, ctx: Context, steps=(0.25, 0.5, 1.0), lr: float = 1e-3) -> float:
-    """Seed 001's landscape smoothness: max |L(θ − t·lr·g/‖g‖·‖θ‖…)| — here
-    ``max_t |L(θ − t·lr·g) − L(θ)|`` along the normalised gradient ``g``; parameters restored."""
+def loss_variation(objective: Objective, x, y, ctx: Context, steps=(0.25, 0.5, 1.0), lr: float = 1e-3,
+                   seed: int = 0) -> float:
+    """Seed 001's smoothness measure along the gradient: ``max_t |L(θ − t·lr·ĝ) − L(θ)|`` with
+    ``ĝ = g/‖g‖`` the normalised gradient of the loss at ``θ``; parameters are restored.
+    The loss is evaluated with autograd on (the landscape method differentiates in its
+    slopes) and with the same random draws at every ``θ`` (``ctx.generator`` reseeded), so
+    ``L`` is a function of ``θ`` alone."""
     params = [p for p in objective.module.parameters() if p.requires_grad]
-    loss, _ = objective.loss(x, y, ctx)
+
+    def evaluate():
+        ctx.generator = torch.Generator().manual_seed(seed)
+        with torch.enable_grad():
+            return objective.loss(x, y, ctx)[0]
+
+    loss = evaluate()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     norm = torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)) + 1e-12
     saved = [p.detach().clone() for p in params]
     worst = 0.0
-    with torch.no_grad():
+    try:
         for t in steps:
-            for p, g, s in zip(params, grads, saved):
-                if g is not None:
-                    p.copy_(s - t * lr * g / norm)
-            worst = max(worst, abs(float(objective.loss(x, y, ctx)[0]) - float(loss)))
-        for p, s in zip(params, saved):
-            p.copy_(s)
+            with torch.no_grad():
+                for p, g, s in zip(params, grads, saved):
+                    if g is not None:
+                        p.copy_(s - t * lr * g / norm)
+            worst = max(worst, abs(float(evaluate().detach()) - float(loss.detach())))
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
     return worst
 
 

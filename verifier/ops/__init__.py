@@ -35,11 +35,10 @@ def derived(node: Node, name: str, label: str, fn: Callable[[torch.Tensor], torc
     if param.requires_grad:
         return fn(param)
     cache = node.setdefault("_derived_cache", {})
-    key = (id(param), param._version, param.device, param.dtype)
-    hit = cache.get((name, label))
-    if hit is None or hit[0] != key:
-        hit = cache[(name, label)] = (key, fn(param))
-    return hit[1]
+    hit = cache.get((name, label))  # (the parameter itself, its version, fn(param))
+    if hit is None or hit[0] is not param or hit[1] != param._version:
+        hit = cache[(name, label)] = (param, param._version, fn(param))
+    return hit[2]
 
 
 def absolute(node: Node, name: str = "weight") -> torch.Tensor:

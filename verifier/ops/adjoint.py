@@ -20,13 +20,25 @@ AFFINE_KINDS = frozenset(LINEAR_PART) | {"reshape", "transpose", "concat", "slic
 
 
 def offset(node: Node, input_shapes: list[tuple], like: torch.Tensor) -> torch.Tensor:
-    """``f₀ = f(0, …, 0)``, shape ``(1, *output_shape)`` (cached per device and dtype)."""
+    """``f₀ = f(0, …, 0)``, shape ``(1, *output_shape)``, cached per device and dtype while
+    the parameters are constants: the entry keeps the parameter tensors themselves and
+    their versions, so neither an in-place update nor a new tensor that reuses a freed
+    one's ``id`` is served a stale f₀."""
+    params = tuple(node["params"].values())
+    if any(p.requires_grad for p in params):
+        return _zero_response(node, input_shapes, like)
     cache = node.setdefault("_offset_cache", {})
-    key = (like.device, like.dtype, tuple(id(p) for p in node["params"].values()))
-    if key not in cache or any(p.requires_grad for p in node["params"].values()):
-        zeros = [torch.zeros((1, *s), dtype=like.dtype, device=like.device) for s in input_shapes]
-        cache[key] = FORWARD[node["kind"]](node, *zeros)
-    return cache[key]
+    key = (like.device, like.dtype)
+    versions = tuple(p._version for p in params)
+    hit = cache.get(key)
+    if hit is None or hit[1] != versions or any(a is not b for a, b in zip(hit[0], params)):
+        hit = cache[key] = (params, versions, _zero_response(node, input_shapes, like))
+    return hit[2]
+
+
+def _zero_response(node: Node, input_shapes: list[tuple], like: torch.Tensor) -> torch.Tensor:
+    zeros = [torch.zeros((1, *s), dtype=like.dtype, device=like.device) for s in input_shapes]
+    return FORWARD[node["kind"]](node, *zeros)
 
 
 def _fold(lam: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
