@@ -60,17 +60,29 @@ def main():
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", help="also write the seconds and ratios to this JSON file")
     args = parser.parse_args()
     seconds = {}
     for method in args.methods.split(","):
         seconds[method] = epoch_seconds(method, args.model, args.count, args.batch, args.device, METHODS[method])
         print(f"{method:10s} {seconds[method]:8.2f} s per {args.count} images", flush=True)
+    ratios = {}
     for name, num, den in (("IBP / standard", "ibp", "standard"), ("CROWN-IBP / IBP", "crown-ibp", "ibp"),
                            ("dual-LP (K=10) / IBP", "dual-lp", "ibp"), ("COLT (stage 1) / IBP", "colt", "ibp"),
                            ("PGD (5 steps) / IBP", "pgd", "ibp"), ("DoubleMargin / IBP", "double-margin", "ibp"),
                            ("landscape / IBP", "landscape", "ibp")):
         if num in seconds and den in seconds:
-            print(f"{name:22s} {seconds[num] / seconds[den]:6.2f}x")
+            ratios[name] = seconds[num] / seconds[den]
+            print(f"{name:22s} {ratios[name]:6.2f}x")
+    if args.json:
+        import json
+        import platform
+
+        with open(args.json, "w") as fh:
+            json.dump({"model": args.model, "count": args.count, "batch": args.batch, "device": args.device,
+                       "seconds_per_epoch_of_count": seconds, "ratios": ratios, "torch": torch.__version__,
+                       "machine": platform.machine(), "threads": torch.get_num_threads(),
+                       "date": time.strftime("%Y-%m-%d %H:%M")}, fh, indent=1)
     return seconds
 
 
