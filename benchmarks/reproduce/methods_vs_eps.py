@@ -160,7 +160,7 @@ def plot(rows, args, path):
             if not sel:
                 continue
             line, = ax.plot([r["eps_test"] for r in sel], [r["certified_%"] for r in sel], marker="o", ms=3,
-                            label=f"{method} ({sel[0]['epoch_s']:.1f} s/ep)")
+                            label=f"{method} (clean {sel[0]['clean_%']:.0f} %)")
             ax.plot([r["eps_test"] for r in sel], [r["pgd_%"] for r in sel], ls=":", color=line.get_color(), lw=1)
         ax.axvline(eps, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("test ε (L∞)")
