@@ -12,6 +12,7 @@ from .domains import get_domain
 from .errors import VerifierInputError
 from .ir import evaluate, import_onnx
 from .ir.fidelity import FidelityReport, check_fidelity
+from .ops import CACHE
 
 
 class Model:
@@ -54,7 +55,7 @@ class Model:
             copy.graph = dict(self.graph.graph)
             copy.graph.pop("_ort_session", None)
             for _, data in copy.nodes(data=True):
-                data.pop("_derived_cache", None)
+                data.pop(CACHE, None)  # values derived from the original's parameters
                 data["params"] = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
             self._copies[key] = copy
         return self._copies[key]

@@ -28,17 +28,29 @@ FORWARD: dict[str, ForwardFn] = {}
 LINEAR_PART: dict[str, Callable[[Node, torch.Tensor, bool], torch.Tensor]] = {}
 
 
-def derived(node: Node, name: str, label: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``fn(params[name])``, cached on the node under ``label`` while the parameter is a
-    constant (no grad, unchanged version); recomputed, differentiably, when trainable."""
-    param = node["params"][name]
-    if param.requires_grad:
-        return fn(param)
-    cache = node.setdefault("_derived_cache", {})
-    hit = cache.get((name, label))  # (the parameter itself, its version, fn(param))
-    if hit is None or hit[0] is not param or hit[1] != param._version:
-        hit = cache[(name, label)] = (param, param._version, fn(param))
+CACHE = "_constant_cache"  # node attribute holding values derived from constant parameters
+
+
+def cached_while_constant(node: Node, key, params: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()``, cached on ``node`` under ``key`` while every tensor of ``params`` is a
+    constant: no grad, and the very same tensor objects at the same versions as when the
+    entry was made (the entry keeps them, so an in-place update or a new tensor that
+    reuses a freed one's ``id`` never gets a stale value); recomputed, differentiably,
+    whenever one is trainable."""
+    if any(p.requires_grad for p in params):
+        return compute()
+    cache = node.setdefault(CACHE, {})
+    versions = tuple(p._version for p in params)
+    hit = cache.get(key)
+    if hit is None or hit[1] != versions or any(a is not b for a, b in zip(hit[0], params)):
+        hit = cache[key] = (params, versions, compute())
     return hit[2]
+
+
+def derived(node: Node, name: str, label: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn(params[name])``, cached under ``label`` (see :func:`cached_while_constant`)."""
+    param = node["params"][name]
+    return cached_while_constant(node, ("derived", name, label), (param,), lambda: fn(param))
 
 
 def absolute(node: Node, name: str = "weight") -> torch.Tensor:

@@ -14,31 +14,20 @@ from __future__ import annotations
 
 import torch
 
-from . import FORWARD, LINEAR_PART, Node
+from . import FORWARD, LINEAR_PART, Node, cached_while_constant
 
 AFFINE_KINDS = frozenset(LINEAR_PART) | {"reshape", "transpose", "concat", "slice", "pad", "add"}
 
 
 def offset(node: Node, input_shapes: list[tuple], like: torch.Tensor) -> torch.Tensor:
     """``f₀ = f(0, …, 0)``, shape ``(1, *output_shape)``, cached per device and dtype while
-    the parameters are constants: the entry keeps the parameter tensors themselves and
-    their versions, so neither an in-place update nor a new tensor that reuses a freed
-    one's ``id`` is served a stale f₀."""
-    params = tuple(node["params"].values())
-    if any(p.requires_grad for p in params):
-        return _zero_response(node, input_shapes, like)
-    cache = node.setdefault("_offset_cache", {})
-    key = (like.device, like.dtype)
-    versions = tuple(p._version for p in params)
-    hit = cache.get(key)
-    if hit is None or hit[1] != versions or any(a is not b for a, b in zip(hit[0], params)):
-        hit = cache[key] = (params, versions, _zero_response(node, input_shapes, like))
-    return hit[2]
+    the parameters are constants (:func:`cached_while_constant`)."""
+    def zero_response():
+        zeros = [torch.zeros((1, *s), dtype=like.dtype, device=like.device) for s in input_shapes]
+        return FORWARD[node["kind"]](node, *zeros)
 
-
-def _zero_response(node: Node, input_shapes: list[tuple], like: torch.Tensor) -> torch.Tensor:
-    zeros = [torch.zeros((1, *s), dtype=like.dtype, device=like.device) for s in input_shapes]
-    return FORWARD[node["kind"]](node, *zeros)
+    return cached_while_constant(node, ("offset", like.device, like.dtype), tuple(node["params"].values()),
+                                 zero_response)
 
 
 def _fold(lam: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
