@@ -99,6 +99,25 @@ def pgd_min_margins(forward, x: torch.Tensor, labels: torch.Tensor, eps: float, 
     return best
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (the optional ``[bench]`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str, dpi: int = 80, rect: tuple | None = None) -> None:
+    """Lay out ``fig`` (inside ``rect`` when given), write it to ``path`` and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def write_csv(path: str, rows: list[dict]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, environment, print_table, write_csv, write_json  # noqa: E402  (verifier before torch)
+from common import OUT, environment, print_table, write_csv, write_json, pyplot, save_figure  # noqa: E402  (verifier before torch)
 
 import torch  # noqa: E402
 
@@ -147,10 +147,7 @@ def main() -> int:
 
 
 def plot(rows, args, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     eps_values = sorted({r["eps_train"] for r in rows})
     fig, axes = plt.subplots(1, len(eps_values), figsize=(5 * len(eps_values), 3.6), squeeze=False)
@@ -168,9 +165,7 @@ def plot(rows, args, path):
         ax.set_title(f"{args.model}, trained at ε={eps:g}, {args.epochs} epochs, {args.count} test images", fontsize=9)
         ax.set_ylim(-2, 100)
         ax.legend(fontsize=6.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, environment, print_table, write_csv, write_json  # noqa: E402  (verifier before torch)
+from common import OUT, environment, print_table, write_csv, write_json, pyplot, save_figure  # noqa: E402  (verifier before torch)
 
 import torch  # noqa: E402
 
@@ -170,10 +170,7 @@ def main() -> int:
 
 
 def plot(stage_rows, cert_rows, layers, args, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.4))
     for row in stage_rows:
@@ -188,9 +185,7 @@ def plot(stage_rows, cert_rows, layers, args, path):
     bx.set_xticks(range(len(cert_rows)), ["DeepZ", "+α-CROWN", "+MILP"])
     bx.set_ylabel("certified accuracy (%)")
     bx.set_title(f"final model, first {args.milp_count} test images", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ smoothness during the ε ramp)."""
 
 from __future__ import annotations
 
+from common import pyplot, save_figure  # the script that imports this module put common on the path
+
 import numpy as np
 
 METHODS = ("ibp", "crown-ibp", "landscape")
@@ -13,9 +15,7 @@ RELAX_LABELS = {"ours": "OURS", "crown-ibp": "CROWN-IBP", "cap-ibp": "CAP-IBP", 
 
 
 def plot_tightness(results, path, eps, count):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(results)
     fig, axes = plt.subplots(len(names), 3, figsize=(15, 3.2 * len(names)), squeeze=False)
@@ -47,15 +47,11 @@ def plot_tightness(results, path, eps, count):
         ax.set_ylabel("paired tightness difference (> 0: OURS tighter)")
         ax.set_title(f"per image, model trained with {LABELS[name]}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_smoothness(measurements, steps_by_method, info, ts, path, args):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     ax_loss, ax_var, ax_varn, ax_cos, ax_step, ax_curve = axes.flat
@@ -108,6 +104,4 @@ def plot_smoothness(measurements, steps_by_method, info, ts, path, args):
     ax_var.legend(fontsize=8)
     fig.suptitle(f"{args.arch}, MNIST 5,000 images, ε_train={args.eps}, {args.epochs} epochs (dotted: end of ramp)",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)

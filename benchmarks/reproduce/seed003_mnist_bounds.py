@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (MNIST_MODEL, OUT, environment, margin_matrix, pgd_min_margins, print_table,  # noqa: E402
-                    write_csv, write_json)
+                    write_csv, write_json, pyplot, save_figure)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -168,9 +168,7 @@ def main(argv=None) -> int:
 
 
 def plot(pairs, summaries, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     colors = {0.1: "tab:blue", 0.05: "tab:orange"}
@@ -209,9 +207,7 @@ def plot(pairs, summaries, path) -> None:
     ax.set_ylabel("error (%)")
     ax.set_title("clean ≤ PGD ≤ certified bound", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, environment, load_torch_as_verifier, print_table, write_csv, write_json  # noqa: E402
+from common import (OUT, environment, load_torch_as_verifier, print_table, pyplot, save_figure, write_csv,  # noqa: E402
+                    write_json)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -180,9 +181,7 @@ def main(argv=None) -> int:
 
 
 def plot(panels, rows, args, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Polygon, Rectangle
 
     ne, nn_ = len(args.eps), args.nets
@@ -208,9 +207,7 @@ def plot(panels, rows, args, path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, markerscale=12, frameon=False)
     fig.suptitle("Random 2-100-100-100-2 nets: outer polytopes vs sampled reachable set "
                  "(box drawn where it fits; it usually does not)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, rect=(0, 0.04, 1, 0.97))
 
 
 if __name__ == "__main__":

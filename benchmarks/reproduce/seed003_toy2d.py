@@ -48,7 +48,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, environment, print_table, write_csv, write_json  # noqa: E402  (imports verifier before torch)
+from common import OUT, environment, print_table, write_csv, write_json, pyplot, save_figure  # noqa: E402  (imports verifier before torch)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -250,9 +250,7 @@ def main(argv=None) -> int:
 
 
 def plot(x, y, rows, points, regions, args, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
@@ -291,9 +289,7 @@ def plot(x, y, rows, points, regions, args, path) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
     fig.suptitle(f"Seed 003 Fig. 3: {args.points} points ≥ {args.spacing:g} apart, 2-100-100-100-100-2 net, "
                  f"ε = {args.eps:g}, {args.epochs} Adam steps each", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, rect=(0, 0.05, 1, 0.97))
 
 
 if __name__ == "__main__":

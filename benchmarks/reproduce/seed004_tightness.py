@@ -41,7 +41,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (MNIST_MODEL, OUT, Normalize, environment, load_torch_as_verifier, margin_matrix,  # noqa: E402
-                    pgd_min_margins, print_table, write_csv, write_json)
+                    pgd_min_margins, print_table, write_csv, write_json, pyplot, save_figure)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -205,9 +205,7 @@ def main(argv=None) -> int:
 
 
 def plot(rows_a, rows_b, args, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = int(bool(rows_a)) + int(bool(rows_b))
     if not panels:
@@ -243,9 +241,7 @@ def plot(rows_a, rows_b, args, path) -> None:
         ax.set_ylabel("verified accuracy (%)")
         ax.set_title(f"(b) IBP-trained mnist_small.onnx (trained at ε=0.1), first {args.count} test images", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

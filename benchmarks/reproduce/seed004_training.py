@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, print_table, write_csv, write_json  # noqa: E402  (imports verifier before torch)
+from common import environment, print_table, write_csv, write_json, pyplot, save_figure  # noqa: E402  (imports verifier before torch)
 
 import torch  # noqa: E402
 
@@ -70,10 +70,7 @@ def main() -> int:
 
 
 def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3))
     width = 0.35
@@ -85,9 +82,7 @@ def plot(rows, path):
     ax.set_title(f"Wong–Kolter net, trained at ε={rows[0]['eps_train']}, certified at ε={rows[0]['eps']}, "
                  f"{rows[0]['epochs']} epochs each", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
