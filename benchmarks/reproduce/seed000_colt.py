@@ -52,11 +52,11 @@ from verifier_plugins.training.trainer import train  # noqa: E402
 DOMAINS = ("deepz", "box", "crown")
 
 
-def latent_robustness(module, input_shape, x, y, eps, layer: int, steps: int, seed: int) -> float:
+def latent_robustness(attack, x, y, eps, layer: int, seed: int) -> float:
     """Fraction of points classified correctly after COLT's latent attack at ``layer``
-    (0: input-space PGD), i.e. ``y = argmax f_{>l}(a + G e*)`` for the ascent's ``e*``."""
-    live = LiveModel(module, input_shape)
-    attack = make_objective("colt", live, 10, pgd_steps=steps, latent_steps=steps, latent_step_size=0.25)
+    (0: input-space PGD), i.e. ``y = argmax f_{>l}(a + G e*)`` for the ascent's ``e*``;
+    ``attack`` is a COLT objective on the model (its ``latent_point``)."""
+    module, live = attack.module, attack.live
     ctx = Context(eps=eps, generator=torch.Generator().manual_seed(seed))
     correct = 0
     for start in range(0, len(y), 50):
@@ -95,8 +95,9 @@ def main() -> int:
     parser.add_argument("--milp-timeout", type=float, default=20.0)
     parser.add_argument("--attack-steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=OUT)
     args = parser.parse_args()
-    os.makedirs(OUT, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
     data = load_data("mnist", None, args.count)
     x, y = data.x_test, data.y_test
     rows, stage_rows = [], []
@@ -119,18 +120,20 @@ def main() -> int:
             export_onnx(module, data.input_shape, path)
             model = verifier.load(path)
             masks = certified_masks(model, x, y, args.eps)
+            attack = make_objective("colt", result["live"], 10, pgd_steps=args.attack_steps,
+                                    latent_steps=args.attack_steps, latent_step_size=0.25)
             row = {"stage": stage, "trained_layers": f"> ReLU {stage}" if stage else "all (PGD)",
                    "train_s": round(train_s, 1), "clean_%": round(100 * float(masks["correct"].double().mean()), 1)}
             for layer in range(layers + 1):
-                row[f"latent_robust_L{layer}_%"] = round(100 * latent_robustness(
-                    module, data.input_shape, x, y, args.eps, layer, args.attack_steps, args.seed), 1)
+                row[f"latent_robust_L{layer}_%"] = round(
+                    100 * latent_robustness(attack, x, y, args.eps, layer, args.seed), 1)
             for domain in DOMAINS:
                 row[f"{domain}_%"] = round(100 * float(masks[domain].double().mean()), 1)
             stage_rows.append(row)
             print_table(stage_rows)
         # final model: zonotope alone vs optimised slopes vs optimised slopes + MILP
         n = min(args.milp_count, len(y))
-        masks = certified_masks(model, x[:n], y[:n], args.eps)
+        masks = {k: v[:n] for k, v in masks.items()}  # the last stage's masks, first n points
         deepz = masks["deepz"]
         alpha = deepz.clone()
         open_points = [i for i in range(n) if masks["correct"][i] and not deepz[i]]
@@ -161,11 +164,11 @@ def main() -> int:
                  "seconds": round(t_milp, 1)}]
         print_table(rows)
         print("MILP statuses on the points alpha-CROWN left open:", statuses)
-    write_csv(os.path.join(OUT, "seed000_colt.csv"), stage_rows)
-    write_json(os.path.join(OUT, "seed000_colt.json"), {"stages": stage_rows, "certification": rows, "points": n,
+    write_csv(os.path.join(args.out, "seed000_colt.csv"), stage_rows)
+    write_json(os.path.join(args.out, "seed000_colt.json"), {"stages": stage_rows, "certification": rows, "points": n,
                                                          "milp_statuses": statuses, "args": vars(args),
                                                          "environment": environment()})
-    plot(stage_rows, rows, layers, args, os.path.join(OUT, "seed000_colt.png"))
+    plot(stage_rows, rows, layers, args, os.path.join(args.out, "seed000_colt.png"))
     return 0
 
 
