@@ -11,7 +11,7 @@ returns ``(loss, stats)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 import torch
@@ -235,14 +235,14 @@ def loss_variation(objective: Objective, x, y, ctx: Context, steps=(0.25, 0.5, 1
     """Seed 001's smoothness measure along the gradient: ``max_t |L(θ − t·lr·ĝ) − L(θ)|`` with
     ``ĝ = g/‖g‖`` the normalised gradient of the loss at ``θ``; parameters are restored.
     The loss is evaluated with autograd on (the landscape method differentiates in its
-    slopes) and with the same random draws at every ``θ`` (``ctx.generator`` reseeded), so
-    ``L`` is a function of ``θ`` alone."""
+    slopes) and with the same random draws at every ``θ`` (a copy of ``ctx`` with a generator
+    seeded ``seed``; the caller's ``ctx`` is untouched), so ``L`` is a function of ``θ`` alone."""
     params = [p for p in objective.module.parameters() if p.requires_grad]
 
     def evaluate():
-        ctx.generator = torch.Generator().manual_seed(seed)
+        local = replace(ctx, generator=torch.Generator().manual_seed(seed), stats={})
         with torch.enable_grad():
-            return objective.loss(x, y, ctx)[0]
+            return objective.loss(x, y, local)[0]
 
     loss = evaluate()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
