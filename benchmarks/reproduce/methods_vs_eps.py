@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import OUT, environment, print_table, write_csv, write_json, pyplot, save_figure  # noqa: E402  (verifier before torch)
@@ -59,16 +58,14 @@ def train_run(method: str, eps: float, args, data) -> dict:
     out = os.path.join(args.work, f"{args.model}_{method}_eps{eps:g}_e{args.epochs}_s{args.seed}{suffix}")
     summary = os.path.join(out, "result.json")
     if not os.path.exists(summary):
-        start = time.time()
         train(args.model, method, eps, args.epochs, out, data=data, batch_size=50, lr=1e-3, test_count=0,
               eval_count=0, seed=args.seed, progress=args.progress, certify_domain="box", resume=True, ramp=ramp,
               method_options=options or None)
-        with open(os.path.join(out, "wall.json"), "w") as fh:
-            json.dump({"seconds": time.time() - start}, fh)
     with open(os.path.join(out, "log.jsonl")) as fh:
         log = [json.loads(line) for line in fh if line.strip()]
-    return {"label": method + (" (ε ramp)" if ramp else ""), "onnx": os.path.join(out, "model.onnx"), "epoch_s": sum(e["train_seconds"] for e in log) / len(log),
-            "train_s": sum(e["train_seconds"] for e in log)}
+    train_s = sum(e["train_seconds"] for e in log)
+    return {"label": method + (" (ε ramp)" if ramp else ""), "onnx": os.path.join(out, "model.onnx"),
+            "epoch_s": train_s / len(log), "train_s": train_s}
 
 
 def certify_grid(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> dict:
@@ -90,11 +87,10 @@ def certify_grid(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: f
     for domain in DOMAINS:
         ok = torch.zeros_like(correct)
         if len(candidates):
-            i = candidates
             with torch.no_grad():
-                lb, _ = compute_bounds(model, lo[i].reshape(-1, *shape), hi[i].reshape(-1, *shape), domain=domain,
-                                       C=C[i])
-            ok[i] = verified_mask(lb, y[i])
+                lb, _ = compute_bounds(model, lo[candidates].reshape(-1, *shape), hi[candidates].reshape(-1, *shape),
+                                       domain=domain, C=C[candidates])
+            ok[candidates] = verified_mask(lb, y[candidates])
         best |= ok
         row[f"{domain}_%"] = 100 * float(ok.double().mean())
     row["certified_%"] = 100 * float(best.double().mean())
