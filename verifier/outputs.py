@@ -1,0 +1,133 @@
+"""Writing results safely: output paths checked before any work, files written atomically.
+
+Every result file, CSV row, JSON record and checkpoint the project writes goes through
+this module, so that a reader never sees a torn file:
+
+- :func:`check_output_file` / :func:`check_output_dir` validate a path the user named
+  *before* the expensive work starts (a verdict is never lost to a bad ``--result-file``);
+- :func:`write_atomic` writes a temporary file in the same folder, flushes and fsyncs it,
+  then renames it over the target (``os.replace`` is atomic on POSIX and Windows): the
+  target holds either the old or the new content, never a mix of two writers;
+- :func:`append_line` appends one complete line with a single ``write`` on an
+  ``O_APPEND`` descriptor, so a row is complete or absent (a reader resuming after a kill
+  also drops a last line without its newline, see :func:`read_complete_lines`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable
+
+from .errors import VerifierInputError
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> str:
+    """Refuse ``path`` unless a file can be created or replaced there.
+
+    Raises :class:`VerifierInputError` (naming ``option``) when the path is a folder,
+    its folder does not exist, or the folder is not writable. Returns ``path`` as ``str``.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise VerifierInputError(f"{option}: empty path (give a file name)")
+    if os.path.isdir(path):
+        raise VerifierInputError(f"{option} {path}: is a folder; give a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise VerifierInputError(f"{option} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise VerifierInputError(f"{option} {path}: folder {folder} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise VerifierInputError(f"{option} {path}: file is not writable")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) -> str:
+    """Refuse ``path`` unless it is (or, with ``create``, can become) a writable folder.
+
+    A missing folder is created (with its parents) when ``create``; a path that is a file
+    raises :class:`VerifierInputError` naming ``option``. Returns ``path`` as ``str``.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise VerifierInputError(f"{option}: empty path (give a folder)")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise VerifierInputError(f"{option} {path}: is a file; give a folder")
+    if not os.path.exists(path):
+        if not create:
+            raise VerifierInputError(f"{option} {path}: folder does not exist")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise VerifierInputError(f"{option} {path}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise VerifierInputError(f"{option} {path}: folder is not writable")
+    return path
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], None]) -> None:
+    """Replace ``path`` atomically with ``data``.
+
+    ``data`` is text (written as UTF-8), bytes, or a function that writes the content to
+    the temporary path it is given (e.g. ``lambda tmp: torch.save(obj, tmp)``). The
+    temporary file lives in the target's folder (same file system), is fsynced, then
+    renamed over the target; on any failure it is removed and the target is untouched.
+    Raises ``OSError`` from the file system.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        if callable(data):
+            os.close(fd)
+            fd = -1
+            data(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+        else:
+            payload = data.encode("utf-8") if isinstance(data, str) else data
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append ``line`` (a newline is added if missing) with one ``write`` on an
+    ``O_APPEND`` descriptor and fsync it: concurrent appenders never interleave inside a
+    line, and a kill leaves the row complete or absent (barring a torn disk write, which
+    :func:`read_complete_lines` drops)."""
+    if not line.endswith("\n"):
+        line += "\n"
+    payload = line.encode("utf-8")
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, payload)
+        if written != len(payload):  # pragma: no cover - only on a full disk
+            raise OSError(f"short write to {path}: {written} of {len(payload)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_complete_lines(path: str | os.PathLike, encoding: str = "utf-8") -> tuple[list[str], bool]:
+    """The newline-terminated lines of ``path`` (without their newline) and whether a
+    cut last line (no newline: a write interrupted by a kill) was dropped.
+
+    Raises ``UnicodeDecodeError`` for text that is not ``encoding``, ``OSError`` from
+    the file system."""
+    with open(os.fspath(path), "rb") as fh:
+        raw = fh.read()
+    text = raw.decode(encoding)
+    lines = text.split("\n")
+    cut = lines[-1] != ""
+    return lines[:-1], cut
