@@ -13,6 +13,30 @@ from .errors import VerifierInputError
 from .ir import evaluate, import_onnx
 from .ir.fidelity import FidelityReport, check_fidelity
 from .ops import CACHE
+from .options import check_options, option_types
+
+BOUND_DTYPES = (torch.float32, torch.float64)
+
+
+def as_float_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a float32/float64 tensor, refusing what would be computed wrongly.
+
+    Tensors and array-likes are accepted (array-likes of integers are read as float64);
+    integer, boolean, complex, float16 and bfloat16 tensors raise :class:`VerifierInputError` (integer arithmetic truncates and half
+    precision rounds the bounds: neither is sound), as do NaN entries."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise VerifierInputError(f"{name} must be a tensor of numbers: {exc}") from None
+        if value.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+            value = value.double()  # Python or NumPy integers given as numbers, not tensors
+    if value.dtype not in BOUND_DTYPES:
+        raise VerifierInputError(f"{name} has dtype {str(value.dtype).replace('torch.', '')}; bounds are computed "
+                                 f"in float32 or float64 (convert with .double())")
+    if bool(torch.isnan(value).any()):
+        raise VerifierInputError(f"{name} contains NaN")
+    return value
 
 
 class Model:
@@ -75,7 +99,12 @@ class Model:
                                  f"({self.input_size} values per sample)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs ``(B, output_size)`` (flattened) for a batch of inputs."""
+        """Outputs ``(B, output_size)`` (flattened) for a batch of inputs ``x`` (float32 or
+        float64; see :meth:`as_batch` for the shapes accepted). Raises
+        :class:`VerifierInputError` for another dtype or a shape that does not fit."""
+        if not isinstance(x, torch.Tensor) or x.dtype not in BOUND_DTYPES:
+            raise VerifierInputError(f"model input must be a float32 or float64 tensor, got "
+                                     f"{getattr(x, 'dtype', type(x).__name__)}")
         x = self.as_batch(x)
         y = evaluate(self.graph_for(x.device, x.dtype), x)
         return y.reshape(y.shape[0], -1)
@@ -90,7 +119,17 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
          upper: torch.Tensor | None = None, samples: int = 4) -> Model:
     """Import an ONNX model. With ``check`` (default), its IR must agree with onnxruntime
     on ``samples`` random inputs from ``[lower, upper]`` (default ``[−1, 1]``) or a
-    :class:`~verifier.errors.FidelityError` names the first diverging node."""
+    :class:`~verifier.errors.FidelityError` names the first diverging node.
+
+    Raises :class:`~verifier.errors.ModelError` for a missing, corrupt or unsupported
+    file and :class:`VerifierInputError` for ``samples < 1`` or a non-finite or empty box."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise VerifierInputError(f"samples must be an integer ≥ 1, got {samples!r}")
+    for name, value in (("lower", lower), ("upper", upper)):
+        if value is not None and not bool(torch.isfinite(as_float_tensor(value, name)).all()):
+            raise VerifierInputError(f"{name} must be finite")
+    if lower is not None and upper is not None and bool(torch.any(torch.as_tensor(lower) > torch.as_tensor(upper))):
+        raise VerifierInputError("the sampling box is empty (some lower bound exceeds its upper bound)")
     graph = import_onnx(path)
     report = check_fidelity(graph, lower, upper, samples=samples) if check else None
     return Model(graph, report)
@@ -100,21 +139,40 @@ def compute_bounds(model: Model, lower: torch.Tensor, upper: torch.Tensor, domai
                    C: torch.Tensor | None = None, **domain_options) -> tuple[torch.Tensor, torch.Tensor]:
     """Sound bounds on the model's outputs for all inputs in the box ``[lower, upper]``.
 
+    Raises :class:`VerifierInputError` when ``lower``/``upper`` are not float32/float64
+    (integer or half-precision arithmetic would give unsound bounds), contain NaN, differ
+    in shape, form an empty box, when ``C`` is malformed or non-finite, or for an unknown
+    domain or option. A bound that overflows (huge boxes) is returned as ``∓inf``.
+
     ``lower``/``upper``: one box or a batch (see :meth:`Model.as_batch`); the computation
     runs on their device and in their dtype. Without ``C`` the result is ``(lb, ub)``
     of shape ``(B, output_size)`` (flattened outputs); with ``C`` — ``(k, output_size)``
     or ``(B, k, output_size)`` — it bounds ``C·f(x)`` and has shape ``(B, k)``.
     """
+    if not isinstance(model, Model):
+        raise VerifierInputError(f"model must be a verifier.Model (from verifier.load), got {type(model).__name__}")
+    lower, upper = as_float_tensor(lower, "lower"), as_float_tensor(upper, "upper")
+    if lower.shape != upper.shape:
+        raise VerifierInputError(f"lower {list(lower.shape)} and upper {list(upper.shape)} differ in shape")
     lower, upper = model.as_batch(lower), model.as_batch(upper.to(lower))
     if bool(torch.any(lower > upper)):
         raise VerifierInputError("the input box is empty (some lower bound exceeds its upper bound)")
     if C is not None:
-        C = C.to(lower)
-        if C.shape[-1] != model.output_size:
-            raise VerifierInputError(f"C has {C.shape[-1]} columns but the model has {model.output_size} outputs")
+        C = as_float_tensor(C, "C").to(lower)
+        if not bool(torch.isfinite(C).all()):
+            raise VerifierInputError("C must be finite")
+        if C.dim() not in (2, 3) or C.shape[-1] != model.output_size or (C.dim() == 3 and C.shape[0] != lower.shape[0]):
+            raise VerifierInputError(f"C has shape {list(C.shape)}; expected (k, {model.output_size}) or "
+                                     f"({lower.shape[0]}, k, {model.output_size})")
     graph = model.graph_for(lower.device, lower.dtype)
-    try:
-        instance = get_domain(domain, **domain_options)
-    except TypeError as exc:
-        raise VerifierInputError(f"bad option for domain '{domain}': {exc}") from None
-    return instance.bound(graph, lower, upper, C)
+    from .domains import available_domains
+
+    domains = available_domains()
+    if domain not in domains:
+        raise VerifierInputError(f"unknown domain '{domain}'; installed domains: {', '.join(sorted(domains))}")
+    options = check_options(domain_options, option_types(domains[domain]), f"domain '{domain}'")
+    lb, ub = get_domain(domain, **options).bound(graph, lower, upper, C)
+    # inf − inf (boxes so large that a bound overflows) is NaN: no finite bound is known,
+    # so the sound answer is the whole line
+    return torch.nan_to_num(lb, nan=-math.inf, posinf=math.inf, neginf=-math.inf), \
+        torch.nan_to_num(ub, nan=math.inf, posinf=math.inf, neginf=-math.inf)

@@ -61,6 +61,11 @@ class LPDomain(Domain):
 
     def bound(self, graph, lower, upper, C=None):
         bounds_by_node = self.intermediate_bounds(graph, lower, upper)
+        for node, (l, u) in bounds_by_node.items():
+            if not (bool(torch.isfinite(l).all()) and bool(torch.isfinite(u).all())):
+                raise VerifierInputError(f"the lp domain needs finite intermediate bounds, and node "
+                                         f"'{graph.nodes[node].get('source', node)}' has none over this box "
+                                         f"(values overflow); use a smaller box or the crown domain")
         out = output_node(graph)
         C = spec_matrix(C, math.prod(graph.nodes[out]["shape"]), lower)
         lbs, ubs = [], []
@@ -84,8 +89,10 @@ class LPDomain(Domain):
                       bounds=list(zip(problem.var_lo, problem.var_hi)), method="highs",
                       options={"time_limit": max(0.01, min(self.time_limit, remaining()))})
         checkpoint()
+        if res.status == 1:  # time or iteration limit: no optimum, so no valid bound but −∞
+            return -math.inf
         if res.status != 0:
-            raise VerifierInputError(f"the LP solver did not reach an optimum: {res.message}")
+            raise RuntimeError(f"the LP solver did not reach an optimum: {res.message}")
         return float(res.fun)
 
 

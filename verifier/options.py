@@ -1,0 +1,154 @@
+"""Checking ``--domain-option KEY=VALUE`` / ``compute_bounds(**options)`` before any work.
+
+A domain's options are the keyword parameters of its class's ``__init__`` (built-in and
+plugin domains alike); a complete method's are listed in
+:data:`verifier.verify.COMPLETE_DOMAINS`. :func:`check_domain_options` refuses unknown
+keys (listing the valid ones), converts text values from the command line to the
+parameter's annotated type (``int``, ``float``, ``bool``, ``str``), and applies the
+value rules of :data:`OPTION_RULES`, shared by every domain that takes an option of that
+name. Every failure is a :class:`~verifier.errors.VerifierInputError` naming the option
+and what would be valid.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from typing import Any, Callable
+
+from .errors import VerifierInputError
+
+# name -> (predicate, what is valid): the same rule wherever the name appears
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "iterations": (lambda v: v >= 0, "an integer ≥ 0"),
+    "batch": (lambda v: v >= 1, "an integer ≥ 1"),
+    "candidates": (lambda v: v >= 1, "an integer ≥ 1"),
+    "patience": (lambda v: v >= 1, "an integer ≥ 1"),
+    "projections": (lambda v: v is None or v >= 1, "an integer ≥ 1"),
+    "time_limit": (lambda v: v > 0 and not math.isnan(v), "a number of seconds > 0"),
+    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "norm": (lambda v: v in (1.0, 2.0, math.inf), "1, 2 or inf"),
+    "split_rule": (lambda v: v in _split_rules(), "one of lookahead, coefficient, gradient"),
+}
+
+
+def _split_rules() -> tuple[str, ...]:
+    from .complete.input_split import SPLIT_RULES
+
+    return SPLIT_RULES
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _convert(key: str, value: Any, kind: type | None, where: str) -> Any:
+    """``value`` as ``kind`` (text from the command line is parsed; numbers are checked)."""
+    if kind is None or value is None:
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(value) if isinstance(value, int) else int(str(value).strip())
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "text"}[kind]
+    raise VerifierInputError(f"{where}: option {key}={value!r} must be {expected}")
+
+
+def _annotation_type(annotation: Any) -> type | None:
+    """The plain type of a parameter annotation (``int | None`` → ``int``), else ``None``."""
+    if annotation in (int, float, bool, str):
+        return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and args[0] in (int, float, bool, str):
+        return args[0]
+    return None
+
+
+def option_types(target: Callable) -> dict[str, type | None]:
+    """The keyword options ``target`` (a class or function) accepts, with their types
+    (from annotations, else from the default's type; ``None`` = any)."""
+    init = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # unresolvable annotations in a plugin: fall back to defaults
+        hints = {}
+    types: dict[str, type | None] = {}
+    for name, param in inspect.signature(init).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        kind = _annotation_type(hints.get(name))
+        if kind is None and param.default is not inspect.Parameter.empty and param.default is not None:
+            kind = _annotation_type(type(param.default))
+        types[name] = kind
+    return types
+
+
+def check_options(options: dict[str, Any], types: dict[str, type | None], where: str) -> dict[str, Any]:
+    """``options`` converted and checked against ``types`` and :data:`OPTION_RULES`.
+
+    Raises :class:`VerifierInputError` for an unknown key (listing the valid keys), a
+    value of the wrong type, or one outside its rule (e.g. ``batch=0``)."""
+    unknown = sorted(set(options) - set(types))
+    if unknown:
+        valid = ", ".join(sorted(types)) or "none"
+        raise VerifierInputError(f"{where} has no option {', '.join(unknown)}; its options: {valid}")
+    checked = {}
+    for key, value in options.items():
+        value = _convert(key, value, types[key], where)
+        if isinstance(value, float) and math.isnan(value):
+            raise VerifierInputError(f"{where}: option {key} is NaN")
+        rule = OPTION_RULES.get(key)
+        if rule is not None and value is not None and not rule[0](value):
+            raise VerifierInputError(f"{where}: option {key}={value!r} must be {rule[1]}")
+        checked[key] = value
+    return checked
+
+
+def check_domain_options(domain: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate the options for ``verify``/``bounds --domain domain`` (a domain name, a
+    complete method, or ``auto``, which takes none). Raises :class:`VerifierInputError`
+    for an unknown domain or a bad option; returns the converted options."""
+    from .domains import available_domains
+    from .verify import COMPLETE_DOMAINS
+
+    options = dict(options or {})
+    if domain == "auto":
+        if options:
+            raise VerifierInputError(f"--domain auto takes no options (got {', '.join(sorted(options))}); "
+                                     f"name a domain or a complete method ({', '.join(COMPLETE_DOMAINS)}) to pass options")
+        return options
+    if domain in COMPLETE_DOMAINS:
+        from .complete.input_split import input_split_bab
+        from .complete.milp import milp_disjunct
+        from .complete.relu_split import relu_split_bab
+
+        sources = {"input-split": input_split_bab, "relu-split": relu_split_bab, "milp": milp_disjunct}
+        found = option_types(sources[domain])
+        types = {k: found.get(k) for k in COMPLETE_DOMAINS[domain]}
+        return check_options(options, types, f"--domain {domain}")
+    domains = available_domains()
+    if domain not in domains:
+        raise VerifierInputError(f"unknown domain '{domain}'; installed domains: {', '.join(sorted(domains))}, "
+                                 f"complete methods: auto, {', '.join(COMPLETE_DOMAINS)}")
+    return check_options(options, option_types(domains[domain]), f"domain '{domain}'")
