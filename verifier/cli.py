@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import torch
@@ -15,6 +16,22 @@ import torch
 from .errors import VerifierInputError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one ``error:`` line (exit 2), like
+    every other bad input, instead of a usage block."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _timeout(value: float | None) -> float | None:
+    """``--timeout``: ``None`` or a finite number of seconds > 0."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise VerifierInputError(f"--timeout must be a finite number of seconds > 0, got {value}")
+    return value
 
 
 def _device(name: str) -> str:
@@ -28,7 +45,8 @@ def _device(name: str) -> str:
 
 
 def _domain_options(pairs: list[str] | None) -> dict:
-    """``key=value`` strings → keyword arguments (numbers parsed, the rest kept as text)."""
+    """``key=value`` strings → keyword arguments (numbers parsed, the rest kept as text;
+    :func:`verifier.options.check_domain_options` converts and checks them)."""
     options = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -43,6 +61,13 @@ def _domain_options(pairs: list[str] | None) -> dict:
         else:
             options[key] = value
     return options
+
+
+def _checked_domain_options(args) -> dict:
+    """``--domain`` and ``--domain-option`` checked before any work."""
+    from .options import check_domain_options
+
+    return check_domain_options(args.domain, _domain_options(args.domain_option))
 
 
 def _load_with_spec(args):
@@ -67,6 +92,8 @@ def cmd_check(args) -> int:
     from .ir import summary
     from .ir.fidelity import check_fidelity
 
+    if args.samples < 1:
+        raise VerifierInputError(f"--samples must be at least 1, got {args.samples}")
     model = load(args.model, check=False)
     print(summary(model.graph))
     report = check_fidelity(model.graph, samples=args.samples, raise_on_mismatch=False)
@@ -77,13 +104,19 @@ def cmd_check(args) -> int:
 def cmd_bounds(args) -> int:
     from .api import compute_bounds
 
-    model, spec = _load_with_spec(args)
+    from .domains import available_domains
+
     device, dtype = _device(args.device), DTYPES[args.dtype]
+    if args.domain not in available_domains():
+        raise VerifierInputError(f"bounds takes a domain ({', '.join(sorted(available_domains()))}), "
+                                 f"not '{args.domain}'")
+    options = _checked_domain_options(args)
+    model, spec = _load_with_spec(args)
     lowers, uppers = [], []
     with torch.no_grad():
         for region in spec.regions:
             lb, ub = compute_bounds(model, region.lower.to(device, dtype), region.upper.to(device, dtype),
-                                    domain=args.domain, **_domain_options(args.domain_option))
+                                    domain=args.domain, **options)
             lowers.append(lb[0].double().cpu().tolist())
             uppers.append(ub[0].double().cpu().tolist())
     if args.json:
@@ -98,14 +131,20 @@ def cmd_bounds(args) -> int:
 
 def cmd_verify(args) -> int:
     from .counterexample import write_result
+    from .deadline import Deadline, warm_up
+    from .outputs import check_output_file
     from .verify import verify
 
-    if args.timeout is not None and args.timeout <= 0:
-        raise VerifierInputError("--timeout must be positive")
+    timeout, device = _timeout(args.timeout), _device(args.device)
+    options = _checked_domain_options(args)
+    if args.result_file:
+        check_output_file(args.result_file, "--result-file")
+    warm_up()  # one-time imports and initialisation, before the clock starts
+    deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
     model, spec = _load_with_spec(args)
-    result = verify(model, spec, domain=args.domain, timeout=args.timeout, device=_device(args.device),
+    result = verify(model, spec, domain=args.domain, deadline=deadline, device=device,
                     dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=args.seed,
-                    domain_options=_domain_options(args.domain_option))
+                    domain_options=options)
     for note in result.notes:
         print(note)
     print(f"time: {result.seconds:.3f} s")
@@ -123,6 +162,9 @@ def cmd_vnncomp(args) -> int:
                                    limit=args.limit, resume=args.resume, device=_device(args.device),
                                    dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check)
     print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
+    if counts["error"] and counts["error"] == sum(counts.values()):
+        print(f"warning: every instance ended in error (see the messages above and {output})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -186,7 +228,7 @@ def cmd_certify(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
+    parser = _Parser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True)
 

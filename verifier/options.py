@@ -119,7 +119,11 @@ def check_options(options: dict[str, Any], types: dict[str, type | None], where:
         if isinstance(value, float) and math.isnan(value):
             raise VerifierInputError(f"{where}: option {key} is NaN")
         rule = OPTION_RULES.get(key)
-        if rule is not None and value is not None and not rule[0](value):
+        try:
+            valid = rule is None or value is None or rule[0](value)
+        except TypeError:
+            valid = False
+        if not valid:
             raise VerifierInputError(f"{where}: option {key}={value!r} must be {rule[1]}")
         checked[key] = value
     return checked
@@ -143,8 +147,7 @@ def check_domain_options(domain: str, options: dict[str, Any] | None) -> dict[st
         from .complete.milp import milp_disjunct
         from .complete.relu_split import relu_split_bab
 
-        sources = {"input-split": input_split_bab, "relu-split": relu_split_bab, "milp": milp_disjunct}
-        found = option_types(sources[domain])
+        found = {**option_types(milp_disjunct), **option_types(relu_split_bab), **option_types(input_split_bab)}
         types = {k: found.get(k) for k in COMPLETE_DOMAINS[domain]}
         return check_options(options, types, f"--domain {domain}")
     domains = available_domains()
