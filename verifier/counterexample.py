@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from .attack import Counterexample
+from .outputs import write_atomic
 
 
 def format_result(status: str, counterexample: Counterexample | None = None) -> str:
@@ -18,5 +19,7 @@ def format_result(status: str, counterexample: Counterexample | None = None) -> 
 
 
 def write_result(path: str | os.PathLike, status: str, counterexample: Counterexample | None = None) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(format_result(status, counterexample))
+    """Write the result file atomically (:func:`verifier.outputs.write_atomic`: a temporary file
+    in the same folder renamed over ``path``), so a reader sees the old file or the whole new
+    one, never a torn mix of two writers. Raises ``OSError`` from the file system."""
+    write_atomic(path, format_result(status, counterexample))

@@ -4,6 +4,12 @@ A :class:`Deadline` can be made *active* for a block (``with deadline.active():`
 loops inside the domains call :func:`checkpoint`, which raises :class:`Timeout` once the
 active deadline has passed. This is how a timeout is honoured within a fraction of a
 second even in the middle of one α-CROWN optimisation or one LP.
+
+Timeout contract: a caller that promises an answer within ``T`` seconds starts one
+``Deadline(T)`` *after* :func:`warm_up` (the one-time imports and first-use costs that no
+loop can interrupt: the first ``torch.optim.Adam`` step imports ``torch._dynamo``, seconds on
+a cold process) and passes it down (``verify(..., deadline=...)``); the model load and
+fidelity check count against it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Deadline:
     def __init__(self, seconds: float | None):
         self.start = time.monotonic()
         self.end = None if seconds is None else self.start + float(seconds)
+        self.seconds = None if seconds is None else float(seconds)
 
     def remaining(self) -> float:
         return float("inf") if self.end is None else self.end - time.monotonic()
@@ -49,6 +56,34 @@ class Deadline:
             yield self
         finally:
             _ACTIVE.reset(token)
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Pay once per process, before any clock starts, for what the search would otherwise do
+    uninterruptibly on first use: one step of ``torch.optim.Adam`` and of autograd (the first
+    optimiser step imports ``torch._dynamo``), and the imports of the complete methods, the LP
+    and MILP solvers (scipy HiGHS) and onnxruntime. Idempotent; a fraction of a second after
+    the first call's few seconds."""
+    global _WARM
+    if _WARM:
+        return
+    import torch
+
+    param = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.Adam([param], lr=0.1)
+    (param * param).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    import onnxruntime  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import scipy.sparse  # noqa: F401
+
+    from .complete import beta_crown, input_split, milp, relu_split  # noqa: F401
+    from .domains import crown, lp  # noqa: F401
+    _WARM = True
 
 
 def checkpoint() -> None:

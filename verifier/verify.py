@@ -7,13 +7,14 @@ Verdicts use VNN-COMP words: ``sat`` (a counterexample, confirmed by onnxruntime
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from .api import Model, compute_bounds
 from .attack import Counterexample, attack_region
-from .deadline import Deadline, Timeout
+from .deadline import Deadline, Timeout, warm_up
 from .errors import VerifierInputError
 from .spec.model import InputRegion, Spec, refuted_rows
 
@@ -26,13 +27,23 @@ class VerificationResult:
     notes: list[str] = field(default_factory=list)
 
 
+def stacked_strict(region: InputRegion) -> torch.Tensor | None:
+    """``(k,)`` bool: which of ``region.stacked()``'s rows are strict (``A_i y < b_i``);
+    ``None`` when none is."""
+    if all(d.strict is None for d in region.disjuncts):
+        return None
+    return torch.cat([torch.zeros(d.A.shape[0], dtype=torch.bool) if d.strict is None
+                      else d.strict.reshape(-1).to(device="cpu", dtype=torch.bool) for d in region.disjuncts])
+
+
 def disjuncts_refuted(region: InputRegion, lower_bounds: torch.Tensor) -> list[bool]:
-    """For each disjunct ``A y ≤ b``: proven empty iff some row has ``lb(A_i y) > b_i``
-    (with the margin of :func:`~verifier.spec.model.refuted_rows`).
+    """For each disjunct: proven empty iff some row is refuted by
+    :func:`~verifier.spec.model.refuted_rows` (closed row: ``lb(A_i y) > b_i`` plus a margin;
+    strict row ``A_i y < b_i``: ``lb ≥ b_i``; a NaN bound refutes nothing).
 
     ``lower_bounds`` are lower bounds of the stacked rows (``region.stacked()``)."""
     _, b, sizes = region.stacked()
-    proven = refuted_rows(lower_bounds.reshape(-1).double().cpu(), b)
+    proven = refuted_rows(lower_bounds.reshape(-1).double().cpu(), b, stacked_strict(region))
     return [bool(chunk.any()) for chunk in torch.split(proven, sizes)]
 
 
@@ -145,23 +156,63 @@ def _relu_split(model, region, index, deadline, device, dtype, options, refuted,
     return verdict, None
 
 
+def check_timeout(timeout) -> float | None:
+    """``timeout`` as float seconds, or ``None`` (no limit); :class:`VerifierInputError` unless it
+    is ``None`` or a finite number > 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise VerifierInputError(f"timeout must be a number of seconds > 0 or None, not {timeout!r}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise VerifierInputError(f"timeout must be a finite number of seconds > 0, not {timeout!r}")
+    return float(timeout)
+
+
 def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None = None,
            device: str = "cpu", dtype: torch.dtype = torch.float64, attack: bool = True,
-           seed: int = 0, domain_options: dict | None = None) -> VerificationResult:
+           seed: int = 0, domain_options: dict | None = None,
+           deadline: Deadline | None = None) -> VerificationResult:
     """Attack every region, then refute every disjunct with ``domain`` bounds.
 
     ``domain="auto"``: Box, then CROWN, then branch-and-bound until the deadline — by
     input splitting for inputs of at most 16 values, else by ReLU splitting from α-CROWN's
     bounds. ``"input-split"``/``"relu-split"`` force one; a domain name bounds once.
+
+    Time: ``deadline`` (an already started :class:`~verifier.deadline.Deadline`, e.g. started
+    by the CLI before loading the model) is used when given, else a new one of ``timeout``
+    seconds (``None``: no limit) starts after the one-time :func:`~verifier.deadline.warm_up`.
+    Every loop checks the deadline; past it the result is ``timeout``.
+
+    Raises :class:`VerifierInputError` before any work for: a malformed spec
+    (:meth:`Spec.validate`), a spec that does not fit the model, a timeout that is not a finite
+    number > 0 (or ``None``), ``domain_options`` that are not a dict of the domain's options
+    with valid values (:func:`verifier.options.check_domain_options`).
     """
-    deadline = Deadline(timeout)
+    from .options import check_domain_options
+
+    timeout = check_timeout(timeout)
+    if deadline is not None and not isinstance(deadline, Deadline):
+        raise VerifierInputError(f"deadline must be a verifier.deadline.Deadline, not {type(deadline).__name__}")
+    if domain_options is not None and not (isinstance(domain_options, dict)
+                                           and all(isinstance(k, str) for k in domain_options)):
+        raise VerifierInputError(f"domain_options must be a dict of option names to values, not {domain_options!r}")
+    if not isinstance(domain, str):
+        raise VerifierInputError(f"domain must be a name, not {domain!r}")
     if (domain_options or {}).get("projections"):
         raise VerifierInputError("random projections estimate bounds for training and are not sound; "
                                  "verify with exact dual-lp (drop the projections option)")
+    domain_options = check_domain_options(domain, domain_options)
+    if not isinstance(spec, Spec):
+        raise VerifierInputError(f"spec must be a verifier.spec.Spec, not {type(spec).__name__}")
+    spec.validate()
     spec.check_model(model.input_size, model.output_size)
+    warm_up()
+    if deadline is None:
+        deadline = Deadline(timeout)
     notes: list[str] = []
     try:
         with deadline.active():
+            deadline.check()
             return _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options or {}, notes)
     except Timeout:
         return VerificationResult("timeout", None, deadline.elapsed(), notes)

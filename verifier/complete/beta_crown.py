@@ -149,7 +149,7 @@ class BetaCrown:
             record = {} if final else None
             with torch.set_grad_enabled(not final):
                 current = self._evaluate(bounds, dom, alpha, beta, record)
-            best = torch.maximum(best, current.detach())
+            best = torch.maximum(best, torch.nan_to_num(current.detach(), nan=float("-inf")))  # NaN: no bound
             if final:
                 break
             if threshold is not None and bool((best > threshold).any(dim=1).all()):

@@ -13,7 +13,10 @@ alternation solved all we tried. ``"gradient"`` (``width_j·|∂v/∂x_j|`` at t
 Sub-boxes inherit their parent's intermediate bounds (valid on any sub-box), so most
 are closed by IBP ∩ inherited bounds plus one CROWN final pass; only the boxes that stay
 open pay for fresh CROWN intermediate bounds. The frontier is explored depth-first in
-batches, so memory stays bounded.
+batches, so memory stays bounded. Splitting stops at float resolution: an input whose
+midpoint equals one of its endpoints is never split, and an open box with no input left to
+split (after its centre and two corners are checked as candidates) is left undecided, which
+makes the answer ``unknown`` instead of an endless loop.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..deadline import Deadline, Timeout
 from ..errors import VerifierInputError
 from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows
+from ..verify import stacked_strict
 
 
 SPLIT_RULES = ("lookahead", "coefficient", "gradient")
@@ -39,11 +43,13 @@ SPLIT_RULES = ("lookahead", "coefficient", "gradient")
 class BaBStats:
     boxes_bounded: int = 0
     max_frontier: int = 0
+    exhausted: int = 0  # open boxes at float resolution (no input can be halved): left undecided
 
 
-def _open_disjuncts(lb: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """``(N, D)``: disjunct d of box n is still open (no row proven ``> b``)."""
-    proven = refuted_rows(lb, b)
+def _open_disjuncts(lb: torch.Tensor, b: torch.Tensor, sizes: list[int], strict: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, D)``: disjunct d of box n is still open (no row refuted by
+    :func:`~verifier.spec.model.refuted_rows`, strict rows by ``lb ≥ b``; NaN refutes nothing)."""
+    proven = refuted_rows(lb, b, strict)
     return torch.stack([~chunk.any(dim=1) for chunk in torch.split(proven, sizes, dim=1)], dim=1)
 
 
@@ -125,7 +131,7 @@ def _crown_final(graph, crown: CrownDomain, lower, upper, C, bounds):
     return lb, coeff.reshape(*lb.shape, -1)
 
 
-def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes):
+def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes, strict=None):
     """Bounds of a batch of boxes in two steps. Cheap: IBP intersected with the bounds
     inherited from the parent box (valid on every sub-box), then CROWN's final pass.
     Full, for the boxes still open: CROWN intermediate bounds (starting from those) and
@@ -134,7 +140,7 @@ def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes):
     lower, upper = model.as_batch(lo), model.as_batch(hi)
     cheap = CrownDomain("ibp").intermediate_bounds(graph, lower, upper, known=inherited)
     lb, coeff = _crown_final(graph, CrownDomain("ibp"), lower, upper, C, cheap)
-    still = _open_disjuncts(lb, b, sizes).any(dim=1)
+    still = _open_disjuncts(lb, b, sizes, strict).any(dim=1)
     if not bool(still.any()):
         return lb, coeff, cheap
     idx = still.nonzero().reshape(-1)
@@ -180,7 +186,10 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
                     device: str = "cpu", stats: BaBStats | None = None, split_rule: str = "lookahead",
                     **domain_options) -> tuple[str, Counterexample | None]:
     """``("unsat", None)`` if every sub-box is refuted, ``("sat", cex)`` on a confirmed
-    counterexample; raises :class:`~verifier.deadline.Timeout` when the deadline passes.
+    counterexample, ``("unknown", None)`` when the search ends with open boxes that cannot be
+    split (every input's midpoint, in ``dtype``, equals an endpoint) and whose centre and
+    corners are not counterexamples; raises :class:`~verifier.deadline.Timeout` when the
+    deadline passes. Rows written strict (``<``) are refuted by ``lb ≥ b``.
     With ``domain="crown"`` (default) boxes are bounded by :func:`_cascade_bounds`; any
     other domain bounds each box from scratch and splits the widest input."""
     if split_rule not in SPLIT_RULES:
@@ -189,6 +198,9 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     graph = model.graph_for(device, dtype)
     C, b, sizes = region.stacked()
     C, b = C.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
+    strict = stacked_strict(region)
+    strict = None if strict is None else strict.to(device)
+    exhausted = 0  # open boxes that cannot be split further (float resolution)
     own = domain == "crown" and not domain_options
     frontier = _Frontier()
     frontier.push(region.lower.to(device=device, dtype=dtype)[None], region.upper.to(device=device, dtype=dtype)[None], None,
@@ -201,13 +213,14 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
                 lb, coeff, inter = bound_in_parts(
                     lambda i: _cascade_bounds(model, graph, lo[i], hi[i],
                                               None if inherited is None else {n: (l[i], u[i]) for n, (l, u) in inherited.items()},
-                                              C, b, sizes),
+                                              C, b, sizes, strict),
                     len(lo), _merge_cascade)
             else:
                 lb, _ = compute_bounds(model, lo, hi, domain=domain, C=C, **domain_options)
                 coeff, inter = None, None
         stats.boxes_bounded += len(lo)
-        open_mask = _open_disjuncts(lb, b, sizes)
+        lb = torch.nan_to_num(lb, nan=float("-inf"))  # a NaN bound refutes nothing
+        open_mask = _open_disjuncts(lb, b, sizes, strict)
         keep = open_mask.any(dim=1)
         if not bool(keep.any()):
             continue
@@ -230,18 +243,40 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
                 scores = torch.where(flat[:, None], scores, look)
         else:
             scores = _split_scores(model, centres, widths, open_mask, C, b, sizes)
+        # never split an input whose midpoint (in the bounding dtype) equals an endpoint
+        mids = (lo + hi) / 2
+        splittable = (mids > lo) & (mids < hi)
+        stuck = ~splittable.any(dim=1)
+        if bool(stuck.any()):
+            # boxes at float resolution: their corners are the remaining candidates; if none is
+            # a counterexample the box is left undecided (the answer becomes unknown)
+            hit = confirm_candidates(model, region, torch.cat([lo[stuck], hi[stuck]]), region_index)
+            if hit is not None:
+                return "sat", hit
+            exhausted += int(stuck.sum())
+            stats.exhausted = exhausted
+            keep2 = ~stuck
+            if not bool(keep2.any()):
+                continue
+            lo, hi, centres, widths, scores, splittable = (t[keep2] for t in (lo, hi, centres, widths, scores, splittable))
+            depth_kept, inter_kept = depth[keep][keep2], (None if inter is None else
+                                                          {n: (l[keep][keep2], u[keep][keep2]) for n, (l, u) in inter.items()})
+        else:
+            depth_kept, inter_kept = depth[keep], (None if inter is None else
+                                                   {n: (l[keep], u[keep]) for n, (l, u) in inter.items()})
+        scores = torch.where(splittable, torch.nan_to_num(scores, nan=0.0), torch.full_like(scores, float("-inf")))
         dim = scores.argmax(dim=1)
         rows = torch.arange(len(lo), device=lo.device)
         mid = centres[rows, dim]
         left_hi, right_lo = hi.clone(), lo.clone()
         left_hi[rows, dim] = mid
         right_lo[rows, dim] = mid
-        child_inter = None if inter is None else {n: (torch.cat([l[keep], l[keep]]), torch.cat([u[keep], u[keep]]))
-                                                  for n, (l, u) in inter.items()}
-        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter, (depth[keep] + 1).repeat(2))
+        child_inter = None if inter_kept is None else {n: (torch.cat([l, l]), torch.cat([u, u]))
+                                                       for n, (l, u) in inter_kept.items()}
+        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter, (depth_kept + 1).repeat(2))
         stats.max_frontier = max(stats.max_frontier, len(frontier))
-        if float(widths.max()) <= 0:
-            raise Timeout()  # degenerate boxes that cannot be refuted: give up honestly
+    if exhausted:
+        return "unknown", None
     return "unsat", None
 
 

@@ -3,8 +3,9 @@
 Per open disjunct ``A y ≤ b`` of a region: the root intermediate bounds come from
 α-CROWN (optimised slopes, intermediate passes included); subdomains are bounded in
 batches by :class:`~verifier.complete.beta_crown.BetaCrown` (α and β optimised per
-subdomain, inherited from the parent). A subdomain is closed when some row has
-``lb(A_i y) > b_i``. Each open subdomain is split on the crossing ReLU with the largest
+subdomain, inherited from the parent). A subdomain is closed when some row is refuted
+(:func:`~verifier.spec.model.refuted_rows`: ``lb(A_i y) > b_i`` plus a margin, ``lb ≥ b_i``
+for a row written strict; a NaN bound refutes nothing). Each open subdomain is split on the crossing ReLU with the largest
 score ``[−Λ_j]₊ · (−l_j u_j)/(u_j − l_j)`` — the lower-bound loss of that neuron's
 triangle intercept (the BaBSR estimate; ``Λ`` the coefficient of the worst row at the
 ReLU's output). The frontier is explored newest-first in batches, so memory stays bounded
@@ -132,15 +133,22 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
     return verdict, None
 
 
-def _threshold(b: torch.Tensor) -> torch.Tensor:
-    """The smallest lower bound that refutes each row (``b`` plus the refutation margin)."""
-    return b + 1e-6 * (1 + b.abs()) + 1e-12
+def _threshold(b: torch.Tensor, strict: torch.Tensor | None = None) -> torch.Tensor:
+    """A lower bound above which each row is surely refuted (``b`` plus the refutation margin;
+    for a strict row, which ``lb ≥ b`` refutes, the largest float below ``b``): the β
+    optimisation stops early once every subdomain has such a row."""
+    closed = b + 1e-6 * (1 + b.abs()) + 1e-12
+    if strict is None:
+        return closed
+    return torch.where(strict.to(b.device), torch.nextafter(b, torch.full_like(b, float("-inf"))), closed)
 
 
 def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, disjunct: int, deadline: Deadline,
             batch: int, stats: ReluBaBStats, candidates: int):
-    b = region.disjuncts[disjunct].b.to(engine.lam)
-    threshold = _threshold(b)
+    conj = region.disjuncts[disjunct]
+    b = conj.b.to(engine.lam)
+    strict = None if conj.strict is None else conj.strict.reshape(-1).to(dtype=torch.bool)
+    threshold = _threshold(b, None if strict is None else strict.to(b.device))
     dom, record = engine.bound(engine.root_subdomain(), threshold)
     stats.domains_bounded += 1
     frontier: list[tuple[Subdomains, torch.Tensor]] = []
@@ -148,7 +156,9 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, dis
     while True:
         checkpoint()
         deadline.check()
-        open_rows = ~refuted_rows(dom.lb.double().cpu(), b.double().cpu()).any(dim=1)
+        dom.lb = torch.nan_to_num(dom.lb, nan=float("-inf"))  # a NaN bound refutes nothing
+        open_rows = ~refuted_rows(dom.lb.double().cpu(), b.double().cpu(),
+                                  None if strict is None else strict.cpu()).any(dim=1)
         if bool(open_rows.any()):
             keep = open_rows.nonzero().reshape(-1).to(dom.lb.device)
             dom = dom.select(keep)

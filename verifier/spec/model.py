@@ -12,13 +12,24 @@ from ..errors import SpecError
 REFUTATION_TOLERANCE = 1e-6
 
 
-def refuted_rows(lower_bounds: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Rows proven to hold strictly: ``lb(A_i y) > b_i + τ(1 + |b_i|)``, ``τ = 1e-6``.
+def refuted_rows(lower_bounds: torch.Tensor, b: torch.Tensor, strict: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows proven to hold strictly (the row ``A_i y ≤ b_i`` / ``A_i y < b_i`` cannot hold anywhere).
 
-    The margin absorbs floating-point rounding in the bound computation and the gap between
-    real arithmetic and the model's own (float32) execution, so a property decided at the
-    edge of exactness is left open rather than claimed."""
-    return lower_bounds > b + REFUTATION_TOLERANCE * (1 + b.abs())
+    ``lower_bounds`` ``(..., k)`` bounds ``A_i y`` from below, ``b`` ``(k,)``; ``strict``
+    ``(k,)`` bool (``None``: no strict row). A closed row is refuted when
+    ``lb > b_i + τ(1 + |b_i|)``, ``τ = 1e-6``: the margin absorbs floating-point rounding in
+    the bound computation and the gap between real arithmetic and the model's own (float32)
+    execution, so a property decided at the edge of exactness is left open rather than
+    claimed. A strict row ``A_i y < b_i`` is refuted when ``lb ≥ b_i``: it fails only where
+    ``A_i y`` reaches ``b_i``, so a bound that *attains* ``b_i`` (a ReLU clamped at 0, a dead
+    branch: exact in floating point) decides it; below ``b_i`` nothing is claimed. A NaN
+    lower bound is read as ``−inf`` (never a refutation)."""
+    lower_bounds = torch.nan_to_num(lower_bounds, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    b = b.to(lower_bounds)
+    closed = lower_bounds > b + REFUTATION_TOLERANCE * (1 + b.abs())
+    if strict is None:
+        return closed
+    return torch.where(strict.to(closed.device), lower_bounds >= b, closed)
 
 
 @dataclass
