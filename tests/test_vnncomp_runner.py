@@ -20,11 +20,11 @@ from conftest import DEFAULT_MODEL, PROPERTIES, REPO
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 HEADER = ["benchmark", "onnx", "vnnlib", "prepare_time", "result", "run_time"]
-UNSAT, SAT, UNSAT_GZ, MISSING = (
+UNSAT, SAT, UNSAT_GZ, BROKEN = (
     ("onnx/mnist_small.onnx", "vnnlib/mnist_0_eps0.02.vnnlib"),
     ("onnx/mnist_small.onnx", "vnnlib/mnist_5_eps0.3.vnnlib"),
     ("onnx/mnist_small.onnx", "vnnlib/copy_0_eps0.02.vnnlib.gz"),
-    ("onnx/missing.onnx", "vnnlib/mnist_5_eps0.3.vnnlib"),
+    ("onnx/broken.onnx", "vnnlib/mnist_5_eps0.3.vnnlib"),
 )
 SCRIPTS = REPO / "scripts" / "vnncomp"
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
@@ -32,16 +32,18 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not i
 
 @pytest.fixture
 def bench(tmp_path: Path) -> Path:
-    """A four-instance benchmark: unsat, sat, unsat from a .vnnlib.gz, and a missing model."""
+    """A four-instance benchmark: unsat, sat, unsat from a .vnnlib.gz, and a model that does
+    not load (a per-instance problem: its row is ``error``, the run goes on)."""
     root = tmp_path / "tiny"
     (root / "onnx").mkdir(parents=True)
     (root / "vnnlib").mkdir()
     shutil.copy(DEFAULT_MODEL, root / "onnx" / "mnist_small.onnx")
+    (root / BROKEN[0]).write_bytes(b"not an onnx model")
     for name in ("mnist_0_eps0.02.vnnlib", "mnist_5_eps0.3.vnnlib"):
         shutil.copy(PROPERTIES / name, root / "vnnlib" / name)
     with open(PROPERTIES / "mnist_0_eps0.02.vnnlib", "rb") as src, gzip.open(root / UNSAT_GZ[1], "wb") as dst:
         dst.write(src.read())
-    (root / "instances.csv").write_text("".join(f"{o},{v},20\n" for o, v in (UNSAT, SAT, UNSAT_GZ, MISSING)))
+    (root / "instances.csv").write_text("".join(f"{o},{v},20\n" for o, v in (UNSAT, SAT, UNSAT_GZ, BROKEN)))
     return root
 
 
@@ -65,14 +67,14 @@ def test_runner_writes_competition_rows(bench, tmp_path, capsys):
     assert len(rows) == 5 and all(len(row) == 6 and row[0] == "tiny" for row in rows[1:])
     for row in rows[1:]:
         float(row[3]), float(row[5])
-    assert results_by_instance(rows) == {UNSAT: "unsat", SAT: "sat", UNSAT_GZ: "unsat", MISSING: "error"}
-    assert "missing.onnx" in err  # the error is printed and the run went on
+    assert results_by_instance(rows) == {UNSAT: "unsat", SAT: "sat", UNSAT_GZ: "unsat", BROKEN: "error"}
+    assert "broken.onnx" in err  # the error is printed and the run went on
 
     results = out.parent / "tiny_results"
     sat_text = (results / "mnist_small__mnist_5_eps0.3.txt").read_text()
     assert sat_text.startswith("sat\n") and "(X_0 " in sat_text and "(Y_0 " in sat_text
     assert (results / "mnist_small__mnist_0_eps0.02.txt").read_text().strip() == "unsat"
-    assert (results / "missing__mnist_5_eps0.3.txt").read_text().strip() == "error"
+    assert (results / "broken__mnist_5_eps0.3.txt").read_text().strip() == "error"
 
 
 def test_resume_skips_done_rows(bench, tmp_path):
@@ -87,7 +89,7 @@ def test_resume_skips_done_rows(bench, tmp_path):
     assert main(["vnncomp", str(bench), "--output", str(out), "--results-dir", str(results), "--resume"]) == 0
     rows = rows_of(out)
     assert rows[0] == HEADER and rows[1][5] == "999.000"
-    assert [tuple(row[1:3]) for row in rows[1:]] == [UNSAT, SAT, UNSAT_GZ, MISSING]
+    assert [tuple(row[1:3]) for row in rows[1:]] == [UNSAT, SAT, UNSAT_GZ, BROKEN]
 
     # Without --resume the output is rewritten from scratch.
     assert main(["vnncomp", str(bench), "--output", str(out), "--results-dir", str(results), "--limit", "1"]) == 0

@@ -12,12 +12,23 @@ same model reuse it), the VNN-LIB parse and the onnxruntime fidelity check insid
 spec's first input box; ``run_time`` is the wall time of :func:`verifier.verify.verify`.
 As in the competition, a verdict that arrives after the instance's timeout counts as
 ``timeout``.
+
+Everything the user gives is validated before the first instance runs (see
+:func:`plan_benchmark`): the folder, every row of ``instances.csv`` and the files it
+names, the options, the output paths and, with ``resume``, the existing results CSV.
+Each failure is a :class:`~verifier.errors.VerifierInputError` naming the file (and
+line) or the option. A problem of one instance in a well-formed benchmark (a model the
+verifier cannot load, a malformed spec) is that instance's row ``error``, as in the
+competition. Rows are appended with :func:`verifier.outputs.append_line` (one write:
+complete or absent), so a resumed run drops a row cut by a kill and reruns it.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import io
+import math
 import os
 import shutil
 import sys
@@ -30,6 +41,7 @@ from pathlib import Path
 import torch
 
 from .errors import VerifierInputError
+from .outputs import append_line, check_output_dir, check_output_file, read_complete_lines, write_atomic
 
 RESULTS = ("unsat", "sat", "unknown", "timeout", "error")
 HEADER = ("benchmark", "onnx", "vnnlib", "prepare_time", "result", "run_time")
@@ -44,42 +56,136 @@ class Instance:
     timeout: float
 
 
-def read_instances(path: str | os.PathLike) -> list[Instance]:
+def _bench_file(bench_dir: Path, relative: str) -> Path | None:
+    """The file ``relative`` names in ``bench_dir`` (or its ``.gz``), ``None`` if neither is a file."""
+    path = bench_dir / relative
+    candidates = [path] if path.suffix == ".gz" else [path, path.with_name(path.name + ".gz")]
+    for candidate in candidates:
+        try:
+            if candidate.is_file():
+                return candidate
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            return None
+    return None
+
+
+def read_instances(path: str | os.PathLike, bench_dir: str | os.PathLike | None = None,
+                   notes: list[str] | None = None) -> list[Instance]:
     """Parse an ``instances.csv`` (no header; blank lines ignored).
 
-    Raises :class:`VerifierInputError` naming the file (and line) when it is missing or
-    a row is not ``onnx,vnnlib,timeout`` with a positive timeout."""
+    Raises :class:`VerifierInputError` naming the file (and line) when it is missing,
+    unreadable or not UTF-8, when a row is not ``onnx,vnnlib,timeout`` with a finite
+    positive timeout, when it holds no instance, and (given ``bench_dir``) when a file a
+    row names exists neither as written nor with ``.gz``. A row repeating an earlier
+    ``onnx,vnnlib`` pair is dropped, with a line added to ``notes`` (each instance runs once)."""
     path = Path(path)
+    if path.is_dir():
+        raise VerifierInputError(f"instances file {path} is a folder; give the instances CSV (onnx,vnnlib,timeout)")
     if not path.is_file():
         raise VerifierInputError(f"instances file not found: {path}")
-    instances = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for line, row in enumerate(csv.reader(fh), start=1):
-            row = [cell.strip() for cell in row]
-            if not any(row):
-                continue
-            if len(row) != 3:
-                raise VerifierInputError(f"{path}, line {line}: expected 'onnx,vnnlib,timeout', got {len(row)} fields")
-            try:
-                timeout = float(row[2])
-            except ValueError:
-                raise VerifierInputError(f"{path}, line {line}: timeout '{row[2]}' is not a number") from None
-            if not timeout > 0:
-                raise VerifierInputError(f"{path}, line {line}: timeout must be positive, got {row[2]}")
-            instances.append(Instance(row[0], row[1], timeout))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise VerifierInputError(f"cannot read instances file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise VerifierInputError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                 f"{exc.start}); instances.csv must be UTF-8 'onnx,vnnlib,timeout' rows") from None
+    instances, seen = [], {}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise VerifierInputError(f"{path}, line {reader.line_num}: not a CSV row ({exc})") from None
+        line = reader.line_num
+        row = [cell.strip() for cell in row]
+        if not any(row):
+            continue
+        if len(row) != 3:
+            raise VerifierInputError(f"{path}, line {line}: expected 'onnx,vnnlib,timeout', got {len(row)} fields")
+        for name, cell in zip(("onnx", "vnnlib"), row):
+            if not cell:
+                raise VerifierInputError(f"{path}, line {line}: empty {name} path (expected 'onnx,vnnlib,timeout')")
+        try:
+            timeout = float(row[2])
+        except ValueError:
+            raise VerifierInputError(f"{path}, line {line}: timeout '{row[2]}' is not a number "
+                                     "(give seconds, e.g. 300)") from None
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise VerifierInputError(f"{path}, line {line}: timeout must be a finite number of seconds > 0, "
+                                     f"got {row[2]}")
+        if bench_dir is not None:
+            for name, cell in zip(("onnx", "vnnlib"), row):
+                if _bench_file(Path(bench_dir), cell) is None:
+                    raise VerifierInputError(f"{path}, line {line}: {name} file not found: {Path(bench_dir) / cell} "
+                                             "(nor with .gz)")
+        key = (row[0], row[1])
+        if key in seen:
+            if notes is not None:
+                notes.append(f"{path}, line {line} repeats line {seen[key]} ({row[0]},{row[1]}); it runs once")
+            continue
+        seen[key] = line
+        instances.append(Instance(row[0], row[1], timeout))
+    if not instances:
+        raise VerifierInputError(f"{path}: no instances (expected rows 'onnx,vnnlib,timeout')")
     return instances
 
 
-def read_done(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows already in a results CSV (header optional), as dicts keyed by :data:`HEADER`."""
+def _csv_line(row) -> str:
+    """One CSV row as text, ending in CRLF (the layout :mod:`csv` writes)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(row)
+    return buffer.getvalue()
+
+
+def read_done(path: str | os.PathLike) -> tuple[list[dict[str, str]], list[str], bool]:
+    """The rows of an existing results CSV, for ``--resume``.
+
+    Returns ``(rows, lines, cut)``: the rows as dicts keyed by :data:`HEADER`, the
+    complete lines of the file (the header first; empty when the file is missing or
+    empty) and whether a cut last line (a row interrupted by a kill) was dropped. Raises
+    :class:`VerifierInputError` naming the file (and line) when it is not UTF-8, does not
+    start with the :data:`HEADER` line, or a complete row is not a results row."""
     path = Path(path)
     if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [row for row in csv.reader(fh) if row]
-    if rows and tuple(cell.strip() for cell in rows[0]) == HEADER:
-        rows = rows[1:]
-    return [dict(zip(HEADER, (cell.strip() for cell in row))) for row in rows if len(row) == len(HEADER)]
+        return [], [], False
+    try:
+        lines, cut = read_complete_lines(path)
+    except UnicodeDecodeError as exc:
+        raise VerifierInputError(f"--output {path}: not UTF-8 text (offset {exc.start}); it is not a results CSV "
+                                 "this tool wrote, so --resume will not append to it (choose another --output)") from None
+    except OSError as exc:
+        raise VerifierInputError(f"--output {path}: cannot read it for --resume ({exc.strerror})") from None
+    if not lines:
+        return [], [], cut
+    try:
+        parsed = list(csv.reader(line.rstrip("\r") for line in lines))
+    except csv.Error as exc:
+        raise VerifierInputError(f"--output {path}: not a CSV file ({exc}); --resume will not append to it") from None
+    header = tuple(cell.strip() for cell in parsed[0])
+    if header != HEADER:
+        raise VerifierInputError(f"--output {path}, line 1: header is '{','.join(header)[:120]}', expected "
+                                 f"'{','.join(HEADER)}'; --resume will not append to another file "
+                                 "(choose another --output)")
+    rows = []
+    for number, row in enumerate(parsed[1:], start=2):
+        row = [cell.strip() for cell in row]
+        if not any(row):
+            continue
+        if len(row) != len(HEADER):
+            raise VerifierInputError(f"--output {path}, line {number}: expected {len(HEADER)} fields "
+                                     f"({','.join(HEADER)}), got {len(row)}")
+        record = dict(zip(HEADER, row))
+        if record["result"] not in RESULTS:
+            raise VerifierInputError(f"--output {path}, line {number}: result '{record['result']}' is not one of "
+                                     f"{', '.join(RESULTS)}")
+        rows.append(record)
+    return rows, lines, cut
 
 
 class FileResolver:
@@ -93,11 +199,9 @@ class FileResolver:
     def __call__(self, relative: str) -> Path:
         """The plain file for ``relative`` (``x``, or ``x.gz`` decompressed); a missing file
         raises :class:`VerifierInputError` naming the path that was looked for."""
-        path = self.bench_dir / relative
-        if not path.exists() and path.suffix != ".gz" and path.with_name(path.name + ".gz").exists():
-            path = path.with_name(path.name + ".gz")
-        if not path.is_file():
-            raise VerifierInputError(f"file not found: {path}")
+        path = _bench_file(self.bench_dir, relative)
+        if path is None:
+            raise VerifierInputError(f"file not found: {self.bench_dir / relative}")
         if path.suffix != ".gz":
             return path
         if path not in self._done:
@@ -191,6 +295,84 @@ def run_instance(instance: Instance, timeout: float, files: FileResolver, models
     return prepare_time, status, run_time, message
 
 
+def check_domain(domain: str) -> str:
+    """Refuse a ``--domain`` that is neither ``auto``, a complete method nor an installed domain."""
+    from .domains import available_domains
+    from .verify import COMPLETE_DOMAINS
+
+    known = ["auto", *COMPLETE_DOMAINS, *sorted(available_domains())]
+    if domain not in known:
+        raise VerifierInputError(f"--domain '{domain}' is unknown; use one of {', '.join(known)}")
+    return domain
+
+
+@dataclass
+class Plan:
+    """A validated benchmark run: what :func:`run_benchmark` will do, nothing done yet."""
+
+    bench_dir: Path
+    benchmark: str
+    instances: list[Instance]       # the instances of this run (after ``limit``)
+    todo: list[Instance]            # those still to run (all without ``resume``)
+    done: dict[tuple[str, str], str]  # resumed instance → its result
+    output: Path
+    results_dir: Path
+    resume_lines: list[str] | None  # with ``resume``: the complete lines to keep; None: start afresh
+    cut: bool                       # a cut last row was dropped from the resumed CSV
+    notes: list[str]                # printed once the run starts (e.g. repeated instances)
+
+
+def plan_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike | None = None,
+                   timeout_scale: float = 1.0, output: str | os.PathLike | None = None,
+                   results_dir: str | os.PathLike | None = None, domain: str = "auto",
+                   limit: int | None = None, resume: bool = False) -> Plan:
+    """Validate a run up front; raises :class:`VerifierInputError` naming the file (and
+    line) or option at the first problem. Writes nothing."""
+    bench_dir = Path(bench_dir)
+    if not bench_dir.exists():
+        raise VerifierInputError(f"benchmark folder not found: {bench_dir}")
+    if not bench_dir.is_dir():
+        raise VerifierInputError(f"benchmark folder {bench_dir} is a file; give the folder holding instances.csv")
+    if not (isinstance(timeout_scale, (int, float)) and math.isfinite(timeout_scale) and timeout_scale > 0):
+        raise VerifierInputError(f"--timeout-scale must be a finite number > 0, got {timeout_scale}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise VerifierInputError(f"--limit must be a whole number >= 1 (omit it for every instance), got {limit}")
+    check_domain(domain)
+    benchmark = bench_dir.resolve().name
+    output = Path(output) if output is not None else Path(f"{benchmark}.csv")
+    check_output_file(output, "--output")
+    if output.exists() and not output.is_file():
+        raise VerifierInputError(f"--output {output}: not a regular file; give a CSV file path")
+    results_dir = Path(results_dir) if results_dir is not None else output.with_name(f"{output.stem}_results")
+    if results_dir.exists() and not results_dir.is_dir():
+        raise VerifierInputError(f"--results-dir {results_dir}: is a file; give a folder")
+    if results_dir.resolve() == output.resolve():
+        raise VerifierInputError(f"--results-dir {results_dir} is the --output file; give another folder")
+
+    csv_path = Path(instances_csv) if instances_csv is not None else bench_dir / "instances.csv"
+    notes: list[str] = []
+    instances = read_instances(csv_path, bench_dir, notes)
+    instances = instances[:limit] if limit is not None else instances
+    for instance in instances:
+        if not math.isfinite(instance.timeout * timeout_scale):
+            raise VerifierInputError(f"--timeout-scale {timeout_scale:g} times the timeout {instance.timeout:g} of "
+                                     f"{instance.onnx},{instance.vnnlib} is not a finite number of seconds")
+
+    resume_lines, cut, done = None, False, {}
+    if resume:
+        rows, lines, cut = read_done(output)
+        wanted = {(inst.onnx, inst.vnnlib) for inst in instances}
+        for row in rows:
+            key = (row["onnx"], row["vnnlib"])
+            if row["benchmark"] == benchmark and key in wanted:
+                done.setdefault(key, row["result"])
+        resume_lines = lines if lines else None
+    todo = [inst for inst in instances if (inst.onnx, inst.vnnlib) not in done]
+    if cut:
+        notes.append(f"{output}: dropped a last row cut by an interrupted run; that instance runs again")
+    return Plan(bench_dir, benchmark, instances, todo, done, output, results_dir, resume_lines, cut, notes)
+
+
 def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike | None = None,
                   timeout_scale: float = 1.0, output: str | os.PathLike | None = None,
                   results_dir: str | os.PathLike | None = None, domain: str = "auto",
@@ -200,51 +382,41 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
     """Verify the instances of ``bench_dir`` (the first ``limit`` of them) and write the CSV.
 
     ``output`` defaults to ``<benchmark>.csv`` in the current folder and ``results_dir`` to
-    ``<output stem>_results/`` beside it. Without ``resume`` the output is rewritten; with
-    it, instances already listed there are skipped and new rows are appended. Returns the
-    output path and the count of each result (resumed rows included)."""
+    ``<output stem>_results/`` beside it. Everything is validated first
+    (:func:`plan_benchmark`); then, without ``resume``, the output is replaced atomically
+    by the header line; with it, a cut last row is dropped (the file rewritten
+    atomically), instances already listed are skipped and the rest appended. Every row is
+    appended in one write (complete or absent). Returns the output path and the count of
+    each result (resumed rows included)."""
     from tqdm import tqdm
 
-    bench_dir = Path(bench_dir)
-    if not bench_dir.is_dir():
-        raise VerifierInputError(f"benchmark folder not found: {bench_dir}")
-    if not timeout_scale > 0:
-        raise VerifierInputError(f"--timeout-scale must be positive, got {timeout_scale}")
-    if limit is not None and limit < 0:
-        raise VerifierInputError(f"--limit must be at least 0, got {limit}")
-    benchmark = bench_dir.resolve().name
-    instances = read_instances(instances_csv if instances_csv is not None else bench_dir / "instances.csv")
-    instances = instances[:limit] if limit is not None else instances
-    output = Path(output) if output is not None else Path(f"{benchmark}.csv")
-    results_dir = Path(results_dir) if results_dir is not None else output.with_name(f"{output.stem}_results")
-    results_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_benchmark(bench_dir, instances_csv, timeout_scale, output, results_dir, domain, limit, resume)
+    check_output_dir(plan.results_dir, "--results-dir")
+    output, benchmark = plan.output, plan.benchmark
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if plan.resume_lines is None:
+        write_atomic(output, _csv_line(HEADER))
+    elif plan.cut:
+        write_atomic(output, "".join(line + "\n" for line in plan.resume_lines))
 
-    wanted = {(inst.onnx, inst.vnnlib) for inst in instances}
-    done = {(row["onnx"], row["vnnlib"]): row["result"] for row in (read_done(output) if resume else [])
-            if row["benchmark"] == benchmark and (row["onnx"], row["vnnlib"]) in wanted}
     counts = Counter({name: 0 for name in RESULTS})
-    counts.update(done.values())
-    todo = [inst for inst in instances if (inst.onnx, inst.vnnlib) not in done]
-
-    fresh = not (resume and output.is_file() and output.stat().st_size > 0)
+    counts.update(plan.done.values())
     models = ModelCache()
     with tempfile.TemporaryDirectory(prefix="verifier_vnncomp_") as cache, \
-            open(output, "w" if fresh else "a", newline="", encoding="utf-8") as fh, \
-            tqdm(total=len(instances), initial=len(instances) - len(todo), unit="inst", desc=benchmark,
-                 disable=not progress, file=sys.stderr) as bar:
-        writer = csv.writer(fh)
-        if fresh:
-            writer.writerow(HEADER)
-        files = FileResolver(bench_dir, Path(cache))
+            tqdm(total=len(plan.instances), initial=len(plan.instances) - len(plan.todo), unit="inst",
+                 desc=benchmark, disable=not progress, file=sys.stderr) as bar:
+        files = FileResolver(plan.bench_dir, Path(cache))
         bar.set_postfix(_postfix(counts))
-        for instance in todo:
+        for instance in plan.todo:
             prepare_time, result, run_time, message = run_instance(
-                instance, instance.timeout * timeout_scale, files, models, results_dir / result_name(instance),
-                domain=domain, device=device, dtype=dtype, fidelity=fidelity)
+                instance, instance.timeout * timeout_scale, files, models,
+                plan.results_dir / result_name(instance), domain=domain, device=device, dtype=dtype,
+                fidelity=fidelity)
             if message:
                 tqdm.write(f"{result}: {instance.onnx} {instance.vnnlib}: {message}", file=sys.stderr)
-            writer.writerow([benchmark, instance.onnx, instance.vnnlib, f"{prepare_time:.3f}", result, f"{run_time:.3f}"])
-            fh.flush()
+            append_line(output, _csv_line([benchmark, instance.onnx, instance.vnnlib, f"{prepare_time:.3f}", result,
+                                           f"{run_time:.3f}"]))
             counts[result] += 1
             bar.set_postfix(_postfix(counts))
             bar.update(1)
