@@ -121,16 +121,20 @@ def convert_gemm(ctx, node):
 
 @converter("MatMul")
 def convert_matmul(ctx, node):
-    """``x @ W`` or ``W @ x`` with a constant 1-D or 2-D ``W``."""
+    """``x @ W`` or ``W @ x`` with a constant ``W`` of any rank (numpy ``matmul`` semantics:
+    1-D operands are promoted and the promoted axis dropped; leading axes broadcast)."""
     if node.input[0] in ctx.var and ctx.is_const(node.input[1]):
         x, w, side = _variable(ctx, node, 0), ctx.const(node.input[1]), "right"
     elif node.input[1] in ctx.var and ctx.is_const(node.input[0]):
         x, w, side = _variable(ctx, node, 1), ctx.const(node.input[0]), "left"
     else:
         raise Unsupported("product of two variable tensors is not affine")
-    if w.ndim > 2:
-        raise Unsupported(f"constant operand of rank {w.ndim} (batched matrix product)")
+    if w.ndim == 0:
+        raise Unsupported("MatMul with a scalar operand")
     w = w.astype(np.float64)
+    if w.ndim > 2:
+        _finish(ctx, node, _batched_matmul(ctx, node, x, w, side))
+        return
     if w.ndim == 2:
         _finish(ctx, node, _emit_linear(ctx, node, x, w, None, side))
         return
@@ -139,6 +143,65 @@ def convert_matmul(ctx, node):
     shape = ctx.graph.nodes[out]["shape"]
     drop = len(shape) - 1 if side == "right" else max(len(shape) - 2, 0)
     _finish(ctx, node, _reshape_to(ctx, out, shape[:drop] + shape[drop + 1 :], node, node.output[0]))
+
+
+MAX_LOWERED_WEIGHT = 2 * 10**7  # entries of the block matrix a batched MatMul becomes
+
+
+def _batched_matmul(ctx, node, x: str, w: np.ndarray, side: str) -> str:
+    """A matrix product with a constant of rank ≥ 3, lowered to ``reshape``/``transpose``
+    and one 2-D ``linear`` (exact in every domain).
+
+    Right side, ``y = x @ W`` with ``x: (*bx, m, k)`` and ``W: (*bw, k, n)``: with ``bs``
+    the broadcast of ``bx`` and ``bw`` (``nb`` entries) and ``nbx = prod(bx)``, ``x`` becomes
+    ``X: (m, nbx·k)`` (batch slices side by side), ``Y = X M`` with ``M: (nbx·k, nb·n)``
+    whose block (source slice of ``j``, ``j``) is ``W[slice of j]``, and ``Y`` goes back to
+    ``(*bs, m, n)``. Left side, ``y = W @ x``, is the same with ``yᵀ = xᵀ Wᵀ``.
+    """
+    xshape = tuple(ctx.graph.nodes[x]["shape"])
+    if not xshape:
+        raise Unsupported("MatMul with a scalar operand")
+    squeeze = None
+    if len(xshape) == 1:  # promoted: (k,) → (1, k) on the left of W, (k,) → (k, 1) on the right
+        squeeze = -2 if side == "right" else -1
+        xshape = (1, xshape[0]) if side == "right" else (xshape[0], 1)
+        x = _reshape_to(ctx, x, xshape, node)
+    if side == "left":
+        w = np.swapaxes(w, -1, -2)  # y = W x  ⇔  yᵀ = xᵀ Wᵀ
+    bx, (m_or_k, k_or_n) = xshape[:-2], xshape[-2:]
+    k = k_or_n if side == "right" else m_or_k
+    p = m_or_k if side == "right" else k_or_n  # the free axis of x (rows of y, or columns)
+    bw, (kw, q) = w.shape[:-2], w.shape[-2:]
+    if kw != k:
+        raise Unsupported(f"inner sizes differ: variable of shape {list(ctx.graph.nodes[x]['shape'])}, "
+                          f"constant of shape {list(np.swapaxes(w, -1, -2).shape if side == 'left' else w.shape)}")
+    try:
+        bs = tuple(np.broadcast_shapes(bx, bw))
+    except ValueError:
+        raise Unsupported(f"batch axes {list(bx)} and {list(bw)} do not broadcast") from None
+    nbx, nb = int(np.prod(bx, dtype=np.int64)), int(np.prod(bs, dtype=np.int64))
+    if nbx * k * nb * q > MAX_LOWERED_WEIGHT:
+        raise Unsupported(f"batched product too large to lower ({nbx * k} × {nb * q} block matrix)")
+    # source slice of x and of W for every output batch index j
+    out_index = np.arange(nb).reshape(bs) if bs else np.zeros((), dtype=np.int64)
+    src_x = np.broadcast_to(np.arange(nbx).reshape(bx) if bx else np.zeros((), dtype=np.int64), bs).reshape(-1)
+    w_slices = np.broadcast_to(w, (*bs, k, q)).reshape(nb, k, q)
+    block = np.zeros((nbx * k, nb * q))
+    for j in out_index.reshape(-1):
+        block[src_x[j] * k:(src_x[j] + 1) * k, j * q:(j + 1) * q] = w_slices[j]
+    label = _label(node)
+    # x → (nbx, a, b) → (p, nbx, k) → (p, nbx·k)
+    h = _reshape_to(ctx, x, (nbx, *xshape[-2:]), node)
+    h = ctx.emit("transpose", [h], source=label, perm=[1, 0, 2] if side == "right" else [2, 0, 1])
+    h = _reshape_to(ctx, h, (p, nbx * k), node)
+    h = _emit_linear(ctx, node, h, block, None, "right")  # (p, nb·q)
+    h = _reshape_to(ctx, h, (p, nb, q), node)
+    # right: (m, nb, n) → (nb, m, n); left: (n, nb, m) → (nb, m, n)
+    h = ctx.emit("transpose", [h], source=label, perm=[1, 0, 2] if side == "right" else [1, 2, 0])
+    out_shape = (*bs, p, q) if side == "right" else (*bs, q, p)
+    if squeeze is not None:
+        out_shape = out_shape[:len(out_shape) + squeeze] + out_shape[len(out_shape) + squeeze + 1:]
+    return _reshape_to(ctx, h, out_shape, node, node.output[0])
 
 
 # --- elementwise arithmetic -----------------------------------------------------------
@@ -216,6 +279,40 @@ def convert_batchnorm(ctx, node):
 def convert_activation(ctx, node):
     kind = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}[node.op_type]
     _finish(ctx, node, ctx.emit(kind, [_variable(ctx, node)], name=node.output[0], source=_label(node)))
+
+
+@converter("Clip")
+def convert_clip(ctx, node):
+    """``y = min(max(x, lo), hi)`` with optional constant bounds (inputs 1 and 2 from opset
+    11, attributes ``min``/``max`` before), lowered to the exact, monotone chain
+    ``m = lo + relu(x − lo)``, ``y = hi − relu(hi − m)`` (only the half that is given).
+    When ``lo > hi`` ONNX gives ``hi`` everywhere, and so does this chain."""
+    x = _variable(ctx, node)
+    a = attributes(node)
+    if "min" in a or "max" in a:
+        lo = np.asarray(a.get("min", -np.inf), dtype=np.float64)
+        hi = np.asarray(a.get("max", np.inf), dtype=np.float64)
+    else:
+        lo, hi = (ctx.const_or_none(node, slot) for slot in (1, 2))
+        lo = np.asarray(-np.inf if lo is None else lo, dtype=np.float64)
+        hi = np.asarray(np.inf if hi is None else hi, dtype=np.float64)
+    for name, bound in (("min", lo), ("max", hi)):
+        if bound.size != 1:
+            raise Unsupported(f"{name} must be a scalar, got shape {list(bound.shape)}")
+        if np.isnan(bound).any():
+            raise Unsupported(f"{name} is NaN")
+    lo, hi = float(lo.reshape(())), float(hi.reshape(()))
+    label = _label(node)
+    h = x
+    if lo != -np.inf:  # float limits of old opsets (±3.4e38) are kept: they are exact too
+        h = ctx.emit("scale_shift", [h], params={"scale": ctx.tensor(1.0), "shift": ctx.tensor(-lo)}, source=label)
+        h = ctx.emit("relu", [h], source=label)
+        h = ctx.emit("scale_shift", [h], params={"scale": ctx.tensor(1.0), "shift": ctx.tensor(lo)}, source=label)
+    if hi != np.inf:
+        h = ctx.emit("scale_shift", [h], params={"scale": ctx.tensor(-1.0), "shift": ctx.tensor(hi)}, source=label)
+        h = ctx.emit("relu", [h], source=label)
+        h = ctx.emit("scale_shift", [h], params={"scale": ctx.tensor(-1.0), "shift": ctx.tensor(hi)}, source=label)
+    _finish(ctx, node, h)
 
 
 @converter("LeakyRelu")

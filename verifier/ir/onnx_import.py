@@ -9,6 +9,7 @@ exactly what the runtime says they mean.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -23,14 +24,10 @@ from ..errors import ModelError, UnsupportedModelError
 from ..ops import FORWARD
 from .onnx_converters import CONVERTERS, Unsupported
 from .graph import add_input_edge
+from .onnx_validate import (IR_DTYPES, MAX_TENSOR_ELEMENTS, check_versions, input_dtype, input_shape,
+                            load_model_proto, non_finite)
 from .passes import fuse_bias_adds
 
-FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT: torch.float32,
-    onnx.TensorProto.DOUBLE: torch.float64,
-    onnx.TensorProto.FLOAT16: torch.float32,
-    onnx.TensorProto.BFLOAT16: torch.float32,
-}
 
 
 class ImportContext:
@@ -88,11 +85,14 @@ class ImportContext:
             name = f"{name or kind}#{self._counter}"
         data = {"kind": kind, "params": params or {}, "attrs": attrs, "shape": shape, "source": source}
         if shape is None:
-            dummies = [torch.zeros((1, *self.graph.nodes[i]["shape"]), dtype=self.dtype) for i in inputs]
+            shapes = [tuple(self.graph.nodes[i]["shape"]) for i in inputs]
+            if any(math.prod(s) > MAX_TENSOR_ELEMENTS for s in shapes):
+                raise Unsupported(f"inputs of shapes {[list(s) for s in shapes]} exceed {MAX_TENSOR_ELEMENTS:.0e} values")
+            dummies = [torch.zeros((1, *s), dtype=self.dtype) for s in shapes]
             try:
                 with torch.no_grad():
                     data["shape"] = tuple(FORWARD[kind](data, *dummies).shape[1:])
-            except RuntimeError as exc:
+            except (RuntimeError, IndexError, ValueError, TypeError) as exc:
                 raise Unsupported(f"cannot be evaluated on inputs of shape "
                                   f"{[list(d.shape[1:]) for d in dummies]} ({str(exc).splitlines()[0][:160]})") from None
             if any(d == 0 for d in data["shape"]):
@@ -111,43 +111,10 @@ class ImportContext:
         return self.var[name] if name in self.var else self.emit_constant(self.consts[name], source)
 
 
-def _load_proto(path: str | os.PathLike) -> onnx.ModelProto:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelError(f"model file not found: {path}")
-    if os.path.isdir(path):
-        raise ModelError(f"model path is a directory, not an ONNX file: {path}")
-    try:
-        model = onnx.load(path)
-    except Exception as exc:  # protobuf raises several unrelated types
-        raise ModelError(f"cannot read ONNX model {path}: not a valid ONNX file ({type(exc).__name__})") from None
-    if len(model.graph.node) == 0:
-        raise ModelError(f"ONNX model {path} has no nodes (corrupt or empty file)")
-    return model
-
-
-def _check_finite(name: str, array: np.ndarray) -> None:
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise ModelError(f"parameter '{name}' holds {bad} NaN or infinite value(s); the model cannot be verified")
-
-
-def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[int, ...]:
-    """Per-sample input shape: the first axis, if 0 or symbolic, becomes 1."""
-    ttype = value_info.type.tensor_type
-    if not ttype.HasField("shape"):
-        raise ModelError(f"input '{value_info.name}' has no declared shape")
-    dims = []
-    for axis, dim in enumerate(ttype.shape.dim):
-        if dim.HasField("dim_value") and dim.dim_value > 0:
-            dims.append(int(dim.dim_value))
-        elif axis == 0:
-            dims.append(1)
-        else:
-            raise ModelError(
-                f"input '{value_info.name}' axis {axis} has no fixed size; only the first (batch) axis may be symbolic"
-            )
-    return tuple(dims)
+def _check_finite(name: str, array: np.ndarray, where: str, note: str = "") -> None:
+    bad = non_finite(array)
+    if bad:
+        raise ModelError(f"{where} '{name}'{note} holds {bad} NaN or infinite value(s); the model cannot be verified")
 
 
 def _sorted_nodes(graph: onnx.GraphProto, known: set[str]) -> list[onnx.NodeProto]:
@@ -197,90 +164,130 @@ def _fold_with_onnxruntime(node: onnx.NodeProto, ctx: ImportContext) -> list[np.
         raise Unsupported(f"constant subgraph could not be evaluated: {str(exc).splitlines()[0][:200]}") from None
 
 
+def _fold(node: onnx.NodeProto, ctx: ImportContext, label: str, path: str) -> None:
+    """Fold a node whose inputs are all constants; its outputs must be finite."""
+    for out, value in zip(node.output, _fold_with_onnxruntime(node, ctx)):
+        bad = non_finite(value)
+        if bad:
+            raise ModelError(f"{path}: constant '{out}' computed by node '{label}' ({node.op_type}) from "
+                             f"{[i for i in node.input if i]} holds {bad} NaN or infinite value(s); "
+                             f"the model's parameters must be finite")
+        ctx.consts[out] = value
+
+
+def _check_parameters(ir: nx.DiGraph, path: str) -> None:
+    """Every parameter of every IR node is finite (a converter may compute one, e.g. a
+    BatchNormalization scale from a negative variance)."""
+    for node_id, data in ir.nodes(data=True):
+        for key, value in data["params"].items():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise ModelError(f"{path}: parameter '{key}' of node '{data['source'] or node_id}' "
+                                 f"({data['kind']}) holds {bad} NaN or infinite value(s); the model cannot be verified")
+
+
 def import_onnx(path: str | os.PathLike, dtype: torch.dtype | None = None) -> nx.DiGraph:
     """Load an ONNX file into the IR (see module docstring).
 
-    Raises :class:`ModelError` for unreadable or malformed models and
-    :class:`UnsupportedModelError` listing *every* unsupported node at once.
+    Before any conversion the file, its IR/opset versions (those the installed
+    onnxruntime runs), its single input's element type (float32, float64 or float16) and
+    declared shape (at most ``MAX_TENSOR_ELEMENTS`` values) and the finiteness of every
+    initializer are checked. ``graph.graph["model_dtype"]`` is the input's declared type;
+    the IR's parameters are in ``dtype`` (default: the model's type, float32 for float16
+    models), recorded as ``graph.graph["ir_dtype"]``.
+
+    Raises :class:`ModelError` (naming the file and the tensor or node) for unreadable,
+    malformed or non-finite models and :class:`UnsupportedModelError` listing *every*
+    unsupported node at once.
     """
-    model = _load_proto(path)
+    path = os.fspath(path)
+    model = load_model_proto(path)
+    check_versions(model, path)
     graph = model.graph
+    if len(graph.output) != 1:
+        raise ModelError(f"the model {path} has {len(graph.output)} outputs; exactly one output tensor is supported")
+    initializer_names = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializer_names]
+    if len(inputs) != 1:
+        raise ModelError(f"the model {path} has {len(inputs)} inputs {[i.name for i in inputs]}; "
+                         f"exactly one input tensor is supported")
+    model_dtype = input_dtype(inputs[0], path)
+    in_shape = input_shape(inputs[0], path)
+
     initializers = {}
     for init in graph.initializer:
+        if math.prod(init.dims) > 16 * MAX_TENSOR_ELEMENTS or any(d < 0 for d in init.dims):
+            raise ModelError(f"{path}: initializer '{init.name}' declares shape {list(init.dims)}; "
+                             f"sizes must be non-negative and hold at most {16 * MAX_TENSOR_ELEMENTS:.1e} values")
         try:
-            initializers[init.name] = onnx.numpy_helper.to_array(init)
+            initializers[init.name] = onnx.numpy_helper.to_array(init, base_dir=os.path.dirname(path))
         except Exception as exc:
-            raise ModelError(f"initializer '{init.name}' cannot be read ({type(exc).__name__})") from None
-        _check_finite(init.name, initializers[init.name])
-
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ModelError(f"the model has {len(inputs)} inputs {[i.name for i in inputs]}; exactly one input tensor is supported")
-    if len(graph.output) != 1:
-        raise ModelError(f"the model has {len(graph.output)} outputs; exactly one output tensor is supported")
-    elem = inputs[0].type.tensor_type.elem_type
-    if elem not in FLOAT_TYPES:
-        raise ModelError(f"input '{inputs[0].name}' has a non-float element type ({onnx.TensorProto.DataType.Name(elem)})")
-    model_dtype = FLOAT_TYPES[elem]
+            raise ModelError(f"{path}: initializer '{init.name}' cannot be read "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+        if non_finite(initializers[init.name]):
+            users = [n.name or n.op_type for n in graph.node if init.name in n.input]
+            _check_finite(init.name, initializers[init.name], f"{path}: initializer",
+                          f" (read by node(s) {users})" if users else "")
 
     opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")] or [onnx.helper.make_opsetid("", 13)]
-    ctx = ImportContext(dtype or model_dtype, list(opsets))
+    ctx = ImportContext(dtype or IR_DTYPES[model_dtype], list(opsets))
     ctx.consts.update(initializers)
     ctx.consumed = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     in_name = inputs[0].name
-    ctx.var[in_name] = ctx.emit("input", [], name=in_name, shape=_input_shape(inputs[0]), source=in_name)
+    ctx.var[in_name] = ctx.emit("input", [], name=in_name, shape=in_shape, source=in_name)
 
     problems: list[tuple[str, str, str]] = []
     poisoned: set[str] = set()
     onnx_ops: list[str] = []
-    for node in _sorted_nodes(graph, set(initializers) | {in_name}):
-        label = node.name or (node.output[0] if node.output else node.op_type)
-        onnx_ops.append(node.op_type)
-        if node.domain not in ("", "ai.onnx"):
-            problems.append((f"{node.domain}.{node.op_type}", label, "custom op domain"))
-            poisoned.update(node.output)
-            continue
-        if any(i in poisoned for i in node.input):
-            poisoned.update(node.output)
-            if node.op_type not in CONVERTERS and node.op_type not in ("Constant", "Shape"):
-                problems.append((node.op_type, label, ""))
-            continue
-        try:
-            if node.op_type == "Constant":
-                value = _constant_node_value(node)
-                _check_finite(node.output[0], value)
-                ctx.consts[node.output[0]] = value
-            elif node.op_type == "Shape" and node.input[0] in ctx.var:
-                shape = np.array(ctx.shape(node.input[0]), dtype=np.int64)
-                start, end = 0, None
-                for a in node.attribute:
-                    if a.name == "start":
-                        start = a.i
-                    elif a.name == "end":
-                        end = a.i
-                ctx.consts[node.output[0]] = shape[start:end]
-            elif all(ctx.is_const(i) for i in node.input):
-                for out, value in zip(node.output, _fold_with_onnxruntime(node, ctx)):
-                    ctx.consts[out] = value
-            elif node.op_type not in CONVERTERS:
-                raise Unsupported("")
-            else:
-                CONVERTERS[node.op_type](ctx, node)
-        except Unsupported as exc:
-            problems.append((node.op_type, label, str(exc)))
-            poisoned.update(node.output)
+    with np.errstate(all="ignore"):
+        for node in _sorted_nodes(graph, set(initializers) | {in_name}):
+            label = node.name or (node.output[0] if node.output else node.op_type)
+            onnx_ops.append(node.op_type)
+            if node.domain not in ("", "ai.onnx"):
+                problems.append((f"{node.domain}.{node.op_type}", label, "custom op domain"))
+                poisoned.update(node.output)
+                continue
+            if any(i in poisoned for i in node.input):
+                poisoned.update(node.output)
+                if node.op_type not in CONVERTERS and node.op_type not in ("Constant", "Shape"):
+                    problems.append((node.op_type, label, ""))
+                continue
+            try:
+                if node.op_type == "Constant":
+                    value = _constant_node_value(node)
+                    _check_finite(node.output[0], value, f"{path}: Constant node '{label}' output")
+                    ctx.consts[node.output[0]] = value
+                elif node.op_type == "Shape" and node.input[0] in ctx.var:
+                    shape = np.array(ctx.shape(node.input[0]), dtype=np.int64)
+                    start, end = 0, None
+                    for a in node.attribute:
+                        if a.name == "start":
+                            start = a.i
+                        elif a.name == "end":
+                            end = a.i
+                    ctx.consts[node.output[0]] = shape[start:end]
+                elif all(ctx.is_const(i) for i in node.input):
+                    _fold(node, ctx, label, path)
+                elif node.op_type not in CONVERTERS:
+                    raise Unsupported("")
+                else:
+                    CONVERTERS[node.op_type](ctx, node)
+            except Unsupported as exc:
+                problems.append((node.op_type, label, str(exc)))
+                poisoned.update(node.output)
     if problems:
         raise UnsupportedModelError(problems)
 
     out_name = graph.output[0].name
     if out_name not in ctx.var:
-        raise ModelError(f"output '{out_name}' does not depend on the input (a constant model cannot be verified)")
+        raise ModelError(f"output '{out_name}' of {path} does not depend on the input (a constant model cannot be verified)")
     ir = ctx.graph
     out_id = ctx.var[out_name]
     keep = nx.ancestors(ir, out_id) | {out_id}
     ir.remove_nodes_from([n for n in list(ir.nodes) if n not in keep])
     if ctx.var[in_name] not in ir:
-        raise ModelError("the model output does not depend on its input")
+        raise ModelError(f"the output of {path} does not depend on its input")
+    _check_parameters(ir, path)
     ir.graph.update(
         input=ctx.var[in_name],
         output=out_id,
@@ -289,6 +296,7 @@ def import_onnx(path: str | os.PathLike, dtype: torch.dtype | None = None) -> nx
         onnx_ops=onnx_ops,
         onnx_to_ir={k: v for k, v in ctx.var.items() if v in ir},
         model_dtype=model_dtype,
-        path=os.fspath(path),
+        ir_dtype=ctx.dtype,
+        path=path,
     )
     return fuse_bias_adds(ir)
