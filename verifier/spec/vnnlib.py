@@ -3,13 +3,40 @@
 Grammar handled: ``(declare-const X_i Real)``/``(declare-const Y_j Real)``, and
 ``(assert F)`` where ``F`` is ``(and F…)``, ``(or F…)`` or a comparison
 ``(<=|>=|<|>|= t t)`` between linear terms (numbers, variables, ``+``, ``-``, ``*`` by a
-constant). Strict comparisons are read as non-strict, which can only enlarge the unsafe
-set (sound for ``unsat``; counterexamples are checked against the closed set).
+constant, ``/`` by a constant). ``set-logic``, ``set-info``, ``set-option``, ``check-sat``,
+``get-model`` and ``exit`` are skipped. Variables must be declared before they are used
+(as SMT-LIB requires) and numbered ``X_0..X_{n-1}``, ``Y_0..Y_{m-1}`` without gaps.
 
-The asserts are conjoined and brought to disjunctive normal form; each disjunct must
-constrain inputs only through bounds ``X_i ≤ c``/``X_i ≥ c`` and outputs through linear
-inequalities. Disjuncts sharing an input box are grouped into one
-:class:`~verifier.spec.model.InputRegion`.
+**Numbers.** A number is ``[+-]? (digits [. digits?] | . digits) ([eE] [+-]? digits)?``:
+SMT-LIB numerals and decimals, plus what VNN-COMP files contain (a leading sign, scientific
+notation such as ``1e-05`` or ``1.5E+3``, and ``5.``/``.5``). Everything else is an error
+naming the file and line: ``1.2.3``, ``.``, ``nan``, ``inf``, ``infinity``, ``1_000``, hex,
+and numbers (or arithmetic results) that overflow float64.
+
+**Strictness.** ``<`` and ``>`` are recorded: an output row written strictly has its flag
+set in :attr:`Conjunction.strict`, and an input side whose tightest bound came from a strict
+atom has its flag set in :attr:`InputRegion.lower_strict`/``upper_strict`` (``(= a b)`` is
+two non-strict rows). For *bounding*, strict and non-strict are treated alike (the VNN-COMP
+convention), which only enlarges the unsafe set and is sound for ``unsat``; a counterexample
+is confirmed against the file as written, strictly where it says strict
+(:meth:`Conjunction.holds`, :meth:`InputRegion.contains`).
+
+**What is validated.** Every input of every disjunct needs a finite lower and upper bound
+with ``lower ≤ upper`` (``<`` where a side is strict); an empty input range is an error
+naming the variable and the lines of both bounds, never a silently dropped disjunct.
+Contradictory *output* constraints are legal (they make the property ``unsat``); a
+comparison between constants that is false becomes the row ``0 ≤ −1`` (never satisfied).
+The parsed spec passes :meth:`Spec.validate`, so it always has at least one region.
+
+The asserts are conjoined and brought to disjunctive normal form (at most
+:data:`MAX_DISJUNCTS` disjuncts, counted while reading so that a huge file stops early);
+each disjunct must constrain inputs only through bounds ``a·X_i ⋈ c`` and outputs through
+linear inequalities. Disjuncts sharing an input box (including its strict sides) are
+grouped into one :class:`~verifier.spec.model.InputRegion`.
+
+The file is read line by line with an explicit stack (no recursion, so nesting depth is
+limited only by memory), comparisons of one variable with one number are read without
+building an expression tree, and each conjunction's bounds are kept as numpy arrays.
 
 (The ``vnnlib`` package on PyPI, 1.0.2, was evaluated first: it implements the VNN-LIB 2
 grammar and rejects every VNN-COMP v1 file, so this module reads them itself.)
@@ -17,296 +44,625 @@ grammar and rejects every VNN-COMP v1 file, so this module reads them itself.)
 
 from __future__ import annotations
 
+import gzip
+import io
 import itertools
+import math
 import os
 import re
-from dataclasses import dataclass
+from typing import Iterable
 
+import numpy as np
 import torch
 
 from ..errors import SpecError
 from .model import Conjunction, InputRegion, Spec
 
-_VAR = re.compile(r"^([XY])_(\d+)$")
 MAX_DISJUNCTS = 100_000
 
-
-class _SList(list):
-    """A parenthesised list remembering the line it starts on."""
-
-    line = 0
-
-
-@dataclass
-class _Atom:
-    """``Σ coef·var + const ≤ 0``; ``coefs`` maps ``('X'|'Y', index)`` to a float."""
-
-    coefs: dict
-    const: float
-    line: int
-
-
+_NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER = re.compile(rf"^{_NUM}$")
+_VAR = re.compile(r"^([XY])_(\d+)$")
 _SIMPLE_DECLARE = re.compile(r"^\s*\(\s*declare-const\s+([XY])_(\d+)\s+Real\s*\)\s*$")
-_SIMPLE_BOUND = re.compile(r"^\s*\(\s*assert\s*\(\s*(<=|>=)\s+X_(\d+)\s+([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*\)\s*\)\s*$")
+_SIMPLE_ASSERT = re.compile(rf"^\s*\(\s*assert\s*\(\s*(<=|>=|<|>)\s+([XY])_(\d+)\s+({_NUM})\s*\)\s*\)\s*$")
+# One scanner step: a comparison of one variable with one number (read without a tree),
+# or a single token.
+_SCAN = re.compile(rf"\(\s*(<=|>=|<|>|=)\s+([XY])_(\d+)\s+({_NUM})\s*\)|(\()|(\))|([^\s()]+)")
+_LINE_ATOM = re.compile(rf"\s*\(\s*(<=|>=|<|>|=)\s+([XY])_(\d+)\s+({_NUM})\s*\)\s*$").match
+_SKIPPED = frozenset(("set-logic", "check-sat", "get-model", "exit", "set-info", "set-option"))
+_COMPARISONS = frozenset(("<=", ">=", "<", ">", "="))
+_TERM_OPS = frozenset(("+", "-", "*", "/"))
+_NON_FINITE = frozenset(("nan", "inf", "infinity", "infty", "snan", "qnan"))
+_UPPER, _STRICT = 1, 2  # bit flags of a bound entry
 
 
-def _tokenize_and_read(text: str, source: str, declared: dict[str, set[int]]) -> tuple[list[_SList], list[tuple[str, int, float, int]]]:
-    """S-expressions of the file (atoms are ``(word, line)`` pairs), plus the lines that
-    are a lone input bound ``(assert (<= X_i c))`` read directly as ``(op, i, c, line)``;
-    plain declarations go straight into ``declared`` (the bulk of image specs)."""
-    stack: list[_SList] = [_SList()]
-    bounds: list[tuple[str, int, float, int]] = []
-    for line, raw in enumerate(text.split("\n"), start=1):
-        code = raw.split(";", 1)[0]
-        if not code or code.isspace():
-            continue
-        if len(stack) == 1:
-            m = _SIMPLE_BOUND.match(code)
-            if m:
-                bounds.append((m.group(1), int(m.group(2)), float(m.group(3)), line))
-                continue
-            m = _SIMPLE_DECLARE.match(code)
-            if m:
-                declared[m.group(1)].add(int(m.group(2)))
-                continue
-        for token in code.replace("(", " ( ").replace(")", " ) ").split():
-            if token == "(":
-                new = _SList()
-                new.line = line
-                stack[-1].append(new)
-                stack.append(new)
-            elif token == ")":
-                if len(stack) == 1:
-                    raise SpecError(f"{source}:{line}: unmatched ')'")
-                stack.pop()
-            else:
-                stack[-1].append((token, line))
-    if len(stack) != 1:
-        raise SpecError(f"{source}:{stack[-1].line}: '(' opened here is never closed")
-    return stack[0], bounds
+def _number(word: str) -> float | None:
+    """``word`` as a finite float if it is a VNN-LIB number, else ``None``."""
+    if not _NUMBER.match(word):
+        return None
+    value = float(word)
+    return value if math.isfinite(value) else None
 
 
-class _Reader:
+class _Conj:
+    """One disjunct being built: input-bound entries (numpy arrays once frozen) and output
+    rows ``(coefs {j: a}, rhs, strict, line)`` meaning ``Σ a·Y_j ≤ rhs`` (``<`` if strict).
+
+    Bound entries are parallel sequences ``idx`` (input index), ``val``, ``flag``
+    (``_UPPER``/``_STRICT`` bits) and ``line``; the tightest per side wins when the
+    disjunct's box is built."""
+
+    __slots__ = ("idx", "val", "flag", "line", "rows", "start")
+
+    def __init__(self, start: int):
+        self.idx: list | np.ndarray = []
+        self.val: list | np.ndarray = []
+        self.flag: list | np.ndarray = []
+        self.line: list | np.ndarray = []
+        self.rows: list = []
+        self.start = start
+
+    def add_bound(self, i: int, value: float, upper: bool, strict: bool, line: int) -> None:
+        self.idx.append(i)
+        self.val.append(value)
+        self.flag.append((_UPPER if upper else 0) | (_STRICT if strict else 0))
+        self.line.append(line)
+
+    def extend(self, other: "_Conj") -> None:
+        self.idx.extend(other.idx)
+        self.val.extend(other.val)
+        self.flag.extend(other.flag)
+        self.line.extend(other.line)
+        self.rows.extend(other.rows)
+
+    def freeze(self) -> "_Conj":
+        self.idx = np.asarray(self.idx, dtype=np.int32)
+        self.val = np.asarray(self.val, dtype=np.float64)
+        self.flag = np.asarray(self.flag, dtype=np.int8)
+        self.line = np.asarray(self.line, dtype=np.int32)
+        return self
+
+    @staticmethod
+    def merged(parts: Iterable["_Conj"], start: int) -> "_Conj":
+        """The conjunction of frozen ``parts`` (frozen)."""
+        parts = list(parts)
+        out = _Conj(start)
+        out.idx = np.concatenate([p.idx for p in parts]) if parts else np.zeros(0, np.int32)
+        out.val = np.concatenate([p.val for p in parts]) if parts else np.zeros(0)
+        out.flag = np.concatenate([p.flag for p in parts]) if parts else np.zeros(0, np.int8)
+        out.line = np.concatenate([p.line for p in parts]) if parts else np.zeros(0, np.int32)
+        out.rows = [r for p in parts for r in p.rows]
+        return out
+
+
+class _Frame:
+    """An open parenthesis on the explicit stack: ``op`` is its head word (``None`` until
+    read), ``ctx`` what its parent expects of it (``'top'``, ``'formula'``, ``'term'``,
+    ``'skip'``), ``items`` the values of its children so far."""
+
+    __slots__ = ("op", "ctx", "line", "items", "acc", "count", "only")
+
+    def __init__(self, ctx: str, line: int):
+        self.op: str | None = None
+        self.ctx = ctx
+        self.line = line
+        self.items: list = []
+        self.acc: _Conj | None = None  # 'and'/'assert': the single-disjunct children merged
+        self.count = 0  # 'and'/'assert': single-disjunct children so far
+        self.only: _Conj | None = None  # the first such child while it is the only one (not copied)
+
+    def absorb(self, conj: "_Conj") -> None:
+        """Conjoin a frozen single-disjunct child into ``acc`` (kept as is while it is alone,
+        so that deep chains of one-child ``and`` cost O(1) per level)."""
+        if self.count == 0:
+            self.only = conj
+        else:
+            if self.only is not None:
+                self.acc.extend(self.only)
+                self.only = None
+            self.acc.extend(conj)
+        self.count += 1
+
+    def conj(self) -> "_Conj":
+        """The conjunction of the single-disjunct children (frozen)."""
+        return self.only if self.only is not None else self.acc.freeze()
+
+
+class _Parser:
     def __init__(self, source: str):
         self.source = source
         self.declared: dict[str, set[int]] = {"X": set(), "Y": set()}
+        self.common = _Conj(1)  # conjoined single-disjunct asserts
+        self.disjunctive: list[list[_Conj]] = []  # one DNF per disjunctive assert
+        self.product = 1
+        self.stack: list[_Frame] = []
+        self.line = 0
 
     def fail(self, line: int, message: str):
         raise SpecError(f"{self.source}:{line}: {message}")
 
-    def head(self, expr) -> str:
-        if not isinstance(expr, _SList) or not expr or isinstance(expr[0], _SList):
-            line = expr.line if isinstance(expr, _SList) else expr[1]
-            self.fail(line, "expected an operator application '(op …)'")
-        return expr[0][0]
+    # --- reading --------------------------------------------------------------------
+    def feed(self, lines: Iterable[str]) -> None:
+        stack = self.stack
+        declared_x = self.declared["X"]
+        line = 0
+        for line, raw in enumerate(lines, start=1):
+            self.line = line
+            code = raw.split(";", 1)[0] if ";" in raw else raw
+            if not code or code.isspace():
+                continue
+            if stack:
+                top = stack[-1]
+                if top.op == "and" and top.only is None:  # the bulk of disjunctive specs
+                    m = _LINE_ATOM(code)
+                    if m:
+                        op, kind, idx, value = m.groups()
+                        idx, value = int(idx), float(value)
+                        acc = top.acc
+                        if kind == "X" and op != "=" and idx in declared_x and value - value == 0.0:
+                            acc.idx.append(idx)
+                            acc.val.append(value)
+                            acc.flag.append((_UPPER if op[0] == "<" else 0) | (_STRICT if len(op) == 1 else 0))
+                            acc.line.append(line)
+                        else:
+                            self.simple_atom(op, kind, idx, value, line, acc)
+                        top.count += 1
+                        continue
+            else:
+                m = _SIMPLE_ASSERT.match(code)
+                if m:
+                    self.simple_atom(m.group(1), m.group(2), int(m.group(3)), float(m.group(4)), line, self.common)
+                    continue
+                m = _SIMPLE_DECLARE.match(code)
+                if m:
+                    self.declare(m.group(1), m.group(2), line)
+                    continue
+            for m in _SCAN.finditer(code):
+                op = m.group(1)
+                if op is not None:  # a comparison of one variable with one number
+                    top = stack[-1] if stack else None
+                    if top is None or top.op is None or top.op not in ("and", "or", "assert"):
+                        self.open(line)
+                        self.word(op, line)
+                        self.word(f"{m.group(2)}_{m.group(3)}", line)
+                        self.word(m.group(4), line)
+                        self.close(line)
+                        continue
+                    value = float(m.group(4))
+                    if top.op == "or":
+                        conj = _Conj(line)
+                        self.simple_atom(op, m.group(2), int(m.group(3)), value, line, conj)
+                        self.add_disjuncts(top, [conj.freeze()], line)
+                    else:
+                        if top.only is not None:
+                            top.acc.extend(top.only)
+                            top.only = None
+                        self.simple_atom(op, m.group(2), int(m.group(3)), value, line, top.acc)
+                        top.count += 1
+                elif m.group(5) is not None:
+                    self.open(line)
+                elif m.group(6) is not None:
+                    self.close(line)
+                else:
+                    self.word(m.group(7), line)
+        if stack:
+            self.fail(stack[-1].line, f"'(' opened here is never closed (reached the end of the file at line {line})")
 
-    # --- terms ---------------------------------------------------------------------
-    def term(self, expr, line: int) -> tuple[dict, float]:
-        if not isinstance(expr, _SList):
-            word, line = expr
-            m = _VAR.match(word)
-            if m:
-                kind, idx = m.group(1), int(m.group(2))
-                if idx not in self.declared[kind]:
-                    self.fail(line, f"variable {word} is used but not declared")
-                return {(kind, idx): 1.0}, 0.0
-            try:
-                return {}, float(word)
-            except ValueError:
-                self.fail(line, f"unknown symbol '{word}' (expected a number or X_i / Y_j)")
-        op = self.head(expr)
-        args = [self.term(a, expr.line) for a in expr[1:]]
+    def declare(self, kind: str, digits: str, line: int) -> None:
+        if len(digits) > 9:
+            self.fail(line, f"variable {kind}_{digits}: index too large (variables are numbered from 0 without gaps)")
+        self.declared[kind].add(int(digits))
+
+    def simple_atom(self, op: str, kind: str, idx: int, value: float, line: int, conj: _Conj) -> None:
+        """``(op V_idx value)`` folded into ``conj``."""
+        if not math.isfinite(value):
+            self.fail(line, f"number compared with {kind}_{idx} is out of the range of float64")
+        if idx not in self.declared[kind]:
+            self.fail(line, f"variable {kind}_{idx} is used but not declared (declare it first: "
+                            f"(declare-const {kind}_{idx} Real))")
+        if kind == "X":
+            if op == "=":
+                conj.add_bound(idx, value, False, False, line)
+                conj.add_bound(idx, value, True, False, line)
+            else:
+                conj.add_bound(idx, value, op[0] == "<", len(op) == 1, line)
+        elif op == "=":
+            conj.rows.append(({idx: 1.0}, value, False, line))
+            conj.rows.append(({idx: -1.0}, -value, False, line))
+        elif op[0] == "<":
+            conj.rows.append(({idx: 1.0}, value, len(op) == 1, line))
+        else:
+            conj.rows.append(({idx: -1.0}, -value, len(op) == 1, line))
+
+    def open(self, line: int) -> None:
+        stack = self.stack
+        if not stack:
+            ctx = "top"
+        else:
+            parent = stack[-1]
+            if parent.op is None:
+                self.fail(line, "expected an operator name after '(', found another '('")
+            ctx = self.child_context(parent, line)
+        stack.append(_Frame(ctx, line))
+
+    def child_context(self, parent: _Frame, line: int) -> str:
+        op = parent.op
+        if op in ("and", "or", "assert"):
+            if op == "assert" and (parent.items or parent.count):
+                self.fail(line, "assert takes exactly one formula")
+            return "formula"
+        if op in _COMPARISONS or op in _TERM_OPS:
+            return "term"
+        if parent.ctx == "skip" or op in _SKIPPED:
+            return "skip"
+        self.fail(line, f"'{op}' takes no parenthesised arguments")
+
+    def word(self, word: str, line: int) -> None:
+        stack = self.stack
+        if not stack:
+            self.fail(line, f"unexpected '{word}' outside parentheses")
+        top = stack[-1]
+        if top.op is None:
+            self.set_head(top, word, line)
+            return
+        op = top.op
+        if op in _COMPARISONS or op in _TERM_OPS:
+            top.items.append(self.atom_term(word, line))
+        elif op == "declare-const" or top.ctx == "skip" or op in _SKIPPED:
+            top.items.append(word)
+        elif op in ("and", "or", "assert"):
+            self.fail(line, f"expected a formula such as (<= X_0 1) or (and …), found '{word}'")
+        else:  # pragma: no cover - every head is checked in set_head
+            self.fail(line, f"unexpected '{word}'")
+
+    def set_head(self, frame: _Frame, word: str, line: int) -> None:
+        ctx = frame.ctx
+        if ctx == "top":
+            if word not in ("declare-const", "assert") and word not in _SKIPPED:
+                self.fail(line, f"unsupported command '{word}' (expected declare-const or assert)")
+            if word == "assert":
+                frame.acc = _Conj(line)
+        elif ctx == "formula":
+            if word not in ("and", "or") and word not in _COMPARISONS:
+                self.fail(line, f"unsupported operator '{word}' in an assertion "
+                                f"(expected and, or, <=, >=, <, >, =)")
+            if word == "and":
+                frame.acc = _Conj(line)
+        elif ctx == "term":
+            if word not in _TERM_OPS:
+                self.fail(line, f"unsupported term operator '{word}' (expected +, -, * or /)")
+        elif ctx == "skip":
+            pass
+        frame.op = word
+
+    def atom_term(self, word: str, line: int) -> tuple[dict, float]:
+        m = _VAR.match(word)
+        if m:
+            kind, idx = m.group(1), int(m.group(2))
+            if idx not in self.declared[kind]:
+                self.fail(line, f"variable {word} is used but not declared (declare it first: "
+                                f"(declare-const {word} Real))")
+            return {(kind, idx): 1.0}, 0.0
+        value = _number(word)
+        if value is None:
+            where = self.where()
+            if _NUMBER.match(word):
+                self.fail(line, f"number '{word}'{where} is out of the range of float64")
+            if word.lower().lstrip("+-") in _NON_FINITE:
+                self.fail(line, f"'{word}'{where} is not a finite number: NaN and infinity are not allowed "
+                                f"in a spec (write a finite decimal such as 1, -0.5 or 2.5e-3)")
+            self.fail(line, f"'{word}' is neither a number nor a declared variable (numbers are written "
+                            f"like 1, -0.5, 2.5e-3; variables X_i / Y_j)")
+        return {}, value
+
+    def where(self) -> str:
+        """`` in the constraint on X_i`` for the innermost comparison being read, if it
+        names a variable so far."""
+        for frame in reversed(self.stack):
+            if frame.op in _COMPARISONS:
+                names = [f"{k}_{i}" for c, _ in frame.items for (k, i) in c]
+                return f" in the constraint on {', '.join(names)}" if names else ""
+        return ""
+
+    def close(self, line: int) -> None:
+        stack = self.stack
+        if not stack:
+            self.fail(line, "unmatched ')'")
+        frame = stack.pop()
+        op = frame.op
+        if op is None:
+            self.fail(line, "empty '()' where an operator application '(op …)' was expected")
+        parent = stack[-1] if stack else None
+        if frame.ctx == "top":
+            self.close_command(frame, line)
+        elif frame.ctx == "skip":
+            if parent is not None:
+                parent.items.append(None)
+        elif frame.ctx == "term":
+            parent.items.append(self.close_term(frame, line))
+        elif op in _COMPARISONS:
+            self.add_formula(parent, self.close_comparison(frame, line), line)
+        elif op == "and":
+            self.add_formula(parent, self.close_and(frame, line), line)
+        else:  # or
+            if not frame.items:
+                self.fail(frame.line, "'or' needs at least one formula")
+            self.add_formula(parent, frame.items, line)
+
+    def add_formula(self, parent: _Frame, dnf: list[_Conj], line: int) -> None:
+        """Hand a child formula's DNF to its parent (``and``, ``or`` or ``assert``)."""
+        if parent.op == "or":
+            self.add_disjuncts(parent, dnf, line)
+        elif len(dnf) == 1:
+            parent.absorb(dnf[0])
+        else:
+            parent.items.append(dnf)
+
+    def add_disjuncts(self, frame: _Frame, dnf: list[_Conj], line: int) -> None:
+        frame.items.extend(dnf)
+        if len(frame.items) > MAX_DISJUNCTS:
+            self.fail(line, f"the 'or' opened at line {frame.line} has more than {MAX_DISJUNCTS} disjuncts "
+                            f"(the most this reader expands)")
+
+    def close_and(self, frame: _Frame, line: int) -> list[_Conj]:
+        if not frame.items and not frame.count:
+            self.fail(frame.line, "'and' needs at least one formula")
+        base = frame.conj()
+        if not frame.items:
+            return [base]
+        size = 1
+        for part in frame.items:
+            size *= len(part)
+        if size > MAX_DISJUNCTS:
+            self.fail(frame.line, f"the 'and' opened here expands to {size} disjuncts, more than {MAX_DISJUNCTS}")
+        return [_Conj.merged((base, *combo), frame.line) for combo in itertools.product(*frame.items)]
+
+    def close_comparison(self, frame: _Frame, line: int) -> list[_Conj]:
+        op = frame.op
+        if len(frame.items) != 2:
+            self.fail(frame.line, f"'{op}' takes exactly two arguments (terms), got {len(frame.items)}")
+        (ca, ka), (cb, kb) = frame.items
+        coefs = dict(ca)
+        for v, a in cb.items():
+            coefs[v] = coefs.get(v, 0.0) - a
+        const = ka - kb  # a − b = Σ coefs·v + const
+        self.check_finite(coefs, const, frame.line)
+        conj = _Conj(frame.line)
+        if op in ("<=", "<"):
+            self.add_atom(conj, coefs, const, op == "<", frame.line)
+        elif op in (">=", ">"):
+            self.add_atom(conj, {v: -a for v, a in coefs.items()}, -const, op == ">", frame.line)
+        else:
+            self.add_atom(conj, coefs, const, False, frame.line)
+            self.add_atom(conj, {v: -a for v, a in coefs.items()}, -const, False, frame.line)
+        return [conj.freeze()]
+
+    def add_atom(self, conj: _Conj, coefs: dict, const: float, strict: bool, line: int) -> None:
+        """``Σ coefs·v + const ≤ 0`` (``< 0`` if strict) into ``conj``."""
+        coefs = {v: a for v, a in coefs.items() if a != 0.0}
+        kinds = {k for k, _ in coefs}
+        if not coefs:  # a comparison between constants: true, or the never-satisfied row 0 ≤ −1
+            if not (const < 0 if strict else const <= 0):
+                conj.rows.append(({}, -1.0, False, line))
+        elif kinds == {"X"}:
+            if len(coefs) != 1:
+                self.fail(line, "constraints over several inputs are not supported (only bounds X_i <= c / X_i >= c)")
+            ((_, i), a), = coefs.items()
+            bound = -const / a
+            if not math.isfinite(bound):
+                self.fail(line, f"the bound on X_{i} overflows float64")
+            conj.add_bound(i, bound, a > 0, strict, line)
+        elif kinds == {"Y"}:
+            conj.rows.append(({j: a for (_, j), a in coefs.items()}, -const, strict, line))
+        else:
+            self.fail(line, "a constraint mixing inputs and outputs is not supported")
+
+    def check_finite(self, coefs: dict, const: float, line: int) -> None:
+        if not math.isfinite(const) or not all(math.isfinite(a) for a in coefs.values()):
+            self.fail(line, "the arithmetic overflows float64 (a coefficient or constant is not finite)")
+
+    def close_term(self, frame: _Frame, line: int) -> tuple[dict, float]:
+        op, args = frame.op, frame.items
         if not args:
-            self.fail(expr.line, f"'{op}' needs arguments")
-        if op == "+":
-            return self._combine(args, [1.0] * len(args))
-        if op == "-":
-            if len(args) == 1:
-                return self._combine(args, [-1.0])
-            return self._combine(args, [1.0] + [-1.0] * (len(args) - 1))
-        if op == "*":
+            self.fail(frame.line, f"'{op}' needs arguments")
+        if op == "+" or (op == "-" and len(args) > 1):
+            signs = [1.0] + [(-1.0 if op == "-" else 1.0)] * (len(args) - 1)
+            coefs: dict = {}
+            const = 0.0
+            for (c, k), s in zip(args, signs):
+                for v, a in c.items():
+                    coefs[v] = coefs.get(v, 0.0) + s * a
+                const += s * k
+        elif op == "-":
+            (c, k), = args
+            coefs, const = {v: -a for v, a in c.items()}, -k
+        elif op == "*":
             coefs, const = {}, 1.0
             for c, k in args:
                 if c and coefs:
-                    self.fail(expr.line, "product of two variables is not linear")
+                    self.fail(frame.line, "product of two variables is not linear")
                 if c:
                     coefs = {v: a * const for v, a in c.items()}
-                    const = k
+                    const = k * const
                 elif coefs:
                     coefs = {v: a * k for v, a in coefs.items()}
                     const *= k
                 else:
                     const *= k
-            return coefs, const
-        self.fail(expr.line, f"unsupported term operator '{op}'")
-
-    @staticmethod
-    def _combine(args, signs) -> tuple[dict, float]:
-        coefs: dict = {}
-        const = 0.0
-        for (c, k), s in zip(args, signs):
-            for v, a in c.items():
-                coefs[v] = coefs.get(v, 0.0) + s * a
-            const += s * k
+        else:  # '/': the first argument divided by constants
+            coefs, const = dict(args[0][0]), args[0][1]
+            if len(args) < 2:
+                self.fail(frame.line, "'/' needs a dividend and at least one divisor")
+            for c, k in args[1:]:
+                if c:
+                    self.fail(frame.line, "division by a variable is not linear")
+                if k == 0.0:
+                    self.fail(frame.line, "division by zero")
+                coefs = {v: a / k for v, a in coefs.items()}
+                const /= k
+        self.check_finite(coefs, const, frame.line)
         return coefs, const
 
-    # --- formulas → DNF (list of lists of atoms) -----------------------------------
-    def formula(self, expr) -> list[list[_Atom]]:
-        op = self.head(expr)
-        if op == "and":
-            parts = [self.formula(a) for a in expr[1:]]
-            return _product(parts, expr.line, self)
-        if op == "or":
-            return [conj for a in expr[1:] for conj in self.formula(a)]
-        if op in ("<=", ">=", "<", ">", "="):
-            if len(expr) != 3:
-                self.fail(expr.line, f"'{op}' takes exactly two arguments")
-            (ca, ka), (cb, kb) = self.term(expr[1], expr.line), self.term(expr[2], expr.line)
-            diff = self._combine([(ca, ka), (cb, kb)], [1.0, -1.0])  # a − b
-            neg = self._combine([diff], [-1.0])
-            if op in ("<=", "<"):
-                return [[_Atom(*diff, expr.line)]]
-            if op in (">=", ">"):
-                return [[_Atom(*neg, expr.line)]]
-            return [[_Atom(*diff, expr.line), _Atom(*neg, expr.line)]]
-        self.fail(expr.line, f"unsupported operator '{op}' in an assertion")
-
-
-def _product(parts: list[list[list[_Atom]]], line: int, reader: _Reader) -> list[list[_Atom]]:
-    size = 1
-    for p in parts:
-        size *= max(len(p), 1)
-    if size > MAX_DISJUNCTS:
-        reader.fail(line, f"the formula expands to more than {MAX_DISJUNCTS} disjuncts")
-    return [list(itertools.chain.from_iterable(combo)) for combo in itertools.product(*parts)]
-
-
-@dataclass
-class _Partial:
-    """Input bounds and output rows collected from some of a disjunct's atoms."""
-
-    lower: list
-    upper: list
-    rows: list
-    rhs: list
-    feasible: bool = True
-
-    def copy(self) -> "_Partial":
-        return _Partial(list(self.lower), list(self.upper), list(self.rows), list(self.rhs), self.feasible)
-
-
-def _apply_atoms(atoms: list[_Atom], part: _Partial, ny: int, reader: _Reader) -> _Partial:
-    """Fold atoms into ``part``: ``a·X_i + k ≤ 0`` tightens a bound, Y-atoms add rows."""
-    for atom in atoms:
-        coefs = {v: a for v, a in atom.coefs.items() if a != 0.0}
-        kinds = {k for k, _ in coefs}
-        if not coefs:
-            part.feasible &= atom.const <= 0  # a constant comparison
-        elif kinds == {"X"}:
-            if len(coefs) != 1:
-                reader.fail(atom.line, "constraints over several inputs are not supported (only bounds X_i <= c / X_i >= c)")
-            ((_, i), a), = coefs.items()
-            bound = -atom.const / a
-            if a > 0:
-                part.upper[i] = min(part.upper[i], bound)
+    def close_command(self, frame: _Frame, line: int) -> None:
+        op = frame.op
+        if op == "declare-const":
+            items = frame.items
+            if len(items) != 2 or not all(isinstance(w, str) for w in items):
+                self.fail(frame.line, "expected (declare-const NAME Real)")
+            name, sort = items
+            m = _VAR.match(name)
+            if not m:
+                self.fail(frame.line, f"variable '{name}' must be named X_i (input) or Y_j (output)")
+            if sort != "Real":
+                self.fail(frame.line, f"variable '{name}' has sort '{sort}'; only Real is supported")
+            self.declare(m.group(1), m.group(2), frame.line)
+        elif op == "assert":
+            n = len(frame.items) + frame.count
+            if n != 1:
+                self.fail(frame.line, f"assert takes exactly one formula, got {n}")
+            if frame.count:
+                self.common.extend(frame.conj())
             else:
-                part.lower[i] = max(part.lower[i], bound)
-        elif kinds == {"Y"}:
-            row = [0.0] * ny
-            for (_, j), a in coefs.items():
-                row[j] += a
-            part.rows.append(row)
-            part.rhs.append(-atom.const)
-        else:
-            reader.fail(atom.line, "a constraint mixing inputs and outputs is not supported")
-    return part
+                dnf = frame.items[0]
+                self.product *= len(dnf)
+                if self.product > MAX_DISJUNCTS:
+                    self.fail(frame.line, f"the asserts so far expand to {self.product} disjuncts, "
+                                          f"more than {MAX_DISJUNCTS}")
+                self.disjunctive.append(dnf)
+
+    # --- boxes and regions ------------------------------------------------------------
+    def finish(self) -> Spec:
+        source = self.source
+        for kind in "XY":
+            ids = self.declared[kind]
+            if not ids:
+                raise SpecError(f"{source}: no {kind}_ variables declared")
+            if ids != set(range(len(ids))):
+                missing = min(set(range(len(ids))) - ids)
+                raise SpecError(f"{source}: {kind}_ variables must be numbered 0..n-1 without gaps "
+                                f"({kind}_{missing} is not declared)")
+        nx, ny = len(self.declared["X"]), len(self.declared["Y"])
+        base = self.common.freeze()
+        base.start = None  # the top-level asserts: no single line to name
+        regions: dict[bytes, InputRegion] = {}
+        for combo in itertools.product(*self.disjunctive):
+            conj = _Conj.merged((base, *combo), combo[0].start) if combo else base
+            lower, lstrict, upper, ustrict = self.box(conj, nx)
+            key = b"".join((lower.tobytes(), upper.tobytes(), lstrict.tobytes(), ustrict.tobytes()))
+            region = regions.get(key)
+            if region is None:
+                region = regions[key] = InputRegion(torch.from_numpy(lower), torch.from_numpy(upper), [],
+                                                    torch.from_numpy(lstrict), torch.from_numpy(ustrict))
+            region.disjuncts.append(self.conjunction(conj, ny))
+        spec = Spec(list(regions.values()), nx, ny, source)
+        spec.validate()
+        return spec
+
+    def box(self, conj: _Conj, nx: int):
+        """The tightest bounds per side (``lower, lower_strict, upper, upper_strict``); errors
+        for a missing bound or an empty range, naming the variable and lines."""
+        side = (conj.flag & _UPPER) != 0
+        strict = (conj.flag & _STRICT) != 0
+        out = []
+        lines = []
+        for want_upper in (False, True):
+            sel = side == want_upper
+            idx, val, st, ln = conj.idx[sel], conj.val[sel], strict[sel], conj.line[sel]
+            key = -val if want_upper else val  # larger key = tighter bound; ties: strict wins
+            order = np.lexsort((st, key, idx))
+            idx, val, st, ln = idx[order], val[order], st[order], ln[order]
+            last = np.ones(len(idx), dtype=bool)
+            last[:-1] = idx[1:] != idx[:-1]
+            values = np.full(nx, np.inf if want_upper else -np.inf)
+            flags = np.zeros(nx, dtype=bool)
+            where = np.zeros(nx, dtype=np.int64)
+            values[idx[last]], flags[idx[last]], where[idx[last]] = val[last], st[last], ln[last]
+            out += [values, flags]
+            lines.append(where)
+        lower, lstrict, upper, ustrict = out
+        missing = np.nonzero(np.isinf(lower) | np.isinf(upper))[0]
+        if len(missing):
+            i = int(missing[0])
+            which = "lower" if np.isinf(lower[i]) else "upper"
+            message = (f"input X_{i} has no {which} bound{' in the disjunct starting here' if conj.start else ''} "
+                       f"(every input needs a finite lower and upper bound: not bounded on both sides)")
+            if conj.start is None:
+                raise SpecError(f"{self.source}: {message}")
+            self.fail(conj.start, message)
+        empty = (lower > upper) | ((lower == upper) & (lstrict | ustrict))
+        bad = np.nonzero(empty)[0]
+        if len(bad):
+            i = int(bad[0])
+            lo_line, hi_line = int(lines[0][i]), int(lines[1][i])
+            lo_op, hi_op = (">" if lstrict[i] else ">="), ("<" if ustrict[i] else "<=")
+            self.fail(max(lo_line, hi_line),
+                      f"input X_{i} has an empty range: ({lo_op} X_{i} {float(lower[i])!r}) at line {lo_line} and "
+                      f"({hi_op} X_{i} {float(upper[i])!r}) at line {hi_line}; the lower bound must not exceed the upper")
+        return lower + 0.0, lstrict, upper + 0.0, ustrict  # + 0.0: -0.0 and 0.0 group together
+
+    @staticmethod
+    def conjunction(conj: _Conj, ny: int) -> Conjunction:
+        rows = conj.rows or [({}, 0.0, False, conj.start)]  # no output condition: all of the box is unsafe
+        A = torch.zeros(len(rows), ny, dtype=torch.float64)
+        b = torch.empty(len(rows), dtype=torch.float64)
+        strict = torch.zeros(len(rows), dtype=torch.bool)
+        for r, (coefs, rhs, st, _) in enumerate(rows):
+            for j, a in coefs.items():
+                A[r, j] += a
+            b[r] = rhs
+            strict[r] = st
+        return Conjunction(A, b, strict)
 
 
-def _finish_region(part: _Partial, ny: int, line: int, reader: _Reader):
-    """The disjunct's box and :class:`Conjunction`, or ``None`` if it is infeasible."""
-    lower = torch.tensor(part.lower, dtype=torch.float64)
-    upper = torch.tensor(part.upper, dtype=torch.float64)
-    missing = torch.nonzero(torch.isinf(lower) | torch.isinf(upper)).reshape(-1)
-    if len(missing):
-        reader.fail(line, f"input X_{int(missing[0])} is not bounded on both sides (every input needs a lower and upper bound)")
-    if not part.feasible or bool(torch.any(lower > upper)):
-        return None
-    rows, rhs = part.rows, part.rhs
-    if not rows:  # no output condition: every input of the box is a counterexample
-        rows, rhs = [[0.0] * ny], [0.0]
-    return lower, upper, Conjunction(torch.tensor(rows, dtype=torch.float64), torch.tensor(rhs, dtype=torch.float64))
+def _parse(lines: Iterable[str], source: str) -> Spec:
+    parser = _Parser(source)
+    parser.feed(lines)
+    return parser.finish()
 
 
 def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
-    """Parse VNN-LIB text into a :class:`Spec` (see module docstring)."""
-    reader = _Reader(source)
-    exprs, simple_bounds = _tokenize_and_read(text, source, reader.declared)
-    common: list[_Atom] = []
-    disjunctive: list[list[list[_Atom]]] = []
-    for expr in exprs:
-        if not isinstance(expr, _SList):
-            reader.fail(expr[1], f"unexpected '{expr[0]}' outside parentheses")
-        op = reader.head(expr)
-        if op == "declare-const":
-            if len(expr) != 3 or isinstance(expr[1], _SList):
-                reader.fail(expr.line, "expected (declare-const NAME Real)")
-            name, sort = expr[1][0], expr[2][0] if not isinstance(expr[2], _SList) else "?"
-            m = _VAR.match(name)
-            if not m:
-                reader.fail(expr.line, f"variable '{name}' must be named X_i (input) or Y_j (output)")
-            if sort != "Real":
-                reader.fail(expr.line, f"variable '{name}' has sort '{sort}'; only Real is supported")
-            reader.declared[m.group(1)].add(int(m.group(2)))
-        elif op == "assert":
-            if len(expr) != 2:
-                reader.fail(expr.line, "assert takes exactly one formula")
-            dnf = reader.formula(expr[1])
-            if len(dnf) == 1:
-                common.extend(dnf[0])
-            else:
-                disjunctive.append(dnf)
-        elif op in ("set-logic", "check-sat", "get-model", "exit", "set-info", "set-option"):
-            continue
-        else:
-            reader.fail(expr.line, f"unsupported command '{op}'")
-    for kind in "XY":
-        ids = reader.declared[kind]
-        if not ids:
-            raise SpecError(f"{source}: no {kind}_ variables declared")
-        if ids != set(range(len(ids))):
-            raise SpecError(f"{source}: {kind}_ variables must be numbered 0..n-1 without gaps")
-    nx_, ny = len(reader.declared["X"]), len(reader.declared["Y"])
-    base = _apply_atoms(common, _Partial([-float("inf")] * nx_, [float("inf")] * nx_, [], []), ny, reader)
-    for op, index, value, line in simple_bounds:
-        if index not in reader.declared["X"]:
-            reader.fail(line, f"variable X_{index} is used but not declared")
-        if op == "<=":
-            base.upper[index] = min(base.upper[index], value)
-        else:
-            base.lower[index] = max(base.lower[index], value)
+    """Parse VNN-LIB text into a :class:`Spec` (see the module docstring).
 
-    regions: dict[tuple, InputRegion] = {}
-    for combo in _product(disjunctive, 1, reader):
-        found = _finish_region(_apply_atoms(combo, base.copy(), ny, reader), ny, exprs[-1].line if exprs else 1, reader)
-        if found is None:
-            continue
-        lower, upper, conj = found
-        key = (tuple(lower.tolist()), tuple(upper.tolist()))
-        region = regions.get(key)
-        if region is None:
-            region = regions[key] = InputRegion(lower, upper, [])
-        region.disjuncts.append(conj)
-    return Spec(list(regions.values()), nx_, ny, source)
+    Raises :class:`SpecError` naming ``source:line`` for anything malformed or outside the
+    supported fragment; the returned spec has passed :meth:`Spec.validate`."""
+    return _parse(io.StringIO(text), source)
+
+
+def _not_utf8(path: str) -> str:
+    """The message for a file that is not UTF-8, naming the line of the first bad byte."""
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+            data = fh.read()
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"{path}:{line}: the spec file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+    except (OSError, EOFError):
+        pass
+    return f"{path}: the spec file is not UTF-8 text"
 
 
 def read_vnnlib(path: str | os.PathLike) -> Spec:
-    """Read a ``.vnnlib`` file (see :func:`parse_vnnlib`)."""
+    """Read a ``.vnnlib`` file, or a gzip-compressed ``.vnnlib.gz``, as UTF-8 text line by
+    line (see :func:`parse_vnnlib`).
+
+    Raises :class:`SpecError` naming the file when it is missing, a folder, unreadable, not
+    valid gzip or not UTF-8, and naming ``file:line`` for malformed content."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise SpecError(f"spec file not found: {path}")
+    if os.path.isdir(path):
+        raise SpecError(f"spec path {path} is a folder; expected a .vnnlib file")
+    parser = _Parser(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        if path.endswith(".gz"):
+            fh = gzip.open(path, "rt", encoding="utf-8", newline=None)
+        else:
+            fh = open(path, encoding="utf-8")
+        with fh:
+            parser.feed(fh)
+    except UnicodeDecodeError:
+        raise SpecError(_not_utf8(path)) from None
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise SpecError(f"cannot read spec file {path}: {exc}") from None
-    return parse_vnnlib(text, path)
+    return parser.finish()
