@@ -12,17 +12,24 @@ Per benchmark, one line per tool (ours first, then every `<tool>_result` column 
 reference.csv), over the instances in our results only: solved (sat + unsat), wrong (a
 sat/unsat verdict that contradicts a sat/unsat `expected`), timeout/unknown, error, and
 the total time in seconds (negative published times count as 0).
+
+Exit codes: 0, 1 when any of our verdicts is wrong, 2 for bad input (one ``error:`` line:
+a missing or non-UTF-8 CSV, wrong columns). A results row cut by an interrupted run (the
+last line, without its newline) is left out with a note, as ``verifier vnncomp --resume``
+does.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 OURS = "verifier"
 ALIASES = {"holds": "unsat", "violated": "sat", "": "unknown"}
@@ -59,24 +66,62 @@ def instance_key(onnx: str, vnnlib: str) -> tuple[str, str]:
     return clean(onnx), clean(vnnlib)
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input: one ``error:`` line on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of ``path``; a missing, unreadable or non-UTF-8 file is an error."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        fail(f"{path}, line {line}: not UTF-8 text")
+
+
+def _csv_rows(path: str | os.PathLike, text: str) -> list[list[str]]:
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        fail(f"{path}: not a CSV file ({exc})")
+
+
 def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
     """Rows of a results CSV (header optional) as dicts keyed by the competition columns."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [row for row in csv.reader(fh) if row]
+    text = _read_text(path)
+    rows = _csv_rows(path, text)
+    numbers = [number for number, row in enumerate(rows, start=1) if row]
+    rows = [row for row in rows if row]
+    if rows and not text.endswith("\n") and len(rows[-1]) != len(RESULT_HEADER):
+        print(f"note: {path}: left out a last row cut by an interrupted run", file=sys.stderr)
+        rows, numbers = rows[:-1], numbers[:-1]
     if rows and tuple(cell.strip() for cell in rows[0]) == RESULT_HEADER:
-        rows = rows[1:]
-    bad = [row for row in rows if len(row) != len(RESULT_HEADER)]
-    if bad:
-        sys.exit(f"error: {path}: expected {len(RESULT_HEADER)} columns ({','.join(RESULT_HEADER)}), got {bad[0]}")
+        rows, numbers = rows[1:], numbers[1:]
+    for number, row in zip(numbers, rows):
+        if len(row) != len(RESULT_HEADER):
+            fail(f"{path}, line {number}: expected {len(RESULT_HEADER)} columns ({','.join(RESULT_HEADER)}), "
+                 f"got {len(row)}")
     return [dict(zip(RESULT_HEADER, (cell.strip() for cell in row))) for row in rows]
 
 
 def read_reference(path: str | os.PathLike) -> tuple[list[str], dict[tuple[str, str], dict[str, str]]]:
     """Tool names (from ``<tool>_result`` columns) and reference rows keyed by :func:`instance_key`."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        tools = [name[: -len("_result")] for name in reader.fieldnames or [] if name.endswith("_result")]
-        rows = {instance_key(row["onnx"], row["vnnlib"]): row for row in reader}
+    text = _read_text(path)
+    _csv_rows(path, text)  # a malformed file is an error here, not a traceback below
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = reader.fieldnames or []
+    missing = [name for name in ("onnx", "vnnlib") if name not in fields]
+    if missing:
+        fail(f"{path}, line 1: no {' or '.join(missing)} column (expected onnx,vnnlib,timeout,expected,"
+             "<tool>_result,<tool>_time,...)")
+    tools = [name[: -len("_result")] for name in fields if name.endswith("_result")]
+    rows = {instance_key(row["onnx"] or "", row["vnnlib"] or ""): row for row in reader}
     return tools, rows
 
 
@@ -152,7 +197,7 @@ def group(paths: list[str], bench_root: Path) -> dict[str, tuple[Path, list[dict
             pending = path
             continue
         if not path.is_file():
-            sys.exit(f"error: not a benchmark folder or results CSV: {path}")
+            fail(f"not a benchmark folder or results CSV: {path}")
         rows = read_results(path)
         if pending is not None:
             groups.setdefault(pending.resolve().name, (pending, []))[1].extend(rows)
@@ -164,7 +209,7 @@ def group(paths: list[str], bench_root: Path) -> dict[str, tuple[Path, list[dict
         for name, bench_rows in by_name.items():
             groups.setdefault(name, (bench_root / name, []))[1].extend(bench_rows)
     if pending is not None:
-        sys.exit(f"error: benchmark folder {pending} is not followed by a results CSV")
+        fail(f"benchmark folder {pending} is not followed by a results CSV")
     return groups
 
 

@@ -166,6 +166,49 @@ def test_scripts_reject_wrong_arguments(name, args):
 
 
 @needs_bash
+@pytest.mark.parametrize("timeout", ["1.2.3", ".", "1e400", "-1", "0", "abc"])
+def test_run_instance_rejects_a_bad_timeout(tmp_path, timeout):
+    done = run_script("run_instance.sh", "v1", "tiny", "a.onnx", "b.vnnlib", str(tmp_path / "out.txt"), timeout)
+    assert done.returncode != 0 and "TIMEOUT" in done.stderr
+    assert not (tmp_path / "out.txt").exists()
+
+
+@needs_bash
+def test_run_instance_rejects_a_results_file_in_a_missing_folder(tmp_path):
+    done = run_script("run_instance.sh", "v1", "tiny", "a.onnx", "b.vnnlib", str(tmp_path / "no" / "out.txt"), "20")
+    assert done.returncode != 0 and "RESULTS_FILE" in done.stderr
+
+
+def test_report_input_errors_exit_2_with_one_line(tmp_path, capsys):
+    report = load_report()
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"benchmark,onnx\n\xff\n")
+    for args in ([str(bad)], [str(tmp_path / "nothere.csv")], [str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            report.main(args)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ")
+
+    # A results row cut by a kill is left out with a note; the complete rows count.
+    bench = tmp_path / "fake"
+    bench.mkdir()
+    (bench / "reference.csv").write_text("onnx,vnnlib,timeout,expected\nonnx/a.onnx,vnnlib/p1.vnnlib,60,unsat\n")
+    results = tmp_path / "results.csv"
+    results.write_text("benchmark,onnx,vnnlib,prepare_time,result,run_time\n"
+                       "fake,onnx/a.onnx,vnnlib/p1.vnnlib,0.1,unsat,1.0\nfake,onnx/a.onnx,vnnl")
+    assert report.main([str(bench), str(results)]) == 0
+    out, err = capsys.readouterr()
+    ours = next(line for line in out.splitlines() if line.startswith("verifier"))
+    assert "cut" in err and ours.split()[1:3] == ["1", "1"]  # one instance, solved
+
+    (bench / "reference.csv").write_text("name,score\n")
+    with pytest.raises(SystemExit) as exc:
+        report.main([str(bench), str(results)])
+    assert exc.value.code == 2 and "onnx" in capsys.readouterr().err
+
+
+@needs_bash
 def test_run_instance_writes_sat_result(bench, tmp_path):
     result_file = tmp_path / "out.txt"
     done = run_script("run_instance.sh", "v1", "tiny", str(bench / SAT[0]), str(bench / SAT[1]), str(result_file), "30",

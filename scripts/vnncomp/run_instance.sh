@@ -15,23 +15,33 @@ RESULTS_FILE="$5"
 TIMEOUT="$6"
 PYTHON="${PYTHON:-python3}"
 
-BUDGET="$(awk -v t="$TIMEOUT" 'BEGIN { if (t + 0 <= 0 || t !~ /^[0-9.]+$/) exit 1;
+BUDGET="$(awk -v t="$TIMEOUT" 'BEGIN { if (t !~ /^([0-9]+([.][0-9]*)?|[.][0-9]+)$/ || t + 0 <= 0) exit 1;
     m = t * 0.05; if (m < 3) m = 3; b = t - m; if (b < 1) b = (t < 1 ? t : 1); printf "%.3f", b }')" || {
     echo "error: TIMEOUT must be a positive number of seconds, got '$TIMEOUT'" >&2
     exit 1
 }
+RESULTS_DIR="$(dirname -- "$RESULTS_FILE")"
+if [ ! -d "$RESULTS_DIR" ] || [ -d "$RESULTS_FILE" ]; then
+    echo "error: RESULTS_FILE '$RESULTS_FILE' must be a file path in an existing folder" >&2
+    exit 1
+fi
+# The result file is replaced atomically (temporary file + rename): never a torn verdict.
+put_result() {
+    local tmp="$RESULTS_FILE.tmp.$$"
+    printf '%s\n' "$1" > "$tmp" && mv -f -- "$tmp" "$RESULTS_FILE"
+}
 echo "running $BENCHMARK: $ONNX $VNNLIB (timeout $TIMEOUT s, verifier budget $BUDGET s)"
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" "$RESULTS_FILE.tmp.$$"' EXIT
 plain() {
     case "$1" in
         *.gz) out="$WORK/$(basename "${1%.gz}")"; gzip -dc "$1" > "$out" && echo "$out" ;;
         *) echo "$1" ;;
     esac
 }
-ONNX_FILE="$(plain "$ONNX")" || { echo "error" > "$RESULTS_FILE"; exit 1; }
-VNNLIB_FILE="$(plain "$VNNLIB")" || { echo "error" > "$RESULTS_FILE"; exit 1; }
+ONNX_FILE="$(plain "$ONNX")" || { put_result error; exit 1; }
+VNNLIB_FILE="$(plain "$VNNLIB")" || { put_result error; exit 1; }
 
 rm -f "$RESULTS_FILE"
 # shellcheck disable=SC2086
@@ -39,8 +49,8 @@ timeout --kill-after=2 "$TIMEOUT" "$PYTHON" -m verifier.cli verify "$ONNX_FILE" 
     --timeout "$BUDGET" --result-file "$RESULTS_FILE" ${VERIFIER_ARGS:-}
 STATUS=$?
 if [ "$STATUS" -eq 124 ] || [ "$STATUS" -eq 137 ]; then
-    echo "timeout" > "$RESULTS_FILE"
+    put_result timeout
 elif [ ! -s "$RESULTS_FILE" ]; then
-    echo "error" > "$RESULTS_FILE"
+    put_result error
 fi
 exit 0
