@@ -183,16 +183,26 @@ def cmd_domains(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from verifier_plugins.training.trainer import train
+    import os
 
+    from verifier_plugins.training.trainer import CHECKPOINT, train
+    from verifier_plugins.training.validation import CheckpointError, check_out_folder
+
+    for pair in args.option or []:
+        if "=" not in pair or pair.startswith("="):
+            raise VerifierInputError(f"--option expects key=value, got '{pair}'")
     options = _domain_options(args.option)
+    if args.resume:  # from the command line, --resume needs a checkpoint to resume from
+        ckpt = os.path.join(check_out_folder(args.out), CHECKPOINT)
+        if not os.path.isfile(ckpt):
+            raise CheckpointError(f"--resume: no checkpoint {ckpt} to resume from; run without --resume to start")
     result = train(args.model, args.method, args.eps, args.epochs, args.out, data=args.data, eps_test=args.eps_test,
                    device=_device(args.device), resume=args.resume, batch_size=args.batch_size, lr=args.lr,
                    train_count=args.train_count, test_count=args.test_count, eval_count=args.eval_count,
                    seed=args.seed, warmup=args.warmup, ramp=args.ramp, ramp_shape=args.ramp_shape,
                    kappa=tuple(args.kappa) if args.kappa else None, beta=tuple(args.beta) if args.beta else None,
                    decay_every=args.decay_every, decay_factor=args.decay_factor, projections=args.projections,
-                   certify_domain=args.certify_domain, eval_domains=tuple(args.eval_domains.split(",")),
+                   certify_domain=args.certify_domain, eval_domains=args.eval_domains,
                    progress=not args.quiet, method_options=options)
     if "onnx" in result:
         print(f"model: {result['onnx']}")
@@ -202,15 +212,22 @@ def cmd_train(args) -> int:
 def cmd_certify(args) -> int:
     from verifier_plugins.training.certify import certify_model, read_metadata
     from verifier_plugins.training.data import load_data
+    from verifier_plugins.training.validation import check_domain, check_int, check_model_fits, check_real
 
     from .api import load
 
+    count = check_int("--count", args.count, 1)
+    check_real("--eps", args.eps, 0.0)
+    options = _domain_options(args.domain_option)
+    check_domain("--domain", args.domain, options)
     if args.data != "mnist" and not args.data.endswith(".npz"):
-        raise VerifierInputError("--data must be mnist or an .npz file with x_test, y_test (and x_train, y_train)")
-    data = load_data(args.data, train_count=1, test_count=args.count)
+        raise VerifierInputError(f"--data {args.data}: must be mnist or an .npz file with x_test, y_test "
+                                 f"(and x_train, y_train)")
     model = load(args.model)
+    data = load_data(args.data, test_count=count, need_train=False)
+    check_model_fits(args.model, model.input_shape, model.output_size, data, use_train=False)
     cert = certify_model(model, data.x_test, data.y_test, args.eps, args.domain, dtype=DTYPES[args.dtype],
-                         data=data.name, **_domain_options(args.domain_option))
+                         data=data.name, **options)
     print(f"clean accuracy:     {cert.clean_accuracy:.4f}")
     print(f"PGD accuracy:       {cert.pgd_accuracy:.4f}")
     print(f"certified accuracy: {cert.certified_accuracy:.4f} ({cert.domain}, eps={cert.eps:g}, {cert.count} points)")
@@ -264,12 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("vnncomp", help="run every instance of a VNN-COMP benchmark folder into a results CSV")
     p.add_argument("bench_dir", help="folder with instances.csv (onnx,vnnlib,timeout) and the files it names")
     p.add_argument("--instances", help="instances CSV to use instead of BENCH_DIR/instances.csv")
-    p.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every instance timeout (default 1)")
+    p.add_argument("--timeout-scale", type=float, default=1.0,
+                   help="multiply every instance timeout (a finite number > 0; default 1)")
     p.add_argument("--output", help="results CSV (default <benchmark>.csv)")
     p.add_argument("--results-dir", help="per-instance result files (default <output stem>_results/)")
-    p.add_argument("--domain", default="auto", help="abstract domain (default auto)")
-    p.add_argument("--limit", type=int, help="only the first N instances")
-    p.add_argument("--resume", action="store_true", help="skip instances already in the output CSV")
+    p.add_argument("--domain", default="auto",
+                   help="auto (default), a complete method or a domain (see `verifier domains`)")
+    p.add_argument("--limit", type=int, help="only the first N instances (N >= 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip instances already in the output CSV (its header is checked; a row cut by a kill "
+                        "is dropped and rerun)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
     p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
@@ -285,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (log.jsonl, checkpoint.pt, model.onnx)")
     p.add_argument("--data", default="mnist", help="mnist or an .npz with x_train, y_train, x_test, y_test")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt (it must exist and come from the same options)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--train-count", type=int, help="use the first N training samples")
@@ -313,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, required=True)
     p.add_argument("--domain", default="crown")
     p.add_argument("--domain-option", action="append", metavar="KEY=VALUE")
-    p.add_argument("--count", type=int, default=1000, help="first N test points (default 1000)")
+    p.add_argument("--count", type=int, default=1000, help="first N test points, N >= 1 (default 1000)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
     p.set_defaults(func=cmd_certify)
 

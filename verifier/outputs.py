@@ -92,6 +92,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], No
         os.fsync(fd)
         os.close(fd)
         fd = -1
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600; keep the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if fd >= 0:
@@ -99,6 +100,16 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], No
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _mode_for(path: str) -> int:
+    """The replaced file's permission bits, or ``0o666`` less the umask for a new file."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
