@@ -119,6 +119,8 @@ def build_model(name: str, input_shape=(1, 28, 28), classes: int = 10, mean=None
             widths = [int(w) for w in name[3:].split("-") if w]
         except ValueError:
             raise VerifierInputError(f"bad fully connected architecture '{name}' (use e.g. fc-100-100)") from None
+        if any(w < 1 for w in widths):
+            raise VerifierInputError(f"bad fully connected architecture '{name}': widths must be >= 1 (use e.g. fc-100-100)")
         layers: list[nn.Module] = [Normalize(mean, std, input_shape[0] if len(input_shape) == 3 else 1)]
         if len(input_shape) > 1:
             layers.append(nn.Flatten())
@@ -128,8 +130,11 @@ def build_model(name: str, input_shape=(1, 28, 28), classes: int = 10, mean=None
             width = h
         layers.append(nn.Linear(width, classes))
         return nn.Sequential(*layers)
+    if not isinstance(classes, int) or classes < 1:
+        raise VerifierInputError(f"classes {classes!r}: must be an integer >= 1")
     if name not in ARCHITECTURES:
-        raise VerifierInputError(f"unknown architecture '{name}'; known: {', '.join(available())}")
+        raise VerifierInputError(f"--model '{name}': unknown architecture (and not an .onnx file); known: "
+                                 f"{', '.join(available())}")
     if len(input_shape) != 3:
         raise VerifierInputError(f"architecture '{name}' is convolutional and needs (C, H, W) inputs, not {input_shape}")
     return ARCHITECTURES[name](input_shape, classes, mean, std)

@@ -12,6 +12,8 @@ import torch
 
 import verifier
 from verifier.api import compute_bounds
+from verifier.errors import VerifierInputError
+from verifier.outputs import write_atomic
 
 from .live import margin_matrix
 from .objectives import box_around, pgd_attack
@@ -45,7 +47,29 @@ def verified_mask(lb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: float, domain: str = "crown",
                   batch: int = 50, dtype: torch.dtype = torch.float64, pgd_steps: int = 20, seed: int = 0,
                   clip=(0.0, 1.0), data: str = "mnist", **options) -> Certificate:
-    """Clean, PGD and certified accuracy of an imported ONNX model on ``(x, y)``."""
+    """Clean, PGD and certified accuracy of an imported ONNX model on ``(x, y)``.
+
+    Checked first (:class:`~verifier.errors.VerifierInputError`): ``eps`` finite and ``>= 0``,
+    ``domain`` installed and ``options`` its own, ``(x, y)`` non-empty, finite, inside
+    ``clip``, of the model's input size, labels in ``0..outputs-1``."""
+    from .validation import DataError, check_arrays, check_domain, check_int, check_real
+
+    if not isinstance(model, verifier.Model):
+        raise VerifierInputError(f"model must be a verifier.Model (verifier.load(path)), not {type(model).__name__}")
+    eps = check_real("--eps", eps, 0.0)
+    batch = check_int("batch", batch, 1)
+    pgd_steps = check_int("pgd_steps", pgd_steps, 0)
+    if dtype not in (torch.float32, torch.float64):
+        raise VerifierInputError(f"dtype {dtype}: use torch.float32 or torch.float64")
+    check_domain("--domain", domain, options)
+    check_arrays(f"test data ({data})", "x_test", x, "y_test", y, clip)
+    if x[0].numel() != model.input_size:
+        raise DataError(f"test data ({data}) has samples of shape {list(x.shape[1:])} ({x[0].numel()} values) but "
+                        f"the model takes {model.input_size} values of shape {list(model.input_shape)}")
+    if int(y.max()) >= model.output_size:
+        raise DataError(f"test data ({data}) has label {int(y.max())} but the model has {model.output_size} "
+                        f"outputs; labels must be in 0..{model.output_size - 1}")
+    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
     classes = model.output_size
     clean = pgd = certified = 0
     gen = torch.Generator().manual_seed(seed)
@@ -69,8 +93,9 @@ def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: 
     return Certificate(clean / n, pgd / n, certified / n, domain, float(eps), n, str(dtype).replace("torch.", ""), data)
 
 
-def write_metadata(path: str, values: dict) -> None:
-    """Add ``verifier.<key>`` metadata_props (JSON-encoded values) to an ONNX file."""
+def write_metadata(path: str, values: dict, target: str | None = None) -> None:
+    """Add ``verifier.<key>`` metadata_props (JSON-encoded values) to an ONNX file; the
+    result replaces ``target`` (default ``path``) atomically."""
     proto = onnx.load(path)
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in values.items():
@@ -81,7 +106,7 @@ def write_metadata(path: str, values: dict) -> None:
         else:
             entry = proto.metadata_props.add()
             entry.key, entry.value = full, text
-    onnx.save(proto, path)
+    write_atomic(target or path, proto.SerializeToString())
 
 
 def read_metadata(path: str) -> dict:

@@ -223,7 +223,7 @@ class Landscape(IBP):
         params = [p for p in self.module.parameters() if p.requires_grad]
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-        out = {"robust_loss": float(loss), "grad_norm": float(flat.norm())}
+        out = {"robust_loss": float(loss.detach()), "grad_norm": float(flat.norm())}
         if self._previous_grad is not None and self._previous_grad.shape == flat.shape:
             out["grad_cosine"] = float(F.cosine_similarity(flat, self._previous_grad, dim=0))
         self._previous_grad = flat.detach()

@@ -22,14 +22,16 @@ import torch
 import torch.nn as nn
 
 import verifier
-from verifier.errors import VerifierInputError
+from verifier.errors import ModelError, VerifierInputError
+from verifier.outputs import append_line, check_output_dir, write_atomic
 
 from .architectures import build_model
 from .certify import certificate_metadata, certify_model, verified_mask, write_metadata
-from .data import Data, load_data
+from .data import Data, check_data, load_data
 from .live import LiveModel, export_onnx, margin_matrix
 from .objectives import Context, box_around, make_objective, pgd_attack
 from .schedules import default_schedule
+from .validation import DataError, check_model_fits, check_out_folder, check_train_options, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -62,12 +64,86 @@ def make_module(model, input_shape, classes, seed=0) -> tuple[nn.Module, str]:
     """A torch module from an architecture name, an ONNX path or a module; and its description."""
     if isinstance(model, nn.Module):
         return model, type(model).__name__
-    if isinstance(model, str) and model.endswith(".onnx"):
-        if not os.path.exists(model):
-            raise VerifierInputError(f"model file '{model}' not found")
+    if isinstance(model, (str, os.PathLike)) and (os.fspath(model).endswith(".onnx") or os.path.isfile(model)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ModelError(f"--model {path}: file not found (give an architecture name or an .onnx file)")
+        verifier.load(path)  # the verifier's own model checks come first
         torch.manual_seed(seed)
-        return load_onnx_module(model), model
-    return build_model(str(model), input_shape, classes, seed=seed), str(model)
+        return _convert_onnx(path), path
+    if not isinstance(model, str):
+        raise VerifierInputError(f"--model: an architecture name, an .onnx path or a torch module, not "
+                                 f"{type(model).__name__}")
+    try:
+        return build_model(model, input_shape, classes, seed=seed), model
+    except VerifierInputError:
+        raise
+    except (RuntimeError, ValueError) as exc:  # e.g. a convolution larger than the input
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DataError(f"architecture '{model}' cannot take data samples of shape {list(input_shape)} "
+                        f"({first})") from None
+
+
+def _convert_onnx(path: str) -> nn.Module:
+    try:
+        return load_onnx_module(path)
+    except VerifierInputError:
+        raise
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise ModelError(f"--model {path}: loads in the verifier but cannot be converted to a torch module for "
+                         f"training (onnx2torch: {type(exc).__name__}: {first})") from None
+
+
+def prepare_module(model, dataset: Data, seed: int = 0) -> tuple[nn.Module, str, int]:
+    """``(module, description, number of outputs)`` for ``model`` on ``dataset``; refuses a
+    model whose input does not take the data's samples or that lacks an output per label."""
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".onnx") and os.path.exists(model):
+        path = os.fspath(model)
+        checked = verifier.load(path)  # ModelError for anything the verifier cannot import
+        check_model_fits(path, checked.input_shape, checked.output_size, dataset)
+        torch.manual_seed(seed)
+        module, name = _convert_onnx(path), path
+    else:
+        module, name = make_module(model, dataset.input_shape, dataset.classes, seed)
+    probe = dataset.x_train[:1] if len(dataset.x_train) else dataset.x_test[:1]
+    param = next(module.parameters(), None)
+    if param is None:
+        raise ModelError(f"model {name} has no trainable parameters")
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(probe.to(param.device))
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DataError(f"model {name} does not accept data samples of shape {list(probe.shape[1:])} "
+                        f"({type(exc).__name__}: {first})") from None
+    finally:
+        module.train(was)
+    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 1:
+        raise ModelError(f"model {name} must return one tensor of logits per sample (batch first)")
+    classes = int(out[0].numel())
+    check_model_fits(name, tuple(probe.shape[1:]), classes, dataset)
+    if classes < 2:
+        raise ModelError(f"model {name} has {classes} output; a classifier needs at least 2")
+    return module, name, classes
+
+
+def _check_device(device):
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise VerifierInputError(f"--device {device!r}: unknown device (use cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VerifierInputError("--device cuda was asked for but CUDA is not available on this machine")
+    return device
+
+
+def _method_option_keys(method: str) -> set:
+    from .validation import METHOD_OPTIONS
+
+    return set(METHOD_OPTIONS[method])
 
 
 def accuracy_report(live: LiveModel, x, y, eps, domains=("box", "crown"), batch=100, pgd_steps=10, seed=0,
@@ -95,9 +171,7 @@ def accuracy_report(live: LiveModel, x, y, eps, domains=("box", "crown"), batch=
 
 
 def _atomic_save(obj, path):
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs/train", *, data="mnist",
@@ -108,42 +182,63 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
           export=True) -> dict:
     """Train ``model`` (architecture name, ONNX path or torch module) with ``method``; see
     the module docstring for what is written to ``out``. ``max_steps`` stops after that
-    many batches in total (for tests of interruption); returns a summary dict."""
-    os.makedirs(out, exist_ok=True)
+    many batches in total (for tests of interruption); returns a summary dict.
+
+    Every argument, the data, the model's fit to the data, ``out`` and (with ``resume``)
+    the checkpoint are checked before the first epoch: bad input raises a
+    :class:`~verifier.errors.VerifierInputError` and nothing is written. ``resume=True``
+    continues from ``out/checkpoint.pt`` when it exists (a checkpoint of another run
+    configuration is an error), else starts afresh."""
+    v = check_train_options(method=method, eps=eps, epochs=epochs, eps_test=eps_test, batch_size=batch_size, lr=lr,
+                            train_count=train_count, test_count=test_count, eval_count=eval_count, seed=seed,
+                            warmup=warmup, ramp=ramp, ramp_shape=ramp_shape, kappa=kappa, beta=beta,
+                            decay_every=decay_every, decay_factor=decay_factor, eps_start_fraction=eps_start_fraction,
+                            projections=projections, certify_domain=certify_domain, eval_domains=eval_domains,
+                            pgd_steps=pgd_steps, method_options=method_options, max_steps=max_steps)
+    eps, eps_test, epochs, eval_count, seed, pgd_steps = (v[k] for k in ("eps", "eps_test", "epochs", "eval_count",
+                                                                           "seed", "pgd_steps"))
+    eval_domains, method_options = v["eval_domains"], v["method_options"]
+    out = check_out_folder(out)
+    device = _check_device(device)
     torch.manual_seed(seed)
-    dataset: Data = data if isinstance(data, Data) else load_data(data, train_count, test_count)
-    eps_test = eps if eps_test is None else eps_test
-    module, model_name = make_module(model, dataset.input_shape, dataset.classes, seed)
+    need_test = bool(export or eval_count)
+    if isinstance(data, Data):
+        dataset = check_data(data)
+    else:
+        dataset = load_data(data, v["train_count"], v["test_count"], need_test=need_test)
+    if need_test and not len(dataset.y_test):
+        raise DataError(f"the data ({dataset.name}) has no test points, needed for the per-epoch evaluation "
+                        f"(--eval-count) and the exported certificate")
+    module, model_name, classes = prepare_module(model, dataset, seed)
     module = module.to(device)
-    overrides = dict(warmup=warmup, ramp=ramp, shape=ramp_shape if ramp_shape != "linear" else None, kappa=kappa,
-                     beta=beta, decay_every=decay_every, decay_factor=decay_factor, lr=lr, batch=batch_size,
-                     eps_start_fraction=eps_start_fraction)
+    overrides = dict(warmup=v["warmup"], ramp=v["ramp"], shape=ramp_shape if ramp_shape != "linear" else None,
+                     kappa=v["kappa"], beta=v["beta"], decay_every=v["decay_every"], decay_factor=v["decay_factor"],
+                     lr=v["lr"], batch=v["batch_size"], eps_start_fraction=v["eps_start_fraction"])
     schedule, batch = default_schedule(method, eps, epochs, **overrides)
     args = {"model": model_name, "method": method, "eps": eps, "eps_test": eps_test, "epochs": epochs,
             "data": dataset.name, "train_count": len(dataset.y_train), "test_count": len(dataset.y_test),
             "eval_count": eval_count, "batch_size": batch, "seed": seed, "schedule": schedule.to_dict(),
-            "projections": projections, "certify_domain": certify_domain, "eval_domains": list(eval_domains),
-            "pgd_steps": pgd_steps, "method_options": method_options or {}, "device": str(device)}
-    options = dict(method_options or {})
-    if projections:
-        options["projections"] = projections
-    options.setdefault("pgd_steps", pgd_steps)
+            "projections": v["projections"], "certify_domain": certify_domain, "eval_domains": list(eval_domains),
+            "pgd_steps": pgd_steps, "method_options": method_options, "device": str(device)}
+    options = dict(method_options)
+    if v["projections"]:
+        options["projections"] = v["projections"]
+    if "pgd_steps" in _method_option_keys(method):
+        options.setdefault("pgd_steps", pgd_steps)
     live = LiveModel(module, dataset.input_shape)
-    objective = make_objective(method, live, dataset.classes, **options)
+    objective = make_objective(method, live, classes, **options)
     optimizer = torch.optim.Adam(module.parameters(), lr=schedule.lr)
-    x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
-    x_eval, y_eval = dataset.x_test[:eval_count].to(device), dataset.y_test[:eval_count].to(device)
-    steps_per_epoch = max(1, len(y_train) // batch)
     log_path, ckpt_path = os.path.join(out, "log.jsonl"), os.path.join(out, CHECKPOINT)
     start_epoch, step, log = 0, 0, []
     if resume and os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = load_checkpoint(ckpt_path, args, module, optimizer, epochs, device)
         start_epoch, step, log = state["epoch"], state["step"], state["log"]
-    with open(log_path, "w") as fh:  # the log is rewritten from the checkpoint: no lost or duplicated lines
-        for entry in log:
-            fh.write(json.dumps(entry) + "\n")
+    check_output_dir(out, "--out")  # every check passed: create the folder
+    x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
+    x_eval, y_eval = dataset.x_test[:eval_count].to(device), dataset.y_test[:eval_count].to(device)
+    steps_per_epoch = max(1, len(y_train) // batch)
+    # the log is rewritten from the checkpoint: no lost or duplicated lines
+    write_atomic(log_path, "".join(json.dumps(entry) + "\n" for entry in log))
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -176,10 +271,11 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach())
+            value = float(loss.detach())
+            total_loss += value
             step += 1
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(loss):.3f}", eps=f"{ctx.eps:.3f}")
+                bar.set_postfix(loss=f"{value:.3f}", eps=f"{ctx.eps:.3f}")
         if interrupted:
             break
         train_seconds = time.time() - t0
@@ -189,8 +285,7 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
                  "loss": total_loss / steps_per_epoch, "eps_test": eps_test, **report,
                  "train_seconds": round(train_seconds, 3), "seconds": round(time.time() - t0, 3)}
         log.append(entry)
-        with open(log_path, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        append_line(log_path, json.dumps(entry))
         if progress:
             print(json.dumps(entry), flush=True)
         _atomic_save({"module": module.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
@@ -202,15 +297,19 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
         return result
     module.eval()
     onnx_path = os.path.join(out, "model.onnx")
-    export_onnx(module.cpu(), dataset.input_shape, onnx_path)
-    exported = verifier.load(onnx_path)
-    cert = certify_model(exported, dataset.x_test, dataset.y_test, eps_test, certify_domain, clip=dataset.clip,
-                         data=dataset.name)
-    write_metadata(onnx_path, {"method": method, "eps": eps, "eps_test": eps_test, "training_args": args,
-                               **certificate_metadata(cert)})
+    staging = os.path.join(out, ".model.export.onnx")  # model.onnx appears complete, metadata included
+    try:
+        export_onnx(module.cpu(), dataset.input_shape, staging)
+        exported = verifier.load(staging)
+        cert = certify_model(exported, dataset.x_test, dataset.y_test, eps_test, certify_domain, clip=dataset.clip,
+                             data=dataset.name)
+        write_metadata(staging, {"method": method, "eps": eps, "eps_test": eps_test, "training_args": args,
+                                 **certificate_metadata(cert)}, target=onnx_path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
     summary = {"onnx": onnx_path, "certificate": asdict(cert), "args": args, "epochs_logged": len(log)}
-    with open(os.path.join(out, "result.json"), "w") as fh:
-        json.dump(summary, fh, indent=2)
+    write_atomic(os.path.join(out, "result.json"), json.dumps(summary, indent=2))
     if progress:
         print(cert.describe(), flush=True)
     result.update(summary)
