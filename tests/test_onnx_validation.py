@@ -340,3 +340,14 @@ def test_clip_variable_bound_is_unsupported(tmp_path):
 
 def test_errors_are_input_errors():
     assert issubclass(ModelError, VerifierInputError) and issubclass(UnsupportedModelError, ModelError)
+
+
+def test_messages_stay_on_one_line(tmp_path, capsys):
+    """A tensor name holding a newline is escaped in the message."""
+    g = GraphBuilder(np.random.default_rng(0), (1, 3))
+    g.nodes.append(oh.make_node("Relu", ["x"], ["h"], name="bad\nname"))
+    g.nodes.append(oh.make_node("Foo", ["h"], ["y"], name="evil\nnode"))
+    path = save_model(g.model("y", check=False), tmp_path)
+    message = load_error(path)
+    assert "evil\\nnode" in message
+    assert_cli_error(capsys, "check", path, words=("evil\\nnode",))

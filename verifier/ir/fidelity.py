@@ -12,6 +12,7 @@ import torch
 
 from ..errors import FidelityError, ModelError
 from .graph import evaluate, input_node, output_node
+from .onnx_validate import printable
 
 # ``|ours − ref| ≤ atol·max(1, max|ref|) + rtol·|ref|``, per the model's precision: two
 # float32 implementations (torch, onnxruntime) of a deep conv net differ by rounding of
@@ -46,7 +47,7 @@ class FidelityReport:
                 f"tolerance rtol={self.rtol:g}, atol={self.atol:g}·max(1, |y|))")
         if self.first_divergence:
             text += f"; first diverging node: {self.first_divergence}"
-        return text
+        return printable(text)
 
 
 def session(model_path: str, outputs: list[str] | None = None) -> tuple[ort.InferenceSession, list[str]]:
@@ -74,7 +75,7 @@ def session(model_path: str, outputs: list[str] | None = None) -> tuple[ort.Infe
         sess = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"onnxruntime cannot load the model {model_path}: {message[:300]}") from None
+        raise ModelError(printable(f"onnxruntime cannot load the model {model_path}: {message[:300]}")) from None
     return sess, [o.name for o in sess.get_outputs()]
 
 
@@ -113,7 +114,7 @@ def run_onnxruntime(graph: nx.DiGraph, x: np.ndarray, sess: ort.InferenceSession
             outs.append(sess.run([graph.graph["output_name"]], {in_name: sample.astype(np_dtype)})[0])
     except Exception as exc:  # a model that loads but cannot run (a shape error deep inside, say)
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"onnxruntime cannot run the model {graph.graph['path']}: {message[:300]}") from None
+        raise ModelError(printable(f"onnxruntime cannot run the model {graph.graph['path']}: {message[:300]}")) from None
     return np.stack(outs)
 
 

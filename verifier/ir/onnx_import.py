@@ -25,7 +25,7 @@ from ..ops import FORWARD
 from .onnx_converters import CONVERTERS, Unsupported
 from .graph import add_input_edge
 from .onnx_validate import (IR_DTYPES, MAX_TENSOR_ELEMENTS, check_versions, input_dtype, input_shape,
-                            load_model_proto, non_finite)
+                            load_model_proto, non_finite, printable)
 from .passes import fuse_bias_adds
 
 
@@ -200,6 +200,14 @@ def import_onnx(path: str | os.PathLike, dtype: torch.dtype | None = None) -> nx
     malformed or non-finite models and :class:`UnsupportedModelError` listing *every*
     unsupported node at once.
     """
+    try:
+        return _import(path, dtype)
+    except ModelError as exc:  # names from the file may hold newlines: keep the message one line
+        exc.args = tuple(printable(a) if isinstance(a, str) else a for a in exc.args)
+        raise
+
+
+def _import(path: str | os.PathLike, dtype: torch.dtype | None) -> nx.DiGraph:
     path = os.fspath(path)
     model = load_model_proto(path)
     check_versions(model, path)

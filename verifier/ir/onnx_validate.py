@@ -33,6 +33,12 @@ IR_DTYPES = {torch.float32: torch.float32, torch.float64: torch.float64, torch.f
 MAX_TENSOR_ELEMENTS = 10**8
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline in a tensor name, say) escaped, so that an
+    error message stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _type_name(elem: int) -> str:
     try:
         return onnx.TensorProto.DataType.Name(elem)
