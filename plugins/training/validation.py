@@ -17,7 +17,6 @@ what would be valid:
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import numbers
@@ -149,24 +148,10 @@ def check_domain(option: str, name, options: dict | None = None) -> str:
     domains = available_domains()
     if not isinstance(name, str) or name not in domains:
         raise VerifierInputError(f"{option} {name!r}: unknown domain; installed domains: {', '.join(sorted(domains))}")
-    if options:
-        cls = domains[name]
-        try:
-            params = inspect.signature(cls.__init__).parameters
-        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-            params = {}
-        keys = [k for k, p in params.items() if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values()) and cls.__init__ is not object.__init__
-        for key in options:
-            if key not in keys and not takes_any:
-                raise VerifierInputError(f"--domain-option {key}: not an option of domain '{name}'; "
-                                         f"its options: {', '.join(keys) or 'none'}")
-        try:
-            cls(**options)
-        except VerifierInputError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise VerifierInputError(f"--domain-option for domain '{name}': {exc}") from None
+    if options:  # the same key, type and value rules as verify/bounds --domain-option
+        from verifier.options import check_options, option_types
+
+        check_options(options, option_types(domains[name]), f"--domain-option for domain '{name}'")
     return name
 
 
