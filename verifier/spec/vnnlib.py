@@ -60,15 +60,16 @@ from .model import Conjunction, InputRegion, Spec
 
 MAX_DISJUNCTS = 100_000
 
-_NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _NUMBER = re.compile(rf"^{_NUM}$")
-_VAR = re.compile(r"^([XY])_(\d+)$")
-_SIMPLE_DECLARE = re.compile(r"^\s*\(\s*declare-const\s+([XY])_(\d+)\s+Real\s*\)\s*$")
-_SIMPLE_ASSERT = re.compile(rf"^\s*\(\s*assert\s*\(\s*(<=|>=|<|>)\s+([XY])_(\d+)\s+({_NUM})\s*\)\s*\)\s*$")
+_VAR = re.compile(r"^([XY])_([0-9]{1,9})$")
+_VAR_DECLARED = re.compile(r"^([XY])_([0-9]+)$")
+_SIMPLE_DECLARE = re.compile(r"^\s*\(\s*declare-const\s+([XY])_([0-9]{1,9})\s+Real\s*\)\s*$")
+_SIMPLE_ASSERT = re.compile(rf"^\s*\(\s*assert\s*\(\s*(<=|>=|<|>)\s+([XY])_([0-9]{{1,9}})\s+({_NUM})\s*\)\s*\)\s*$")
 # One scanner step: a comparison of one variable with one number (read without a tree),
 # or a single token.
-_SCAN = re.compile(rf"\(\s*(<=|>=|<|>|=)\s+([XY])_(\d+)\s+({_NUM})\s*\)|(\()|(\))|([^\s()]+)")
-_LINE_ATOM = re.compile(rf"\s*\(\s*(<=|>=|<|>|=)\s+([XY])_(\d+)\s+({_NUM})\s*\)\s*$").match
+_SCAN = re.compile(rf"\(\s*(<=|>=|<|>|=)\s+([XY])_([0-9]{{1,9}})\s+({_NUM})\s*\)|(\()|(\))|([^\s()]+)")
+_LINE_ATOM = re.compile(rf"\s*\(\s*(<=|>=|<|>|=)\s+([XY])_([0-9]{{1,9}})\s+({_NUM})\s*\)\s*$").match
 _SKIPPED = frozenset(("set-logic", "check-sat", "get-model", "exit", "set-info", "set-option"))
 _COMPARISONS = frozenset(("<=", ">=", "<", ">", "="))
 _TERM_OPS = frozenset(("+", "-", "*", "/"))
@@ -140,7 +141,7 @@ class _Frame:
     read), ``ctx`` what its parent expects of it (``'top'``, ``'formula'``, ``'term'``,
     ``'skip'``), ``items`` the values of its children so far."""
 
-    __slots__ = ("op", "ctx", "line", "items", "acc", "count", "only")
+    __slots__ = ("op", "ctx", "line", "items", "acc", "count", "only", "shared", "start")
 
     def __init__(self, ctx: str, line: int):
         self.op: str | None = None
@@ -150,11 +151,13 @@ class _Frame:
         self.acc: _Conj | None = None  # 'and'/'assert': the single-disjunct children merged
         self.count = 0  # 'and'/'assert': single-disjunct children so far
         self.only: _Conj | None = None  # the first such child while it is the only one (not copied)
+        self.shared: _Frame | None = None  # an 'and' in an 'and' (an 'or' in an 'or') fills its parent's
+        self.start = 0  # shared: len(items) when it opened
 
     def absorb(self, conj: "_Conj") -> None:
         """Conjoin a frozen single-disjunct child into ``acc`` (kept as is while it is alone,
         so that deep chains of one-child ``and`` cost O(1) per level)."""
-        if self.count == 0:
+        if self.count == 0 and self.shared is None:
             self.only = conj
         else:
             if self.only is not None:
@@ -199,18 +202,21 @@ class _Parser:
                         op, kind, idx, value = m.groups()
                         idx, value = int(idx), float(value)
                         acc = top.acc
-                        if kind == "X" and op != "=" and idx in declared_x and value - value == 0.0:
+                        if value - value != 0.0:  # overflows float64: the general path names it
+                            pass
+                        elif kind == "X" and op != "=" and idx in declared_x:
                             acc.idx.append(idx)
                             acc.val.append(value)
                             acc.flag.append((_UPPER if op[0] == "<" else 0) | (_STRICT if len(op) == 1 else 0))
                             acc.line.append(line)
                         else:
                             self.simple_atom(op, kind, idx, value, line, acc)
-                        top.count += 1
-                        continue
+                        if value - value == 0.0:
+                            top.count += 1
+                            continue
             else:
                 m = _SIMPLE_ASSERT.match(code)
-                if m:
+                if m and math.isfinite(float(m.group(4))):
                     self.simple_atom(m.group(1), m.group(2), int(m.group(3)), float(m.group(4)), line, self.common)
                     continue
                 m = _SIMPLE_DECLARE.match(code)
@@ -221,14 +227,14 @@ class _Parser:
                 op = m.group(1)
                 if op is not None:  # a comparison of one variable with one number
                     top = stack[-1] if stack else None
-                    if top is None or top.op is None or top.op not in ("and", "or", "assert"):
+                    value = float(m.group(4))
+                    if top is None or top.op not in ("and", "or", "assert") or not math.isfinite(value):
                         self.open(line)
                         self.word(op, line)
                         self.word(f"{m.group(2)}_{m.group(3)}", line)
                         self.word(m.group(4), line)
                         self.close(line)
                         continue
-                    value = float(m.group(4))
                     if top.op == "or":
                         conj = _Conj(line)
                         self.simple_atom(op, m.group(2), int(m.group(3)), value, line, conj)
@@ -326,7 +332,15 @@ class _Parser:
             if word not in ("and", "or") and word not in _COMPARISONS:
                 self.fail(line, f"unsupported operator '{word}' in an assertion "
                                 f"(expected and, or, <=, >=, <, >, =)")
-            if word == "and":
+            parent = self.stack[-2]
+            if word == parent.op and word in ("and", "or"):
+                # associativity: fill the parent directly, so that deep chains stay linear
+                if parent.only is not None:
+                    parent.acc.extend(parent.only)
+                    parent.only = None
+                frame.shared, frame.items, frame.acc = parent, parent.items, parent.acc
+                frame.start = len(parent.items)
+            elif word == "and":
                 frame.acc = _Conj(line)
         elif ctx == "term":
             if word not in _TERM_OPS:
@@ -382,6 +396,11 @@ class _Parser:
             parent.items.append(self.close_term(frame, line))
         elif op in _COMPARISONS:
             self.add_formula(parent, self.close_comparison(frame, line), line)
+        elif frame.shared is not None:  # its children went straight into the parent
+            if len(frame.items) == frame.start and not frame.count:
+                self.fail(frame.line, f"'{op}' needs at least one formula")
+            if op == "and":
+                parent.count += 1
         elif op == "and":
             self.add_formula(parent, self.close_and(frame, line), line)
         else:  # or
@@ -510,7 +529,7 @@ class _Parser:
             if len(items) != 2 or not all(isinstance(w, str) for w in items):
                 self.fail(frame.line, "expected (declare-const NAME Real)")
             name, sort = items
-            m = _VAR.match(name)
+            m = _VAR_DECLARED.match(name)
             if not m:
                 self.fail(frame.line, f"variable '{name}' must be named X_i (input) or Y_j (output)")
             if sort != "Real":
