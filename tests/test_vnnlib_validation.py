@@ -346,6 +346,11 @@ def test_read_vnnlib_gz(tmp_path):
     broken.write_bytes(path.read_bytes()[:-12])
     with pytest.raises(SpecError, match="broken.vnnlib.gz"):
         read_vnnlib(broken)
+    data = bytearray(gzip.compress((HEADER + BOX * 50).encode()))
+    data[len(data) // 2: len(data) // 2 + 8] = b"\xff" * 8  # a corrupt deflate stream (zlib.error)
+    broken.write_bytes(bytes(data))
+    with pytest.raises(SpecError, match="broken.vnnlib.gz"):
+        read_vnnlib(broken)
 
 
 # --- the L-infinity spec ------------------------------------------------------------------

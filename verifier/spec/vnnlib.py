@@ -50,6 +50,7 @@ import itertools
 import math
 import os
 import re
+import zlib
 from typing import Iterable
 
 import numpy as np
@@ -656,7 +657,7 @@ def _not_utf8(path: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         return f"{path}:{line}: the spec file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         pass
     return f"{path}: the spec file is not UTF-8 text"
 
@@ -682,6 +683,6 @@ def read_vnnlib(path: str | os.PathLike) -> Spec:
             parser.feed(fh)
     except UnicodeDecodeError:
         raise SpecError(_not_utf8(path)) from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise SpecError(f"cannot read spec file {path}: {exc}") from None
     return parser.finish()
