@@ -54,3 +54,24 @@ def test_auto_strategy_on_acasxu_never_contradicts_reference(bench, row):
     assert result.status in ("sat", "unsat", "timeout")
     if result.status != "timeout":
         assert result.status == row["expected"], result.notes
+
+
+def test_nan_bounds_are_never_a_refutation_nor_a_loop(tmp_path, monkeypatch):
+    """A domain that returns NaN bounds (an overflow) refutes nothing and is not split on
+    forever: the box is left undecided and the answer is ``unknown`` at once."""
+    import verifier.complete.input_split as input_split
+
+    rng = np.random.default_rng(0)
+    relu_mlp(tmp_path / "m.onnx", rng, (3, 8, 2))
+    model = verifier.load(tmp_path / "m.onnx")
+    A = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    region = InputRegion(-torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64),
+                         [Conjunction(A, torch.tensor([-1e6], dtype=torch.float64))])  # unsafe: y_0 ≤ −1e6 (never)
+
+    def nan_bounds(model, lo, hi, domain, C, **options):
+        nan = torch.full((lo.shape[0], C.shape[0]), float("nan"), dtype=lo.dtype)
+        return nan, nan
+
+    monkeypatch.setattr(input_split, "compute_bounds", nan_bounds)
+    status, cex = input_split_bab(model, region, Deadline(20), domain="box")
+    assert (status, cex) == ("unknown", None)

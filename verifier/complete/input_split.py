@@ -16,7 +16,7 @@ open pay for fresh CROWN intermediate bounds. The frontier is explored depth-fir
 batches, so memory stays bounded. Splitting stops at float resolution: an input whose
 midpoint equals one of its endpoints is never split, and an open box with no input left to
 split (after its centre and two corners are checked as candidates) is left undecided, which
-makes the answer ``unknown`` instead of an endless loop.
+makes the answer ``unknown`` instead of an endless loop; so is a box whose bound is NaN.
 """
 
 from __future__ import annotations
@@ -219,7 +219,8 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
                 lb, _ = compute_bounds(model, lo, hi, domain=domain, C=C, **domain_options)
                 coeff, inter = None, None
         stats.boxes_bounded += len(lo)
-        lb = torch.nan_to_num(lb, nan=float("-inf"))  # a NaN bound refutes nothing
+        nan_box = torch.isnan(lb).any(dim=1)  # NaN bounds (an overflow): refute nothing, are not split on
+        lb = torch.nan_to_num(lb, nan=float("-inf"))
         open_mask = _open_disjuncts(lb, b, sizes, strict)
         keep = open_mask.any(dim=1)
         if not bool(keep.any()):
@@ -246,10 +247,11 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         # never split an input whose midpoint (in the bounding dtype) equals an endpoint
         mids = (lo + hi) / 2
         splittable = (mids > lo) & (mids < hi)
-        stuck = ~splittable.any(dim=1)
+        stuck = ~splittable.any(dim=1) | nan_box[keep]
         if bool(stuck.any()):
-            # boxes at float resolution: their corners are the remaining candidates; if none is
-            # a counterexample the box is left undecided (the answer becomes unknown)
+            # boxes at float resolution (or with NaN bounds, which halving does not cure): their
+            # corners are the remaining candidates; if none is a counterexample the box is left
+            # undecided (the answer becomes unknown)
             hit = confirm_candidates(model, region, torch.cat([lo[stuck], hi[stuck]]), region_index)
             if hit is not None:
                 return "sat", hit
