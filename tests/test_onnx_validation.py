@@ -351,3 +351,19 @@ def test_messages_stay_on_one_line(tmp_path, capsys):
     message = load_error(path)
     assert "evil\\nnode" in message
     assert_cli_error(capsys, "check", path, words=("evil\\nnode",))
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand", "Tile", "Range"])
+def test_folding_a_huge_constant_is_refused_before_allocating(tmp_path, capfd, op):
+    g = GraphBuilder(np.random.default_rng(0), (1, 3))
+    big = {"ConstantOfShape": lambda: g.op("ConstantOfShape", g.ints([2**40])),
+           "Expand": lambda: g.op("Expand", g.const([1.0]), g.ints([2**20, 2**20])),
+           "Tile": lambda: g.op("Tile", g.const([[1.0]]), g.ints([2**20, 2**20])),
+           "Range": lambda: g.op("Range", g.const(np.float32(0)), g.const(np.float32(1e12)), g.const(np.float32(1)))}[op]()
+    y = g.op("Add", g.x, g.op("ReduceSum", big, keepdims=1))
+    path = save_model(g.model(y, check=False), tmp_path)
+    message = load_error(path)
+    assert op in message and "values" in message
+    code = main(["check", str(path)])
+    out, err = capfd.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1, err  # nothing from onnxruntime's own log

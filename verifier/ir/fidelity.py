@@ -68,7 +68,7 @@ def session(model_path: str, outputs: list[str] | None = None) -> tuple[ort.Infe
             if name not in existing:
                 proto.graph.output.append(onnx.helper.make_value_info(name, onnx.TypeProto()))
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors come back as exceptions (ModelError); print nothing
     if outputs:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

@@ -144,12 +144,38 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray:
     return np.asarray(value)
 
 
+def _folded_size(node: onnx.NodeProto, values: list) -> int | None:
+    """Number of values of the output of the ops that make a constant larger than their
+    inputs, from their (constant) inputs; ``None`` for other ops or when it cannot be told."""
+    try:
+        op = node.op_type
+        if op == "ConstantOfShape":
+            return math.prod(int(d) for d in np.asarray(values[0]).reshape(-1))
+        if op == "Expand":
+            target = tuple(int(d) for d in np.asarray(values[1]).reshape(-1))
+            rank = max(len(target), values[0].ndim)
+            data = (1,) * (rank - values[0].ndim) + values[0].shape
+            target = (1,) * (rank - len(target)) + target
+            return math.prod(max(a, b) for a, b in zip(data, target))
+        if op == "Tile":
+            return math.prod(int(d) * int(r) for d, r in zip(values[0].shape, np.asarray(values[1]).reshape(-1)))
+        if op == "Range":
+            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in values[:3])
+            return max(0, math.ceil((limit - start) / delta)) if delta else None
+    except (IndexError, TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    return None
+
+
 def _fold_with_onnxruntime(node: onnx.NodeProto, ctx: ImportContext) -> list[np.ndarray]:
     """Evaluate a node whose inputs are all constants with onnxruntime."""
     import onnxruntime as ort
 
     inputs = [i for i in node.input if i]
     feeds = {i: ctx.consts[i] for i in inputs}
+    size = _folded_size(node, [ctx.consts[i] if i else None for i in node.input])
+    if size is not None and size > MAX_TENSOR_ELEMENTS:
+        raise Unsupported(f"would make a constant of {size:.3g} values (at most {MAX_TENSOR_ELEMENTS:.0e} are supported)")
     infos = [
         onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
         for i, a in feeds.items()
@@ -157,8 +183,10 @@ def _fold_with_onnxruntime(node: onnx.NodeProto, ctx: ImportContext) -> list[np.
     outs = [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o]
     graph = onnx.helper.make_graph([node], "fold", infos, outs)
     model = onnx.helper.make_model(graph, opset_imports=ctx.opsets, ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the error comes back as an exception; print nothing
     try:
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return session.run(None, feeds)
     except Exception as exc:
         raise Unsupported(f"constant subgraph could not be evaluated: {str(exc).splitlines()[0][:200]}") from None
