@@ -242,6 +242,23 @@ def build_acas_column(rng):
     return Built(g.model(g.op("Add", g.op("MatMul", g.weight(5, 12), h), g.rand(5, 1))), per_sample=True)
 
 
+@case("matmul-batched-rank3-constant")
+def build_matmul_batched(rng):
+    """A rank-3 constant right operand: one matrix per leading index (batched, still affine)."""
+    g = GraphBuilder(rng, (N, 2, 1, 3))
+    h = g.op("Relu", g.op("MatMul", g.x, g.weight(2, 3, 4, fan_in=3)))
+    return Built(g.model(g.op("MatMul", h, g.weight(2, 4, 2, fan_in=4))))
+
+
+@case("clip-min-only-max-only-both")
+def build_clip(rng):
+    """Clip with only max, only min (optional inputs left empty) and both."""
+    g = GraphBuilder(rng, (N, 5))
+    h = g.op("Clip", g.op("MatMul", g.x, g.weight(5, 4, fan_in=5)), "", g.const(np.float32(0.3)))
+    h = g.op("Clip", g.op("MatMul", h, g.weight(4, 4, fan_in=4)), g.const(np.float32(-0.2)))
+    return Built(g.model(g.op("Clip", h, g.const(np.float32(-0.1)), g.const(np.float32(0.1)))))
+
+
 @case("acas-vnncomp-style")
 def build_acas_vnncomp(rng):
     """Like VNN-COMP's ACAS Xu files: input (1,1,1,5), Sub/Div normalisation, Flatten,

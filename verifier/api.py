@@ -161,7 +161,7 @@ def compute_bounds(model: Model, lower: torch.Tensor, upper: torch.Tensor, domai
         C = as_float_tensor(C, "C").to(lower)
         if not bool(torch.isfinite(C).all()):
             raise VerifierInputError("C must be finite")
-        if C.dim() not in (2, 3) or C.shape[-1] != model.output_size or (C.dim() == 3 and C.shape[0] != lower.shape[0]):
+        if C.dim() not in (2, 3) or C.shape[-1] != model.output_size or (C.dim() == 3 and C.shape[0] not in (1, lower.shape[0])):
             raise VerifierInputError(f"C has shape {list(C.shape)}; expected (k, {model.output_size}) or "
                                      f"({lower.shape[0]}, k, {model.output_size})")
     graph = model.graph_for(lower.device, lower.dtype)
