@@ -315,12 +315,12 @@ def instances_text(draw) -> bytes:
             raw_damage.append(draw(st.tuples(st.floats(0, 1), st.integers(0, 3), st.binary(max_size=4))))
         elif rows:
             row = rows[draw(st.integers(0, len(rows) - 1))]
-            if kind == "cell":
-                column = draw(st.integers(0, 2))
+            if kind == "cell" and row:
+                column = draw(st.integers(0, min(2, len(row) - 1)))
                 row[column] = draw(st.sampled_from(BAD_CELLS[column]))
-            elif kind == "drop":
+            elif kind == "drop" and row:
                 del row[draw(st.integers(0, len(row) - 1)):]
-            else:
+            elif kind == "add":
                 row.append(draw(st.sampled_from(["", "7"])))
     data = bytearray("\n".join(",".join(row) for row in rows).encode() + draw(st.sampled_from([b"", b"\n", b"\r\n"])))
     for where, length, payload in raw_damage:
