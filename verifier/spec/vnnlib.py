@@ -53,11 +53,9 @@ import re
 import zlib
 from typing import Iterable
 
-import numpy as np
-import torch
-
 from ..errors import SpecError
-from .model import Conjunction, InputRegion, Spec
+from .model import Spec
+from .vnnlib_regions import STRICT as _STRICT, UPPER as _UPPER, ConjunctionBuilder as _Conj, build_spec
 
 MAX_DISJUNCTS = 100_000
 
@@ -75,7 +73,6 @@ _SKIPPED = frozenset(("set-logic", "check-sat", "get-model", "exit", "set-info",
 _COMPARISONS = frozenset(("<=", ">=", "<", ">", "="))
 _TERM_OPS = frozenset(("+", "-", "*", "/"))
 _NON_FINITE = frozenset(("nan", "inf", "infinity", "infty", "snan", "qnan"))
-_UPPER, _STRICT = 1, 2  # bit flags of a bound entry
 
 
 def _number(word: str) -> float | None:
@@ -84,57 +81,6 @@ def _number(word: str) -> float | None:
         return None
     value = float(word)
     return value if math.isfinite(value) else None
-
-
-class _Conj:
-    """One disjunct being built: input-bound entries (numpy arrays once frozen) and output
-    rows ``(coefs {j: a}, rhs, strict, line)`` meaning ``Σ a·Y_j ≤ rhs`` (``<`` if strict).
-
-    Bound entries are parallel sequences ``idx`` (input index), ``val``, ``flag``
-    (``_UPPER``/``_STRICT`` bits) and ``line``; the tightest per side wins when the
-    disjunct's box is built."""
-
-    __slots__ = ("idx", "val", "flag", "line", "rows", "start")
-
-    def __init__(self, start: int):
-        self.idx: list | np.ndarray = []
-        self.val: list | np.ndarray = []
-        self.flag: list | np.ndarray = []
-        self.line: list | np.ndarray = []
-        self.rows: list = []
-        self.start = start
-
-    def add_bound(self, i: int, value: float, upper: bool, strict: bool, line: int) -> None:
-        self.idx.append(i)
-        self.val.append(value)
-        self.flag.append((_UPPER if upper else 0) | (_STRICT if strict else 0))
-        self.line.append(line)
-
-    def extend(self, other: "_Conj") -> None:
-        self.idx.extend(other.idx)
-        self.val.extend(other.val)
-        self.flag.extend(other.flag)
-        self.line.extend(other.line)
-        self.rows.extend(other.rows)
-
-    def freeze(self) -> "_Conj":
-        self.idx = np.asarray(self.idx, dtype=np.int32)
-        self.val = np.asarray(self.val, dtype=np.float64)
-        self.flag = np.asarray(self.flag, dtype=np.int8)
-        self.line = np.asarray(self.line, dtype=np.int32)
-        return self
-
-    @staticmethod
-    def merged(parts: Iterable["_Conj"], start: int) -> "_Conj":
-        """The conjunction of frozen ``parts`` (frozen)."""
-        parts = list(parts)
-        out = _Conj(start)
-        out.idx = np.concatenate([p.idx for p in parts]) if parts else np.zeros(0, np.int32)
-        out.val = np.concatenate([p.val for p in parts]) if parts else np.zeros(0)
-        out.flag = np.concatenate([p.flag for p in parts]) if parts else np.zeros(0, np.int8)
-        out.line = np.concatenate([p.line for p in parts]) if parts else np.zeros(0, np.int32)
-        out.rows = [r for p in parts for r in p.rows]
-        return out
 
 
 class _Frame:
@@ -550,88 +496,9 @@ class _Parser:
                                           f"more than {MAX_DISJUNCTS}")
                 self.disjunctive.append(dnf)
 
-    # --- boxes and regions ------------------------------------------------------------
     def finish(self) -> Spec:
-        source = self.source
-        for kind in "XY":
-            ids = self.declared[kind]
-            if not ids:
-                raise SpecError(f"{source}: no {kind}_ variables declared")
-            if ids != set(range(len(ids))):
-                missing = min(set(range(len(ids))) - ids)
-                raise SpecError(f"{source}: {kind}_ variables must be numbered 0..n-1 without gaps "
-                                f"({kind}_{missing} is not declared)")
-        nx, ny = len(self.declared["X"]), len(self.declared["Y"])
-        base = self.common.freeze()
-        base.start = None  # the top-level asserts: no single line to name
-        regions: dict[bytes, InputRegion] = {}
-        for combo in itertools.product(*self.disjunctive):
-            conj = _Conj.merged((base, *combo), combo[0].start) if combo else base
-            lower, lstrict, upper, ustrict = self.box(conj, nx)
-            key = b"".join((lower.tobytes(), upper.tobytes(), lstrict.tobytes(), ustrict.tobytes()))
-            region = regions.get(key)
-            if region is None:
-                region = regions[key] = InputRegion(torch.from_numpy(lower), torch.from_numpy(upper), [],
-                                                    torch.from_numpy(lstrict), torch.from_numpy(ustrict))
-            region.disjuncts.append(self.conjunction(conj, ny))
-        spec = Spec(list(regions.values()), nx, ny, source)
-        spec.validate()
-        return spec
-
-    def box(self, conj: _Conj, nx: int):
-        """The tightest bounds per side (``lower, lower_strict, upper, upper_strict``); errors
-        for a missing bound or an empty range, naming the variable and lines."""
-        side = (conj.flag & _UPPER) != 0
-        strict = (conj.flag & _STRICT) != 0
-        out = []
-        lines = []
-        for want_upper in (False, True):
-            sel = side == want_upper
-            idx, val, st, ln = conj.idx[sel], conj.val[sel], strict[sel], conj.line[sel]
-            key = -val if want_upper else val  # larger key = tighter bound; ties: strict wins
-            order = np.lexsort((st, key, idx))
-            idx, val, st, ln = idx[order], val[order], st[order], ln[order]
-            last = np.ones(len(idx), dtype=bool)
-            last[:-1] = idx[1:] != idx[:-1]
-            values = np.full(nx, np.inf if want_upper else -np.inf)
-            flags = np.zeros(nx, dtype=bool)
-            where = np.zeros(nx, dtype=np.int64)
-            values[idx[last]], flags[idx[last]], where[idx[last]] = val[last], st[last], ln[last]
-            out += [values, flags]
-            lines.append(where)
-        lower, lstrict, upper, ustrict = out
-        missing = np.nonzero(np.isinf(lower) | np.isinf(upper))[0]
-        if len(missing):
-            i = int(missing[0])
-            which = "lower" if np.isinf(lower[i]) else "upper"
-            message = (f"input X_{i} has no {which} bound{' in the disjunct starting here' if conj.start else ''} "
-                       f"(every input needs a finite lower and upper bound: not bounded on both sides)")
-            if conj.start is None:
-                raise SpecError(f"{self.source}: {message}")
-            self.fail(conj.start, message)
-        empty = (lower > upper) | ((lower == upper) & (lstrict | ustrict))
-        bad = np.nonzero(empty)[0]
-        if len(bad):
-            i = int(bad[0])
-            lo_line, hi_line = int(lines[0][i]), int(lines[1][i])
-            lo_op, hi_op = (">" if lstrict[i] else ">="), ("<" if ustrict[i] else "<=")
-            self.fail(max(lo_line, hi_line),
-                      f"input X_{i} has an empty range: ({lo_op} X_{i} {float(lower[i])!r}) at line {lo_line} and "
-                      f"({hi_op} X_{i} {float(upper[i])!r}) at line {hi_line}; the lower bound must not exceed the upper")
-        return lower + 0.0, lstrict, upper + 0.0, ustrict  # + 0.0: -0.0 and 0.0 group together
-
-    @staticmethod
-    def conjunction(conj: _Conj, ny: int) -> Conjunction:
-        rows = conj.rows or [({}, 0.0, False, conj.start)]  # no output condition: all of the box is unsafe
-        A = torch.zeros(len(rows), ny, dtype=torch.float64)
-        b = torch.empty(len(rows), dtype=torch.float64)
-        strict = torch.zeros(len(rows), dtype=torch.bool)
-        for r, (coefs, rhs, st, _) in enumerate(rows):
-            for j, a in coefs.items():
-                A[r, j] += a
-            b[r] = rhs
-            strict[r] = st
-        return Conjunction(A, b, strict)
+        """The :class:`Spec` of everything read (see :func:`~.vnnlib_regions.build_spec`)."""
+        return build_spec(self.source, self.declared, self.common, self.disjunctive)
 
 
 def _parse(lines: Iterable[str], source: str) -> Spec:
