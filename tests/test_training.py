@@ -12,7 +12,7 @@ import torch
 
 import verifier
 from verifier.api import compute_bounds
-from verifier.domains.crown import DualLPDomain
+from verifier.domains.dual_lp import DualLPDomain
 from verifier_plugins.training import LiveModel, build_model, margin_matrix
 from verifier_plugins.training.architectures import ARCHITECTURES
 from verifier_plugins.training.certify import read_metadata, verified_mask

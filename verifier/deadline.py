@@ -82,7 +82,7 @@ def warm_up() -> None:
     import scipy.sparse  # noqa: F401
 
     from .complete import beta_crown, input_split, milp, relu_split  # noqa: F401
-    from .domains import crown, lp  # noqa: F401
+    from .domains import alpha_crown, crown, lp  # noqa: F401
     _WARM = True
 
 

@@ -187,7 +187,9 @@ def lower_bound_only(dom: Domain, graph: nx.DiGraph, lower: torch.Tensor, upper:
     """The lower bound of a plain backward domain (CROWN, CROWN-IBP, exact dual LP) from its
     own intermediate bounds and final pass, without the upper-bound rows; ``None`` when
     the domain has no such split (then call ``bound``)."""
-    from verifier.domains.crown import AlphaCrownDomain, BackwardDomain, DualLPDomain
+    from verifier.domains.alpha_crown import AlphaCrownDomain
+    from verifier.domains.crown import BackwardDomain
+    from verifier.domains.dual_lp import DualLPDomain
 
     if not isinstance(dom, BackwardDomain) or isinstance(dom, AlphaCrownDomain):
         return None

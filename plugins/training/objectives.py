@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from verifier.domains.box import BoxDomain
-from verifier.domains.crown import CrownIBPDomain, DualLPDomain
+from verifier.domains.crown import CrownIBPDomain
+from verifier.domains.dual_lp import DualLPDomain
 from verifier.domains.deepz import DeepZDomain, latent
 from verifier.engine import propagate
 from verifier.ir.graph import input_node, predecessors_by_slot

@@ -43,7 +43,7 @@ def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dty
                              iterations: int = 20):
     """α-CROWN's tightest intermediate bounds over the region's box, and its lower
     bounds of every stacked spec row ``(k,)``."""
-    from ..domains.crown import AlphaCrownDomain
+    from ..domains.alpha_crown import AlphaCrownDomain
 
     graph = model.graph_for(device, dtype)
     C, _, _ = region.stacked()

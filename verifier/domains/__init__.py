@@ -48,4 +48,4 @@ def get_domain(name: str, **options):
     return domains[name](**options)
 
 
-from . import box, crown, deepz, lp  # noqa: E402,F401  (registers the built-in domains)
+from . import alpha_crown, box, crown, deepz, dual_lp, lp  # noqa: E402,F401  (registers the built-in domains)

@@ -30,7 +30,8 @@ from ..ops import FORWARD
 from ..ops.adjoint import AFFINE_KINDS, adjoint, offset
 from . import register_domain
 from .base import Domain
-from .crown import CrownDomain, DualLPDomain
+from .crown import CrownDomain
+from .dual_lp import DualLPDomain
 from .relaxations import lines_for
 
 MAX_VARIABLES = 200_000

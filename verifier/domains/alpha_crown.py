@@ -1,0 +1,146 @@
+"""α-CROWN (Xu et al. 2021, "Fast and Complete", §3.1): CROWN with optimised slopes.
+
+``alpha-crown``: the lower slopes of the final pass become variables ``α ∈ [0, 1]`` per
+neuron and per spec row, maximised by projected Adam on the bound, keeping the best
+value seen per row (so never looser than CROWN with the same intermediate bounds). With
+``optimise_intermediate`` (default) the slopes used while computing the intermediate
+bounds are variables too (one per neuron, shared by the rows of those passes), and the
+intermediate bounds are recomputed, differentiably, at every step. Sigmoid/tanh tangent
+points (in their convex or concave pieces) are optimised the same way; their lines on
+intervals that straddle 0 stay the fixed parallel pair.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import torch
+
+from ..deadline import checkpoint
+from ..ir.graph import predecessors_by_slot, topological_order
+from ..linalg import per_sample_rows
+from . import register_domain
+from .backward import pre_activation_nodes
+from .crown import BackwardDomain
+
+MAX_SLOPES = 1 << 25  # per-target intermediate slopes beyond this are shared per neuron
+
+
+@register_domain
+class AlphaCrownDomain(BackwardDomain):
+    name = "alpha-crown"
+    description = "CROWN with ReLU slopes and sigmoid/tanh tangent points optimised per neuron and row"
+
+    def __init__(self, intermediate: str = "crown", norm: float = float("inf"), iterations: int = 20,
+                 lr: float = 0.1, patience: int = 5, optimise_intermediate: bool = True):
+        super().__init__(intermediate, norm)
+        self.iterations, self.lr, self.patience = iterations, lr, patience
+        self.optimise_intermediate = bool(optimise_intermediate) and intermediate == "crown"
+
+    def bound(self, graph, lower, upper, C=None):
+        lam = self._spec(graph, lower, C)
+        k = lam.shape[1]
+        best, _ = self.optimise(graph, lower, upper, torch.cat([lam, -lam], 1))
+        return best[:, :k], -best[:, k:]
+
+    def optimise(self, graph, lower, upper, lam):
+        """Lower bounds ``(B, k)`` of ``Λ·f`` with optimised slopes, and the tightest
+        intermediate bounds met on the way (the intersection of every step's, each of
+        which is sound), which branch-and-bound starts from."""
+        k = lam.shape[1]
+        with torch.no_grad():
+            bounds = self.intermediate_bounds(graph, lower, upper)
+        alpha = self._initial_slopes(graph, bounds, lower, k)
+        rows, inner = ({}, {}) if not self.optimise_intermediate else self._intermediate_slopes(graph, bounds, lower)
+        tightest = dict(bounds)
+
+        def tighten(found):
+            for n, (l, u) in found.items():
+                tl, tu = tightest[n]
+                tightest[n] = (torch.maximum(tl, l.detach()), torch.minimum(tu, u.detach()))
+
+        with torch.no_grad():
+            best = self._final(graph, lower, upper, lam, bounds, {n: a.detach() for n, a in alpha.items()})
+        if alpha and self.iterations > 0:
+            inner_params = list({id(a): a for per in inner.values() for a in per.values()}.values())
+            opt = torch.optim.Adam(list(alpha.values()) + inner_params, lr=self.lr)
+            stale = 0
+            for _ in range(self.iterations):
+                checkpoint()
+                with torch.enable_grad():
+                    step_bounds = self.intermediate_bounds(graph, lower, upper, inner, rows, True, tightest) \
+                        if inner else bounds
+                    current = self._final(graph, lower, upper, lam, step_bounds, alpha)
+                    loss = -current.sum()
+                    opt.zero_grad()
+                    loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    if inner:
+                        tighten(step_bounds)
+                    for a in (*alpha.values(), *inner_params):
+                        a.clamp_(0.0, 1.0)
+                    improved = bool((current.detach() > best + 1e-8).any())
+                    best = torch.maximum(best, current.detach())
+                stale = 0 if improved else stale + 1
+                if stale >= self.patience:
+                    break
+            with torch.no_grad():  # the last step's α, after projection
+                last = self.intermediate_bounds(
+                    graph, lower, upper, {t: {n: a.detach() for n, a in per.items()} for t, per in inner.items()},
+                    rows, True, tightest) if inner else bounds
+                if inner:
+                    tighten(last)
+                best = torch.maximum(best, self._final(graph, lower, upper, lam, last,
+                                                       {n: a.detach() for n, a in alpha.items()}))
+        return best, tightest
+
+
+    @staticmethod
+    def _slope_init(node: dict, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """CROWN's starting point: adaptive ReLU slopes, midpoint sigmoid/tanh tangents."""
+        if node["kind"] in ("sigmoid", "tanh"):
+            return torch.full_like(l, 0.5)
+        if node["kind"] == "relu" or node["attrs"]["alpha"] <= 1:
+            return (u > -l).to(l.dtype)
+        return (u <= -l).to(l.dtype)
+
+    def _optimisable(self, graph):
+        """(node, its input) for every node with an optimisable relaxation."""
+        return [(n, predecessors_by_slot(graph, n)[0]) for n in topological_order(graph)
+                if graph.nodes[n]["kind"] in ("relu", "leaky_relu", "sigmoid", "tanh")]
+
+    def _initial_slopes(self, graph, bounds, lower, k):
+        """Variables of the final pass: one per neuron and spec row ``(B, k, *S)``."""
+        out = {}
+        for n, p in self._optimisable(graph):
+            init = self._slope_init(graph.nodes[n], *bounds[p])
+            out[n] = init.unsqueeze(1).expand(-1, k, *init.shape[1:]).clone().requires_grad_(True)
+        return out
+
+    def _intermediate_slopes(self, graph, bounds, lower):
+        """Variables of the intermediate passes: per target, one per neuron and row of that
+        target's pass (auto_LiRPA's layout), when that fits in ``MAX_SLOPES``; otherwise one
+        per neuron shared by all passes. Returns the fixed rows per target too."""
+        slopes = self._optimisable(graph)
+        rows, per_target, total = {}, {}, 0
+        for t in pre_activation_nodes(graph):
+            l, u = bounds[t]
+            unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1)
+            if graph.nodes[t]["kind"] == "input" or not bool(unstable.any()):
+                continue
+            rows[t] = per_sample_rows(unstable)
+            before = nx.ancestors(graph, t)
+            per_target[t] = [(n, p) for n, p in slopes if n in before]
+            total += 2 * rows[t].shape[1] * sum(bounds[p][0].numel() for _, p in per_target[t])
+        if total > MAX_SLOPES:  # shared slopes, same shape convention per target
+            shared = {n: self._slope_init(graph.nodes[n], *bounds[p]).unsqueeze(1).requires_grad_(True)
+                      for n, p in slopes}
+            return rows, {t: {n: shared[n] for n, _ in pairs} for t, pairs in per_target.items()}
+        inner = {}
+        for t, pairs in per_target.items():
+            R = rows[t].shape[1]
+            inner[t] = {}
+            for n, p in pairs:
+                init = self._slope_init(graph.nodes[n], *bounds[p])
+                inner[t][n] = init.unsqueeze(1).expand(-1, 2 * R, *init.shape[1:]).clone().requires_grad_(True)
+        return rows, inner
