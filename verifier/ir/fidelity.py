@@ -11,7 +11,7 @@ import onnxruntime as ort
 import torch
 
 from ..errors import FidelityError, ModelError
-from .graph import evaluate, input_node, output_node
+from .graph import evaluate, input_node, output_node, predecessors_by_slot, topological_order
 from .onnx_validate import printable
 
 # ``|ours − ref| ≤ atol·max(1, max|ref|) + rtol·|ref|``, per the model's precision: two
@@ -39,6 +39,7 @@ class FidelityReport:
     first_divergence: str | None = None
     rtol: float = RTOL
     atol: float = ATOL
+    overflow: str | None = None  # where the model's float type can overflow over the box
 
     def describe(self) -> str:
         verdict = "agrees with" if self.ok else "DISAGREES with"
@@ -47,6 +48,8 @@ class FidelityReport:
                 f"tolerance rtol={self.rtol:g}, atol={self.atol:g}·max(1, |y|))")
         if self.first_divergence:
             text += f"; first diverging node: {self.first_divergence}"
+        if self.overflow:
+            text += f"; warning: {self.overflow}"
         return printable(text)
 
 
@@ -166,6 +169,79 @@ def _first_divergence(graph: nx.DiGraph, x: np.ndarray) -> str | None:
     return None
 
 
+#: the largest magnitude a value may reach in the model's float type before the search refuses
+#: the box: half the type's largest finite value, which leaves room for the rounding of a
+#: float computation (relative n·ε for a dot product of n terms) on top of the real bound.
+_OVERFLOW_LIMITS = {torch.float16: float(np.finfo(np.float16).max) / 2,
+                    torch.float32: float(np.finfo(np.float32).max) / 2}
+
+
+def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -> str | None:
+    """Where the model's own float execution can overflow over the box ``[lower, upper]``, or
+    ``None`` when it cannot.
+
+    The verifier bounds the model's real-arithmetic function (in float64), and onnxruntime
+    runs it in the declared type; the two agree up to rounding only while every value stays
+    finite in that type. An interval (IBP) pass in float64 bounds every IR node's value,
+    and for linear ops (dense, conv, pooling, scaling) also every partial sum, by
+    ``|W|·max(|l|, |u|) + max|b|``; a magnitude above half the type's largest finite value
+    (float32: 1.7e38, float16: 32752) or a NaN bound is reported, naming the node. float64
+    models are not checked: their bounds are computed in the same type and overflow to
+    ``±inf`` (which refutes nothing)."""
+    limit = _OVERFLOW_LIMITS.get(graph.graph["model_dtype"])
+    if limit is None:
+        return None
+    from ..domains.box import BoxDomain
+    from ..engine import propagate
+    from ..ops import LINEAR_PART
+
+    source = input_node(graph)
+    if any(v.dtype != torch.float64 for _, d in graph.nodes(data=True) for v in d["params"].values()):
+        copy = graph.copy()
+        copy.graph = {k: v for k, v in graph.graph.items() if not k.startswith("_")}
+        for _, data in copy.nodes(data=True):
+            data.pop("_constant_cache", None)
+            data["params"] = {k: v.detach().to(device="cpu", dtype=torch.float64) for k, v in data["params"].items()}
+        graph = copy
+    shape = tuple(graph.nodes[source]["shape"])
+    lo = torch.as_tensor(lower).detach().to(device="cpu", dtype=torch.float64).reshape(1, *shape)
+    hi = torch.as_tensor(upper).detach().to(device="cpu", dtype=torch.float64).reshape(1, *shape)
+    type_name = str(graph.graph["model_dtype"]).replace("torch.", "")
+    with torch.no_grad(), np.errstate(all="ignore"):
+        states = propagate(graph, BoxDomain(), lo, hi, keep=True)
+        for node_id in topological_order(graph):
+            node = graph.nodes[node_id]
+            low, high = states[node_id]
+            magnitude = torch.maximum(low.abs(), high.abs())
+            peak = float("nan") if bool(torch.isnan(magnitude).any()) else float(magnitude.max()) if magnitude.numel() else 0.0
+            what = "values"
+            if node["kind"] in LINEAR_PART and not peak > limit:
+                (pred,) = predecessors_by_slot(graph, node_id)[:1]
+                pl, ph = states[pred]
+                partial = LINEAR_PART[node["kind"]](node, torch.maximum(pl.abs(), ph.abs()), True)
+                bias = node["params"].get("bias")
+                partial_peak = (float(partial.max()) if partial.numel() else 0.0) + \
+                    (float(bias.abs().max()) if bias is not None and bias.numel() else 0.0)
+                if not partial_peak <= limit:
+                    peak, what = partial_peak, "partial sums"
+            if not peak <= limit:
+                where = "the input" if node_id == source else \
+                    f"node '{node['source']}' (IR {node['kind']} '{node_id}')"
+                return (f"{what} of {where} can reach {peak:.3g} over the input box, beyond half of {type_name}'s "
+                        f"largest value {limit * 2:.3g}: onnxruntime's {type_name} execution can overflow to "
+                        f"inf/NaN there while the verifier bounds real arithmetic, so no verdict would be sound "
+                        f"(rescale the model or narrow the box)")
+    return None
+
+
+def check_overflow(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, path: str | None = None) -> None:
+    """Raise :class:`FidelityError` when the model's float execution can overflow over the box
+    (:func:`overflow_risk`); the search calls this for every region before deciding it."""
+    risk = overflow_risk(graph, lower, upper)
+    if risk is not None:
+        raise FidelityError(printable(f"model {path or graph.graph.get('path', '')}: {risk}"))
+
+
 def check_fidelity(
     graph: nx.DiGraph,
     lower: torch.Tensor | None = None,
@@ -179,6 +255,10 @@ def check_fidelity(
     (default ``[−1, 1]``) and rounded to that type, elementwise
     ``|ours − ref| ≤ atol·max(1, max|ref|) + rtol·|ref|`` (see ``TOLERANCES``). On a mismatch, find the first IR node whose value
     differs from the tensor of the same name in onnxruntime.
+
+    The box is also checked for float overflow (:func:`overflow_risk`): with an explicit box
+    (the spec's, which the caller will verify over) a risk is a mismatch; over the default
+    ``[−1, 1]`` it is only reported (``report.overflow``).
     """
     shape = tuple(graph.nodes[input_node(graph)]["shape"])
     gen = torch.Generator().manual_seed(seed)
@@ -200,6 +280,11 @@ def check_fidelity(
         report = FidelityReport(samples, abs_err, rel_err, ok, rtol=rtol, atol=atol)
         if not ok:
             report.first_divergence = _first_divergence(graph, x.numpy())
+    report.overflow = overflow_risk(graph, lo, hi)
+    if report.overflow is not None and lower is not None and upper is not None:
+        report.ok = False  # the box the caller will verify over: a verdict there would be unsound
+        if raise_on_mismatch and report.first_divergence is None:
+            raise FidelityError(printable(f"model {graph.graph.get('path', '')}: {report.overflow}"))
     if raise_on_mismatch and not report.ok:
         raise FidelityError(report.describe())
     return report
