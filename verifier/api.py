@@ -8,12 +8,11 @@ import os
 import networkx as nx
 import torch
 
-from .domains import get_domain
 from .errors import VerifierInputError
 from .ir import evaluate, import_onnx
 from .ir.fidelity import FidelityReport, check_fidelity
 from .ops import CACHE
-from .options import check_options, option_types
+from .options import check_domain_construction, check_options, check_samples, option_types
 
 BOUND_DTYPES = (torch.float32, torch.float64)
 
@@ -23,7 +22,8 @@ def as_float_tensor(value, name: str) -> torch.Tensor:
 
     Tensors and array-likes are accepted (array-likes of integers are read as float64);
     integer, boolean, complex, float16 and bfloat16 tensors raise :class:`VerifierInputError` (integer arithmetic truncates and half
-    precision rounds the bounds: neither is sound), as do NaN entries."""
+    precision rounds the bounds: neither is sound), as do NaN entries, tensors holding no
+    values, and tensors on a device other than ``cpu``/``cuda`` (``meta`` has no values)."""
     if not isinstance(value, torch.Tensor):
         try:
             value = torch.as_tensor(value)
@@ -34,6 +34,11 @@ def as_float_tensor(value, name: str) -> torch.Tensor:
     if value.dtype not in BOUND_DTYPES:
         raise VerifierInputError(f"{name} has dtype {str(value.dtype).replace('torch.', '')}; bounds are computed "
                                  f"in float32 or float64 (convert with .double())")
+    if value.device.type not in ("cpu", "cuda"):
+        raise VerifierInputError(f"{name} is on device '{value.device}'; tensors must be on cpu or cuda "
+                                 f"(a '{value.device.type}' tensor holds no values to bound)")
+    if value.numel() == 0:
+        raise VerifierInputError(f"{name} holds no values (shape {list(value.shape)}: a batch of 0 boxes?)")
     if bool(torch.isnan(value).any()):
         raise VerifierInputError(f"{name} contains NaN")
     return value
@@ -101,10 +106,19 @@ class Model:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs ``(B, output_size)`` (flattened) for a batch of inputs ``x`` (float32 or
         float64; see :meth:`as_batch` for the shapes accepted). Raises
-        :class:`VerifierInputError` for another dtype or a shape that does not fit."""
+        :class:`VerifierInputError` for another dtype, a device other than cpu/cuda, an
+        empty batch, or a shape that does not fit.
+
+        Values are not checked (this is the model's arithmetic, also used inside attacks):
+        NaN or infinite inputs propagate as in IEEE arithmetic, so an output that depends
+        on a NaN input is NaN."""
         if not isinstance(x, torch.Tensor) or x.dtype not in BOUND_DTYPES:
             raise VerifierInputError(f"model input must be a float32 or float64 tensor, got "
                                      f"{getattr(x, 'dtype', type(x).__name__)}")
+        if x.device.type not in ("cpu", "cuda"):
+            raise VerifierInputError(f"model input is on device '{x.device}'; use a cpu or cuda tensor")
+        if x.numel() == 0:
+            raise VerifierInputError(f"model input holds no values (shape {list(x.shape)})")
         x = self.as_batch(x)
         y = evaluate(self.graph_for(x.device, x.dtype), x)
         return y.reshape(y.shape[0], -1)
@@ -121,16 +135,40 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
     on ``samples`` random inputs from ``[lower, upper]`` (default ``[−1, 1]``) or a
     :class:`~verifier.errors.FidelityError` names the first diverging node.
 
+    ``path`` must be a ``str`` or ``os.PathLike``; ``lower``/``upper`` a number (the same
+    bound for every input) or a tensor/array with one value per model input (any shape
+    holding ``input_size`` values).
+
     Raises :class:`~verifier.errors.ModelError` for a missing, corrupt or unsupported
-    file and :class:`VerifierInputError` for ``samples < 1`` or a non-finite or empty box."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise VerifierInputError(f"samples must be an integer ≥ 1, got {samples!r}")
+    file and :class:`VerifierInputError` for a path of another type, ``samples`` not an
+    integer in ``[1, MAX_SAMPLES]``, or a sampling box that is non-finite, empty, or whose
+    size does not match the model's input."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise VerifierInputError(f"path must be a file path (str or os.PathLike), not {type(path).__name__}")
+    samples = check_samples(samples)
+    box = {}
     for name, value in (("lower", lower), ("upper", upper)):
-        if value is not None and not bool(torch.isfinite(as_float_tensor(value, name)).all()):
-            raise VerifierInputError(f"{name} must be finite")
-    if lower is not None and upper is not None and bool(torch.any(torch.as_tensor(lower) > torch.as_tensor(upper))):
-        raise VerifierInputError("the sampling box is empty (some lower bound exceeds its upper bound)")
+        if value is not None:
+            value = as_float_tensor(value, name)
+            if not bool(torch.isfinite(value).all()):
+                raise VerifierInputError(f"{name} must be finite")
+            box[name] = value.double().cpu().reshape(-1)
     graph = import_onnx(path)
+    size = math.prod(graph.nodes[graph.graph["input"]]["shape"])
+    for name, value in box.items():
+        if value.numel() not in (1, size):
+            raise VerifierInputError(f"{name} has {value.numel()} values; the model input has {size} "
+                                     f"(give one number or one value per input)")
+        box[name] = value.expand(size).clone()
+    lower, upper = box.get("lower"), box.get("upper")
+    if lower is not None and upper is not None and bool(torch.any(lower > upper)):
+        raise VerifierInputError("the sampling box is empty (some lower bound exceeds its upper bound)")
+    if check and ((lower is None) != (upper is None)):  # one side given: the default [-1, 1] on the other
+        default = torch.full((size,), 1.0 if lower is None else -1.0, dtype=torch.float64)
+        lower, upper = (default, upper) if lower is None else (lower, default)
+        if bool(torch.any(lower > upper)):
+            raise VerifierInputError("the sampling box is empty: with one side given, the other is the default "
+                                     "±1 (give both lower and upper)")
     report = check_fidelity(graph, lower, upper, samples=samples) if check else None
     return Model(graph, report)
 
@@ -171,7 +209,7 @@ def compute_bounds(model: Model, lower: torch.Tensor, upper: torch.Tensor, domai
     if domain not in domains:
         raise VerifierInputError(f"unknown domain '{domain}'; installed domains: {', '.join(sorted(domains))}")
     options = check_options(domain_options, option_types(domains[domain]), f"domain '{domain}'")
-    lb, ub = get_domain(domain, **options).bound(graph, lower, upper, C)
+    lb, ub = check_domain_construction(domain, domains[domain], options).bound(graph, lower, upper, C)
     # inf − inf (boxes so large that a bound overflows) is NaN: no finite bound is known,
     # so the sound answer is the whole line
     return torch.nan_to_num(lb, nan=-math.inf, posinf=math.inf, neginf=-math.inf), \

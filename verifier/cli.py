@@ -16,6 +16,7 @@ import torch
 from .errors import VerifierInputError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MAX_CHECK_VALUES = 250_000_000  # check --samples: values of every IR node × samples (~2 GB in float64)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
     every other bad input, instead of a usage block."""
 
     def error(self, message: str):
-        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"error: {self.prog}: {_shown(message)} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -35,13 +36,17 @@ def _timeout(value: float | None) -> float | None:
 
 
 def _device(name: str) -> str:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VerifierInputError("--device cuda was asked for but CUDA is not available on this machine")
-    try:
-        torch.device(name)
-    except RuntimeError:
-        raise VerifierInputError(f"unknown device '{name}' (use cpu or cuda)") from None
-    return name
+    """``--device``: cpu, or cuda / cuda:N when that device exists
+    (:func:`verifier.options.check_device`)."""
+    from .options import check_device
+
+    return check_device(name, "--device")
+
+
+def _shown(text: str) -> str:
+    """``text`` with invisible and control characters (a BOM, zero-width spaces, newlines)
+    escaped as in ``repr``, so an error message stays one readable line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _domain_options(pairs: list[str] | None) -> dict:
@@ -92,11 +97,17 @@ def cmd_check(args) -> int:
     from .ir import summary
     from .ir.fidelity import check_fidelity
 
-    if args.samples < 1:
-        raise VerifierInputError(f"--samples must be at least 1, got {args.samples}")
+    from .options import check_samples
+
+    samples = check_samples(args.samples, "--samples")
     model = load(args.model, check=False)
+    per_sample = sum(math.prod(d.get("shape") or (1,)) for _, d in model.graph.nodes(data=True))
+    if samples * per_sample > MAX_CHECK_VALUES:
+        raise VerifierInputError(f"--samples {samples}: this model computes {per_sample} values per sample and all "
+                                 f"samples run in one batch; at most {max(1, MAX_CHECK_VALUES // per_sample)} "
+                                 f"samples fit in memory")
     print(summary(model.graph))
-    report = check_fidelity(model.graph, samples=args.samples, raise_on_mismatch=False)
+    report = check_fidelity(model.graph, samples=samples, raise_on_mismatch=False)
     print(report.describe())
     return 0 if report.ok else 1
 
@@ -135,20 +146,23 @@ def cmd_verify(args) -> int:
     from .outputs import check_output_file
     from .verify import verify
 
+    from .options import check_seed
+
     timeout, device = _timeout(args.timeout), _device(args.device)
+    seed = check_seed(args.seed, "--seed")
     options = _checked_domain_options(args)
-    if args.result_file:
+    if args.result_file is not None:  # '' is refused, not ignored
         check_output_file(args.result_file, "--result-file")
     warm_up()  # one-time imports and initialisation, before the clock starts
     deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
     model, spec = _load_with_spec(args)
     result = verify(model, spec, domain=args.domain, deadline=deadline, device=device,
-                    dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=args.seed,
+                    dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=seed,
                     domain_options=options)
     for note in result.notes:
         print(note)
     print(f"time: {result.seconds:.3f} s")
-    if args.result_file:
+    if args.result_file is not None:
         write_result(args.result_file, result.status, result.counterexample)
     print(f"result: {result.status}")
     return 0
@@ -251,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="import a model, summarise its IR and compare it with onnxruntime")
     p.add_argument("model")
-    p.add_argument("--samples", type=int, default=4, help="random inputs to compare (default 4)")
+    p.add_argument("--samples", type=int, default=4,
+                   help="random inputs to compare, 1..100000 (default 4)")
     p.set_defaults(func=cmd_check)
 
     def common(p, default_domain):
@@ -261,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"abstract domain (see `verifier domains`; default {default_domain})")
         p.add_argument("--domain-option", action="append", metavar="KEY=VALUE",
                        help="option passed to the domain, e.g. iterations=50 (repeatable)")
-        p.add_argument("--device", default="cpu", help="cpu or cuda")
+        p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N when available")
         p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
         p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
 
@@ -274,8 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, "auto")
     p.add_argument("--timeout", type=float, default=None, help="seconds")
     p.add_argument("--result-file", help="write the VNN-COMP result (and counterexample) here")
-    p.add_argument("--no-attack", action="store_true", help="skip the falsification attack")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-attack", action="store_true",
+                   help="skip the falsification attack (sat can then only come from a complete method)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the attack (an integer in [0, 2**63-1]; default 0)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("vnncomp", help="run every instance of a VNN-COMP benchmark folder into a results CSV")
@@ -349,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except VerifierInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_shown(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -357,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line unless --debug
         if args.debug:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = _shown(str(exc).splitlines()[0]) if str(exc) else ""
         print(f"error: internal error ({type(exc).__name__}: {first}); rerun with --debug for details", file=sys.stderr)
         return 3
 

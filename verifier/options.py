@@ -7,7 +7,12 @@ keys (listing the valid ones), converts text values from the command line to the
 parameter's annotated type (``int``, ``float``, ``bool``, ``str``), and applies the
 value rules of :data:`OPTION_RULES`, shared by every domain that takes an option of that
 name. Every failure is a :class:`~verifier.errors.VerifierInputError` naming the option
-and what would be valid.
+and what would be valid. A domain's string options (``intermediate``) are checked by
+constructing the domain once with the options (:func:`check_domain_construction`), so
+every value is known valid before a model is read or an attack runs.
+
+:func:`check_device`, :func:`check_seed` and :func:`check_samples` are the shared rules
+for ``--device``/``device=``, ``--seed``/``seed=`` and ``--samples``/``samples=``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "projections": (lambda v: v is None or v >= 1, "an integer ≥ 1"),
     "time_limit": (lambda v: v > 0 and not math.isnan(v), "a number of seconds > 0"),
     "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
-    "norm": (lambda v: v in (1.0, 2.0, math.inf), "1, 2 or inf"),
+    # every input region here is a box (VNN-LIB, compute_bounds' [lower, upper]): a domain
+    # told norm=1 or 2 would bound the L1/L2 ball inscribed in it instead, and prove unsat wrongly
+    "norm": (lambda v: v == math.inf, "inf (input regions are L∞ boxes; L1/L2 balls are not supported)"),
     "split_rule": (lambda v: v in _split_rules(), "one of lookahead, coefficient, gradient"),
 }
 
@@ -37,6 +44,64 @@ def _split_rules() -> tuple[str, ...]:
     from .complete.input_split import SPLIT_RULES
 
     return SPLIT_RULES
+
+MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes at most a signed 64-bit value
+MAX_SAMPLES = 100_000  # fidelity-check samples run as one batch: bounded to keep memory in reach
+
+
+def check_device(device, option: str = "device") -> str:
+    """``device`` (a name or ``torch.device``) as a string, if bounds can run there: ``cpu``,
+    or ``cuda``/``cuda:N`` when CUDA is available and ``N`` is below the device count.
+
+    Raises :class:`VerifierInputError` for anything else (``meta``, ``mps``, ``xla``, an
+    unknown name, CUDA on a machine without it), naming ``option``."""
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise VerifierInputError(f"{option} must be cpu or cuda[:N], not {device!r}")
+    try:
+        parsed = torch.device(device.strip())
+    except (RuntimeError, ValueError):
+        raise VerifierInputError(f"{option}: unknown device {device!r} (use cpu, or cuda / cuda:N)") from None
+    if parsed.type == "cpu":
+        return str(parsed)
+    if parsed.type != "cuda":
+        raise VerifierInputError(f"{option}: device {device!r} is not supported (use cpu, or cuda / cuda:N)")
+    if not torch.cuda.is_available():
+        raise VerifierInputError(f"{option} {device} was asked for but CUDA is not available on this machine "
+                                 f"(use cpu)")
+    count = torch.cuda.device_count()
+    if parsed.index is not None and parsed.index >= count:
+        raise VerifierInputError(f"{option}: {device} does not exist; this machine has {count} CUDA device(s) "
+                                 f"(cuda:0..cuda:{count - 1})")
+    return str(parsed)
+
+
+def check_seed(seed, option: str = "seed") -> int:
+    """``seed`` as an int in ``[0, 2**63 − 1]`` (what ``torch.manual_seed`` takes); raises
+    :class:`VerifierInputError` for a negative, too large, non-integer or boolean value."""
+    if isinstance(seed, bool) or not isinstance(seed, int) and not (hasattr(seed, "__index__")):
+        raise VerifierInputError(f"{option} must be an integer in [0, {MAX_SEED}], not {seed!r}")
+    seed = int(seed.__index__())
+    if not 0 <= seed <= MAX_SEED:
+        raise VerifierInputError(f"{option} must be an integer in [0, {MAX_SEED}] (2**63 − 1), got {seed}")
+    return seed
+
+
+def check_samples(samples, option: str = "samples") -> int:
+    """``samples`` as an int in ``[1, MAX_SAMPLES]``: the fidelity check runs every sample in
+    one batch, so the count is bounded to keep its memory in reach. Raises
+    :class:`VerifierInputError` otherwise."""
+    if isinstance(samples, bool) or not isinstance(samples, int) and not hasattr(samples, "__index__"):
+        raise VerifierInputError(f"{option} must be an integer in [1, {MAX_SAMPLES}], not {samples!r}")
+    samples = int(samples.__index__())
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise VerifierInputError(f"{option} must be an integer in [1, {MAX_SAMPLES}] (the samples run as one "
+                                 f"batch; more would not fit in memory for typical models), got {samples}")
+    return samples
+
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -154,4 +219,22 @@ def check_domain_options(domain: str, options: dict[str, Any] | None) -> dict[st
     if domain not in domains:
         raise VerifierInputError(f"unknown domain '{domain}'; installed domains: {', '.join(sorted(domains))}, "
                                  f"complete methods: auto, {', '.join(COMPLETE_DOMAINS)}")
-    return check_options(options, option_types(domains[domain]), f"domain '{domain}'")
+    checked = check_options(options, option_types(domains[domain]), f"domain '{domain}'")
+    check_domain_construction(domain, domains[domain], checked)
+    return checked
+
+
+def check_domain_construction(name: str, cls: type, options: dict[str, Any]):
+    """Construct domain ``cls`` once with the (already converted) ``options`` and return it,
+    so that values only its constructor knows (``intermediate=bogus``) are refused up front,
+    before a model is read. Constructors do no work beyond storing their options.
+
+    Raises :class:`VerifierInputError` (prefixed with the domain's name) when the
+    constructor refuses the options (``VerifierInputError``, ``ValueError``, ``TypeError``)."""
+    try:
+        return cls(**options)
+    except VerifierInputError as exc:
+        raise VerifierInputError(f"domain '{name}': {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise VerifierInputError(f"domain '{name}' refuses the options "
+                                 f"{', '.join(f'{k}={v!r}' for k, v in options.items()) or '(none)'}: {exc}") from None

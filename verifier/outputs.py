@@ -16,23 +16,54 @@ this module, so that a reader never sees a torn file:
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from typing import Callable
 
 from .errors import VerifierInputError
 
 
-def check_output_file(path: str | os.PathLike, option: str) -> str:
-    """Refuse ``path`` unless a file can be created or replaced there.
+def _not_regular(path: str) -> str | None:
+    """What ``path`` is when it exists (following symlinks) but is not a regular file
+    (``'a folder'``, ``'a device'``, ``'a FIFO'``, ``'a socket'``), else ``None``."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None  # absent (or a dangling symlink): a new file is created
+    except OSError as exc:
+        return f"not accessible ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
-    Raises :class:`VerifierInputError` (naming ``option``) when the path is a folder,
-    its folder does not exist, or the folder is not writable. Returns ``path`` as ``str``.
+
+def check_output_file(path: str | os.PathLike, option: str) -> str:
+    """Refuse ``path`` unless a regular file can be created or replaced there.
+
+    Raises :class:`VerifierInputError` (naming ``option``) when the path is empty, when
+    it exists (a symlink is followed) and is not a regular file (a folder, a device such
+    as ``/dev/null``, a FIFO, a socket: :func:`write_atomic` would replace the node by a
+    file), when its folder does not exist, or when a file cannot be created in that folder
+    (checked by creating and removing a temporary file, so read-only or virtual file
+    systems such as ``/proc`` are refused too). Returns ``path`` as ``str``.
     """
     path = os.fspath(path)
     if not path:
         raise VerifierInputError(f"{option}: empty path (give a file name)")
-    if os.path.isdir(path):
+    what = _not_regular(path)
+    if what == "a folder":
         raise VerifierInputError(f"{option} {path}: is a folder; give a file path")
+    if what is not None:
+        raise VerifierInputError(f"{option} {path}: is {what}; give a regular file path "
+                                 f"(it would be replaced by the result file)")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise VerifierInputError(f"{option} {path}: folder {folder} does not exist")
@@ -40,6 +71,12 @@ def check_output_file(path: str | os.PathLike, option: str) -> str:
         raise VerifierInputError(f"{option} {path}: folder {folder} is not writable")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise VerifierInputError(f"{option} {path}: file is not writable")
+    try:  # what write_atomic will do: a temporary file in the target's folder
+        fd, probe = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise VerifierInputError(f"{option} {path}: cannot create a file in {folder} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
@@ -73,9 +110,14 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], No
     the temporary path it is given (e.g. ``lambda tmp: torch.save(obj, tmp)``). The
     temporary file lives in the target's folder (same file system), is fsynced, then
     renamed over the target; on any failure it is removed and the target is untouched.
-    Raises ``OSError`` from the file system.
+    Raises ``OSError`` from the file system, and ``IsADirectoryError``/``OSError`` when
+    ``path`` exists and is not a regular file (a device, FIFO or socket is never replaced;
+    callers refuse such paths up front with :func:`check_output_file`).
     """
     path = os.fspath(path)
+    what = _not_regular(path)
+    if what is not None:
+        raise OSError(f"{path} is {what}; refusing to replace it with a file")
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:

@@ -186,11 +186,21 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
     Raises :class:`VerifierInputError` before any work for: a malformed spec
     (:meth:`Spec.validate`), a spec that does not fit the model, a timeout that is not a finite
     number > 0 (or ``None``), ``domain_options`` that are not a dict of the domain's options
-    with valid values (:func:`verifier.options.check_domain_options`).
+    with valid values (:func:`verifier.options.check_domain_options`), a ``model`` that is
+    not a :class:`~verifier.api.Model`, a ``device`` other than cpu or an available
+    cuda[:N] (:func:`~verifier.options.check_device`), a ``dtype`` other than
+    ``torch.float32``/``torch.float64``, a ``seed`` outside ``[0, 2**63 − 1]``.
     """
-    from .options import check_domain_options
+    from .options import check_device, check_domain_options, check_seed
 
     timeout = check_timeout(timeout)
+    if not isinstance(model, Model):
+        raise VerifierInputError(f"model must be a verifier.Model (from verifier.load), not {type(model).__name__}")
+    device = check_device(device)
+    if dtype not in (torch.float32, torch.float64):
+        raise VerifierInputError(f"dtype must be torch.float32 or torch.float64 (the bound arithmetic), "
+                                 f"not {dtype!r}")
+    seed = check_seed(seed)
     if deadline is not None and not isinstance(deadline, Deadline):
         raise VerifierInputError(f"deadline must be a verifier.deadline.Deadline, not {type(deadline).__name__}")
     if domain_options is not None and not (isinstance(domain_options, dict)

@@ -340,9 +340,7 @@ def plan_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLik
     check_domain(domain)
     benchmark = bench_dir.resolve().name
     output = Path(output) if output is not None else Path(f"{benchmark}.csv")
-    check_output_file(output, "--output")
-    if output.exists() and not output.is_file():
-        raise VerifierInputError(f"--output {output}: not a regular file; give a CSV file path")
+    check_output_file(output, "--output")  # a regular file path (devices, FIFOs, folders refused)
     results_dir = Path(results_dir) if results_dir is not None else output.with_name(f"{output.stem}_results")
     if results_dir.exists() and not results_dir.is_dir():
         raise VerifierInputError(f"--results-dir {results_dir}: is a file; give a folder")

@@ -195,6 +195,14 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     if split_rule not in SPLIT_RULES:
         raise VerifierInputError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, not '{split_rule}'")
     stats = stats if stats is not None else BaBStats()
+    first, last = region.float64_range()
+    if bool((first > last).any()):
+        # an input range with no float64 in it (a strict side at zero width, or an open
+        # interval between adjacent floats; Spec.validate refuses these, a region built in
+        # code may not have been validated): nothing to search, and splitting the other
+        # inputs would never end. Undecided, never unsat: the real interval is not empty.
+        stats.exhausted += 1
+        return "unknown", None
     graph = model.graph_for(device, dtype)
     C, b, sizes = region.stacked()
     C, b = C.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)

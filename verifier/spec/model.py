@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -92,6 +93,20 @@ class InputRegion:
             torch.where(self.upper_strict.to(x.device), x < upper, x <= upper)
         return (above & below).all(dim=-1)
 
+    def float64_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(first, last)``: per input (flattened, float64, cpu), the smallest and largest
+        float64 inside the range as written (a strict side moves one ulp inward). An input
+        with ``first > last`` holds no float64 number: the box is empty in float64."""
+        lower, upper = self.lower.reshape(-1).double().cpu(), self.upper.reshape(-1).double().cpu()
+        first, last = lower, upper
+        if self.lower_strict is not None:
+            first = torch.where(self.lower_strict.reshape(-1).cpu(),
+                                torch.nextafter(lower, torch.full_like(lower, math.inf)), lower)
+        if self.upper_strict is not None:
+            last = torch.where(self.upper_strict.reshape(-1).cpu(),
+                               torch.nextafter(upper, torch.full_like(upper, -math.inf)), upper)
+        return first, last
+
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """All disjuncts' rows in one matrix ``C``, their ``b``, and each disjunct's row count."""
         C = torch.cat([d.A for d in self.disjuncts])
@@ -110,44 +125,60 @@ class Spec:
     source: str = ""
 
     def validate(self) -> None:
-        """Raise :class:`SpecError` unless the spec is well formed: at least one region,
-        every box finite with ``lower ≤ upper`` (``<`` where a side is strict), every
-        region with at least one disjunct, every ``A``/``b`` finite and of matching sizes.
+        """Raise :class:`SpecError` unless the spec is well formed: ``num_inputs`` and
+        ``num_outputs`` integers ≥ 1; at least one region, each an :class:`InputRegion`
+        whose ``lower``/``upper`` are float32/float64 tensors on cpu or cuda with
+        ``num_inputs`` finite values and whose ``lower_strict``/``upper_strict`` are ``None``
+        or bool tensors of ``num_inputs`` flags; every box non-empty in float64 (some
+        float64 ``x`` has ``lower ≤ x ≤ upper``, ``<`` where a side is strict: so
+        ``lower > upper``, a strict side with ``lower == upper`` and an open interval between
+        adjacent floats are all refused); every region with at least one disjunct, each a
+        :class:`Conjunction` whose ``A`` ``(k, num_outputs)`` and ``b`` ``(k,)`` are finite
+        float32/float64 tensors and whose ``strict`` is ``None`` or ``k`` bool flags.
         Front-ends call it; :func:`~verifier.verify.verify` calls it for specs built in code."""
         name = self.source or "spec"
-        if not self.regions:
+        for what, n in (("num_inputs", self.num_inputs), ("num_outputs", self.num_outputs)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise SpecError(f"{name}: {what} must be an integer ≥ 1, not {n!r}")
+        if not isinstance(self.regions, (list, tuple)) or not self.regions:
             raise SpecError(f"{name}: the spec has no input region")
         for r, region in enumerate(self.regions):
-            lower, upper = region.lower.reshape(-1), region.upper.reshape(-1)
-            if lower.shape != (self.num_inputs,) or upper.shape != (self.num_inputs,):
-                raise SpecError(f"{name}: region {r} box has {lower.numel()}/{upper.numel()} bounds, "
-                                f"expected {self.num_inputs}")
+            if not isinstance(region, InputRegion):
+                raise SpecError(f"{name}: region {r} is a {type(region).__name__}, not an InputRegion")
+            where = f"{name}: region {r}"
+            _check_values(region.lower, f"{where}: lower", (self.num_inputs,))
+            _check_values(region.upper, f"{where}: upper", (self.num_inputs,))
+            _check_flags(region.lower_strict, f"{where}: lower_strict", self.num_inputs)
+            _check_flags(region.upper_strict, f"{where}: upper_strict", self.num_inputs)
+            lower, upper = region.lower.reshape(-1).double().cpu(), region.upper.reshape(-1).double().cpu()
             for side, values in (("lower", lower), ("upper", upper)):
                 bad = torch.nonzero(~torch.isfinite(values)).reshape(-1)
                 if len(bad):
                     i = int(bad[0])
-                    raise SpecError(f"{name}: region {r}: input X_{i} has a non-finite {side} bound "
+                    raise SpecError(f"{where}: input X_{i} has a non-finite {side} bound "
                                     f"({float(values[i])}); every input needs finite bounds")
-            empty = lower > upper
-            if region.lower_strict is not None or region.upper_strict is not None:
-                strict = torch.zeros_like(empty)
-                for flags in (region.lower_strict, region.upper_strict):
-                    if flags is not None:
-                        strict |= flags.reshape(-1).to(strict.device)
-                empty |= strict & (lower >= upper)
-            bad = torch.nonzero(empty).reshape(-1)
+            first, last = region.float64_range()
+            bad = torch.nonzero(first > last).reshape(-1)
             if len(bad):
                 i = int(bad[0])
-                raise SpecError(f"{name}: region {r}: input X_{i} has an empty range "
-                                f"[{float(lower[i])!r}, {float(upper[i])!r}] (lower bound above upper bound)")
-            if not region.disjuncts:
-                raise SpecError(f"{name}: region {r} has no output constraint")
+                why = ("lower bound above upper bound" if lower[i] > upper[i] else
+                       "no float64 number lies in it: a strict side excludes its endpoint")
+                raise SpecError(f"{where}: input X_{i} has an empty range "
+                                f"[{float(lower[i])!r}, {float(upper[i])!r}] ({why})")
+            if not isinstance(region.disjuncts, (list, tuple)) or not region.disjuncts:
+                raise SpecError(f"{where} has no output constraint")
             for d, conj in enumerate(region.disjuncts):
+                at = f"{where} disjunct {d}"
+                if not isinstance(conj, Conjunction):
+                    raise SpecError(f"{at} is a {type(conj).__name__}, not a Conjunction")
+                _check_values(conj.A, f"{at}: A", None)
+                _check_values(conj.b, f"{at}: b", None)
                 if conj.A.dim() != 2 or conj.A.shape[1] != self.num_outputs or conj.b.shape != (conj.A.shape[0],):
-                    raise SpecError(f"{name}: region {r} disjunct {d}: A is {list(conj.A.shape)} and b is "
+                    raise SpecError(f"{at}: A is {list(conj.A.shape)} and b is "
                                     f"{list(conj.b.shape)}; expected (k, {self.num_outputs}) and (k,)")
+                _check_flags(conj.strict, f"{at}: strict", conj.A.shape[0])
                 if not (bool(torch.isfinite(conj.A).all()) and bool(torch.isfinite(conj.b).all())):
-                    raise SpecError(f"{name}: region {r} disjunct {d}: an output constraint has a non-finite "
+                    raise SpecError(f"{at}: an output constraint has a non-finite "
                                     f"coefficient or right-hand side")
 
     def check_model(self, input_size: int, output_size: int) -> None:
@@ -158,3 +189,32 @@ class Spec:
         if self.num_outputs != output_size:
             raise SpecError(f"{self.source or 'spec'} declares {self.num_outputs} output variables but the model "
                             f"has {output_size} outputs")
+
+
+_SPEC_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_values(t, what: str, numel: tuple[int] | None) -> None:
+    """``t`` must be a float32/float64 tensor on cpu or cuda (with ``numel[0]`` values)."""
+    if not isinstance(t, torch.Tensor):
+        raise SpecError(f"{what} must be a torch tensor, not {type(t).__name__}")
+    if t.dtype not in _SPEC_DTYPES:
+        raise SpecError(f"{what} has dtype {str(t.dtype).replace('torch.', '')}; expected float64 (or float32)")
+    if t.device.type not in ("cpu", "cuda"):
+        raise SpecError(f"{what} is on device '{t.device}'; expected a cpu (or cuda) tensor")
+    if numel is not None and t.numel() != numel[0]:
+        raise SpecError(f"{what} has {t.numel()} values, expected {numel[0]}")
+
+
+def _check_flags(t, what: str, count: int) -> None:
+    """``t`` must be ``None`` or a bool tensor of ``count`` flags on cpu or cuda."""
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.bool:
+        raise SpecError(f"{what} must be None or a bool tensor, not "
+                        f"{getattr(t, 'dtype', type(t).__name__)}")
+    if t.device.type not in ("cpu", "cuda"):
+        raise SpecError(f"{what} is on device '{t.device}'; expected a cpu (or cuda) tensor")
+    if t.numel() != count:
+        raise SpecError(f"{what} has {t.numel()} flags, expected {count} (one per "
+                        f"{'row' if what.endswith(': strict') else 'input'})")

@@ -11,7 +11,13 @@ constant, ``/`` by a constant). ``set-logic``, ``set-info``, ``set-option``, ``c
 SMT-LIB numerals and decimals, plus what VNN-COMP files contain (a leading sign, scientific
 notation such as ``1e-05`` or ``1.5E+3``, and ``5.``/``.5``). Everything else is an error
 naming the file and line: ``1.2.3``, ``.``, ``nan``, ``inf``, ``infinity``, ``1_000``, hex,
-and numbers (or arithmetic results) that overflow float64.
+and numbers (or arithmetic results) that overflow float64 or underflow to 0 (``1e-400``:
+read as 0 it would change ``Y_0 < 1e-400`` into ``Y_0 < 0``); see
+:mod:`verifier.spec.vnnlib_tokens`.
+
+**Variables** ``X_i``/``Y_j`` are declared once each, with indices written without leading
+zeros (``X_00`` is refused, not read as ``X_0``). Error messages show invisible characters
+(a byte-order mark, zero-width spaces) escaped, e.g. ``'\\ufeffdeclare-const'``.
 
 **Strictness.** ``<`` and ``>`` are recorded: an output row written strictly has its flag
 set in :attr:`Conjunction.strict`, and an input side whose tightest bound came from a strict
@@ -56,31 +62,17 @@ from typing import Iterable
 from ..errors import SpecError
 from .model import Spec
 from .vnnlib_regions import STRICT as _STRICT, UPPER as _UPPER, ConjunctionBuilder as _Conj, build_spec
+from .vnnlib_terms import TermReader
+from .vnnlib_tokens import (LINE_ATOM as _LINE_ATOM, NUMBER as _NUMBER, SCAN as _SCAN, SIMPLE_ASSERT as _SIMPLE_ASSERT,
+                            SIMPLE_DECLARE as _SIMPLE_DECLARE, VAR as _VAR, VAR_DECLARED as _VAR_DECLARED,
+                            leading_zero, number as _number, range_problem, read_number, shown)
 
 MAX_DISJUNCTS = 100_000
 
-_NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_NUMBER = re.compile(rf"^{_NUM}$")
-_VAR = re.compile(r"^([XY])_([0-9]{1,9})$")
-_VAR_DECLARED = re.compile(r"^([XY])_([0-9]+)$")
-_SIMPLE_DECLARE = re.compile(r"^\s*\(\s*declare-const\s+([XY])_([0-9]{1,9})\s+Real\s*\)\s*$")
-_SIMPLE_ASSERT = re.compile(rf"^\s*\(\s*assert\s*\(\s*(<=|>=|<|>)\s+([XY])_([0-9]{{1,9}})\s+({_NUM})\s*\)\s*\)\s*$")
-# One scanner step: a comparison of one variable with one number (read without a tree),
-# or a single token.
-_SCAN = re.compile(rf"\(\s*(<=|>=|<|>|=)\s+([XY])_([0-9]{{1,9}})\s+({_NUM})\s*\)|(\()|(\))|([^\s()]+)")
-_LINE_ATOM = re.compile(rf"\s*\(\s*(<=|>=|<|>|=)\s+([XY])_([0-9]{{1,9}})\s+({_NUM})\s*\)\s*$").match
 _SKIPPED = frozenset(("set-logic", "check-sat", "get-model", "exit", "set-info", "set-option"))
 _COMPARISONS = frozenset(("<=", ">=", "<", ">", "="))
 _TERM_OPS = frozenset(("+", "-", "*", "/"))
 _NON_FINITE = frozenset(("nan", "inf", "infinity", "infty", "snan", "qnan"))
-
-
-def _number(word: str) -> float | None:
-    """``word`` as a finite float if it is a VNN-LIB number, else ``None``."""
-    if not _NUMBER.match(word):
-        return None
-    value = float(word)
-    return value if math.isfinite(value) else None
 
 
 class _Frame:
@@ -118,10 +110,11 @@ class _Frame:
         return self.only if self.only is not None else self.acc.freeze()
 
 
-class _Parser:
+class _Parser(TermReader):
     def __init__(self, source: str):
         self.source = source
         self.declared: dict[str, set[int]] = {"X": set(), "Y": set()}
+        self.declared_at: dict[tuple[str, int], int] = {}  # (kind, index) -> line of its declaration
         self.common = _Conj(1)  # conjoined single-disjunct asserts
         self.disjunctive: list[list[_Conj]] = []  # one DNF per disjunctive assert
         self.product = 1
@@ -129,7 +122,7 @@ class _Parser:
         self.line = 0
 
     def fail(self, line: int, message: str):
-        raise SpecError(f"{self.source}:{line}: {message}")
+        raise SpecError(f"{self.source}:{line}: {shown(message)}")
 
     # --- reading --------------------------------------------------------------------
     def feed(self, lines: Iterable[str]) -> None:
@@ -146,10 +139,10 @@ class _Parser:
                 if top.op == "and" and top.only is None:  # the bulk of disjunctive specs
                     m = _LINE_ATOM(code)
                     if m:
-                        op, kind, idx, value = m.groups()
-                        idx, value = int(idx), float(value)
+                        op, kind, idx, text = m.groups()
+                        idx, value = int(idx), read_number(text)
                         acc = top.acc
-                        if value - value != 0.0:  # overflows float64: the general path names it
+                        if value is None:  # overflows or underflows float64: the general path names it
                             pass
                         elif kind == "X" and op != "=" and idx in declared_x:
                             acc.idx.append(idx)
@@ -158,12 +151,12 @@ class _Parser:
                             acc.line.append(line)
                         else:
                             self.simple_atom(op, kind, idx, value, line, acc)
-                        if value - value == 0.0:
+                        if value is not None:
                             top.count += 1
                             continue
             else:
                 m = _SIMPLE_ASSERT.match(code)
-                if m and math.isfinite(float(m.group(4))):
+                if m and read_number(m.group(4)) is not None:
                     self.simple_atom(m.group(1), m.group(2), int(m.group(3)), float(m.group(4)), line, self.common)
                     continue
                 m = _SIMPLE_DECLARE.match(code)
@@ -174,8 +167,8 @@ class _Parser:
                 op = m.group(1)
                 if op is not None:  # a comparison of one variable with one number
                     top = stack[-1] if stack else None
-                    value = float(m.group(4))
-                    if top is None or top.op not in ("and", "or", "assert") or not math.isfinite(value):
+                    value = read_number(m.group(4))
+                    if top is None or top.op not in ("and", "or", "assert") or value is None:
                         self.open(line)
                         self.word(op, line)
                         self.word(f"{m.group(2)}_{m.group(3)}", line)
@@ -202,9 +195,19 @@ class _Parser:
             self.fail(stack[-1].line, f"'(' opened here is never closed (reached the end of the file at line {line})")
 
     def declare(self, kind: str, digits: str, line: int) -> None:
+        """Declare ``kind_digits``; an index with a leading zero, a huge index or a second
+        declaration of the same variable is an error."""
         if len(digits) > 9:
             self.fail(line, f"variable {kind}_{digits}: index too large (variables are numbered from 0 without gaps)")
-        self.declared[kind].add(int(digits))
+        if len(digits) > 1 and digits[0] == "0":
+            self.fail(line, f"variable {kind}_{digits}: an index with a leading zero is ambiguous; "
+                            f"write {kind}_{int(digits)}")
+        idx = int(digits)
+        if idx in self.declared[kind]:
+            self.fail(line, f"variable {kind}_{idx} is declared twice (first at line {self.declared_at[kind, idx]}); "
+                            f"declare each variable once")
+        self.declared[kind].add(idx)
+        self.declared_at[kind, idx] = line
 
     def simple_atom(self, op: str, kind: str, idx: int, value: float, line: int, conj: _Conj) -> None:
         """``(op V_idx value)`` folded into ``conj``."""
@@ -308,7 +311,10 @@ class _Parser:
         if value is None:
             where = self.where()
             if _NUMBER.match(word):
-                self.fail(line, f"number '{word}'{where} is out of the range of float64")
+                self.fail(line, f"number '{word}'{where} {range_problem(word)}")
+            if leading_zero(word):
+                self.fail(line, f"variable '{word}': an index with a leading zero is ambiguous; write "
+                                f"{word[0]}_{int(word[2:])}")
             if word.lower().lstrip("+-") in _NON_FINITE:
                 self.fail(line, f"'{word}'{where} is not a finite number: NaN and infinity are not allowed "
                                 f"in a spec (write a finite decimal such as 1, -0.5 or 2.5e-3)")
@@ -382,92 +388,6 @@ class _Parser:
         if size > MAX_DISJUNCTS:
             self.fail(frame.line, f"the 'and' opened here expands to {size} disjuncts, more than {MAX_DISJUNCTS}")
         return [_Conj.merged((base, *combo), frame.line) for combo in itertools.product(*frame.items)]
-
-    def close_comparison(self, frame: _Frame, line: int) -> list[_Conj]:
-        op = frame.op
-        if len(frame.items) != 2:
-            self.fail(frame.line, f"'{op}' takes exactly two arguments (terms), got {len(frame.items)}")
-        (ca, ka), (cb, kb) = frame.items
-        coefs = dict(ca)
-        for v, a in cb.items():
-            coefs[v] = coefs.get(v, 0.0) - a
-        const = ka - kb  # a − b = Σ coefs·v + const
-        self.check_finite(coefs, const, frame.line)
-        conj = _Conj(frame.line)
-        if op in ("<=", "<"):
-            self.add_atom(conj, coefs, const, op == "<", frame.line)
-        elif op in (">=", ">"):
-            self.add_atom(conj, {v: -a for v, a in coefs.items()}, -const, op == ">", frame.line)
-        else:
-            self.add_atom(conj, coefs, const, False, frame.line)
-            self.add_atom(conj, {v: -a for v, a in coefs.items()}, -const, False, frame.line)
-        return [conj.freeze()]
-
-    def add_atom(self, conj: _Conj, coefs: dict, const: float, strict: bool, line: int) -> None:
-        """``Σ coefs·v + const ≤ 0`` (``< 0`` if strict) into ``conj``."""
-        coefs = {v: a for v, a in coefs.items() if a != 0.0}
-        kinds = {k for k, _ in coefs}
-        if not coefs:  # a comparison between constants: true, or the never-satisfied row 0 ≤ −1
-            if not (const < 0 if strict else const <= 0):
-                conj.rows.append(({}, -1.0, False, line))
-        elif kinds == {"X"}:
-            if len(coefs) != 1:
-                self.fail(line, "constraints over several inputs are not supported (only bounds X_i <= c / X_i >= c)")
-            ((_, i), a), = coefs.items()
-            bound = -const / a
-            if not math.isfinite(bound):
-                self.fail(line, f"the bound on X_{i} overflows float64")
-            conj.add_bound(i, bound, a > 0, strict, line)
-        elif kinds == {"Y"}:
-            conj.rows.append(({j: a for (_, j), a in coefs.items()}, -const, strict, line))
-        else:
-            self.fail(line, "a constraint mixing inputs and outputs is not supported")
-
-    def check_finite(self, coefs: dict, const: float, line: int) -> None:
-        if not math.isfinite(const) or not all(math.isfinite(a) for a in coefs.values()):
-            self.fail(line, "the arithmetic overflows float64 (a coefficient or constant is not finite)")
-
-    def close_term(self, frame: _Frame, line: int) -> tuple[dict, float]:
-        op, args = frame.op, frame.items
-        if not args:
-            self.fail(frame.line, f"'{op}' needs arguments")
-        if op == "+" or (op == "-" and len(args) > 1):
-            signs = [1.0] + [(-1.0 if op == "-" else 1.0)] * (len(args) - 1)
-            coefs: dict = {}
-            const = 0.0
-            for (c, k), s in zip(args, signs):
-                for v, a in c.items():
-                    coefs[v] = coefs.get(v, 0.0) + s * a
-                const += s * k
-        elif op == "-":
-            (c, k), = args
-            coefs, const = {v: -a for v, a in c.items()}, -k
-        elif op == "*":
-            coefs, const = {}, 1.0
-            for c, k in args:
-                if c and coefs:
-                    self.fail(frame.line, "product of two variables is not linear")
-                if c:
-                    coefs = {v: a * const for v, a in c.items()}
-                    const = k * const
-                elif coefs:
-                    coefs = {v: a * k for v, a in coefs.items()}
-                    const *= k
-                else:
-                    const *= k
-        else:  # '/': the first argument divided by constants
-            coefs, const = dict(args[0][0]), args[0][1]
-            if len(args) < 2:
-                self.fail(frame.line, "'/' needs a dividend and at least one divisor")
-            for c, k in args[1:]:
-                if c:
-                    self.fail(frame.line, "division by a variable is not linear")
-                if k == 0.0:
-                    self.fail(frame.line, "division by zero")
-                coefs = {v: a / k for v, a in coefs.items()}
-                const /= k
-        self.check_finite(coefs, const, frame.line)
-        return coefs, const
 
     def close_command(self, frame: _Frame, line: int) -> None:
         op = frame.op

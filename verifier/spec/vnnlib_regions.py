@@ -80,8 +80,10 @@ def build_spec(source: str, declared: dict[str, set[int]], common: "ConjunctionB
     included) are grouped into one :class:`InputRegion`.
 
     Raises :class:`SpecError` for undeclared or gapped variables, an input without a
-    finite bound on both sides, or an empty input range (naming the variable and the
-    lines of its bounds); the result has passed :meth:`Spec.validate`."""
+    finite bound on both sides, or an empty input range, i.e. one holding no float64
+    number (``lower > upper``, a strict side at ``lower == upper``, or an open interval
+    between adjacent floats such as ``(0.1, 0.10000000000000002)``), naming the variable
+    and the lines of its bounds; the result has passed :meth:`Spec.validate`."""
     for kind in "XY":
         ids = declared[kind]
         if not ids:
@@ -138,15 +140,21 @@ def _box(conj: "ConjunctionBuilder", nx: int, source: str):
         if conj.start is None:
             raise SpecError(f"{source}: {message}")
         raise SpecError(f"{source}:{conj.start}: {message}")
-    empty = (lower > upper) | ((lower == upper) & (lstrict | ustrict))
-    bad = np.nonzero(empty)[0]
+    # empty in float64: no float64 x with lower ≤ x ≤ upper (< where a side is strict); this
+    # includes lower > upper and open intervals between adjacent floats such as (0.1, 0.1 + ulp)
+    first = np.where(lstrict, np.nextafter(lower, np.inf), lower)
+    last = np.where(ustrict, np.nextafter(upper, -np.inf), upper)
+    bad = np.nonzero(first > last)[0]
     if len(bad):
         i = int(bad[0])
         lo_line, hi_line = int(lines[0][i]), int(lines[1][i])
         lo_op, hi_op = (">" if lstrict[i] else ">="), ("<" if ustrict[i] else "<=")
+        why = ("the lower bound must not exceed the upper" if lower[i] > upper[i] else
+               "no float64 number lies in this range (a strict side excludes its endpoint and there is no "
+               "float64 between the bounds); widen it or make it non-strict")
         raise SpecError(f"{source}:{max(lo_line, hi_line)}: input X_{i} has an empty range: "
                         f"({lo_op} X_{i} {float(lower[i])!r}) at line {lo_line} and ({hi_op} X_{i} "
-                        f"{float(upper[i])!r}) at line {hi_line}; the lower bound must not exceed the upper")
+                        f"{float(upper[i])!r}) at line {hi_line}; {why}")
     return lower + 0.0, lstrict, upper + 0.0, ustrict  # + 0.0: -0.0 and 0.0 group together
 
 def _conjunction(conj: "ConjunctionBuilder", ny: int) -> Conjunction:
