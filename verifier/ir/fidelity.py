@@ -227,7 +227,8 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
             if not peak <= limit:
                 where = "the input" if node_id == source else \
                     f"node '{node['source']}' (IR {node['kind']} '{node_id}')"
-                return (f"{what} of {where} can reach {peak:.3g} over the input box, beyond half of {type_name}'s "
+                reach = "have an undefined (NaN) bound" if peak != peak else f"can reach {peak:.3g}"
+                return (f"{what} of {where} {reach} over the input box, beyond half of {type_name}'s "
                         f"largest value {limit * 2:.3g}: onnxruntime's {type_name} execution can overflow to "
                         f"inf/NaN there while the verifier bounds real arithmetic, so no verdict would be sound "
                         f"(rescale the model or narrow the box)")

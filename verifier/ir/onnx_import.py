@@ -24,8 +24,8 @@ from ..errors import ModelError, UnsupportedModelError
 from ..ops import FORWARD
 from .onnx_converters import CONVERTERS, Unsupported
 from .graph import add_input_edge
-from .onnx_validate import (IR_DTYPES, MAX_TENSOR_ELEMENTS, check_versions, input_dtype, input_shape,
-                            load_model_proto, non_finite, printable)
+from .onnx_validate import (IR_DTYPES, MAX_TENSOR_ELEMENTS, check_attributes, check_versions, input_dtype,
+                            input_shape, load_model_proto, non_finite, printable)
 from .passes import fuse_bias_adds
 
 
@@ -249,6 +249,7 @@ def _import(path: str | os.PathLike, dtype: torch.dtype | None) -> nx.DiGraph:
                          f"exactly one input tensor is supported")
     model_dtype = input_dtype(inputs[0], path)
     in_shape = input_shape(inputs[0], path)
+    check_attributes(graph, path)
 
     initializers = {}
     for init in graph.initializer:

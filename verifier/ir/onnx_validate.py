@@ -14,6 +14,7 @@ import os
 import numpy as np
 import onnx
 import onnx.helper
+import onnx.numpy_helper
 import torch
 
 from ..errors import ModelError
@@ -170,3 +171,40 @@ def non_finite(array: np.ndarray) -> int:
     if array.dtype.kind not in "fc":
         return 0
     return int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+
+
+def _non_finite_attribute(attr: onnx.AttributeProto) -> str | None:
+    """The offending value (as text) of a float, floats or tensor attribute holding NaN or
+    ±inf, else ``None``."""
+    kind = attr.type
+    if kind == onnx.AttributeProto.FLOAT:
+        return None if math.isfinite(attr.f) else repr(attr.f)
+    if kind == onnx.AttributeProto.FLOATS:
+        bad = [v for v in attr.floats if not math.isfinite(v)]
+        return f"{len(bad)} of {len(attr.floats)} values NaN or infinite (first {bad[0]!r})" if bad else None
+    if kind == onnx.AttributeProto.TENSOR:
+        try:
+            array = onnx.numpy_helper.to_array(attr.t)
+        except Exception:  # unreadable tensors are reported where the value is used
+            return None
+        bad = non_finite(array)
+        return f"a tensor with {bad} NaN or infinite value(s)" if bad else None
+    return None
+
+
+def check_attributes(graph: onnx.GraphProto, path: str) -> None:
+    """Every float attribute of every node (``alpha`` of LeakyRelu/Elu/Gemm, ``epsilon`` of
+    BatchNormalization, ``min``/``max`` of an opset-6 Clip, a ``value`` tensor, …) must be
+    finite, as initializers must: a NaN or infinite attribute makes the op's semantics
+    undefined or degenerate, and bounds derived from it are not sound. The first offending
+    attribute is named with its node. ``Constant`` nodes are left to the importer, which
+    checks their value (used or not) with the same rule."""
+    for node in graph.node:
+        if node.op_type == "Constant":
+            continue
+        for attr in node.attribute:
+            bad = _non_finite_attribute(attr)
+            if bad is not None:
+                label = node.name or (node.output[0] if node.output else node.op_type)
+                raise ModelError(f"{path}: node '{label}' ({node.op_type}) has attribute '{attr.name}' = {bad}; "
+                                 f"float attributes must be finite numbers")
