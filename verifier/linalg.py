@@ -54,3 +54,18 @@ def interval_matmul(C: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -
     mid = torch.einsum("bkn,bn->bk", C, c)
     rad = torch.einsum("bkn,bn->bk", C.abs(), r)
     return mid - rad, mid + rad
+
+
+def crossing(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """The crossing (unstable) entries ``l < 0 < u`` of a pre-activation box: where a
+    piecewise-linear activation is not linear on ``[l, u]`` (a boolean tensor of ``l``'s shape)."""
+    return (lower < 0) & (upper > 0)
+
+
+def dot(lam: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``Λ·v`` per (batch, row): ``Λ`` ``(B, k, *S)``, ``v`` ``(B or 1, *S)`` → ``(B, k)``."""
+    if tuple(value.shape[1:]) != tuple(lam.shape[2:]):  # broadcast inside the sample shape
+        return (lam * value.unsqueeze(1)).reshape(lam.shape[0], lam.shape[1], -1).sum(-1)
+    dtype = torch.promote_types(lam.dtype, value.dtype)
+    flat = lam.reshape(lam.shape[0], lam.shape[1], -1).to(dtype)
+    return torch.matmul(flat, value.reshape(value.shape[0], -1, 1).to(dtype)).squeeze(-1)  # one gemv per sample

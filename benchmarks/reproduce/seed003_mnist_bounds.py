@@ -46,7 +46,8 @@ from scipy.optimize import linprog  # noqa: E402
 
 import verifier  # noqa: E402
 from verifier.datasets import load_mnist  # noqa: E402
-from verifier.domains.lp import LPDomain, relaxation_problem  # noqa: E402
+from verifier.domains.lp import LPDomain
+from verifier.domains.lp_encoding import relaxation_problem  # noqa: E402
 from verifier.ir.graph import output_node  # noqa: E402
 
 PAPER = {"clean_error": 1.80, "fgsm_error": 3.93, "pgd_error": 4.11, "robust_error_bound": 5.82}  # Table 1, %

@@ -116,7 +116,11 @@ class BetaCrown:
         lb = torch.full((1, k), float("-inf"), dtype=self.lam.dtype, device=self.lam.device)
         return Subdomains(splits, alpha, beta, lb, torch.zeros(1, dtype=torch.long, device=self.lam.device))
 
-    def _evaluate(self, bounds: Bounds, dom: Subdomains, alpha, beta, record: dict | None = None) -> torch.Tensor:
+    def evaluate(self, bounds: Bounds, dom: Subdomains, alpha, beta, record: dict | None = None) -> torch.Tensor:
+        """Lower bounds ``(N, k)`` of the rows on each subdomain for the given ``α``, ``β``
+        (the inner minimum of the module docstring's objective, one CROWN pass with
+        ``Λ_z −= β ⊙ s`` at each split pre-activation); ``record`` receives ``Λ`` at each
+        ReLU and at the input."""
         n = len(dom)
         signs = {z: s.to(self.lam.dtype).unsqueeze(1) for z, s in dom.splits.items()}
         relus = set(self.pre) | {self.source}
@@ -148,14 +152,14 @@ class BetaCrown:
             final = step == self.iterations or opt is None
             record = {} if final else None
             with torch.set_grad_enabled(not final):
-                current = self._evaluate(bounds, dom, alpha, beta, record)
+                current = self.evaluate(bounds, dom, alpha, beta, record)
             best = torch.maximum(best, torch.nan_to_num(current.detach(), nan=float("-inf")))  # NaN: no bound
             if final:
                 break
             if threshold is not None and bool((best > threshold).any(dim=1).all()):
                 with torch.no_grad():
                     record = {}
-                    self._evaluate(bounds, dom, alpha, beta, record)
+                    self.evaluate(bounds, dom, alpha, beta, record)
                 break
             opt.zero_grad()
             (-current.sum()).backward()

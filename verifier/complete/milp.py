@@ -1,7 +1,7 @@
 """Exact decision of one disjunct by mixed-integer linear programming (HiGHS via
 ``scipy.optimize.milp``).
 
-The network over the box is the triangle LP of :func:`~verifier.domains.lp.relaxation_problem`
+The network over the box is the triangle LP of :func:`~verifier.domains.lp_encoding.relaxation_problem`
 plus, for every crossing ReLU ``y = max(x, 0)`` with ``l < 0 < u``, a binary ``δ`` and the
 big-M constraints of Tjeng et al.:
 
@@ -28,7 +28,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from ..api import Model
 from ..attack import Counterexample, confirm
 from ..deadline import checkpoint, remaining
-from ..domains.lp import relaxation_problem
+from ..domains.lp_encoding import relaxation_problem
 from ..spec.model import InputRegion
 
 SOLVER_MARGIN = 1e-5  # HiGHS feasibility/optimality tolerances are ~1e-7 (absolute)

@@ -50,7 +50,7 @@ def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dty
     lower = model.as_batch(region.lower.to(device=device, dtype=dtype))
     upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
     domain = AlphaCrownDomain(iterations=iterations)
-    lam = domain._spec(graph, lower, C.to(lower))
+    lam = domain.spec_rows(graph, lower, C.to(lower))
     best, bounds = domain.optimise(graph, lower, upper, lam)
     return bounds, best[0]
 
@@ -211,7 +211,7 @@ def _smart_choice(engine: BetaCrown, layout: _Layout, dom: Subdomains, scores: t
     children = layout.split(Subdomains.concat([dom] * k), top.T.reshape(-1))  # (2kN): active block, inactive block
     bounds, empty = clamp_to_splits(engine.root, children.splits)
     with torch.no_grad():
-        lb = engine._evaluate(bounds, children, children.alpha, children.beta)
+        lb = engine.evaluate(bounds, children, children.alpha, children.beta)
     value = torch.where(empty[:, None], torch.full_like(lb, float("inf")), lb - b).max(dim=1).values
     worse = torch.minimum(value[: k * n], value[k * n:]).reshape(k, n)
     return top[torch.arange(n, device=top.device), worse.argmax(dim=0)]

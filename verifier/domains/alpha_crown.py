@@ -17,10 +17,10 @@ import torch
 
 from ..deadline import checkpoint
 from ..ir.graph import predecessors_by_slot, topological_order
-from ..linalg import per_sample_rows
+from ..linalg import crossing, per_sample_rows
+from ..ops.relaxation import RELAXATIONS
 from . import register_domain
-from .backward import pre_activation_nodes
-from .crown import BackwardDomain
+from .backward import BackwardDomain, pre_activation_nodes
 
 MAX_SLOPES = 1 << 25  # per-target intermediate slopes beyond this are shared per neuron
 
@@ -37,7 +37,7 @@ class AlphaCrownDomain(BackwardDomain):
         self.optimise_intermediate = bool(optimise_intermediate) and intermediate == "crown"
 
     def bound(self, graph, lower, upper, C=None):
-        lam = self._spec(graph, lower, C)
+        lam = self.spec_rows(graph, lower, C)
         k = lam.shape[1]
         best, _ = self.optimise(graph, lower, upper, torch.cat([lam, -lam], 1))
         return best[:, :k], -best[:, k:]
@@ -59,7 +59,7 @@ class AlphaCrownDomain(BackwardDomain):
                 tightest[n] = (torch.maximum(tl, l.detach()), torch.minimum(tu, u.detach()))
 
         with torch.no_grad():
-            best = self._final(graph, lower, upper, lam, bounds, {n: a.detach() for n, a in alpha.items()})
+            best = self.final_pass(graph, lower, upper, lam, bounds, {n: a.detach() for n, a in alpha.items()})
         if alpha and self.iterations > 0:
             inner_params = list({id(a): a for per in inner.values() for a in per.values()}.values())
             opt = torch.optim.Adam(list(alpha.values()) + inner_params, lr=self.lr)
@@ -69,7 +69,7 @@ class AlphaCrownDomain(BackwardDomain):
                 with torch.enable_grad():
                     step_bounds = self.intermediate_bounds(graph, lower, upper, inner, rows, True, tightest) \
                         if inner else bounds
-                    current = self._final(graph, lower, upper, lam, step_bounds, alpha)
+                    current = self.final_pass(graph, lower, upper, lam, step_bounds, alpha)
                     loss = -current.sum()
                     opt.zero_grad()
                     loss.backward()
@@ -90,30 +90,27 @@ class AlphaCrownDomain(BackwardDomain):
                     rows, True, tightest) if inner else bounds
                 if inner:
                     tighten(last)
-                best = torch.maximum(best, self._final(graph, lower, upper, lam, last,
+                best = torch.maximum(best, self.final_pass(graph, lower, upper, lam, last,
                                                        {n: a.detach() for n, a in alpha.items()}))
         return best, tightest
 
+    @staticmethod
+    def slope_init(node: dict, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """CROWN's starting point (the relaxation entry's ``alpha_init``): adaptive ReLU
+        slopes, midpoint sigmoid/tanh tangents."""
+        return RELAXATIONS[node["kind"]].alpha_init(node, l, u)
 
     @staticmethod
-    def _slope_init(node: dict, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """CROWN's starting point: adaptive ReLU slopes, midpoint sigmoid/tanh tangents."""
-        if node["kind"] in ("sigmoid", "tanh"):
-            return torch.full_like(l, 0.5)
-        if node["kind"] == "relu" or node["attrs"]["alpha"] <= 1:
-            return (u > -l).to(l.dtype)
-        return (u <= -l).to(l.dtype)
-
-    def _optimisable(self, graph):
-        """(node, its input) for every node with an optimisable relaxation."""
+    def optimisable(graph: nx.DiGraph) -> list[tuple[str, str]]:
+        """(node, its input) for every node whose relaxation has a free line (α)."""
         return [(n, predecessors_by_slot(graph, n)[0]) for n in topological_order(graph)
-                if graph.nodes[n]["kind"] in ("relu", "leaky_relu", "sigmoid", "tanh")]
+                if graph.nodes[n]["kind"] in RELAXATIONS and RELAXATIONS[graph.nodes[n]["kind"]].optimisable]
 
     def _initial_slopes(self, graph, bounds, lower, k):
         """Variables of the final pass: one per neuron and spec row ``(B, k, *S)``."""
         out = {}
-        for n, p in self._optimisable(graph):
-            init = self._slope_init(graph.nodes[n], *bounds[p])
+        for n, p in self.optimisable(graph):
+            init = self.slope_init(graph.nodes[n], *bounds[p])
             out[n] = init.unsqueeze(1).expand(-1, k, *init.shape[1:]).clone().requires_grad_(True)
         return out
 
@@ -121,11 +118,11 @@ class AlphaCrownDomain(BackwardDomain):
         """Variables of the intermediate passes: per target, one per neuron and row of that
         target's pass (auto_LiRPA's layout), when that fits in ``MAX_SLOPES``; otherwise one
         per neuron shared by all passes. Returns the fixed rows per target too."""
-        slopes = self._optimisable(graph)
+        slopes = self.optimisable(graph)
         rows, per_target, total = {}, {}, 0
         for t in pre_activation_nodes(graph):
             l, u = bounds[t]
-            unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1)
+            unstable = crossing(l, u).reshape(l.shape[0], -1)
             if graph.nodes[t]["kind"] == "input" or not bool(unstable.any()):
                 continue
             rows[t] = per_sample_rows(unstable)
@@ -133,7 +130,7 @@ class AlphaCrownDomain(BackwardDomain):
             per_target[t] = [(n, p) for n, p in slopes if n in before]
             total += 2 * rows[t].shape[1] * sum(bounds[p][0].numel() for _, p in per_target[t])
         if total > MAX_SLOPES:  # shared slopes, same shape convention per target
-            shared = {n: self._slope_init(graph.nodes[n], *bounds[p]).unsqueeze(1).requires_grad_(True)
+            shared = {n: self.slope_init(graph.nodes[n], *bounds[p]).unsqueeze(1).requires_grad_(True)
                       for n, p in slopes}
             return rows, {t: {n: shared[n] for n, _ in pairs} for t, pairs in per_target.items()}
         inner = {}
@@ -141,6 +138,6 @@ class AlphaCrownDomain(BackwardDomain):
             R = rows[t].shape[1]
             inner[t] = {}
             for n, p in pairs:
-                init = self._slope_init(graph.nodes[n], *bounds[p])
+                init = self.slope_init(graph.nodes[n], *bounds[p])
                 inner[t][n] = init.unsqueeze(1).expand(-1, 2 * R, *init.shape[1:]).clone().requires_grad_(True)
         return rows, inner

@@ -1,9 +1,18 @@
 """The contract every abstract domain fulfils, built-in or third-party.
 
-A domain is a class with a ``name``, a table ``transfers`` from IR op kind to transfer
-function ``f(domain, node, *input_states) -> state``, and three hooks the engine and
-the API call. Register it with :func:`verifier.domains.register_domain`, or from another
-package through the entry-point group ``verifier.domains``.
+A domain is a class with a ``name`` and tables from IR op kind to transfer function:
+
+* ``transfers`` (forward domains): ``f(domain, node, *input_states) -> state``, registered
+  with ``@MyDomain.transfer("kind", …)`` and run by :func:`verifier.engine.propagate`;
+* ``backward_transfers`` (backward domains): ``f(domain, context, node_id, Λ) ->
+  (contributions to the inputs' Λ, constant)``, registered with
+  ``@MyDomain.backward_transfer("kind", …)`` and run by
+  :func:`verifier.engine.propagate_backward`.
+
+A subclass inherits its bases' entries (looked up through the MRO, so an entry added to
+a base later reaches every subclass) and may override them. Register a domain with
+:func:`verifier.domains.register_domain`, or from another package through the
+entry-point group ``verifier.domains``.
 """
 
 from __future__ import annotations
@@ -13,6 +22,11 @@ from typing import Any, Callable, ClassVar
 import networkx as nx
 import torch
 
+from ..engine import propagate
+from ..linalg import interval_matmul
+
+_REGISTRATIONS = [0]  # bumped on every registration: invalidates the merged tables
+
 
 class Domain:
     """Base class of abstract domains (forward ones; backward ones override ``bound``)."""
@@ -20,21 +34,70 @@ class Domain:
     name: ClassVar[str] = "abstract"
     description: ClassVar[str] = ""
     transfers: ClassVar[dict[str, Callable]] = {}
+    backward_transfers: ClassVar[dict[str, Callable]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.transfers = dict(cls.transfers)  # each subclass owns its table
+        if "transfers" not in cls.__dict__:
+            cls.transfers = {}  # each class owns its entries; lookups merge the MRO
+        if "backward_transfers" not in cls.__dict__:
+            cls.backward_transfers = {}
 
     @classmethod
     def transfer(cls, *kinds: str):
-        """Decorator: register ``fn`` as this domain's transfer function for ``kinds``."""
+        """Decorator: register ``fn`` as this domain's forward transfer for ``kinds``."""
+        return cls._registrar("transfers", kinds)
 
+    @classmethod
+    def backward_transfer(cls, *kinds: str):
+        """Decorator: register ``fn`` as this domain's backward transfer for ``kinds``."""
+        return cls._registrar("backward_transfers", kinds)
+
+    @classmethod
+    def _registrar(cls, table: str, kinds: tuple[str, ...]):
         def register(fn):
             for kind in kinds:
-                cls.transfers[kind] = fn
+                cls.__dict__[table][kind] = fn
+            _REGISTRATIONS[0] += 1
             return fn
 
         return register
+
+    @classmethod
+    def table(cls, backward: bool = False) -> dict[str, Callable]:
+        """Every op kind's transfer for this class, its own entries over its bases'."""
+        attr = "backward_transfers" if backward else "transfers"
+        key = f"_merged_{attr}"
+        cached = cls.__dict__.get(key)
+        if cached is None or cached[0] != _REGISTRATIONS[0]:
+            merged: dict[str, Callable] = {}
+            for klass in reversed(cls.__mro__):
+                merged.update(klass.__dict__.get(attr, {}))
+            cached = (_REGISTRATIONS[0], merged)
+            setattr(cls, key, cached)
+        return cached[1]
+
+    def transfer_for(self, kind: str) -> Callable | None:
+        """The forward transfer for ``kind`` (``None`` if there is none)."""
+        return self.table().get(kind)
+
+    def backward_transfer_for(self, kind: str) -> Callable | None:
+        """The backward transfer for ``kind`` (``None`` if there is none)."""
+        return self.table(backward=True).get(kind)
+
+    def supports(self, graph: nx.DiGraph) -> list[tuple[str, str]]:
+        """``(node, reason)`` for every node this domain cannot bound (empty: it can bound
+        the whole graph). The default asks the forward table; domains with other limits
+        extend it."""
+        table = self.table(backward=self.backward)
+        missing = []
+        for n, data in graph.nodes(data=True):
+            kind = data["kind"]
+            if kind not in ("input", "constant") and kind not in table:
+                missing.append((data.get("source", n), f"no {self.name} transfer for op kind '{kind}'"))
+        return missing
+
+    backward: ClassVar[bool] = False  # bounds through backward_transfers instead of transfers
 
     # --- hooks ---------------------------------------------------------------------
     def input_state(self, lower: torch.Tensor, upper: torch.Tensor) -> Any:
@@ -52,9 +115,6 @@ class Domain:
         """Bounds on the flattened output ``f(x)`` (``(B, n)``) or on ``C·f(x)`` (``(B, k)``)
         for ``x`` in the box. The default runs the engine and applies ``C`` by interval
         arithmetic; domains may do better."""
-        from ..engine import propagate
-        from ..linalg import interval_matmul
-
         lb, ub = self.concretize(propagate(graph, self, lower, upper))
         lb, ub = lb.reshape(lb.shape[0], -1), ub.reshape(ub.shape[0], -1)
         if C is None:

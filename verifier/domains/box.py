@@ -1,8 +1,12 @@
 """Box / IBP: every value is an interval ``[l, u]`` per entry.
 
+IBP (Gowal et al. 2018, eq. 6; Mirman et al. 2018's Box):
+
 * linear ops ``y = L x + b``: ``c = (l+u)/2``, ``r = (u−l)/2``, ``y ∈ [Lc + b − |L| r, Lc + b + |L| r]``;
-* non-decreasing ops (ReLU, sigmoid, tanh, max-pool, index ops): map both endpoints;
-* ``add``: endpoints add; LeakyReLU with ``α < 0``: min at ``clamp(0, l, u)``, max at an endpoint.
+* ops declared non-decreasing (:data:`~verifier.ops.MONOTONE_KINDS`: max-pool, ``add``,
+  index ops): map both endpoints;
+* elementwise nonlinear ops: the exact range from their relaxation entry
+  (:meth:`~verifier.ops.relaxation.Relaxation.interval`).
 
 With a spec matrix ``C`` and a final ``linear`` op, ``C`` is folded into the last weight
 (``C W`` then interval arithmetic), which is tighter than bounding ``C`` times the logit box.
@@ -15,9 +19,11 @@ from typing import NamedTuple
 import networkx as nx
 import torch
 
+from ..engine import propagate
 from ..ir.graph import predecessors_by_slot
 from ..linalg import batched_spec, interval_matmul
-from ..ops import FORWARD, LINEAR_PART, derived
+from ..ops import FORWARD, LINEAR_PART, MONOTONE_KINDS, derived
+from ..ops.relaxation import RELAXATIONS
 from . import register_domain
 from .base import Domain
 
@@ -45,8 +51,6 @@ class BoxDomain(Domain):
         out = graph.nodes[graph.graph["output"]]
         if C is None or out["kind"] != "linear" or out["attrs"]["side"] != "right" or any(s != 1 for s in out["shape"][:-1]):
             return super().bound(graph, lower, upper, C)
-        from ..engine import propagate
-
         (last_in,) = predecessors_by_slot(graph, graph.graph["output"])
         states = propagate(graph, self, lower, upper, keep=True)
         xl, xu = states[last_in]
@@ -89,17 +93,14 @@ def box_linear(domain, node, x: Interval) -> Interval:
     return Interval(torch.add(mid, width, alpha=-0.5), torch.add(mid, width, alpha=0.5))
 
 
-@BoxDomain.transfer("relu", "sigmoid", "tanh", "maxpool", "reshape", "transpose", "concat", "slice", "pad", "add")
+@BoxDomain.transfer(*MONOTONE_KINDS)
 def box_monotone(domain, node, *xs: Interval) -> Interval:
     """Non-decreasing in every input entry: ``f(l) ≤ f(x) ≤ f(u)``."""
     fn = FORWARD[node["kind"]]
     return Interval(fn(node, *[x.lower for x in xs]), fn(node, *[x.upper for x in xs]))
 
 
-@BoxDomain.transfer("leaky_relu")
-def box_leaky_relu(domain, node, x: Interval) -> Interval:
-    fn = FORWARD["leaky_relu"]
-    if node["attrs"]["alpha"] >= 0:
-        return Interval(fn(node, x.lower), fn(node, x.upper))
-    lo = fn(node, torch.clamp(torch.zeros_like(x.lower), x.lower, x.upper))
-    return Interval(lo, torch.maximum(fn(node, x.lower), fn(node, x.upper)))
+@BoxDomain.transfer(*RELAXATIONS)
+def box_elementwise(domain, node, x: Interval) -> Interval:
+    """The exact range of ``f`` over ``[l, u]`` (the relaxation table's ``interval``)."""
+    return Interval(*RELAXATIONS[node["kind"]].interval(node, x.lower, x.upper))

@@ -6,12 +6,12 @@ of one propagation, so sums and concatenations of branches stay correlated; each
 nonlinear op appends fresh symbols after all symbols allocated so far.
 
 * affine ``y = L x + f₀``: ``a' = L a + f₀``, ``G' = L G``;
-* ReLU, crossing (``l < 0 < u``, ``l, u = a ∓ Σ|G|``): ``λ = u/(u−l)``, ``μ = −ul/(2(u−l))``,
-  ``a' = λa + μ`` (**not** ``λa`` as the paper's appendix prints), ``G' = λG``, new
-  symbol with coefficient ``μ``; dead → 0, active → identity;
-* LeakyReLU: the chord slope ``λ`` and the band ``f(x) − λx ∈ [min(0, b), max(0, b)]``;
-* sigmoid/tanh: ``λ = min(f'(l), f'(u))``, ``a' = λa + (f(u)+f(l)−λ(u+l))/2``, new symbol
-  ``(f(u)−f(l)−λ(u−l))/2``;
+* every elementwise nonlinear op takes the parallel band ``f(x) − λx ∈ [low, high]`` of
+  its relaxation entry (:meth:`~verifier.ops.relaxation.Relaxation.band`, with
+  ``l, u = a ∓ Σ|G|``): ``a' = λa + (low + high)/2``, ``G' = λG``, and a new symbol with
+  coefficient ``(high − low)/2``. For a crossing ReLU that is ``λ = u/(u−l)``,
+  ``μ = −ul/(2(u−l))``, ``a' = λa + μ`` (**not** ``λa`` as the paper's appendix prints);
+  for sigmoid/tanh ``λ = min(f'(l), f'(u))``;
 * max-pool: the dominating window entry when one dominates, else a fresh symbol spanning
   ``[max l, max u]``.
 
@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from ..linalg import per_sample_rows
-from ..ops import FORWARD
-from ..ops.adjoint import AFFINE_KINDS, offset
+from ..engine import propagate
+from ..linalg import batched_spec, centre_radius, per_sample_rows
+from ..ops import AFFINE_KINDS, FORWARD
+from ..ops.adjoint import offset
+from ..ops.pool import MaxPoolRelaxation
+from ..ops.relaxation import RELAXATIONS
 from . import register_domain
-from .backward import MaxPoolRelaxation
 from .base import Domain
-from .relaxations import _sigmoid_prime
 
 
 class Zonotope:
@@ -96,7 +97,7 @@ class DeepZDomain(Domain):
         self.symbols = 0
 
     def input_state(self, lower, upper):
-        centre, radius = (upper + lower) / 2, (upper - lower) / 2
+        centre, radius = centre_radius(lower, upper)
         B = lower.shape[0]
         flat = radius.reshape(B, -1)
         active = torch.nonzero((flat > 0).any(0)).reshape(-1)  # one symbol per input that can move
@@ -115,9 +116,6 @@ class DeepZDomain(Domain):
         """Exact range of ``C(a + G e)`` over ``e ∈ [−1, 1]^m``: ``Ca ± Σ_j |C G_j|``."""
         if C is None:
             return super().bound(graph, lower, upper, C)
-        from ..engine import propagate
-        from ..linalg import batched_spec
-
         z = propagate(graph, self, lower, upper)
         B = z.centre.shape[0]
         C = batched_spec(C, B).to(z.centre)
@@ -181,29 +179,12 @@ def _band(domain, x: Zonotope, slope: torch.Tensor, low: torch.Tensor, high: tor
     return domain.extend(slope.unsqueeze(1) * x.generators, centre, (high - low) / 2)
 
 
-@DeepZDomain.transfer("relu", "leaky_relu")
-def deepz_relu(domain, node, x: Zonotope) -> Zonotope:
-    s = 0.0 if node["kind"] == "relu" else float(node["attrs"]["alpha"])
+@DeepZDomain.transfer(*RELAXATIONS)
+def deepz_elementwise(domain, node, x: Zonotope) -> Zonotope:
+    """The relaxation entry's parallel band on ``[l, u] = a ∓ Σ|G|`` (module docstring)."""
     l, u = domain.concretize(x)
-    crossing = (l < 0) & (u > 0)
-    denom = torch.where(crossing, u - l, torch.ones_like(u))
-    chord = (u - s * l) / denom
-    b = (s - 1) * u * l / denom  # f(x) − chord·x ∈ [min(0, b), max(0, b)] on [l, u]
-    passing = torch.where(l >= 0, torch.ones_like(u), torch.full_like(u, s))
-    slope = torch.where(crossing, chord, passing)
-    zero = torch.zeros_like(u)
-    low = torch.where(crossing, torch.minimum(zero, b), zero)
-    high = torch.where(crossing, torch.maximum(zero, b), zero)
-    return _band(domain, x, slope, low, high)
-
-
-@DeepZDomain.transfer("sigmoid", "tanh")
-def deepz_s_shaped(domain, node, x: Zonotope) -> Zonotope:
-    f = torch.sigmoid if node["kind"] == "sigmoid" else torch.tanh
-    l, u = domain.concretize(x)
-    lam = torch.minimum(_sigmoid_prime(node["kind"], l), _sigmoid_prime(node["kind"], u))
-    # f(x) − λx is non-decreasing on [l, u]: its range is [f(l) − λl, f(u) − λu].
-    return _band(domain, x, lam, f(l) - lam * l, f(u) - lam * u)
+    band = RELAXATIONS[node["kind"]].band(node, l, u)
+    return _band(domain, x, band.slope, band.low, band.high)
 
 
 @DeepZDomain.transfer("maxpool")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..errors import VerifierInputError
+from ..ops import AFFINE_KINDS
 from . import register_domain
-from .crown import BackwardDomain
+from .backward import BackwardDomain
 
 
 @register_domain
@@ -35,9 +36,12 @@ class DualLPDomain(BackwardDomain):
         super().__init__(intermediate, norm)
         self.projections, self.seed = projections, seed
 
-    def bound(self, graph, lower, upper, C=None):
-        from ..ops.adjoint import AFFINE_KINDS
+    def supports(self, graph):
+        """Affine ops and ReLU only (the paper's setting)."""
+        return [(d.get("source", n), f"the dual-lp domain handles affine ops and ReLU only, not '{d['kind']}'")
+                for n, d in graph.nodes(data=True) if d["kind"] not in self.ALLOWED | AFFINE_KINDS]
 
+    def bound(self, graph, lower, upper, C=None):
         bad = sorted({d["kind"] for _, d in graph.nodes(data=True)} - self.ALLOWED - AFFINE_KINDS)
         if bad:
             raise VerifierInputError(f"the dual-lp domain handles networks of affine ops and ReLU only; "

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ..linalg import spec_matrix
+from ..engine import propagate
+from ..linalg import centre_radius, spec_matrix
 from .deepz import DeepZDomain, Zonotope
 
 
@@ -35,7 +36,7 @@ class ProjectedDualDomain(DeepZDomain):
         return torch.tan(torch.pi * (u - 0.5))
 
     def input_state(self, lower, upper):
-        centre, radius = (upper + lower) / 2, (upper - lower) / 2
+        centre, radius = centre_radius(lower, upper)
         self.symbols = self.k
         return Zonotope(centre, radius.unsqueeze(1) * self._cauchy((lower.shape[0], self.k, *lower.shape[1:]), lower))
 
@@ -50,7 +51,6 @@ class ProjectedDualDomain(DeepZDomain):
         return Zonotope(centre, scaled + fresh)
 
     def bound(self, graph, lower, upper, C=None):
-        from ..engine import propagate
         z = propagate(graph, self, lower, upper)
         B = z.centre.shape[0]
         flat_c, flat_g = z.centre.reshape(B, -1), z.generators.reshape(B, self.k, -1)
@@ -58,6 +58,3 @@ class ProjectedDualDomain(DeepZDomain):
         centre = torch.einsum("bkn,bn->bk", C, flat_c)
         radius = torch.einsum("bkn,bpn->bkp", C, flat_g).abs().median(dim=-1).values
         return centre - radius, centre + radius
-
-
-ProjectedDualDomain.transfers = dict(DeepZDomain.transfers)

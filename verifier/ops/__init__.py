@@ -13,6 +13,12 @@ Conventions (shared by every domain):
 ``FORWARD[kind](node, *inputs)`` evaluates a node. Linear ops also register
 ``LINEAR_PART[kind](node, x, absolute)``: the map without its bias, with ``|W|`` in
 place of ``W`` when ``absolute`` is true (what interval arithmetic needs).
+
+Each op declares its properties where it registers its forward function, and the
+domains read them from these sets, never from lists of their own: :data:`AFFINE_KINDS`
+(``y = Σᵢ Lᵢ xᵢ + f₀``; every linear-part op is one), :data:`MONOTONE_KINDS` (non-decreasing
+in every input entry, so IBP maps endpoints). Elementwise nonlinear ops register a
+relaxation entry (:mod:`verifier.ops.relaxation`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ ForwardFn = Callable[..., torch.Tensor]
 
 FORWARD: dict[str, ForwardFn] = {}
 LINEAR_PART: dict[str, Callable[[Node, torch.Tensor, bool], torch.Tensor]] = {}
+AFFINE_KINDS: set[str] = set()
+MONOTONE_KINDS: set[str] = set()
 
 
 CACHE = "_constant_cache"  # node attribute holding values derived from constant parameters
@@ -58,11 +66,16 @@ def absolute(node: Node, name: str = "weight") -> torch.Tensor:
     return derived(node, name, "abs", torch.abs)
 
 
-def forward_op(kind: str):
-    """Register the concrete evaluation of op ``kind``."""
+def forward_op(kind: str, *, affine: bool = False, monotone: bool = False):
+    """Register the concrete evaluation of op ``kind``; ``affine``/``monotone`` declare it
+    affine in its inputs / non-decreasing in every input entry."""
 
     def register(fn: ForwardFn) -> ForwardFn:
         FORWARD[kind] = fn
+        if affine:
+            AFFINE_KINDS.add(kind)
+        if monotone:
+            MONOTONE_KINDS.add(kind)
         return fn
 
     return register
@@ -73,11 +86,13 @@ def linear_part(kind: str):
 
     def register(fn):
         LINEAR_PART[kind] = fn
+        AFFINE_KINDS.add(kind)
         return fn
 
     return register
 
 
-from . import activation, conv, linear, pool, shape  # noqa: E402,F401  (fill the registries)
+from . import conv, leaky_relu, linear, pool, relu, s_shaped, shape  # noqa: E402,F401  (fill the registries)
 
-__all__ = ["FORWARD", "LINEAR_PART", "absolute", "derived", "forward_op", "linear_part"]
+__all__ = ["AFFINE_KINDS", "FORWARD", "LINEAR_PART", "MONOTONE_KINDS", "absolute", "derived", "forward_op",
+           "linear_part"]

@@ -5,18 +5,34 @@ For an affine op ``y = L(x₁, …) + f₀`` (``f₀ = y`` at zero inputs), a li
 ``Lᵢᵀ Λ`` and :func:`offset` the constant ``f₀``. ``Λ`` carries two leading axes,
 ``(B, k, *shape)``: batch and spec row.
 
-Dense and convolution layers have explicit transposes; every other affine kind gets its
-transpose from autograd (a vector-Jacobian product at zero), so a new affine op needs
-only its forward function.
+The transposes form a table, :data:`ADJOINTS`, one entry per op kind registered with
+:func:`adjoint_op`: dense and convolution layers, reshapes, transposes and per-channel
+scales have explicit ones; every other affine kind (:data:`~verifier.ops.AFFINE_KINDS`)
+gets its transpose from autograd (a vector-Jacobian product at zero), so a new affine op
+needs only its forward function.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-from . import FORWARD, LINEAR_PART, Node, cached_while_constant
+from . import AFFINE_KINDS, FORWARD, Node, cached_while_constant
 
-AFFINE_KINDS = frozenset(LINEAR_PART) | {"reshape", "transpose", "concat", "slice", "pad", "add"}
+AdjointFn = Callable[[Node, torch.Tensor, list], "list[torch.Tensor] | None"]
+ADJOINTS: dict[str, AdjointFn] = {}
+
+
+def adjoint_op(kind: str):
+    """Register an explicit transpose ``f(node, Λ, input_shapes) -> [L₁ᵀΛ, …]`` for ``kind``
+    (``None`` falls back to autograd's)."""
+
+    def register(fn: AdjointFn) -> AdjointFn:
+        ADJOINTS[kind] = fn
+        return fn
+
+    return register
 
 
 def offset(node: Node, input_shapes: list[tuple], like: torch.Tensor) -> torch.Tensor:
@@ -38,6 +54,7 @@ def _unfold(t: torch.Tensor, bk: tuple[int, int]) -> torch.Tensor:
     return t.reshape(*bk, *t.shape[1:])
 
 
+@adjoint_op("linear")
 def _linear_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
     """``y = x W`` → ``Λ Wᵀ``; ``y = W x`` → ``Wᵀ Λ`` (``Λ Wᵀ``… for a per-sample vector)."""
     weight = node["params"]["weight"]
@@ -48,6 +65,7 @@ def _linear_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) ->
     return [torch.matmul(weight.t(), lam)]
 
 
+@adjoint_op("conv")
 def _conv_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor] | None:
     a = node["attrs"]
     weight = node["params"]["weight"]
@@ -78,34 +96,31 @@ def _vjp_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> li
     return [_unfold(torch.zeros_like(z) if g is None else g, bk) for g, z in zip(grads, zeros)]
 
 
+@adjoint_op("reshape")
 def _reshape_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
     return [lam.reshape(*lam.shape[:2], *input_shapes[0])]
 
 
+@adjoint_op("transpose")
 def _transpose_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
     perm = node["attrs"]["perm"]
     inverse = [perm.index(i) for i in range(len(perm))]
     return [lam.permute(0, 1, *[p + 2 for p in inverse])]
 
 
+@adjoint_op("scale_shift")
+def _scale_shift_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
+    """``y = s ⊙ x + t`` (``s`` broadcast) → ``Σ_broadcast s ⊙ Λ``."""
+    grad = lam * node["params"]["scale"]
+    return [_sum_to(grad, (*lam.shape[:2], *input_shapes[0]))]
+
+
 def adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
-    """``[L₁ᵀ Λ, L₂ᵀ Λ, …]`` for ``Λ`` of shape ``(B, k, *output_shape)``, one per input."""
-    kind = node["kind"]
-    if kind == "linear":
-        return _linear_adjoint(node, lam, input_shapes)
-    if kind == "conv":
-        out = _conv_adjoint(node, lam, input_shapes)
-        if out is not None:
-            return out
-    if kind == "reshape":
-        return _reshape_adjoint(node, lam, input_shapes)
-    if kind == "transpose":
-        return _transpose_adjoint(node, lam, input_shapes)
-    if kind == "scale_shift":
-        grad = lam * node["params"]["scale"]
-        target = (*lam.shape[:2], *input_shapes[0])
-        return [_sum_to(grad, target)]
-    return _vjp_adjoint(node, lam, input_shapes)
+    """``[L₁ᵀ Λ, L₂ᵀ Λ, …]`` for ``Λ`` of shape ``(B, k, *output_shape)``, one per input, from
+    :data:`ADJOINTS` (autograd's vector-Jacobian product for kinds without an entry)."""
+    explicit = ADJOINTS.get(node["kind"])
+    out = None if explicit is None else explicit(node, lam, input_shapes)
+    return _vjp_adjoint(node, lam, input_shapes) if out is None else out
 
 
 def _sum_to(t: torch.Tensor, shape: tuple) -> torch.Tensor:
@@ -118,13 +133,4 @@ def _sum_to(t: torch.Tensor, shape: tuple) -> torch.Tensor:
     return t.sum(dim=dims, keepdim=True) if dims else t
 
 
-def dot(lam: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``Λ·v`` per (batch, row): ``Λ`` ``(B, k, *S)``, ``v`` ``(B or 1, *S)`` → ``(B, k)``."""
-    if tuple(value.shape[1:]) != tuple(lam.shape[2:]):  # broadcast inside the sample shape
-        return (lam * value.unsqueeze(1)).reshape(lam.shape[0], lam.shape[1], -1).sum(-1)
-    dtype = torch.promote_types(lam.dtype, value.dtype)
-    flat = lam.reshape(lam.shape[0], lam.shape[1], -1).to(dtype)
-    return torch.matmul(flat, value.reshape(value.shape[0], -1, 1).to(dtype)).squeeze(-1)  # one gemv per sample
-
-
-__all__ = ["AFFINE_KINDS", "adjoint", "dot", "offset"]
+__all__ = ["ADJOINTS", "AFFINE_KINDS", "adjoint", "adjoint_op", "offset"]

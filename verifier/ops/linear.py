@@ -64,7 +64,7 @@ def align(x: torch.Tensor, ndim: int) -> torch.Tensor:
     return x.reshape(x.shape[0], *([1] * missing), *x.shape[1:])
 
 
-@forward_op("add")
+@forward_op("add", affine=True, monotone=True)
 def add(node: Node, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``y = a + b`` for two variable tensors, with ONNX broadcasting per sample."""
     ndim = len(node["shape"])
