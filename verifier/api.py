@@ -22,8 +22,8 @@ def as_float_tensor(value, name: str) -> torch.Tensor:
 
     Tensors and array-likes are accepted (array-likes of integers are read as float64);
     integer, boolean, complex, float16 and bfloat16 tensors raise :class:`VerifierInputError` (integer arithmetic truncates and half
-    precision rounds the bounds: neither is sound), as do NaN entries, tensors holding no
-    values, and tensors on a device other than ``cpu``/``cuda`` (``meta`` has no values)."""
+    precision rounds the bounds: neither is sound), as do NaN entries and tensors on a
+    device other than ``cpu``/``cuda`` (``meta`` has no values)."""
     if not isinstance(value, torch.Tensor):
         try:
             value = torch.as_tensor(value)
@@ -37,8 +37,6 @@ def as_float_tensor(value, name: str) -> torch.Tensor:
     if value.device.type not in ("cpu", "cuda"):
         raise VerifierInputError(f"{name} is on device '{value.device}'; tensors must be on cpu or cuda "
                                  f"(a '{value.device.type}' tensor holds no values to bound)")
-    if value.numel() == 0:
-        raise VerifierInputError(f"{name} holds no values (shape {list(value.shape)}: a batch of 0 boxes?)")
     if bool(torch.isnan(value).any()):
         raise VerifierInputError(f"{name} contains NaN")
     return value
@@ -178,8 +176,8 @@ def compute_bounds(model: Model, lower: torch.Tensor, upper: torch.Tensor, domai
     """Sound bounds on the model's outputs for all inputs in the box ``[lower, upper]``.
 
     Raises :class:`VerifierInputError` when ``lower``/``upper`` are not float32/float64
-    (integer or half-precision arithmetic would give unsound bounds), contain NaN, differ
-    in shape, form an empty box, when ``C`` is malformed or non-finite, or for an unknown
+    (integer or half-precision arithmetic would give unsound bounds), are not on cpu/cuda,
+    hold no values (a batch of 0), contain NaN, differ in shape, form an empty box, when ``C`` is malformed or non-finite, or for an unknown
     domain or option. A bound that overflows (huge boxes) is returned as ``∓inf``.
 
     ``lower``/``upper``: one box or a batch (see :meth:`Model.as_batch`); the computation
@@ -190,6 +188,9 @@ def compute_bounds(model: Model, lower: torch.Tensor, upper: torch.Tensor, domai
     if not isinstance(model, Model):
         raise VerifierInputError(f"model must be a verifier.Model (from verifier.load), got {type(model).__name__}")
     lower, upper = as_float_tensor(lower, "lower"), as_float_tensor(upper, "upper")
+    if lower.numel() == 0 or upper.numel() == 0:
+        raise VerifierInputError(f"lower {list(lower.shape)} / upper {list(upper.shape)} hold no values "
+                                 f"(a batch of 0 boxes has nothing to bound)")
     if lower.shape != upper.shape:
         raise VerifierInputError(f"lower {list(lower.shape)} and upper {list(upper.shape)} differ in shape")
     lower, upper = model.as_batch(lower), model.as_batch(upper.to(lower))
