@@ -29,7 +29,9 @@ import verifier
 from verifier.domains import get_domain
 from verifier.domains.base import Domain
 from verifier.errors import VerifierInputError
-from verifier.ir import evaluate, topological_order
+from verifier.engine import evaluate
+from verifier.ir.graph import topological_order
+from verifier.engine import evaluate_from as engine_evaluate_from
 
 
 def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: str, opset: int | None = None) -> None:
@@ -170,9 +172,7 @@ class LiveModel:
         dom = get_domain(domain, **options) if isinstance(domain, str) else domain
         lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
         if lower_only:
-            lb = lower_bound_only(dom, graph, lo, hi, C)
-            if lb is not None:
-                return lb, None
+            return dom.lower_bound(graph, lo, hi, C), None
         return dom.bound(graph, lo, hi, C)
 
     def parameter_nodes(self) -> dict[str, list[str]]:
@@ -181,27 +181,6 @@ class LiveModel:
         for b in self.bindings:
             out.setdefault(b.param_name, []).append(b.node)
         return out
-
-
-def lower_bound_only(dom: Domain, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, C) -> torch.Tensor | None:
-    """The lower bound of a plain backward domain (CROWN, CROWN-IBP, exact dual LP) from its
-    own intermediate bounds and final pass, without the upper-bound rows; ``None`` when
-    the domain has no such split (then call ``bound``)."""
-    from verifier.domains.alpha_crown import AlphaCrownDomain
-    from verifier.domains.crown import BackwardDomain
-    from verifier.domains.dual_lp import DualLPDomain
-
-    if not isinstance(dom, BackwardDomain) or isinstance(dom, AlphaCrownDomain):
-        return None
-    if isinstance(dom, DualLPDomain) and (dom.projections or _unsupported_for_dual(dom, graph)):
-        return None
-    return dom.lower_bound(graph, lower, upper, C)
-
-
-def _unsupported_for_dual(dom, graph) -> bool:
-    from verifier.ops.adjoint import AFFINE_KINDS
-
-    return bool({d["kind"] for _, d in graph.nodes(data=True)} - dom.ALLOWED - AFFINE_KINDS)
 
 
 def margin_matrix(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -224,25 +203,7 @@ def ir_prefix(graph: nx.DiGraph, node: str) -> nx.DiGraph:
 
 
 def evaluate_from(graph: nx.DiGraph, node: str, value: torch.Tensor) -> torch.Tensor:
-    """The output of ``graph`` when ``node`` takes ``value`` ``(B, *shape)`` (nodes that do not
-    depend on ``node`` other than constants are not supported). Uses the IR's op semantics."""
-    from verifier.ir.graph import predecessors_by_slot
-    from verifier.ops import FORWARD
-
-    below = nx.descendants(graph, node)
-    values = {node: value}
-    batch = value.shape[0]
-    for n in topological_order(graph):
-        if n not in below:
-            continue
-        data = graph.nodes[n]
-        args = []
-        for p in predecessors_by_slot(graph, n):
-            if p not in values:
-                if graph.nodes[p]["kind"] != "constant":
-                    raise VerifierInputError(f"node '{n}' reads '{p}', which is computed before the latent layer")
-                values[p] = FORWARD["constant"](graph.nodes[p], batch)
-            args.append(values[p])
-        values[n] = FORWARD[data["kind"]](data, *args)
-    out = values[graph.graph["output"]]
+    """The flattened output ``(B, n)`` of ``graph`` when ``node`` takes ``value``
+    ``(B, *shape)`` (:func:`verifier.engine.evaluate_from`)."""
+    out = engine_evaluate_from(graph, node, value)
     return out.reshape(out.shape[0], -1)

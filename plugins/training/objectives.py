@@ -22,11 +22,10 @@ from verifier.domains.crown import CrownIBPDomain
 from verifier.domains.dual_lp import DualLPDomain
 from verifier.domains.deepz import DeepZDomain, latent
 from verifier.engine import propagate
-from verifier.ir.graph import input_node, predecessors_by_slot
-from verifier.ir import topological_order
-from verifier.ops import FORWARD, LINEAR_PART
+from verifier.ir.graph import predecessors_by_slot, topological_order
 
 from .live import LiveModel, evaluate_from, ir_prefix, margin_matrix
+from .margins import MarginDomain
 
 
 @dataclass
@@ -267,7 +266,7 @@ def loss_variation(objective: Objective, x, y, ctx: Context, steps=(0.25, 0.5, 1
 class DoubleMargin(Objective):
     """Seed 002: margins ``s`` (half-width around the clean activations) and ``v``
     (finite-difference curvature), propagated with ``|W|`` through the IR's own linear
-    maps (``LINEAR_PART`` with ``absolute``): at an activation σ,
+    maps (``LINEAR_PART`` with ``absolute``; :class:`~.margins.MarginDomain`): at an activation σ,
     ``s' = ½(σ(z+s) − σ(z−s))``, ``v' = ½(σ(z+v) − σ(z−v)) + ½|σ(z+s+v) + σ(z−s−v) − 2σ(z)|``;
     ``s₀ = ε`` (clipped half-width), ``v₀ = 0``. Loss ``λ·CE(z ± (s+v)) + (1−λ)·CE(z)`` with the
     label logit lowered and the others raised, ``λ = 1 − κ``. Not a sound bound."""
@@ -275,40 +274,11 @@ class DoubleMargin(Objective):
     name = "double-margin"
 
     def margins(self, x, eps, clip):
-        graph = self.live.refresh()
+        """``(z, s, v)`` of the output, each ``(B, n)``, from :class:`MarginDomain` on the engine."""
         lo, hi = box_around(x, eps, clip)
-        z0, s0 = ((lo + hi) / 2).unsqueeze(1), ((hi - lo) / 2).unsqueeze(1)
-        vals = {}
-        src = input_node(graph)
-        for n in topological_order(graph):
-            node = graph.nodes[n]
-            kind = node["kind"]
-            if n == src:
-                vals[n] = (z0, s0, torch.zeros_like(s0))
-                continue
-            if kind == "constant":
-                c = FORWARD["constant"](node, x.shape[0])
-                vals[n] = (c, torch.zeros_like(c), torch.zeros_like(c))
-                continue
-            ins = [vals[p] for p in predecessors_by_slot(graph, n)]
-            fn = FORWARD[kind]
-            z = fn(node, *[i[0] for i in ins])
-            if kind in LINEAR_PART:
-                (zi, si, vi), = ins
-                vals[n] = (z, LINEAR_PART[kind](node, si, True), LINEAR_PART[kind](node, vi, True))
-            elif kind in ("relu", "leaky_relu", "sigmoid", "tanh"):
-                (zi, si, vi), = ins
-                f = lambda t: fn(node, t)  # noqa: E731
-                s = 0.5 * (f(zi + si) - f(zi - si))
-                v = 0.5 * (f(zi + vi) - f(zi - vi)) + 0.5 * (f(zi + si + vi) + f(zi - si - vi) - 2 * z).abs()
-                vals[n] = (z, s, v)
-            elif kind == "add":
-                vals[n] = (z, sum(i[1] for i in ins), sum(i[2] for i in ins))
-            else:  # index maps (reshape, transpose, slice, pad, concat): move the margins along
-                vals[n] = (z, fn(node, *[i[1] for i in ins]), fn(node, *[i[2] for i in ins]))
-        z, s, v = vals[graph.graph["output"]]
+        out = propagate(self.live.refresh(), MarginDomain(), lo.unsqueeze(1), hi.unsqueeze(1))
         B = x.shape[0]
-        return z.reshape(B, -1), s.reshape(B, -1), v.reshape(B, -1)
+        return out.z.reshape(B, -1), out.s.reshape(B, -1), out.v.reshape(B, -1)
 
     def loss(self, x, y, ctx):
         z, s, v = self.margins(x, ctx.eps, ctx.clip)

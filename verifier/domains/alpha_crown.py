@@ -36,6 +36,13 @@ class AlphaCrownDomain(BackwardDomain):
         self.iterations, self.lr, self.patience = iterations, lr, patience
         self.optimise_intermediate = bool(optimise_intermediate) and intermediate == "crown"
 
+    def lower_bound(self, graph, lower, upper, C=None, alpha=None, bounds=None, visit=None):
+        """With fixed ``alpha``/``bounds``/``visit``: the CROWN pass of
+        :meth:`BackwardDomain.lower_bound`; otherwise the optimised bound's lower half."""
+        if alpha is not None or bounds is not None or visit is not None:
+            return super().lower_bound(graph, lower, upper, C, alpha, bounds, visit)
+        return self.bound(graph, lower, upper, C)[0]
+
     def bound(self, graph, lower, upper, C=None):
         lam = self.spec_rows(graph, lower, C)
         k = lam.shape[1]

@@ -110,6 +110,12 @@ class Domain:
         """Elementwise ``(lower, upper)`` of a state, each ``(B, *shape)``."""
         raise NotImplementedError
 
+    def lower_bound(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor,
+                    C: torch.Tensor | None = None) -> torch.Tensor:
+        """The lower half of :meth:`bound` ``(B, k)``; backward domains compute it alone in
+        one pass (what certified training needs)."""
+        return self.bound(graph, lower, upper, C)[0]
+
     def bound(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor,
               C: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Bounds on the flattened output ``f(x)`` (``(B, n)``) or on ``C·f(x)`` (``(B, k)``)

@@ -41,11 +41,22 @@ class DualLPDomain(BackwardDomain):
         return [(d.get("source", n), f"the dual-lp domain handles affine ops and ReLU only, not '{d['kind']}'")
                 for n, d in graph.nodes(data=True) if d["kind"] not in self.ALLOWED | AFFINE_KINDS]
 
-    def bound(self, graph, lower, upper, C=None):
+    def _check(self, graph) -> None:
         bad = sorted({d["kind"] for _, d in graph.nodes(data=True)} - self.ALLOWED - AFFINE_KINDS)
         if bad:
             raise VerifierInputError(f"the dual-lp domain handles networks of affine ops and ReLU only; "
                                      f"this model has {', '.join(bad)} (use crown or alpha-crown)")
+
+    def lower_bound(self, graph, lower, upper, C=None, alpha=None, bounds=None, visit=None):
+        """One backward pass of the lower rows (the projected estimate's lower half with
+        ``projections``)."""
+        self._check(graph)
+        if self.projections:
+            return self.bound(graph, lower, upper, C)[0]
+        return super().lower_bound(graph, lower, upper, C, alpha, bounds, visit)
+
+    def bound(self, graph, lower, upper, C=None):
+        self._check(graph)
         if self.projections:
             from .projections import ProjectedDualDomain
 

@@ -1,0 +1,78 @@
+"""DoubleMargin's margin propagation (seed 002) as a small forward domain on the
+verifier's engine.
+
+A state is ``(z, s, v)``: the clean activation ``z``, the half-width margin ``s`` and the
+finite-difference curvature margin ``v``, each ``(B, *shape)``. Transfers:
+
+* linear ops (``LINEAR_PART``): ``z' = f(z)``, ``s' = |L| s``, ``v' = |L| v``;
+* other affine ops with non-negative coefficients (``add``, index maps):
+  ``s' = f(s) − f(0)`` (and the same for ``v``);
+* elementwise activations σ (the relaxation table's kinds):
+  ``s' = ½(σ(z+s) − σ(z−s))``, ``v' = ½(σ(z+v) − σ(z−v)) + ½|σ(z+s+v) + σ(z−s−v) − 2σ(z)|``;
+* max-pooling: the margins are pooled like the values.
+
+Input: ``z₀`` the box centre, ``s₀`` its half-width, ``v₀ = 0``. Not a sound bound.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from verifier.domains.base import Domain
+from verifier.ops import AFFINE_KINDS, FORWARD, LINEAR_PART, MONOTONE_KINDS
+from verifier.ops.relaxation import RELAXATIONS
+
+
+class Margins(NamedTuple):
+    z: torch.Tensor
+    s: torch.Tensor
+    v: torch.Tensor
+
+
+class MarginDomain(Domain):
+    """The forward domain of the module docstring (not registered: training only)."""
+
+    name = "double-margin"
+    description = "DoubleMargin's s/v margins (training only; NOT sound)"
+
+    def input_state(self, lower, upper):
+        centre, half = (lower + upper) / 2, (upper - lower) / 2
+        return Margins(centre, half, torch.zeros_like(half))
+
+    def constant_state(self, value):
+        return Margins(value, torch.zeros_like(value), torch.zeros_like(value))
+
+    def concretize(self, state):
+        return state.z - state.s - state.v, state.z + state.s + state.v
+
+
+@MarginDomain.transfer(*LINEAR_PART)
+def margin_linear(domain, node, x: Margins) -> Margins:
+    part = LINEAR_PART[node["kind"]]
+    return Margins(FORWARD[node["kind"]](node, x.z), part(node, x.s, True), part(node, x.v, True))
+
+
+@MarginDomain.transfer(*(AFFINE_KINDS - set(LINEAR_PART)))
+def margin_nonnegative_affine(domain, node, *xs: Margins) -> Margins:
+    fn = FORWARD[node["kind"]]
+    zero = fn(node, *[torch.zeros_like(x.s) for x in xs])
+    return Margins(fn(node, *[x.z for x in xs]), fn(node, *[x.s for x in xs]) - zero,
+                   fn(node, *[x.v for x in xs]) - zero)
+
+
+@MarginDomain.transfer(*(MONOTONE_KINDS - AFFINE_KINDS - set(RELAXATIONS)))
+def margin_pooled(domain, node, x: Margins) -> Margins:
+    fn = FORWARD[node["kind"]]
+    return Margins(fn(node, x.z), fn(node, x.s), fn(node, x.v))
+
+
+@MarginDomain.transfer(*RELAXATIONS)
+def margin_activation(domain, node, x: Margins) -> Margins:
+    fn = FORWARD[node["kind"]]
+    f = lambda t: fn(node, t)  # noqa: E731
+    z = f(x.z)
+    s = 0.5 * (f(x.z + x.s) - f(x.z - x.s))
+    v = 0.5 * (f(x.z + x.v) - f(x.z - x.v)) + 0.5 * (f(x.z + x.s + x.v) + f(x.z - x.s - x.v) - 2 * z).abs()
+    return Margins(z, s, v)
