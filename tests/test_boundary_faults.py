@@ -156,6 +156,13 @@ def test_fuzzed_intermediate_values_are_refused_or_valid(value):
         assert value in ("crown", "ibp")
 
 
+@pytest.mark.parametrize("option", ["intermediate=bogus", "norm=2"])
+def test_certify_checks_domain_options_before_the_model(capsys, option):
+    code, out, err = run(capsys, "certify", MISSING, "--eps", "0.1", "--domain", "crown", "--domain-option", option)
+    assert_refused(code, out, err, option.split("=")[0])
+    assert "no_such_model" not in err
+
+
 def test_api_verify_checks_string_options_before_the_attack():
     model = verifier.load(SMALL)
     spec = parse_vnnlib(box_spec(5, 3, -1, 1, "(assert (>= Y_0 -100))\n"))
@@ -228,6 +235,14 @@ def test_check_samples_is_bounded(capsys, samples):
 def test_check_samples_in_range_runs(capsys):
     code, out, err = run(capsys, "check", SMALL, "--samples", "16")
     assert code == 0, err
+
+
+def test_check_samples_is_bounded_by_what_the_model_needs(capsys, monkeypatch):
+    import verifier.cli
+
+    monkeypatch.setattr(verifier.cli, "MAX_CHECK_VALUES", 100)
+    code, out, err = run(capsys, "check", SMALL, "--samples", "50")
+    assert_refused(code, out, err, "--samples", "fit in memory")
 
 
 def test_load_samples_is_bounded():

@@ -234,6 +234,11 @@ def cmd_certify(args) -> int:
     check_real("--eps", args.eps, 0.0)
     options = _domain_options(args.domain_option)
     check_domain("--domain", args.domain, options)
+    from .domains import available_domains
+    from .options import check_domain_construction, check_options, option_types
+
+    cls = available_domains()[args.domain]  # string values (intermediate=…) checked by constructing it
+    check_domain_construction(args.domain, cls, check_options(options, option_types(cls), f"domain '{args.domain}'"))
     if args.data != "mnist" and not args.data.endswith(".npz"):
         raise VerifierInputError(f"--data {args.data}: must be mnist or an .npz file with x_test, y_test "
                                  f"(and x_train, y_train)")
