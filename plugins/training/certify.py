@@ -52,13 +52,14 @@ def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: 
     Checked first (:class:`~verifier.errors.VerifierInputError`): ``eps`` finite and ``>= 0``,
     ``domain`` installed and ``options`` its own, ``(x, y)`` non-empty, finite, inside
     ``clip``, of the model's input size, labels in ``0..outputs-1``."""
-    from .validation import DataError, check_arrays, check_domain, check_int, check_real
+    from .validation import DataError, check_arrays, check_domain, check_int, check_real, check_seed
 
     if not isinstance(model, verifier.Model):
         raise VerifierInputError(f"model must be a verifier.Model (verifier.load(path)), not {type(model).__name__}")
     eps = check_real("--eps", eps, 0.0)
     batch = check_int("batch", batch, 1)
     pgd_steps = check_int("pgd_steps", pgd_steps, 0)
+    seed = check_seed("seed", seed)
     if dtype not in (torch.float32, torch.float64):
         raise VerifierInputError(f"dtype {dtype}: use torch.float32 or torch.float64")
     check_domain("--domain", domain, options)

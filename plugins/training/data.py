@@ -67,7 +67,8 @@ def _read_npz(path: str, need_train: bool = True) -> dict:
     with archive:
         missing = [k for k in KEYS if k not in archive.files and (need_train or "test" in k)]
         if missing:
-            raise DataError(f"{path}: lacks arrays {missing} (it has {sorted(archive.files)}); {USAGE}")
+            raise DataError(f"{path}: lacks arrays {missing} (it has {sorted(archive.files)}); "
+                            + (USAGE if need_train else "certification needs x_test and y_test"))
         arrays = {}
         for key in KEYS:
             if key not in archive.files:
@@ -92,11 +93,13 @@ def load_data(data="mnist", train_count: int | None = None, test_count: int | No
     or a pair of torch Datasets ``(train, test)``. The first ``train_count``/``test_count``
     samples are kept.
 
-    Everything is checked before use (:class:`DataError` naming the file and array):
-    x and y lengths agree, no split is empty (the test split only when ``need_test``),
-    pixels are finite and inside ``clip``, labels are integers ``>= 0``, train and test
+    Everything is checked before use (:class:`DataError` naming the file and array): a
+    path names an existing file ending in ``.npz``; x and y lengths agree, no split is
+    empty (the test split only when ``need_test``), pixels are finite numbers (not
+    booleans) inside ``clip``, labels are integers ``>= 0`` (not booleans), train and test
     samples have one shape. ``need_train=False`` (certification) accepts an ``.npz``
-    without the training arrays."""
+    without the training arrays; training arrays that are present are checked too, and
+    their errors say that certification itself uses only ``x_test``/``y_test``."""
     from .validation import check_arrays, check_int, check_real, check_same_sample_shape
 
     train_count = None if train_count is None else check_int("--train-count", train_count, 1)
@@ -120,6 +123,10 @@ def load_data(data="mnist", train_count: int | None = None, test_count: int | No
                 raise DataError(f"--data {path}: file not found; {USAGE}")
             if os.path.isdir(path):
                 raise DataError(f"--data {path}: is a folder; {USAGE}")
+            if not path.endswith(".npz"):  # the rule `verifier certify` applies too
+                raise DataError(f"--data {path}: must be mnist or an .npz file (name ending in .npz) with "
+                                + ("x_train, y_train, x_test, y_test" if need_train else
+                                   "x_test, y_test (x_train, y_train are not read)"))
             raw = _read_npz(path, need_train)
             name, source = os.path.basename(path), path
         elif isinstance(data, (tuple, list)) and len(data) == 4:
@@ -134,8 +141,15 @@ def load_data(data="mnist", train_count: int | None = None, test_count: int | No
         for key in KEYS:
             if not isinstance(raw[key], (np.ndarray, torch.Tensor, list, tuple)):
                 raise DataError(f"{source}: {key} is a {type(raw[key]).__name__}, not an array")
-        xtr, ytr = check_arrays(source, "x_train", raw["x_train"], "y_train", raw["y_train"], clip,
-                                allow_empty=not need_train)
+        try:
+            xtr, ytr = check_arrays(source, "x_train", raw["x_train"], "y_train", raw["y_train"], clip,
+                                    allow_empty=not need_train)
+        except DataError as exc:
+            if need_train:
+                raise
+            # certification uses the test split only; a present training split is still checked
+            raise DataError(f"{exc} (certification uses only x_test and y_test, but a training split in the "
+                            f"file must be valid too: fix x_train/y_train or leave them out)") from None
         xte, yte = check_arrays(source, "x_test", raw["x_test"], "y_test", raw["y_test"], clip,
                                 allow_empty=not need_test)
         check_same_sample_shape(source, xtr, xte)

@@ -31,7 +31,8 @@ from .data import Data, check_data, load_data
 from .live import LiveModel, export_onnx, margin_matrix
 from .objectives import Context, box_around, make_objective, pgd_attack
 from .schedules import default_schedule
-from .validation import DataError, check_model_fits, check_out_folder, check_train_options, load_checkpoint
+from .validation import (DataError, TrainingDiverged, check_device, check_model_fits, check_out_folder,
+                         check_train_options, load_checkpoint)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -131,13 +132,22 @@ def prepare_module(model, dataset: Data, seed: int = 0) -> tuple[nn.Module, str,
 
 
 def _check_device(device):
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise VerifierInputError(f"--device {device!r}: unknown device (use cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VerifierInputError("--device cuda was asked for but CUDA is not available on this machine")
-    return device
+    return check_device("--device", device)
+
+
+def _diverged(epoch: int, step: int, what: str, lr: float, out: str, saved_epoch: int) -> TrainingDiverged:
+    kept = (f"{os.path.join(out, CHECKPOINT)} still holds the last finite state (epoch {saved_epoch})"
+            if saved_epoch else "nothing was saved")
+    return TrainingDiverged(f"training diverged in epoch {epoch + 1} (step {step + 1}): {what}; most likely the "
+                            f"learning rate ({lr:g}) is too large for this model and data: try --lr {lr / 10:g} or "
+                            f"lower, in a fresh --out; {kept}")
+
+
+def _non_finite_parameter(module: nn.Module) -> str | None:
+    for name, param in module.named_parameters():
+        if not bool(torch.isfinite(param.detach()).all()):
+            return name
+    return None
 
 
 def _method_option_keys(method: str) -> set:
@@ -172,6 +182,21 @@ def accuracy_report(live: LiveModel, x, y, eps, domains=("box", "crown"), batch=
 
 def _atomic_save(obj, path):
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _forget_run(out: str, created: bool, log_path: str, log: list) -> None:
+    """After a divergence before any epoch was saved, remove what this run wrote (the empty
+    ``log.jsonl``, and ``out`` itself if this run created it and it is now empty); a run
+    with saved epochs keeps its last finite checkpoint and their log lines."""
+    if log:
+        return
+    try:
+        if os.path.isfile(log_path) and os.path.getsize(log_path) == 0:
+            os.unlink(log_path)
+        if created and not os.listdir(out):
+            os.rmdir(out)
+    except OSError:  # best effort: the error message is what matters
+        pass
 
 
 def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs/train", *, data="mnist",
@@ -233,6 +258,7 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
     if resume and os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path, args, module, optimizer, epochs, device)
         start_epoch, step, log = state["epoch"], state["step"], state["log"]
+    created = not os.path.isdir(out)
     check_output_dir(out, "--out")  # every check passed: create the folder
     x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
     x_eval, y_eval = dataset.x_test[:eval_count].to(device), dataset.y_test[:eval_count].to(device)
@@ -268,6 +294,10 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
             ctx.beta = schedule.beta_at(step, steps_per_epoch)
             ctx.step, ctx.stats = step, {}
             loss, _ = objective.loss(x_train[idx], y_train[idx], ctx)
+            if not bool(torch.isfinite(loss.detach()).all()):  # stop before a non-finite step
+                _forget_run(out, created, log_path, log)
+                raise _diverged(epoch, step, f"the loss is {float(loss.detach())}", schedule.lr_at(epoch), out,
+                                len(log))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -276,6 +306,11 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
             step += 1
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{value:.3f}", eps=f"{ctx.eps:.3f}")
+        bad = _non_finite_parameter(module)
+        if bad is not None:  # the last step threw a weight to inf/NaN: never evaluate, save or export it
+            _forget_run(out, created, log_path, log)
+            raise _diverged(epoch, step - 1, f"weight '{bad}' became NaN or infinite", schedule.lr_at(epoch), out,
+                            len(log))
         if interrupted:
             break
         train_seconds = time.time() - t0
@@ -300,7 +335,11 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
     staging = os.path.join(out, ".model.export.onnx")  # model.onnx appears complete, metadata included
     try:
         export_onnx(module.cpu(), dataset.input_shape, staging)
-        exported = verifier.load(staging)
+        try:
+            exported = verifier.load(staging)
+        except VerifierInputError as exc:  # name the file the user asked for, not the staging file
+            message = str(exc).replace(staging, onnx_path)
+            raise ModelError(f"the trained model cannot be exported as {onnx_path}: {message}") from None
         cert = certify_model(exported, dataset.x_test, dataset.y_test, eps_test, certify_domain, clip=dataset.clip,
                              data=dataset.name)
         write_metadata(staging, {"method": method, "eps": eps, "eps_test": eps_test, "training_args": args,

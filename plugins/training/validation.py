@@ -30,6 +30,12 @@ from verifier.errors import VerifierInputError
 METHODS = ("standard", "pgd", "ibp", "crown-ibp", "dual-lp", "colt", "double-margin", "landscape")
 RAMP_SHAPES = ("linear", "smooth")
 MAX_CLASSES = 100_000
+#: Largest learning rate accepted: Adam moves each weight by about ``lr`` per step, so a rate
+#: far above 1 throws weights to ±inf in a few steps (the published schedules use 1e-4…1e-2).
+MAX_LR = 10.0
+#: Largest seed: numpy's range (``2**32 − 1``); the per-epoch generators are seeded with
+#: ``seed·100003 + epoch``, which then stays inside torch's 64-bit range.
+MAX_SEED = 2**32 - 1
 
 
 class DataError(VerifierInputError):
@@ -38,6 +44,11 @@ class DataError(VerifierInputError):
 
 class CheckpointError(VerifierInputError):
     """``--resume`` found no usable checkpoint of this run in the output folder."""
+
+
+class TrainingDiverged(VerifierInputError):
+    """The loss or the weights became NaN or infinite during training (almost always a
+    learning rate too large for the model and data); no non-finite state is saved."""
 
 
 # --- numbers -------------------------------------------------------------------------------
@@ -96,6 +107,40 @@ def check_pair(option: str, value, low: float = 0.0, high: float = 1.0) -> tuple
     if len(items) != 2:
         raise VerifierInputError(f"{option} {value!r}: must be two numbers START END in [{low:g}, {high:g}]")
     return tuple(check_real(option, v, low, high) for v in items)  # type: ignore[return-value]
+
+
+def check_seed(option: str, value) -> int:
+    """An integer seed in ``[0, MAX_SEED]`` (numpy's range; torch's is wider)."""
+    seed = check_int(option, value, 0)
+    if seed > MAX_SEED:
+        raise VerifierInputError(f"{option} {seed}: must be an integer in [0, {MAX_SEED}] (2**32 - 1)")
+    return seed
+
+
+def check_device(option: str, device) -> str:
+    """``device`` as a string if training and bounds can run there: ``cpu``, or ``cuda`` /
+    ``cuda:N`` when CUDA is available and ``N`` exists. ``meta``, ``mps``, ``xla`` and other
+    torch device types are refused (the verifier's bounds and onnxruntime run on CPU/CUDA)."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise VerifierInputError(f"{option} {device!r}: must be cpu or cuda[:N]")
+    try:
+        parsed = torch.device(device.strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise VerifierInputError(f"{option} {device!r}: unknown device (use cpu, or cuda / cuda:N)") from None
+    if parsed.type == "cpu":
+        return str(parsed)
+    if parsed.type != "cuda":
+        raise VerifierInputError(f"{option} {device!r}: device type '{parsed.type}' is not supported "
+                                 f"(use cpu, or cuda / cuda:N)")
+    if not torch.cuda.is_available():
+        raise VerifierInputError(f"{option} {device}: CUDA is not available on this machine (use cpu)")
+    count = torch.cuda.device_count()
+    if parsed.index is not None and parsed.index >= count:
+        raise VerifierInputError(f"{option} {device}: no such device; this machine has {count} CUDA device(s) "
+                                 f"(cuda:0 … cuda:{count - 1})")
+    return str(parsed)
 
 
 # --- method options (--option key=value) -----------------------------------------------------
@@ -179,11 +224,11 @@ def check_train_options(*, method, eps, epochs, eps_test=None, batch_size=None, 
     v["eps_test"] = v["eps"] if eps_test is None else check_real("--eps-test", eps_test, 0.0)
     v["epochs"] = check_int("--epochs", epochs, 1)
     v["batch_size"] = None if batch_size is None else check_int("--batch-size", batch_size, 1)
-    v["lr"] = None if lr is None else check_real("--lr", lr, 0.0, low_open=True)
+    v["lr"] = None if lr is None else check_real("--lr", lr, 0.0, MAX_LR, low_open=True)
     v["train_count"] = None if train_count is None else check_int("--train-count", train_count, 1)
     v["test_count"] = None if test_count is None else check_int("--test-count", test_count, 1)
     v["eval_count"] = check_int("--eval-count", eval_count, 0)
-    v["seed"] = check_int("--seed", seed, 0)
+    v["seed"] = check_seed("--seed", seed)
     v["warmup"] = None if warmup is None else check_real("--warmup", warmup, 0.0)
     v["ramp"] = None if ramp is None else check_real("--ramp", ramp, 0.0)
     if ramp_shape not in RAMP_SHAPES:
@@ -240,8 +285,9 @@ def check_arrays(source: str, key_x: str, x, key_y: str, y, clip=(0.0, 1.0), all
     integer label ``>= 0`` per sample. Returns ``(x float32 tensor, y int64 tensor)``."""
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if x.dtype.kind not in "fiub":
-        raise DataError(f"{source}: {key_x} has element type {x.dtype}; pixels must be numbers")
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{source}: {key_x} has element type {x.dtype}; pixels must be integer or floating-point "
+                        f"numbers" + (" (not booleans: store 0/1 as numbers)" if x.dtype.kind == "b" else ""))
     if x.ndim < 2:
         raise DataError(f"{source}: {key_x} has shape {list(x.shape)}; it needs a sample axis and at least one "
                         f"feature axis (N, ...)")
@@ -263,8 +309,9 @@ def check_arrays(source: str, key_x: str, x, key_y: str, y, clip=(0.0, 1.0), all
         if lo < clip[0] or hi > clip[1]:
             raise DataError(f"{source}: {key_x} values lie in [{lo:g}, {hi:g}], outside the input range "
                             f"[{clip[0]:g}, {clip[1]:g}] (scale the pixels to that range)")
-    if y.dtype.kind not in "fiub":
-        raise DataError(f"{source}: {key_y} has element type {y.dtype}; labels must be integers >= 0")
+    if y.dtype.kind not in "fiu":
+        raise DataError(f"{source}: {key_y} has element type {y.dtype}; labels must be integers >= 0"
+                        + (" (not booleans: store class indices 0/1 as integers)" if y.dtype.kind == "b" else ""))
     if len(y):
         yf = y.astype(np.float64, copy=False)
         if not np.isfinite(yf).all() or not (yf == np.round(yf)).all():
