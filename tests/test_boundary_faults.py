@@ -27,7 +27,7 @@ import verifier
 from verifier.cli import main
 from verifier.domains import available_domains
 from verifier.options import MAX_SEED, check_device, check_domain_options, check_options, check_seed, option_types
-from verifier.outputs import check_output_file, write_atomic
+from verifier.outputs import check_output_dir, check_output_file, write_atomic
 from verifier.spec import parse_vnnlib
 from verifier.verify import verify
 
@@ -304,3 +304,8 @@ def test_regular_result_file_is_still_written(tmp_path):
     write_atomic(target, "unsat\n")
     assert target.read_text() == "unsat\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".probe")]  # the probe is removed
+
+
+def test_virtual_output_folders_are_refused():
+    with pytest.raises(verifier.VerifierInputError, match="cannot create a file|not writable"):
+        check_output_dir("/proc", "--results-dir", create=False)

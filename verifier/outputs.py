@@ -71,20 +71,17 @@ def check_output_file(path: str | os.PathLike, option: str) -> str:
         raise VerifierInputError(f"{option} {path}: folder {folder} is not writable")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise VerifierInputError(f"{option} {path}: file is not writable")
-    try:  # what write_atomic will do: a temporary file in the target's folder
-        fd, probe = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".probe", dir=folder)
-    except OSError as exc:
-        raise VerifierInputError(f"{option} {path}: cannot create a file in {folder} ({exc.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
+    _probe(folder, f"{option} {path}")  # what write_atomic will do: a temporary file in that folder
     return path
 
 
 def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) -> str:
     """Refuse ``path`` unless it is (or, with ``create``, can become) a writable folder.
 
-    A missing folder is created (with its parents) when ``create``; a path that is a file
-    raises :class:`VerifierInputError` naming ``option``. Returns ``path`` as ``str``.
+    A missing folder is created (with its parents) when ``create``; a path that is a file,
+    or a folder in which no file can be created (probed with a temporary file: read-only or
+    virtual file systems such as ``/proc``), raises :class:`VerifierInputError` naming
+    ``option``. Returns ``path`` as ``str``.
     """
     path = os.fspath(path)
     if not path:
@@ -100,7 +97,19 @@ def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) 
             raise VerifierInputError(f"{option} {path}: cannot create the folder ({exc.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise VerifierInputError(f"{option} {path}: folder is not writable")
+    _probe(path, f"{option} {path}")
     return path
+
+
+def _probe(folder: str, where: str) -> None:
+    """Create and remove a temporary file in ``folder`` (what :func:`write_atomic` does),
+    so that read-only and virtual file systems (``/proc``) are refused up front."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".verifier.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise VerifierInputError(f"{where}: cannot create a file in {folder} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], None]) -> None:
