@@ -142,8 +142,9 @@ def _box(conj: "ConjunctionBuilder", nx: int, source: str):
         raise SpecError(f"{source}:{conj.start}: {message}")
     # empty in float64: no float64 x with lower ≤ x ≤ upper (< where a side is strict); this
     # includes lower > upper and open intervals between adjacent floats such as (0.1, 0.1 + ulp)
-    first = np.where(lstrict, np.nextafter(lower, np.inf), lower)
-    last = np.where(ustrict, np.nextafter(upper, -np.inf), upper)
+    with np.errstate(over="ignore"):  # next after ±max is ±inf: no finite float there, as meant
+        first = np.where(lstrict, np.nextafter(lower, np.inf), lower)
+        last = np.where(ustrict, np.nextafter(upper, -np.inf), upper)
     bad = np.nonzero(first > last)[0]
     if len(bad):
         i = int(bad[0])
