@@ -120,3 +120,19 @@ def test_check_without_a_box_warns_but_does_not_fail(tmp_path, capsys):
     code, out, err = run(capsys, "check", _gemm_relu(tmp_path, HUGE))
     assert code == 0, err
     assert "warning:" in out and "overflow" in out
+
+
+def test_average_pool_window_sums_that_overflow_are_refused(tmp_path):
+    """GlobalAveragePool sums its window before dividing: 64 values near 1e37 sum past
+    float32's range (onnxruntime gives inf) though their average is 1e37."""
+    from verifier.ir.fidelity import run_onnxruntime
+
+    model = make_model([oh.make_node("GlobalAveragePool", ["x"], ["p"]), oh.make_node("Flatten", ["p"], ["y"])],
+                       [1, 1, 8, 8], "y")
+    model = verifier.load(str(save_model(model, tmp_path, "gap")), check=False)
+    lo, hi = torch.full((1, 1, 8, 8), 9e36, dtype=torch.float64), torch.full((1, 1, 8, 8), 1e37, dtype=torch.float64)
+    risk = overflow_risk(model.graph, lo, hi)
+    assert risk is not None and "partial sums" in risk
+    assert np.isinf(run_onnxruntime(model.graph, hi.numpy()[None])).all()  # the overflow is real
+    small = overflow_risk(model.graph, lo / 1e6, hi / 1e6)
+    assert small is None

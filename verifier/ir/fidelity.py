@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import networkx as nx
@@ -184,7 +185,7 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
     runs it in the declared type; the two agree up to rounding only while every value stays
     finite in that type. An interval (IBP) pass in float64 bounds every IR node's value,
     and for linear ops (dense, conv, pooling, scaling) also every partial sum, by
-    ``|W|·max(|l|, |u|) + max|b|``; a magnitude above half the type's largest finite value
+    ``|W|·max(|l|, |u|) + max|b|`` (average pools: the window's sum); a magnitude above half the type's largest finite value
     (float32: 1.7e38, float16: 32752) or a NaN bound is reported, naming the node. float64
     models are not checked: their bounds are computed in the same type and overflow to
     ``±inf`` (which refutes nothing)."""
@@ -193,14 +194,14 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
         return None
     from ..domains.box import BoxDomain
     from ..engine import propagate
-    from ..ops import LINEAR_PART
+    from ..ops import CACHE, LINEAR_PART
 
     source = input_node(graph)
     if any(v.dtype != torch.float64 for _, d in graph.nodes(data=True) for v in d["params"].values()):
         copy = graph.copy()
         copy.graph = {k: v for k, v in graph.graph.items() if not k.startswith("_")}
         for _, data in copy.nodes(data=True):
-            data.pop("_constant_cache", None)
+            data.pop(CACHE, None)
             data["params"] = {k: v.detach().to(device="cpu", dtype=torch.float64) for k, v in data["params"].items()}
         graph = copy
     shape = tuple(graph.nodes[source]["shape"])
@@ -213,7 +214,10 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
             node = graph.nodes[node_id]
             low, high = states[node_id]
             magnitude = torch.maximum(low.abs(), high.abs())
-            peak = float("nan") if bool(torch.isnan(magnitude).any()) else float(magnitude.max()) if magnitude.numel() else 0.0
+            if not magnitude.numel():
+                peak = 0.0
+            else:
+                peak = float("nan") if bool(torch.isnan(magnitude).any()) else float(magnitude.max())
             what = "values"
             if node["kind"] in LINEAR_PART and not peak > limit:
                 (pred,) = predecessors_by_slot(graph, node_id)[:1]
@@ -222,6 +226,10 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
                 bias = node["params"].get("bias")
                 partial_peak = (float(partial.max()) if partial.numel() else 0.0) + \
                     (float(bias.abs().max()) if bias is not None and bias.numel() else 0.0)
+                if node["kind"] in ("avgpool", "global_avgpool"):  # a window is summed, then divided
+                    window = node["attrs"]["kernel"] if node["kind"] == "avgpool" else graph.nodes[pred]["shape"][2:]
+                    top = torch.maximum(pl.abs(), ph.abs())
+                    partial_peak = max(partial_peak, (float(top.max()) if top.numel() else 0.0) * math.prod(window))
                 if not partial_peak <= limit:
                     peak, what = partial_peak, "partial sums"
             if not peak <= limit:
