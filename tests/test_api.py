@@ -9,7 +9,7 @@ import verifier
 from verifier.cli import main
 from verifier.errors import FidelityError, VerifierInputError
 from verifier.ir import topological_order
-from verifier.ir.fidelity import check_fidelity
+from verifier.fidelity import check_fidelity
 from verifier.ops import FORWARD
 from verifier.spec import linf_robustness_spec, read_vnnlib
 from verifier.verify import verify

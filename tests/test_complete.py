@@ -23,7 +23,7 @@ from verifier.complete.milp import milp_disjunct
 from verifier.complete.relu_split import relu_split_bab, root_intermediate_bounds
 from verifier.deadline import Deadline
 from verifier.domains import get_domain
-from verifier.ir.fidelity import run_onnxruntime
+from verifier.fidelity import run_onnxruntime
 from verifier.spec import read_vnnlib
 from verifier.spec.linf import linf_robustness_spec
 from verifier.spec.model import Conjunction, InputRegion, Spec

@@ -25,7 +25,7 @@ from verifier.attack import confirm, float64_session
 from verifier.counterexample import write_result
 from verifier.deadline import Deadline
 from verifier.complete.input_split import BaBStats, input_split_bab
-from verifier.ir.fidelity import run_onnxruntime
+from verifier.fidelity import run_onnxruntime
 from verifier.spec import read_vnnlib
 from verifier.spec.model import Conjunction, InputRegion, Spec, refuted_rows
 from verifier.verify import verify

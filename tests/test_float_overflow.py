@@ -17,7 +17,7 @@ import torch
 import verifier
 from verifier.cli import main
 from verifier.errors import FidelityError
-from verifier.ir.fidelity import check_fidelity, overflow_risk
+from verifier.fidelity import check_fidelity, overflow_risk
 
 from onnx_builders import DOUBLE, make_model, save_model
 
@@ -125,7 +125,7 @@ def test_check_without_a_box_warns_but_does_not_fail(tmp_path, capsys):
 def test_average_pool_window_sums_that_overflow_are_refused(tmp_path):
     """GlobalAveragePool sums its window before dividing: 64 values near 1e37 sum past
     float32's range (onnxruntime gives inf) though their average is 1e37."""
-    from verifier.ir.fidelity import run_onnxruntime
+    from verifier.fidelity import run_onnxruntime
 
     model = make_model([oh.make_node("GlobalAveragePool", ["x"], ["p"]), oh.make_node("Flatten", ["p"], ["y"])],
                        [1, 1, 8, 8], "y")

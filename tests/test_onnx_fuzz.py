@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import verifier
 from verifier.errors import VerifierInputError
-from verifier.ir.fidelity import run_onnxruntime
+from verifier.fidelity import run_onnxruntime
 
 from onnx_builders import GraphBuilder
 

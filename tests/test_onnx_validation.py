@@ -21,7 +21,7 @@ import torch
 import verifier
 from verifier.cli import main
 from verifier.errors import FidelityError, ModelError, UnsupportedModelError, VerifierInputError
-from verifier.ir.fidelity import input_numpy_dtype, run_onnxruntime
+from verifier.fidelity import input_numpy_dtype, run_onnxruntime
 from verifier.ir.onnx_validate import MAX_TENSOR_ELEMENTS, runtime_limits
 
 from onnx_builders import FLOAT, GraphBuilder, Reference, make_model, save_model

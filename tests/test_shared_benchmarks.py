@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import verifier
-from verifier.ir.fidelity import check_fidelity
+from verifier.fidelity import check_fidelity
 from verifier.spec import read_vnnlib
 from verifier.verify import verify
 

@@ -9,8 +9,9 @@ import networkx as nx
 import torch
 
 from .errors import VerifierInputError
-from .ir import evaluate, import_onnx
-from .ir.fidelity import FidelityReport, check_fidelity
+from .engine import evaluate
+from .ir import import_onnx
+from .fidelity import FidelityReport, check_fidelity
 from .ops import CACHE
 from .options import check_domain_construction, check_options, check_samples, option_types
 

@@ -10,7 +10,7 @@ import torch
 
 from .api import Model
 from .deadline import Deadline
-from .ir.fidelity import check_overflow, run_onnxruntime
+from .fidelity import check_overflow, run_onnxruntime
 from .spec.model import InputRegion
 
 
@@ -203,7 +203,7 @@ def attack_region(model: Model, region: InputRegion, deadline: Deadline, region_
     needs float64).
 
     First, the box is refused (:class:`~verifier.errors.FidelityError`) when the model's own
-    float execution can overflow over it (:func:`~verifier.ir.fidelity.check_overflow`):
+    float execution can overflow over it (:func:`~verifier.fidelity.check_overflow`):
     onnxruntime's outputs would be inf/NaN where the real-arithmetic bounds are finite, so
     neither verdict would be sound. ``verify`` attacks every region before bounding it, so
     this guards every region (the fidelity check at load covers only the first).

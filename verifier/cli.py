@@ -84,7 +84,7 @@ def _load_with_spec(args):
     model = load(args.model, check=False)
     spec.check_model(model.input_size, model.output_size)
     if not args.no_fidelity_check:
-        from .ir.fidelity import check_fidelity
+        from .fidelity import check_fidelity
 
         region = spec.regions[0] if spec.regions else None
         model.fidelity = check_fidelity(model.graph, None if region is None else region.lower,
@@ -95,7 +95,7 @@ def _load_with_spec(args):
 def cmd_check(args) -> int:
     from .api import load
     from .ir import summary
-    from .ir.fidelity import check_fidelity
+    from .fidelity import check_fidelity
 
     from .options import check_samples
 

@@ -76,10 +76,11 @@ class ConcreteSemantics:
         self._transfers: dict[str, Callable] = {}
 
     def transfer_for(self, kind: str) -> Callable | None:
-        if kind not in self._transfers and kind in FORWARD:
-            fn = FORWARD[kind]
-            self._transfers[kind] = lambda domain, node, *xs: fn(node, *xs)
-        return self._transfers.get(kind)
+        if kind not in FORWARD:
+            return None
+        if kind not in self._transfers:  # FORWARD is read at each call (tests may patch an entry)
+            self._transfers[kind] = lambda domain, node, *xs: FORWARD[kind](node, *xs)
+        return self._transfers[kind]
 
     @staticmethod
     def constant_state(value: torch.Tensor) -> torch.Tensor:

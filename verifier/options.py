@@ -2,7 +2,7 @@
 
 A domain's options are the keyword parameters of its class's ``__init__`` (built-in and
 plugin domains alike); a complete method's are listed in
-:data:`verifier.verify.COMPLETE_DOMAINS`. :func:`check_domain_options` refuses unknown
+:data:`verifier.complete.methods.METHODS` (each method's ``options``). :func:`check_domain_options` refuses unknown
 keys (listing the valid ones), converts text values from the command line to the
 parameter's annotated type (``int``, ``float``, ``bool``, ``str``), and applies the
 value rules of :data:`OPTION_RULES`, shared by every domain that takes an option of that
@@ -198,27 +198,28 @@ def check_domain_options(domain: str, options: dict[str, Any] | None) -> dict[st
     """Validate the options for ``verify``/``bounds --domain domain`` (a domain name, a
     complete method, or ``auto``, which takes none). Raises :class:`VerifierInputError`
     for an unknown domain or a bad option; returns the converted options."""
+    from .complete.methods import METHODS
     from .domains import available_domains
-    from .verify import COMPLETE_DOMAINS
 
     options = dict(options or {})
-    if domain == "auto":
+    with_options = [name for name, method in METHODS.items() if method.options]
+    if domain in METHODS and not METHODS[domain].options:
         if options:
-            raise VerifierInputError(f"--domain auto takes no options (got {', '.join(sorted(options))}); "
-                                     f"name a domain or a complete method ({', '.join(COMPLETE_DOMAINS)}) to pass options")
+            raise VerifierInputError(f"--domain {domain} takes no options (got {', '.join(sorted(options))}); "
+                                     f"name a domain or a complete method ({', '.join(with_options)}) to pass options")
         return options
-    if domain in COMPLETE_DOMAINS:
+    if domain in METHODS:
         from .complete.input_split import input_split_bab
         from .complete.milp import milp_disjunct
         from .complete.relu_split import relu_split_bab
 
         found = {**option_types(milp_disjunct), **option_types(relu_split_bab), **option_types(input_split_bab)}
-        types = {k: found.get(k) for k in COMPLETE_DOMAINS[domain]}
+        types = {k: found.get(k) for k in METHODS[domain].options}
         return check_options(options, types, f"--domain {domain}")
     domains = available_domains()
     if domain not in domains:
         raise VerifierInputError(f"unknown domain '{domain}'; installed domains: {', '.join(sorted(domains))}, "
-                                 f"complete methods: auto, {', '.join(COMPLETE_DOMAINS)}")
+                                 f"complete methods: {', '.join(METHODS)}")
     checked = check_options(options, option_types(domains[domain]), f"domain '{domain}'")
     check_domain_construction(domain, domains[domain], checked)
     return checked

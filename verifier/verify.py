@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .api import Model, compute_bounds
+from .api import Model
 from .attack import Counterexample, attack_region
+from .complete.methods import METHODS, bound_region
 from .deadline import Deadline, Timeout, warm_up
 from .errors import VerifierInputError
-from .spec.model import InputRegion, Spec, refuted_rows
+from .spec.model import InputRegion, Spec
 
 
 @dataclass
@@ -27,133 +28,22 @@ class VerificationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def stacked_strict(region: InputRegion) -> torch.Tensor | None:
-    """``(k,)`` bool: which of ``region.stacked()``'s rows are strict (``A_i y < b_i``);
-    ``None`` when none is."""
-    if all(d.strict is None for d in region.disjuncts):
-        return None
-    return torch.cat([torch.zeros(d.A.shape[0], dtype=torch.bool) if d.strict is None
-                      else d.strict.reshape(-1).to(device="cpu", dtype=torch.bool) for d in region.disjuncts])
-
-
-def disjuncts_refuted(region: InputRegion, lower_bounds: torch.Tensor) -> list[bool]:
-    """For each disjunct: proven empty iff some row is refuted by
-    :func:`~verifier.spec.model.refuted_rows` (closed row: ``lb(A_i y) > b_i`` plus a margin;
-    strict row ``A_i y < b_i``: ``lb ≥ b_i``; a NaN bound refutes nothing).
-
-    ``lower_bounds`` are lower bounds of the stacked rows (``region.stacked()``)."""
-    _, b, sizes = region.stacked()
-    proven = refuted_rows(lower_bounds.reshape(-1).double().cpu(), b, stacked_strict(region))
-    return [bool(chunk.any()) for chunk in torch.split(proven, sizes)]
-
-
-def bound_region(model: Model, region: InputRegion, domain: str, device: str, dtype: torch.dtype,
-                 **domain_options) -> list[bool]:
-    """Which of the region's disjuncts ``domain`` proves empty over the region's box."""
-    C, _, _ = region.stacked()
-    lower = region.lower.to(device=device, dtype=dtype)
-    upper = region.upper.to(device=device, dtype=dtype)
-    with torch.no_grad():
-        lb, _ = compute_bounds(model, lower, upper, domain=domain, C=C.to(device=device, dtype=dtype),
-                               **domain_options)
-    return disjuncts_refuted(region, lb[0])
-
-
-AUTO_CASCADE = ("box", "crown")
-INPUT_SPLIT_MAX_DIM = 16
-# the options each complete method takes through --domain-option
-COMPLETE_DOMAINS = {"input-split": ("batch", "split_rule"),
-                    "relu-split": ("batch", "iterations", "candidates", "time_limit"),
-                    "milp": ("time_limit",)}
-MILP_KINDS = {"relu"}  # nonlinear op kinds the MILP encodes exactly
-
-
 def _refute_region(model: Model, region: InputRegion, index: int, domain: str, deadline: Deadline, device: str,
                    dtype: torch.dtype, domain_options: dict, notes: list[str]) -> tuple[str, Counterexample | None]:
-    """``unsat``/``unknown``/``sat`` for one region (raises Timeout).
-
-    ``auto``: Box, CROWN, then — inputs of at most 16 values — input splitting, else
-    α-CROWN and ReLU splitting on the disjuncts it leaves open. ``input-split`` /
-    ``relu-split`` name a branch-and-bound directly, ``milp`` the exact MILP (ReLU-split
-    branch-and-bound falls back to it when a subdomain runs out of ReLUs to split); any
-    other name is one domain."""
-    low_dim = model.input_size <= INPUT_SPLIT_MAX_DIM
-    if domain == "auto":
-        cascade, complete = AUTO_CASCADE, ("input-split" if low_dim else "relu-split")
-    elif domain in COMPLETE_DOMAINS:
-        cascade, complete = (), domain
-        unknown = sorted(set(domain_options) - set(COMPLETE_DOMAINS[domain]))
+    """``unsat``/``unknown``/``sat`` for one region (raises Timeout): a complete method of
+    :data:`~verifier.complete.methods.METHODS` decides it (``auto``, ``input-split``,
+    ``relu-split``, ``milp``); any other name is one domain's bound."""
+    if domain in METHODS:
+        method = METHODS[domain]
+        unknown = sorted(set(domain_options) - set(method.options))
         if unknown:
-            raise VerifierInputError(f"{domain} takes the options {', '.join(COMPLETE_DOMAINS[domain])}; "
+            raise VerifierInputError(f"{domain} takes the options {', '.join(method.options) or '(none)'}; "
                                      f"not {', '.join(unknown)}")
-    else:
-        cascade, complete = (domain,), None
-    options = domain_options if domain != "auto" else {}
-    refuted = [False] * len(region.disjuncts)
-    for name in cascade:
-        deadline.check()
-        refuted = bound_region(model, region, name, device, dtype, **options)
-        notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {name}")
-        if all(refuted):
-            return "unsat", None
-    if complete == "input-split":
-        from .complete.input_split import BaBStats, input_split_bab
-
-        stats = BaBStats()
-        try:
-            return input_split_bab(model, region, deadline, domain="crown", region_index=index, dtype=dtype,
-                                   device=device, stats=stats, **options)
-        finally:
-            notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
-    if complete in ("relu-split", "milp"):
-        return _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes,
-                           bab=complete == "relu-split")
-    return "unknown", None
-
-
-def _relu_split(model, region, index, deadline, device, dtype, options, refuted, notes, bab=True):
-    """α-CROWN at the root (its intermediate bounds seed the search), then ReLU-splitting
-    branch-and-bound (``bab``) and/or the MILP on each disjunct still open."""
-    from .complete.milp import crossing_count, milp_disjunct
-    from .complete.relu_split import ReluBaBStats, relu_split_bab, root_intermediate_bounds
-
-    root, lb = root_intermediate_bounds(model, region, device, dtype)
-    refuted = [a or c for a, c in zip(refuted, disjuncts_refuted(region, lb))]
-    notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by alpha-crown")
-    open_disjuncts = [d for d, done in enumerate(refuted) if not done]
-    if not open_disjuncts:
-        return "unsat", None
-    milp_options = {k: v for k, v in options.items() if k == "time_limit"}
-    if bab:
-        stats = ReluBaBStats()
-        try:
-            status, cex = relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index,
-                                         dtype=dtype, device=device, root=root, stats=stats,
-                                         **{k: v for k, v in options.items() if k != "time_limit"})
-        finally:
-            notes.append(f"region {index}: relu-split branch-and-bound bounded {stats.domains_bounded} subdomains "
-                         f"(depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
-        if status != "unknown":
-            return status, cex
-    from .ops.adjoint import AFFINE_KINDS
-
-    inexact = {data["kind"] for _, data in model.graph.nodes(data=True)} - AFFINE_KINDS - MILP_KINDS \
-        - {"input", "constant"}
-    if inexact:
-        if not bab:
-            raise VerifierInputError(f"the MILP encodes affine ops and ReLUs exactly; this model has "
-                                     f"{', '.join(sorted(inexact))}")
-        return "unknown", None
-    notes.append(f"region {index}: MILP with {crossing_count(root)} binary ReLUs on {len(open_disjuncts)} disjuncts")
-    verdict = "unsat"
-    for d in open_disjuncts:
-        status, cex = milp_disjunct(model, region, d, root, region_index=index, device=device, dtype=dtype,
-                                    **milp_options)
-        if status == "sat":
-            return status, cex
-        if status == "unknown":
-            verdict = "unknown"
-    return verdict, None
+        return method.decide(model, region, index, deadline, device, dtype, domain_options, notes)
+    deadline.check()
+    refuted = bound_region(model, region, domain, device, dtype, **domain_options)
+    notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {domain}")
+    return ("unsat" if all(refuted) else "unknown"), None
 
 
 def check_timeout(timeout) -> float | None:
@@ -229,6 +119,10 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
 
 
 def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options, notes) -> VerificationResult:
+    from .fidelity import check_overflow
+
+    for region in spec.regions:  # every region, attack or not: no verdict where float execution can overflow
+        check_overflow(model.graph_for("cpu", torch.float64), region.lower, region.upper, model.graph.graph.get("path"))
     if attack:
         for index, region in enumerate(spec.regions):
             hit = attack_region(model, region, deadline, region_index=index, seed=seed, device=device)

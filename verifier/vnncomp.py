@@ -245,7 +245,7 @@ def prepare(instance: Instance, files: FileResolver, models: ModelCache, fidelit
     spec = read_vnnlib(files(instance.vnnlib))
     spec.check_model(model.input_size, model.output_size)
     if fidelity:
-        from .ir.fidelity import check_fidelity
+        from .fidelity import check_fidelity
 
         region = spec.regions[0] if spec.regions else None
         model.fidelity = check_fidelity(model.graph, None if region is None else region.lower,
@@ -297,10 +297,10 @@ def run_instance(instance: Instance, timeout: float, files: FileResolver, models
 
 def check_domain(domain: str) -> str:
     """Refuse a ``--domain`` that is neither ``auto``, a complete method nor an installed domain."""
+    from .complete.methods import METHODS
     from .domains import available_domains
-    from .verify import COMPLETE_DOMAINS
 
-    known = ["auto", *COMPLETE_DOMAINS, *sorted(available_domains())]
+    known = [*METHODS, *sorted(available_domains())]
     if domain not in known:
         raise VerifierInputError(f"--domain '{domain}' is unknown; use one of {', '.join(known)}")
     return domain

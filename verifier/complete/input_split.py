@@ -33,7 +33,7 @@ from ..deadline import Deadline, Timeout
 from ..errors import VerifierInputError
 from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows
-from ..verify import stacked_strict
+from .methods import stacked_strict
 
 
 SPLIT_RULES = ("lookahead", "coefficient", "gradient")

@@ -26,6 +26,7 @@ from ..api import Model
 from ..attack import Counterexample, confirm_candidates
 from ..deadline import Deadline, checkpoint
 from ..errors import VerifierInputError
+from ..ops.relaxation import RELAXATIONS
 from ..spec.model import InputRegion, refuted_rows
 from .memory import bound_in_parts
 from .beta_crown import BetaCrown, Subdomains, clamp_to_splits, relu_pre_activations
@@ -110,7 +111,7 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
     pre = relu_pre_activations(graph)
     if not pre:
         raise VerifierInputError("ReLU-splitting branch-and-bound needs a network with ReLUs")
-    kinds = {graph.nodes[n]["kind"] for n in graph.nodes} & {"sigmoid", "tanh", "leaky_relu"}
+    kinds = {graph.nodes[n]["kind"] for n in graph.nodes} & (set(RELAXATIONS) - {"relu"})
     if kinds:
         raise VerifierInputError(f"ReLU-splitting branch-and-bound handles ReLU networks; this one has "
                                  f"{', '.join(sorted(kinds))}")

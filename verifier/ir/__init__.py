@@ -5,11 +5,10 @@ carries the input ``slots`` its source feeds (usually one). ``graph.graph`` hold
 names, and ``order`` (a topological order computed once).
 """
 
-from .graph import evaluate, input_node, output_node, parameter_count, summary, topological_order
+from .graph import input_node, output_node, parameter_count, summary, topological_order
 from .onnx_import import import_onnx
 
 __all__ = [
-    "evaluate",
     "import_onnx",
     "input_node",
     "output_node",

@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import networkx as nx
-import torch
-
-from ..ops import FORWARD
 
 
 def topological_order(graph: nx.DiGraph) -> list[str]:
@@ -43,27 +40,6 @@ def predecessors_by_slot(graph: nx.DiGraph, node_id: str) -> list[str]:
         ins = sorted((slot, src) for src, _, slots in graph.in_edges(node_id, data="slots") for slot in slots)
         preds[node_id] = [src for _, src in ins]
     return preds[node_id]
-
-
-def evaluate(graph: nx.DiGraph, x: torch.Tensor, keep_all: bool = False):
-    """Evaluate the model on a batch ``x`` of shape ``(B, *input_shape)``.
-
-    Returns the output tensor ``(B, *output_shape)``, or with ``keep_all`` a dict from
-    node id to value (for locating where two implementations diverge).
-    """
-    values: dict[str, torch.Tensor] = {}
-    batch = x.shape[0]
-    for node_id in topological_order(graph):
-        node = graph.nodes[node_id]
-        kind = node["kind"]
-        if kind == "input":
-            values[node_id] = x
-        elif kind == "constant":
-            values[node_id] = FORWARD["constant"](node, batch)
-        else:
-            args = [values[p] for p in predecessors_by_slot(graph, node_id)]
-            values[node_id] = FORWARD[kind](node, *args)
-    return values if keep_all else values[output_node(graph)]
 
 
 def parameter_count(graph: nx.DiGraph) -> int:

@@ -11,9 +11,12 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from ..errors import FidelityError, ModelError
-from .graph import evaluate, input_node, output_node, predecessors_by_slot, topological_order
-from .onnx_validate import printable
+from .domains.box import BoxDomain
+from .engine import evaluate, propagate
+from .errors import FidelityError, ModelError
+from .ir.graph import input_node, output_node, predecessors_by_slot
+from .ir.onnx_validate import printable
+from .ops import CACHE, LINEAR_PART
 
 # ``|ours − ref| ≤ atol·max(1, max|ref|) + rtol·|ref|``, per the model's precision: two
 # float32 implementations (torch, onnxruntime) of a deep conv net differ by rounding of
@@ -192,10 +195,6 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
     limit = _OVERFLOW_LIMITS.get(graph.graph["model_dtype"])
     if limit is None:
         return None
-    from ..domains.box import BoxDomain
-    from ..engine import propagate
-    from ..ops import CACHE, LINEAR_PART
-
     source = input_node(graph)
     if any(v.dtype != torch.float64 for _, d in graph.nodes(data=True) for v in d["params"].values()):
         copy = graph.copy()
@@ -210,9 +209,8 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
     type_name = str(graph.graph["model_dtype"]).replace("torch.", "")
     with torch.no_grad(), np.errstate(all="ignore"):
         states = propagate(graph, BoxDomain(), lo, hi, keep=True)
-        for node_id in topological_order(graph):
+        for node_id, (low, high) in states.items():  # topological order
             node = graph.nodes[node_id]
-            low, high = states[node_id]
             magnitude = torch.maximum(low.abs(), high.abs())
             if not magnitude.numel():
                 peak = 0.0

@@ -1,0 +1,226 @@
+"""The registry of complete methods, beside the registry of domains.
+
+A complete method decides one input region of a spec: ``sat`` with a confirmed
+counterexample, ``unsat``, or ``unknown`` (raising :class:`~verifier.deadline.Timeout`
+at the deadline). Each answers :meth:`CompleteMethod.supports` so that callers ask
+instead of reading kind lists:
+
+* ``input-split`` — branch-and-bound on the input box, bounded by CROWN
+  (:mod:`verifier.complete.input_split`), for low-dimensional inputs;
+* ``relu-split`` — β-CROWN branch-and-bound on crossing ReLUs from α-CROWN's root bounds
+  (Wang et al. 2021; :mod:`verifier.complete.relu_split`), then the exact MILP when it
+  stays undecided and the network is MILP-exact;
+* ``milp`` — the Tjeng et al. (2019) MILP on the disjuncts α-CROWN leaves open;
+* ``auto`` — Box, then CROWN, then ``input-split`` for inputs of at most
+  :data:`INPUT_SPLIT_MAX_DIM` values, else ``relu-split`` when it supports the network,
+  else ``unknown`` with the reason in the notes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import networkx as nx
+import torch
+
+from ..api import Model, compute_bounds
+from ..deadline import Deadline
+from ..errors import VerifierInputError
+from ..ops import AFFINE_KINDS
+from ..ops.relaxation import RELAXATIONS
+from ..spec.model import InputRegion, refuted_rows
+
+if TYPE_CHECKING:
+    from ..attack import Counterexample
+
+INPUT_SPLIT_MAX_DIM = 16
+AUTO_CASCADE = ("box", "crown")
+Outcome = tuple[str, "Counterexample | None"]
+
+
+def stacked_strict(region: InputRegion) -> torch.Tensor | None:
+    """``(k,)`` bool: which of ``region.stacked()``'s rows are strict (``A_i y < b_i``);
+    ``None`` when none is."""
+    if all(d.strict is None for d in region.disjuncts):
+        return None
+    return torch.cat([torch.zeros(d.A.shape[0], dtype=torch.bool) if d.strict is None
+                      else d.strict.reshape(-1).to(device="cpu", dtype=torch.bool) for d in region.disjuncts])
+
+
+def disjuncts_refuted(region: InputRegion, lower_bounds: torch.Tensor) -> list[bool]:
+    """For each disjunct: proven empty iff some row is refuted by
+    :func:`~verifier.spec.model.refuted_rows` (closed row: ``lb(A_i y) > b_i`` plus a margin;
+    strict row ``A_i y < b_i``: ``lb ≥ b_i``; a NaN bound refutes nothing).
+
+    ``lower_bounds`` are lower bounds of the stacked rows (``region.stacked()``)."""
+    _, b, sizes = region.stacked()
+    proven = refuted_rows(lower_bounds.reshape(-1).double().cpu(), b, stacked_strict(region))
+    return [bool(chunk.any()) for chunk in torch.split(proven, sizes)]
+
+
+def bound_region(model: Model, region: InputRegion, domain: str, device: str, dtype: torch.dtype,
+                 **domain_options) -> list[bool]:
+    """Which of the region's disjuncts ``domain`` proves empty over the region's box."""
+    C, _, _ = region.stacked()
+    lower = region.lower.to(device=device, dtype=dtype)
+    upper = region.upper.to(device=device, dtype=dtype)
+    with torch.no_grad():
+        lb, _ = compute_bounds(model, lower, upper, domain=domain, C=C.to(device=device, dtype=dtype),
+                               **domain_options)
+    return disjuncts_refuted(region, lb[0])
+
+
+def _kinds(graph: nx.DiGraph) -> dict[str, str]:
+    """Op kind → the source name of one node of that kind."""
+    return {d["kind"]: d.get("source", n) for n, d in graph.nodes(data=True)}
+
+
+class CompleteMethod:
+    """A complete method: ``name``, the ``options`` it takes through ``--domain-option``,
+    :meth:`supports` and :meth:`decide`."""
+
+    name: ClassVar[str] = "complete"
+    description: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def supports(self, graph: nx.DiGraph) -> list[tuple[str, str]]:
+        """``(node, reason)`` for every op the method cannot decide exactly (empty: all)."""
+        return []
+
+    def decide(self, model: Model, region: InputRegion, index: int, deadline: Deadline, device: str,
+               dtype: torch.dtype, options: dict, notes: list[str]) -> Outcome:
+        """Decide region ``index`` (see the module docstring); ``notes`` gets one line per stage."""
+        raise NotImplementedError
+
+
+METHODS: dict[str, CompleteMethod] = {}
+
+
+def register_method(cls: type[CompleteMethod]) -> type[CompleteMethod]:
+    """Class decorator: make the method selectable by ``cls.name`` (``--method``/``--domain``)."""
+    METHODS[cls.name] = cls()
+    return cls
+
+
+def get_method(name: str) -> CompleteMethod:
+    """The complete method called ``name``; :class:`VerifierInputError` if there is none."""
+    if name not in METHODS:
+        raise VerifierInputError(f"unknown complete method '{name}'; methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+class InputSplit(CompleteMethod):
+    name = "input-split"
+    description = "branch-and-bound on the input box, bounded by CROWN (low-dimensional inputs)"
+    options = ("batch", "split_rule")
+
+    def supports(self, graph):
+        from ..domains import get_domain
+
+        return get_domain("crown").supports(graph)
+
+    def decide(self, model, region, index, deadline, device, dtype, options, notes):
+        from .input_split import BaBStats, input_split_bab
+
+        stats = BaBStats()
+        try:
+            return input_split_bab(model, region, deadline, domain="crown", region_index=index, dtype=dtype,
+                                   device=device, stats=stats, **options)
+        finally:
+            notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
+
+
+class Milp(CompleteMethod):
+    name = "milp"
+    description = "the exact MILP (Tjeng et al. 2019, HiGHS) on the disjuncts alpha-crown leaves open"
+    options = ("time_limit",)
+    splitting = False
+
+    def supports(self, graph):
+        """Exact for affine ops and piecewise-linear activations the encoding has binaries for."""
+        exact = AFFINE_KINDS | {k for k, r in RELAXATIONS.items() if r.piecewise_linear} | {"input", "constant"}
+        return [(source, f"the MILP does not encode op kind '{kind}' exactly")
+                for kind, source in _kinds(graph).items() if kind not in exact]
+
+    def decide(self, model, region, index, deadline, device, dtype, options, notes):
+        from .milp import crossing_count, milp_disjunct
+        from .relu_split import ReluBaBStats, relu_split_bab, root_intermediate_bounds
+
+        root, lb = root_intermediate_bounds(model, region, device, dtype)
+        refuted = disjuncts_refuted(region, lb)
+        notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by alpha-crown")
+        open_disjuncts = [d for d, done in enumerate(refuted) if not done]
+        if not open_disjuncts:
+            return "unsat", None
+        self._refuse_unsupported(model.graph)
+        if self.splitting:
+            stats = ReluBaBStats()
+            try:
+                status, cex = relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index,
+                                             dtype=dtype, device=device, root=root, stats=stats,
+                                             **{k: v for k, v in options.items() if k != "time_limit"})
+            finally:
+                notes.append(f"region {index}: relu-split branch-and-bound bounded {stats.domains_bounded} "
+                             f"subdomains (depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
+            milp_exact = not METHODS["milp"].supports(model.graph)
+            if status != "unknown" or not milp_exact:
+                return status, cex
+        notes.append(f"region {index}: MILP with {crossing_count(root)} binary ReLUs on {len(open_disjuncts)} disjuncts")
+        verdict = "unsat"
+        for d in open_disjuncts:
+            status, cex = milp_disjunct(model, region, d, root, region_index=index, device=device, dtype=dtype,
+                                        **{k: v for k, v in options.items() if k == "time_limit"})
+            if status == "sat":
+                return status, cex
+            if status == "unknown":
+                verdict = "unknown"
+        return verdict, None
+
+    def _refuse_unsupported(self, graph) -> None:
+        missing = self.supports(graph)
+        if missing:
+            raise VerifierInputError("; ".join(f"{reason} (node '{node}')" for node, reason in missing[:3]))
+
+
+class ReluSplit(Milp):
+    name = "relu-split"
+    description = "beta-crown branch-and-bound on crossing ReLUs from alpha-crown's root bounds, then the MILP"
+    options = ("batch", "iterations", "candidates", "time_limit")
+    splitting = True
+
+    def supports(self, graph):
+        """ReLU networks: at least one ReLU; no other elementwise activation (max-pooling
+        keeps its relaxation)."""
+        kinds = _kinds(graph)
+        missing = [(source, f"relu-split branch-and-bound splits ReLUs only, not '{kind}'")
+                   for kind, source in kinds.items() if kind in RELAXATIONS and kind != "relu"]
+        if "relu" not in kinds:
+            missing.append(("(graph)", "relu-split branch-and-bound needs a network with ReLUs"))
+        return missing
+
+
+
+class Auto(CompleteMethod):
+    name = "auto"
+    description = "box, crown, then input-split (≤ 16 inputs) or relu-split until the deadline"
+
+    def decide(self, model, region, index, deadline, device, dtype, options, notes):
+        for name in AUTO_CASCADE:
+            deadline.check()
+            refuted = bound_region(model, region, name, device, dtype)
+            notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {name}")
+            if all(refuted):
+                return "unsat", None
+        method = METHODS["input-split" if model.input_size <= INPUT_SPLIT_MAX_DIM else "relu-split"]
+        missing = method.supports(model.graph)
+        if missing:
+            notes.append(f"region {index}: {method.name} does not apply ({missing[0][1]}); undecided")
+            return "unknown", None
+        return method.decide(model, region, index, deadline, device, dtype, {}, notes)
+
+
+for _builtin in (Auto, InputSplit, ReluSplit, Milp):  # the order of help texts and messages
+    register_method(_builtin)
+
+__all__ = ["AUTO_CASCADE", "CompleteMethod", "INPUT_SPLIT_MAX_DIM", "METHODS", "bound_region", "disjuncts_refuted",
+           "get_method", "register_method", "stacked_strict"]
