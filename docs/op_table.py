@@ -14,6 +14,7 @@ from verifier.domains import DOMAINS
 from verifier.domains.lp_encoding import LP_CONSTRAINTS
 from verifier.ops import AFFINE_KINDS, FORWARD
 from verifier.ops.adjoint import ADJOINTS
+from verifier.ops.categories import lookup
 from verifier.ops.relaxation import RELAXATIONS
 
 ORDER = ["box", "deepz", "crown", "crown-ibp", "alpha-crown", "dual-lp", "lp"]
@@ -41,7 +42,7 @@ def _cell(domain, kind: str) -> str:
     if domain.supports(probe):
         return "—"
     if domain.name == "lp":
-        return _where(LP_CONSTRAINTS[kind])
+        return _where(lookup(LP_CONSTRAINTS, kind))
     fn = domain.backward_transfer_for(kind) if domain.backward else domain.transfer_for(kind)
     return _where(fn)
 

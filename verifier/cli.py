@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
     every other bad input, instead of a usage block."""
 
     def error(self, message: str):
-        print(f"error: {self.prog}: {_shown(message)} (see {self.prog} --help)", file=sys.stderr)
+        plugins = "".join(f"; {e}" for e in PLUGIN_ERRORS) if "invalid choice" in message else ""
+        print(f"error: {self.prog}: {_shown(message + plugins)} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -35,12 +36,12 @@ def _timeout(value: float | None) -> float | None:
     return value
 
 
-def _device(name: str) -> str:
+def checked_device(name: str, flag: str = "--device") -> str:
     """``--device``: cpu, or cuda / cuda:N when that device exists
-    (:func:`verifier.options.check_device`)."""
+    (:func:`verifier.options.check_device`); :class:`VerifierInputError` otherwise."""
     from .options import check_device
 
-    return check_device(name, "--device")
+    return check_device(name, flag)
 
 
 def _shown(text: str) -> str:
@@ -49,14 +50,15 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _domain_options(pairs: list[str] | None) -> dict:
-    """``key=value`` strings → keyword arguments (numbers parsed, the rest kept as text;
-    :func:`verifier.options.check_domain_options` converts and checks them)."""
+def key_value_options(pairs: list[str] | None, flag: str = "--domain-option") -> dict:
+    """``key=value`` strings of a repeatable ``flag`` → keyword arguments (numbers parsed,
+    the rest kept as text; :func:`verifier.options.check_domain_options` converts and
+    checks them). Raises :class:`VerifierInputError` for a pair without ``=`` or key."""
     options = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise VerifierInputError(f"--domain-option expects key=value, got '{pair}'")
+            raise VerifierInputError(f"{flag} expects key=value, got '{pair}'")
         for cast in (int, float):
             try:
                 options[key] = cast(value)
@@ -72,7 +74,7 @@ def _checked_domain_options(args) -> dict:
     """``--domain`` and ``--domain-option`` checked before any work."""
     from .options import check_domain_options
 
-    return check_domain_options(args.domain, _domain_options(args.domain_option))
+    return check_domain_options(args.domain, key_value_options(args.domain_option))
 
 
 def _load_with_spec(args):
@@ -117,7 +119,7 @@ def cmd_bounds(args) -> int:
 
     from .domains import available_domains
 
-    device, dtype = _device(args.device), DTYPES[args.dtype]
+    device, dtype = checked_device(args.device), DTYPES[args.dtype]
     if args.domain not in available_domains():
         raise VerifierInputError(f"bounds takes a domain ({', '.join(sorted(available_domains()))}), "
                                  f"not '{args.domain}'")
@@ -148,7 +150,7 @@ def cmd_verify(args) -> int:
 
     from .options import check_seed
 
-    timeout, device = _timeout(args.timeout), _device(args.device)
+    timeout, device = _timeout(args.timeout), checked_device(args.device)
     seed = check_seed(args.seed, "--seed")
     options = _checked_domain_options(args)
     if args.result_file is not None:  # '' is refused, not ignored
@@ -173,7 +175,7 @@ def cmd_vnncomp(args) -> int:
 
     output, counts = run_benchmark(args.bench_dir, instances_csv=args.instances, timeout_scale=args.timeout_scale,
                                    output=args.output, results_dir=args.results_dir, domain=args.domain,
-                                   limit=args.limit, resume=args.resume, device=_device(args.device),
+                                   limit=args.limit, resume=args.resume, device=checked_device(args.device),
                                    dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check)
     print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
     if counts["error"] and counts["error"] == sum(counts.values()):
@@ -183,84 +185,48 @@ def cmd_vnncomp(args) -> int:
 
 
 def cmd_domains(args) -> int:
+    from .complete.methods import METHODS
     from .domains import available_domains
 
     for name, cls in sorted(available_domains().items()):
         print(f"{name:14s} {getattr(cls, 'description', '')}")
-    print("\ncomplete methods for `verify --domain` (see docs/complete.md):")
-    for name, text in (("auto", "attack, box, crown, then input-split or relu-split (default)"),
-                       ("input-split", "branch-and-bound on input boxes (CROWN), for low-dimensional inputs"),
-                       ("relu-split", "branch-and-bound on ReLU signs (alpha/beta-CROWN), LP for fully split ones"),
-                       ("milp", "exact mixed-integer program (HiGHS), big-M from alpha-CROWN bounds")):
-        print(f"{name:14s} {text}")
+    print("\ncomplete methods for `verify --method` (or --domain; see docs/complete.md):")
+    for name, method in METHODS.items():
+        print(f"{name:14s} {method.description}")
     return 0
 
 
-def cmd_train(args) -> int:
-    import os
-
-    from verifier_plugins.training.trainer import CHECKPOINT, train
-    from verifier_plugins.training.validation import CheckpointError, check_out_folder
-
-    for pair in args.option or []:
-        if "=" not in pair or pair.startswith("="):
-            raise VerifierInputError(f"--option expects key=value, got '{pair}'")
-    options = _domain_options(args.option)
-    if args.resume:  # from the command line, --resume needs a checkpoint to resume from
-        ckpt = os.path.join(check_out_folder(args.out), CHECKPOINT)
-        if not os.path.isfile(ckpt):
-            raise CheckpointError(f"--resume: no checkpoint {ckpt} to resume from; run without --resume to start")
-    result = train(args.model, args.method, args.eps, args.epochs, args.out, data=args.data, eps_test=args.eps_test,
-                   device=_device(args.device), resume=args.resume, batch_size=args.batch_size, lr=args.lr,
-                   train_count=args.train_count, test_count=args.test_count, eval_count=args.eval_count,
-                   seed=args.seed, warmup=args.warmup, ramp=args.ramp, ramp_shape=args.ramp_shape,
-                   kappa=tuple(args.kappa) if args.kappa else None, beta=tuple(args.beta) if args.beta else None,
-                   decay_every=args.decay_every, decay_factor=args.decay_factor, projections=args.projections,
-                   certify_domain=args.certify_domain, eval_domains=args.eval_domains,
-                   progress=not args.quiet, method_options=options)
-    if "onnx" in result:
-        print(f"model: {result['onnx']}")
-    return 0
+PLUGIN_ERRORS: list[str] = []
 
 
-def cmd_certify(args) -> int:
-    from verifier_plugins.training.certify import certify_model, read_metadata
-    from verifier_plugins.training.data import load_data
-    from verifier_plugins.training.validation import check_domain, check_int, check_model_fits, check_real
+def add_plugin_commands(sub) -> None:
+    """Sub-commands of installed plugins: each entry point of the group
+    ``verifier.commands`` is a function ``add_commands(sub)`` (the training plugin adds
+    ``train`` and ``certify``). A plugin that fails to load is named when its command is
+    asked for; the core commands keep working."""
+    from importlib.metadata import entry_points
 
-    from .api import load
+    for ep in entry_points(group="verifier.commands"):
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a broken plugin must not break the core commands
+            PLUGIN_ERRORS.append(f"plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
 
-    count = check_int("--count", args.count, 1)
-    check_real("--eps", args.eps, 0.0)
-    options = _domain_options(args.domain_option)
-    check_domain("--domain", args.domain, options)
-    from .domains import available_domains
-    from .options import check_domain_construction, check_options, option_types
 
-    cls = available_domains()[args.domain]  # string values (intermediate=…) checked by constructing it
-    check_domain_construction(args.domain, cls, check_options(options, option_types(cls), f"domain '{args.domain}'"))
-    if args.data != "mnist" and not args.data.endswith(".npz"):
-        raise VerifierInputError(f"--data {args.data}: must be mnist or an .npz file with x_test, y_test "
-                                 f"(and x_train, y_train)")
-    model = load(args.model)
-    data = load_data(args.data, test_count=count, need_train=False)
-    check_model_fits(args.model, model.input_shape, model.output_size, data, use_train=False)
-    cert = certify_model(model, data.x_test, data.y_test, args.eps, args.domain, dtype=DTYPES[args.dtype],
-                         data=data.name, **options)
-    print(f"clean accuracy:     {cert.clean_accuracy:.4f}")
-    print(f"PGD accuracy:       {cert.pgd_accuracy:.4f}")
-    print(f"certified accuracy: {cert.certified_accuracy:.4f} ({cert.domain}, eps={cert.eps:g}, {cert.count} points)")
-    meta = read_metadata(args.model)
-    if "certificate" in meta:
-        c = meta["certificate"]
-        same = (c["domain"], c["count"], float(c["eps"]), c.get("dtype")) == (cert.domain, cert.count, cert.eps, cert.dtype)
-        note = "reproduced" if same and c["certified_accuracy"] == cert.certified_accuracy else \
-            ("DIFFERENT" if same else "not comparable: other domain/count/eps/dtype")
-        print(f"metadata certificate: {c['certified_accuracy']:.4f} ({c['domain']}, eps={c['eps']:g}, "
-              f"{c['count']} points) — {note}")
-        if same and note == "DIFFERENT":
-            return 1
-    return 0
+def _method_or_domain(args) -> None:
+    """``--method NAME`` selects a complete method; it replaces ``--domain`` (whose complete
+    method names keep working)."""
+    method = getattr(args, "complete_method", None)
+    if method is None:
+        return
+    from .complete.methods import METHODS
+
+    if method not in METHODS:
+        raise VerifierInputError(f"--method {method}: unknown; complete methods: {', '.join(METHODS)} "
+                                 f"(a single domain's bound: --domain NAME)")
+    if args.domain not in (method, "auto"):
+        raise VerifierInputError(f"--method {method} and --domain {args.domain}: give one of them")
+    args.domain = method
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the falsification attack (sat can then only come from a complete method)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed of the attack (an integer in [0, 2**63-1]; default 0)")
+    p.add_argument("--method", dest="complete_method",
+                   help="complete method: auto, input-split, relu-split or milp (see `verifier domains`)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("vnncomp", help="run every instance of a VNN-COMP benchmark folder into a results CSV")
@@ -309,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", help="per-instance result files (default <output stem>_results/)")
     p.add_argument("--domain", default="auto",
                    help="auto (default), a complete method or a domain (see `verifier domains`)")
+    p.add_argument("--method", dest="complete_method",
+                   help="complete method (replaces --domain): auto, input-split, relu-split or milp")
     p.add_argument("--limit", type=int, help="only the first N instances (N >= 1)")
     p.add_argument("--resume", action="store_true",
                    help="skip instances already in the output CSV (its header is checked; a row cut by a kill "
@@ -318,57 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
     p.set_defaults(func=cmd_vnncomp)
 
-    p = sub.add_parser("train", help="certified training of an architecture, ONNX model or torch module; exports ONNX")
-    p.add_argument("--model", default="wong-kolter", help="architecture name (see docs/training.md) or an .onnx file")
-    p.add_argument("--method", default="crown-ibp",
-                   choices=["standard", "pgd", "ibp", "crown-ibp", "dual-lp", "colt", "double-margin", "landscape"])
-    p.add_argument("--eps", type=float, required=True, help="training epsilon (L-infinity, input space)")
-    p.add_argument("--eps-test", type=float, help="evaluation/certification epsilon (default --eps)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--out", required=True, help="output folder (log.jsonl, checkpoint.pt, model.onnx)")
-    p.add_argument("--data", default="mnist", help="mnist or an .npz with x_train, y_train, x_test, y_test")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt (it must exist and come from the same options)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--train-count", type=int, help="use the first N training samples")
-    p.add_argument("--test-count", type=int, default=1000, help="test points certified at the end (default 1000)")
-    p.add_argument("--eval-count", type=int, default=100, help="held-out points evaluated every epoch (default 100)")
-    p.add_argument("--eval-domains", default="box,crown", help="domains of the per-epoch verified accuracy")
-    p.add_argument("--certify-domain", default="crown", help="domain of the exported certificate (default crown)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warmup", type=float, help="epochs at eps=0 (default: the method's)")
-    p.add_argument("--ramp", type=float, help="epochs of the eps ramp (default: the method's)")
-    p.add_argument("--ramp-shape", choices=["linear", "smooth"], default="linear")
-    p.add_argument("--kappa", type=float, nargs=2, metavar=("START", "END"), help="clean-loss weight schedule")
-    p.add_argument("--beta", type=float, nargs=2, metavar=("START", "END"), help="CROWN weight schedule (crown-ibp)")
-    p.add_argument("--decay-every", type=float, help="lr step decay period in epochs (after the ramp)")
-    p.add_argument("--decay-factor", type=float)
-    p.add_argument("--projections", type=int, help="dual-lp: random Cauchy projections K (training only)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="method option, e.g. latent_steps=5, l1=1e-5, stages=2 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("certify", help="clean, PGD and certified accuracy of an ONNX classifier on a test set")
-    p.add_argument("model")
-    p.add_argument("--data", default="mnist")
-    p.add_argument("--eps", type=float, required=True)
-    p.add_argument("--domain", default="crown")
-    p.add_argument("--domain-option", action="append", metavar="KEY=VALUE")
-    p.add_argument("--count", type=int, default=1000, help="first N test points, N >= 1 (default 1000)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
-    p.set_defaults(func=cmd_certify)
-
-    p = sub.add_parser("domains", help="list the installed abstract domains")
+    p = sub.add_parser("domains", help="list the installed abstract domains and complete methods")
     p.set_defaults(func=cmd_domains)
+    add_plugin_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _method_or_domain(args)
         return args.func(args)
     except VerifierInputError as exc:
         print(f"error: {_shown(str(exc))}", file=sys.stderr)

@@ -5,11 +5,10 @@ A state is ``(z, s, v)``: the clean activation ``z``, the half-width margin ``s`
 finite-difference curvature margin ``v``, each ``(B, *shape)``. Transfers:
 
 * linear ops (``LINEAR_PART``): ``z' = f(z)``, ``s' = |L| s``, ``v' = |L| v``;
-* other affine ops with non-negative coefficients (``add``, index maps):
+* ops non-decreasing in every input entry (``add``, index maps, max-pooling):
   ``s' = f(s) − f(0)`` (and the same for ``v``);
 * elementwise activations σ (the relaxation table's kinds):
   ``s' = ½(σ(z+s) − σ(z−s))``, ``v' = ½(σ(z+v) − σ(z−v)) + ½|σ(z+s+v) + σ(z−s−v) − 2σ(z)|``;
-* max-pooling: the margins are pooled like the values.
 
 Input: ``z₀`` the box centre, ``s₀`` its half-width, ``v₀ = 0``. Not a sound bound.
 """
@@ -21,8 +20,8 @@ from typing import NamedTuple
 import torch
 
 from verifier.domains.base import Domain
-from verifier.ops import AFFINE_KINDS, FORWARD, LINEAR_PART, MONOTONE_KINDS
-from verifier.ops.relaxation import RELAXATIONS
+from verifier.ops import FORWARD, LINEAR_PART
+from verifier.ops.categories import ANY_ELEMENTWISE, ANY_LINEAR, ANY_MONOTONE
 
 
 class Margins(NamedTuple):
@@ -48,27 +47,21 @@ class MarginDomain(Domain):
         return state.z - state.s - state.v, state.z + state.s + state.v
 
 
-@MarginDomain.transfer(*LINEAR_PART)
+@MarginDomain.transfer(ANY_LINEAR)
 def margin_linear(domain, node, x: Margins) -> Margins:
     part = LINEAR_PART[node["kind"]]
     return Margins(FORWARD[node["kind"]](node, x.z), part(node, x.s, True), part(node, x.v, True))
 
 
-@MarginDomain.transfer(*(AFFINE_KINDS - set(LINEAR_PART)))
-def margin_nonnegative_affine(domain, node, *xs: Margins) -> Margins:
+@MarginDomain.transfer(ANY_MONOTONE)
+def margin_monotone(domain, node, *xs: Margins) -> Margins:
     fn = FORWARD[node["kind"]]
     zero = fn(node, *[torch.zeros_like(x.s) for x in xs])
     return Margins(fn(node, *[x.z for x in xs]), fn(node, *[x.s for x in xs]) - zero,
                    fn(node, *[x.v for x in xs]) - zero)
 
 
-@MarginDomain.transfer(*(MONOTONE_KINDS - AFFINE_KINDS - set(RELAXATIONS)))
-def margin_pooled(domain, node, x: Margins) -> Margins:
-    fn = FORWARD[node["kind"]]
-    return Margins(fn(node, x.z), fn(node, x.s), fn(node, x.v))
-
-
-@MarginDomain.transfer(*RELAXATIONS)
+@MarginDomain.transfer(ANY_ELEMENTWISE)
 def margin_activation(domain, node, x: Margins) -> Margins:
     fn = FORWARD[node["kind"]]
     f = lambda t: fn(node, t)  # noqa: E731

@@ -3,7 +3,9 @@
 A domain is a class with a ``name`` and tables from IR op kind to transfer function:
 
 * ``transfers`` (forward domains): ``f(domain, node, *input_states) -> state``, registered
-  with ``@MyDomain.transfer("kind", …)`` and run by :func:`verifier.engine.propagate`;
+  with ``@MyDomain.transfer("kind", …)`` — or for a whole category of ops,
+  ``@MyDomain.transfer(ANY_ELEMENTWISE)`` (:mod:`verifier.ops.categories`) — and run by
+  :func:`verifier.engine.propagate`;
 * ``backward_transfers`` (backward domains): ``f(domain, context, node_id, Λ) ->
   (contributions to the inputs' Λ, constant)``, registered with
   ``@MyDomain.backward_transfer("kind", …)`` and run by
@@ -24,6 +26,7 @@ import torch
 
 from ..engine import propagate
 from ..linalg import interval_matmul
+from ..ops.categories import lookup
 
 _REGISTRATIONS = [0]  # bumped on every registration: invalidates the merged tables
 
@@ -78,22 +81,23 @@ class Domain:
         return cached[1]
 
     def transfer_for(self, kind: str) -> Callable | None:
-        """The forward transfer for ``kind`` (``None`` if there is none)."""
-        return self.table().get(kind)
+        """The forward transfer for ``kind``: its own entry, else its category's
+        (:mod:`verifier.ops.categories`); ``None`` if there is none."""
+        return lookup(self.table(), kind)
 
     def backward_transfer_for(self, kind: str) -> Callable | None:
-        """The backward transfer for ``kind`` (``None`` if there is none)."""
-        return self.table(backward=True).get(kind)
+        """The backward transfer for ``kind`` (as :meth:`transfer_for`)."""
+        return lookup(self.table(backward=True), kind)
 
     def supports(self, graph: nx.DiGraph) -> list[tuple[str, str]]:
         """``(node, reason)`` for every node this domain cannot bound (empty: it can bound
         the whole graph). The default asks the forward table; domains with other limits
         extend it."""
-        table = self.table(backward=self.backward)
+        find = self.backward_transfer_for if self.backward else self.transfer_for
         missing = []
         for n, data in graph.nodes(data=True):
             kind = data["kind"]
-            if kind not in ("input", "constant") and kind not in table:
+            if kind not in ("input", "constant") and find(kind) is None:
                 missing.append((data.get("source", n), f"no {self.name} transfer for op kind '{kind}'"))
         return missing
 

@@ -22,7 +22,8 @@ import torch
 from ..engine import propagate
 from ..ir.graph import predecessors_by_slot
 from ..linalg import batched_spec, interval_matmul
-from ..ops import FORWARD, LINEAR_PART, MONOTONE_KINDS, derived
+from ..ops import FORWARD, LINEAR_PART, derived
+from ..ops.categories import ANY_ELEMENTWISE, ANY_LINEAR, ANY_MONOTONE
 from ..ops.relaxation import RELAXATIONS
 from . import register_domain
 from .base import Domain
@@ -74,7 +75,7 @@ def _signed_blocks(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat([pos, neg], 1), torch.cat([neg, pos], 1)], 0)
 
 
-@BoxDomain.transfer(*LINEAR_PART)
+@BoxDomain.transfer(ANY_LINEAR)
 def box_linear(domain, node, x: Interval) -> Interval:
     """``mid = L((l+u)/2) + b``, ``w = |L|(u − l)``, ``[mid − w/2, mid + w/2]`` (four elementwise passes).
 
@@ -93,14 +94,14 @@ def box_linear(domain, node, x: Interval) -> Interval:
     return Interval(torch.add(mid, width, alpha=-0.5), torch.add(mid, width, alpha=0.5))
 
 
-@BoxDomain.transfer(*MONOTONE_KINDS)
+@BoxDomain.transfer(ANY_MONOTONE)
 def box_monotone(domain, node, *xs: Interval) -> Interval:
     """Non-decreasing in every input entry: ``f(l) ≤ f(x) ≤ f(u)``."""
     fn = FORWARD[node["kind"]]
     return Interval(fn(node, *[x.lower for x in xs]), fn(node, *[x.upper for x in xs]))
 
 
-@BoxDomain.transfer(*RELAXATIONS)
+@BoxDomain.transfer(ANY_ELEMENTWISE)
 def box_elementwise(domain, node, x: Interval) -> Interval:
     """The exact range of ``f`` over ``[l, u]`` (the relaxation table's ``interval``)."""
     return Interval(*RELAXATIONS[node["kind"]].interval(node, x.lower, x.upper))

@@ -27,14 +27,13 @@ from __future__ import annotations
 import torch
 
 from ..linalg import dot
-from ..ops import AFFINE_KINDS
+from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE
 from ..ops.adjoint import adjoint, offset
-from ..ops.relaxation import RELAXATIONS
 from . import register_domain
 from .backward import BackwardDomain, BackwardPass
 
 
-@BackwardDomain.backward_transfer(*AFFINE_KINDS)
+@BackwardDomain.backward_transfer(ANY_AFFINE)
 def crown_affine(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """``[Lᵢᵀ Λ]`` and ``Λ·f₀``."""
     node, shapes = context.graph.nodes[n], context.input_shapes(n)
@@ -42,7 +41,7 @@ def crown_affine(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     return adjoint(node, lam, shapes), constant
 
 
-@BackwardDomain.backward_transfer(*RELAXATIONS)
+@BackwardDomain.backward_transfer(ANY_ELEMENTWISE)
 def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """``Λ⁺ a_l + Λ⁻ a_u`` and ``Λ⁺·b_l + Λ⁻·b_u`` (lines per spec row when α is per row)."""
     rel = context.lines(n)

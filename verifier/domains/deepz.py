@@ -24,7 +24,8 @@ import torch
 
 from ..engine import propagate
 from ..linalg import batched_spec, centre_radius, per_sample_rows
-from ..ops import AFFINE_KINDS, FORWARD
+from ..ops import FORWARD
+from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE
 from ..ops.adjoint import offset
 from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS
@@ -153,7 +154,7 @@ def latent(state: Zonotope, e: torch.Tensor) -> torch.Tensor:
     return state.centre + state.combine(e)
 
 
-@DeepZDomain.transfer(*AFFINE_KINDS)
+@DeepZDomain.transfer(ANY_AFFINE)
 def deepz_affine(domain, node, *xs: Zonotope) -> Zonotope:
     fn = FORWARD[node["kind"]]
     centre = fn(node, *[x.centre for x in xs])
@@ -179,7 +180,7 @@ def _band(domain, x: Zonotope, slope: torch.Tensor, low: torch.Tensor, high: tor
     return domain.extend(slope.unsqueeze(1) * x.generators, centre, (high - low) / 2)
 
 
-@DeepZDomain.transfer(*RELAXATIONS)
+@DeepZDomain.transfer(ANY_ELEMENTWISE)
 def deepz_elementwise(domain, node, x: Zonotope) -> Zonotope:
     """The relaxation entry's parallel band on ``[l, u] = a ∓ Σ|G|`` (module docstring)."""
     l, u = domain.concretize(x)

@@ -28,6 +28,7 @@ from . import register_domain
 from .base import Domain
 from .crown import CrownDomain
 from .dual_lp import DualLPDomain
+from ..ops.categories import lookup
 from .lp_encoding import LP_CONSTRAINTS, RelaxationProblem, relaxation_problem
 
 
@@ -45,7 +46,7 @@ class LPDomain(Domain):
         """The op kinds with an LP constraint builder."""
         return [(d.get("source", n), f"the LP encoding has no constraint builder for op kind '{d['kind']}'")
                 for n, d in graph.nodes(data=True)
-                if d["kind"] not in ("input", "constant") and d["kind"] not in LP_CONSTRAINTS]
+                if d["kind"] not in ("input", "constant") and lookup(LP_CONSTRAINTS, d["kind"]) is None]
 
     def intermediate_bounds(self, graph, lower, upper):
         sources = {"crown": [CrownDomain], "dual-lp": [DualLPDomain], "best": [CrownDomain, DualLPDomain]}

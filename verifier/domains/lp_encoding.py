@@ -25,7 +25,7 @@ from ..engine import propagate
 from ..errors import VerifierInputError
 from ..ir.graph import predecessors_by_slot, topological_order
 from ..linalg import crossing
-from ..ops import AFFINE_KINDS
+from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE, lookup
 from ..ops.adjoint import adjoint, offset
 from ..ops.relaxation import RELAXATIONS
 
@@ -112,7 +112,7 @@ class LPEncoder:
         return block
 
     def transfer_for(self, kind: str):
-        builder = LP_CONSTRAINTS.get(kind)
+        builder = lookup(LP_CONSTRAINTS, kind)
         if builder is None:
             return None
 
@@ -128,7 +128,7 @@ class LPEncoder:
         return sp.lil_matrix((size, self.total))
 
 
-@lp_constraint(*AFFINE_KINDS)
+@lp_constraint(ANY_AFFINE)
 def lp_affine(enc: LPEncoder, n: str, node: dict, *inputs: slice) -> slice:
     """``y − Σ Jᵢ xᵢ = f₀``."""
     shapes = [tuple(enc.graph.nodes[p]["shape"]) for p in predecessors_by_slot(enc.graph, n)]
@@ -142,7 +142,7 @@ def lp_affine(enc: LPEncoder, n: str, node: dict, *inputs: slice) -> slice:
     return out
 
 
-@lp_constraint(*RELAXATIONS)
+@lp_constraint(ANY_ELEMENTWISE)
 def lp_elementwise(enc: LPEncoder, n: str, node: dict, x: slice) -> slice:
     """``y ≥ a x + b`` for every lower line, ``y ≤ a x + b`` for every upper line, and the
     pre-activation bounds as variable bounds."""
@@ -179,7 +179,7 @@ def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) 
         raise VerifierInputError(f"LP/MILP encodings are for small networks (≤ {MAX_VARIABLES} values); "
                                  f"this one has {total}")
     unsupported = [(d.get("source", n), d["kind"]) for n, d in graph.nodes(data=True)
-                   if d["kind"] not in ("input", "constant") and d["kind"] not in LP_CONSTRAINTS]
+                   if d["kind"] not in ("input", "constant") and lookup(LP_CONSTRAINTS, d["kind"]) is None]
     if unsupported:
         source, kind = unsupported[0]
         raise VerifierInputError(f"LP/MILP encodings do not handle op kind '{kind}' (node '{source}')")

@@ -42,32 +42,32 @@ def attributes(node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
-def _label(node: onnx.NodeProto) -> str:
+def node_label(node: onnx.NodeProto) -> str:
     return node.name or node.output[0]
 
 
-def _variable(ctx, node: onnx.NodeProto, slot: int = 0) -> str:
+def variable_input(ctx, node: onnx.NodeProto, slot: int = 0) -> str:
     name = node.input[slot]
     if name not in ctx.var:
         raise Unsupported(f"input {slot} must depend on the model input")
     return ctx.var[name]
 
 
-def _finish(ctx, node: onnx.NodeProto, ir_id: str) -> None:
+def bind_output(ctx, node: onnx.NodeProto, ir_id: str) -> None:
     """Bind the node's ONNX output name to the IR node that computes it."""
     ctx.var[node.output[0]] = ir_id
 
 
-def _reshape_to(ctx, src: str, shape: tuple[int, ...], node: onnx.NodeProto, name: str | None = None) -> str:
+def reshape_to(ctx, src: str, shape: tuple[int, ...], node: onnx.NodeProto, name: str | None = None) -> str:
     if tuple(ctx.graph.nodes[src]["shape"]) == tuple(shape):
         return src
-    return ctx.emit("reshape", [src], name=name, shape=tuple(int(s) for s in shape), source=_label(node))
+    return ctx.emit("reshape", [src], name=name, shape=tuple(int(s) for s in shape), source=node_label(node))
 
 
 # --- no-ops -------------------------------------------------------------------------
 @converter("Identity", "Dropout")
 def convert_identity(ctx, node):
-    _finish(ctx, node, _variable(ctx, node))
+    bind_output(ctx, node, variable_input(ctx, node))
 
 
 @converter("Cast")
@@ -75,7 +75,7 @@ def convert_cast(ctx, node):
     to = attributes(node)["to"]
     if to not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
         raise Unsupported(f"cast of a variable tensor to {onnx.TensorProto.DataType.Name(to)}")
-    _finish(ctx, node, _variable(ctx, node))
+    bind_output(ctx, node, variable_input(ctx, node))
 
 
 # --- matrix products ------------------------------------------------------------------
@@ -83,7 +83,7 @@ def _emit_linear(ctx, node, x: str, weight: np.ndarray, bias: np.ndarray | None,
     params = {"weight": ctx.tensor(weight)}
     if bias is not None and np.any(bias != 0):
         params["bias"] = ctx.tensor(bias)
-    return ctx.emit("linear", [x], name=node.output[0], params=params, source=_label(node), side=side)
+    return ctx.emit("linear", [x], name=node.output[0], params=params, source=node_label(node), side=side)
 
 
 def _swap_last_two(ctx, node, x: str) -> str:
@@ -91,7 +91,7 @@ def _swap_last_two(ctx, node, x: str) -> str:
     if ndim < 2:
         raise Unsupported("transposing a 1-D operand")
     perm = list(range(ndim - 2)) + [ndim - 1, ndim - 2]
-    return ctx.emit("transpose", [x], source=_label(node), perm=perm)
+    return ctx.emit("transpose", [x], source=node_label(node), perm=perm)
 
 
 @converter("Gemm")
@@ -102,19 +102,19 @@ def convert_gemm(ctx, node):
     c = ctx.const_or_none(node, 2)
     bias = None if c is None else beta * c.astype(np.float64)
     if node.input[0] in ctx.var and ctx.is_const(node.input[1]):
-        x = _variable(ctx, node, 0)
+        x = variable_input(ctx, node, 0)
         if a.get("transA", 0):
             x = _swap_last_two(ctx, node, x)
         w = ctx.const(node.input[1]).astype(np.float64)
         w = w.T if a.get("transB", 0) else w
-        _finish(ctx, node, _emit_linear(ctx, node, x, alpha * w, bias, "right"))
+        bind_output(ctx, node, _emit_linear(ctx, node, x, alpha * w, bias, "right"))
     elif node.input[1] in ctx.var and ctx.is_const(node.input[0]):
-        x = _variable(ctx, node, 1)
+        x = variable_input(ctx, node, 1)
         if a.get("transB", 0):
             x = _swap_last_two(ctx, node, x)
         w = ctx.const(node.input[0]).astype(np.float64)
         w = w.T if a.get("transA", 0) else w
-        _finish(ctx, node, _emit_linear(ctx, node, x, alpha * w, bias, "left"))
+        bind_output(ctx, node, _emit_linear(ctx, node, x, alpha * w, bias, "left"))
     else:
         raise Unsupported("product of two variable tensors is not affine")
 
@@ -124,25 +124,25 @@ def convert_matmul(ctx, node):
     """``x @ W`` or ``W @ x`` with a constant ``W`` of any rank (numpy ``matmul`` semantics:
     1-D operands are promoted and the promoted axis dropped; leading axes broadcast)."""
     if node.input[0] in ctx.var and ctx.is_const(node.input[1]):
-        x, w, side = _variable(ctx, node, 0), ctx.const(node.input[1]), "right"
+        x, w, side = variable_input(ctx, node, 0), ctx.const(node.input[1]), "right"
     elif node.input[1] in ctx.var and ctx.is_const(node.input[0]):
-        x, w, side = _variable(ctx, node, 1), ctx.const(node.input[0]), "left"
+        x, w, side = variable_input(ctx, node, 1), ctx.const(node.input[0]), "left"
     else:
         raise Unsupported("product of two variable tensors is not affine")
     if w.ndim == 0:
         raise Unsupported("MatMul with a scalar operand")
     w = w.astype(np.float64)
     if w.ndim > 2:
-        _finish(ctx, node, _batched_matmul(ctx, node, x, w, side))
+        bind_output(ctx, node, _batched_matmul(ctx, node, x, w, side))
         return
     if w.ndim == 2:
-        _finish(ctx, node, _emit_linear(ctx, node, x, w, None, side))
+        bind_output(ctx, node, _emit_linear(ctx, node, x, w, None, side))
         return
     # 1-D constant: promote to a matrix, then drop the promoted axis as ONNX does.
     out = _emit_linear(ctx, node, x, w[:, None] if side == "right" else w[None, :], None, side)
     shape = ctx.graph.nodes[out]["shape"]
     drop = len(shape) - 1 if side == "right" else max(len(shape) - 2, 0)
-    _finish(ctx, node, _reshape_to(ctx, out, shape[:drop] + shape[drop + 1 :], node, node.output[0]))
+    bind_output(ctx, node, reshape_to(ctx, out, shape[:drop] + shape[drop + 1 :], node, node.output[0]))
 
 
 MAX_LOWERED_WEIGHT = 2 * 10**7  # entries of the block matrix a batched MatMul becomes
@@ -165,7 +165,7 @@ def _batched_matmul(ctx, node, x: str, w: np.ndarray, side: str) -> str:
     if len(xshape) == 1:  # promoted: (k,) → (1, k) on the left of W, (k,) → (k, 1) on the right
         squeeze = -2 if side == "right" else -1
         xshape = (1, xshape[0]) if side == "right" else (xshape[0], 1)
-        x = _reshape_to(ctx, x, xshape, node)
+        x = reshape_to(ctx, x, xshape, node)
     if side == "left":
         w = np.swapaxes(w, -1, -2)  # y = W x  ⇔  yᵀ = xᵀ Wᵀ
     bx, (m_or_k, k_or_n) = xshape[:-2], xshape[-2:]
@@ -189,19 +189,19 @@ def _batched_matmul(ctx, node, x: str, w: np.ndarray, side: str) -> str:
     block = np.zeros((nbx * k, nb * q))
     for j in out_index.reshape(-1):
         block[src_x[j] * k:(src_x[j] + 1) * k, j * q:(j + 1) * q] = w_slices[j]
-    label = _label(node)
+    label = node_label(node)
     # x → (nbx, a, b) → (p, nbx, k) → (p, nbx·k)
-    h = _reshape_to(ctx, x, (nbx, *xshape[-2:]), node)
+    h = reshape_to(ctx, x, (nbx, *xshape[-2:]), node)
     h = ctx.emit("transpose", [h], source=label, perm=[1, 0, 2] if side == "right" else [2, 0, 1])
-    h = _reshape_to(ctx, h, (p, nbx * k), node)
+    h = reshape_to(ctx, h, (p, nbx * k), node)
     h = _emit_linear(ctx, node, h, block, None, "right")  # (p, nb·q)
-    h = _reshape_to(ctx, h, (p, nb, q), node)
+    h = reshape_to(ctx, h, (p, nb, q), node)
     # right: (m, nb, n) → (nb, m, n); left: (n, nb, m) → (nb, m, n)
     h = ctx.emit("transpose", [h], source=label, perm=[1, 0, 2] if side == "right" else [1, 2, 0])
     out_shape = (*bs, p, q) if side == "right" else (*bs, q, p)
     if squeeze is not None:
         out_shape = out_shape[:len(out_shape) + squeeze] + out_shape[len(out_shape) + squeeze + 1:]
-    return _reshape_to(ctx, h, out_shape, node, node.output[0])
+    return reshape_to(ctx, h, out_shape, node, node.output[0])
 
 
 # --- elementwise arithmetic -----------------------------------------------------------
@@ -215,9 +215,9 @@ def _scale_shift(ctx, node, x: str, scale, shift) -> str:
         if int(np.prod(out_shape)) != int(np.prod(x_shape)):
             raise Unsupported(f"a constant of shape {list(np.broadcast_shapes(scale.shape, shift.shape))} "
                               f"would expand the variable of shape {list(x_shape)}")
-        x = _reshape_to(ctx, x, out_shape, node)
+        x = reshape_to(ctx, x, out_shape, node)
     params = {"scale": ctx.tensor(scale), "shift": ctx.tensor(shift)}
-    return ctx.emit("scale_shift", [x], name=node.output[0], params=params, source=_label(node))
+    return ctx.emit("scale_shift", [x], name=node.output[0], params=params, source=node_label(node))
 
 
 @converter("Add", "Sub", "Mul", "Div")
@@ -231,9 +231,9 @@ def convert_arithmetic(ctx, node):
         a, b = ctx.var[left], ctx.var[right]
         if op == "Sub":
             b = ctx.emit("scale_shift", [b], params={"scale": ctx.tensor(-1.0), "shift": ctx.tensor(0.0)},
-                         source=_label(node))
+                         source=node_label(node))
         shape = np.broadcast_shapes(ctx.graph.nodes[a]["shape"], ctx.graph.nodes[b]["shape"])
-        _finish(ctx, node, ctx.emit("add", [a, b], name=node.output[0], shape=tuple(shape), source=_label(node)))
+        bind_output(ctx, node, ctx.emit("add", [a, b], name=node.output[0], shape=tuple(shape), source=node_label(node)))
         return
     x = ctx.var[left] if lvar else ctx.var[right]
     c = ctx.const(right if lvar else left).astype(np.float64)
@@ -249,12 +249,12 @@ def convert_arithmetic(ctx, node):
         if np.any(c == 0):
             raise Unsupported("division by a constant that contains zero")
         scale, shift = 1.0 / c, 0.0
-    _finish(ctx, node, _scale_shift(ctx, node, x, scale, shift))
+    bind_output(ctx, node, _scale_shift(ctx, node, x, scale, shift))
 
 
 @converter("Neg")
 def convert_neg(ctx, node):
-    _finish(ctx, node, _scale_shift(ctx, node, _variable(ctx, node), -1.0, 0.0))
+    bind_output(ctx, node, _scale_shift(ctx, node, variable_input(ctx, node), -1.0, 0.0))
 
 
 @converter("BatchNormalization")
@@ -265,20 +265,20 @@ def convert_batchnorm(ctx, node):
         raise Unsupported("training_mode=1")
     if len([o for o in node.output if o]) > 1:
         raise Unsupported("running-statistics outputs are used")
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     gamma, beta, mean, var = (ctx.const_or_none(node, i).astype(np.float64) for i in range(1, 5))
     scale = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
     shift = beta - mean * scale
     trailing = len(ctx.graph.nodes[x]["shape"]) - 2
     view = (-1,) + (1,) * max(trailing, 0)
-    _finish(ctx, node, _scale_shift(ctx, node, x, scale.reshape(view), shift.reshape(view)))
+    bind_output(ctx, node, _scale_shift(ctx, node, x, scale.reshape(view), shift.reshape(view)))
 
 
 # --- activations ------------------------------------------------------------------------
 @converter("Relu", "Sigmoid", "Tanh")
 def convert_activation(ctx, node):
     kind = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}[node.op_type]
-    _finish(ctx, node, ctx.emit(kind, [_variable(ctx, node)], name=node.output[0], source=_label(node)))
+    bind_output(ctx, node, ctx.emit(kind, [variable_input(ctx, node)], name=node.output[0], source=node_label(node)))
 
 
 @converter("Clip")
@@ -287,7 +287,7 @@ def convert_clip(ctx, node):
     11, attributes ``min``/``max`` before), lowered to the exact, monotone chain
     ``m = lo + relu(x − lo)``, ``y = hi − relu(hi − m)`` (only the half that is given).
     When ``lo > hi`` ONNX gives ``hi`` everywhere, and so does this chain."""
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     a = attributes(node)
     if "min" in a or "max" in a:
         lo = np.asarray(a.get("min", -np.inf), dtype=np.float64)
@@ -302,7 +302,7 @@ def convert_clip(ctx, node):
         if np.isnan(bound).any():
             raise Unsupported(f"{name} is NaN")
     lo, hi = float(lo.reshape(())), float(hi.reshape(()))
-    label = _label(node)
+    label = node_label(node)
     h = x
     if lo != -np.inf:  # float limits of old opsets (±3.4e38) are kept: they are exact too
         h = ctx.emit("scale_shift", [h], params={"scale": ctx.tensor(1.0), "shift": ctx.tensor(-lo)}, source=label)
@@ -312,13 +312,14 @@ def convert_clip(ctx, node):
         h = ctx.emit("scale_shift", [h], params={"scale": ctx.tensor(-1.0), "shift": ctx.tensor(hi)}, source=label)
         h = ctx.emit("relu", [h], source=label)
         h = ctx.emit("scale_shift", [h], params={"scale": ctx.tensor(-1.0), "shift": ctx.tensor(hi)}, source=label)
-    _finish(ctx, node, h)
+    bind_output(ctx, node, h)
 
 
 @converter("LeakyRelu")
 def convert_leaky_relu(ctx, node):
     alpha = float(attributes(node).get("alpha", 0.01))
-    _finish(ctx, node, ctx.emit("leaky_relu", [_variable(ctx, node)], name=node.output[0], source=_label(node), alpha=alpha))
+    bind_output(ctx, node, ctx.emit("leaky_relu", [variable_input(ctx, node)], name=node.output[0], source=node_label(node),
+                                  negative_slope=alpha))
 
 
 # --- convolutions and pooling -------------------------------------------------------------
@@ -336,7 +337,7 @@ def _window_attrs(ctx, node, x: str, kernel: list[int]) -> dict:
 
 @converter("Conv")
 def convert_conv(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     if not ctx.is_const(node.input[1]):
         raise Unsupported("variable convolution weights")
     w = ctx.const(node.input[1]).astype(np.float64)
@@ -348,14 +349,14 @@ def convert_conv(ctx, node):
     if bias is not None:
         params["bias"] = ctx.tensor(bias)
     group = int(attributes(node).get("group", 1))
-    out = ctx.emit("conv", [x], name=node.output[0], params=params, source=_label(node),
+    out = ctx.emit("conv", [x], name=node.output[0], params=params, source=node_label(node),
                    strides=win["strides"], dilations=win["dilations"], pads=win["pads"], group=group)
-    _finish(ctx, node, out)
+    bind_output(ctx, node, out)
 
 
 @converter("ConvTranspose")
 def convert_conv_transpose(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     if not ctx.is_const(node.input[1]):
         raise Unsupported("variable convolution weights")
     a = attributes(node)
@@ -374,10 +375,10 @@ def convert_conv_transpose(ctx, node):
     bias = ctx.const_or_none(node, 2)
     if bias is not None:
         params["bias"] = ctx.tensor(bias)
-    out = ctx.emit("conv_transpose", [x], name=node.output[0], params=params, source=_label(node),
+    out = ctx.emit("conv_transpose", [x], name=node.output[0], params=params, source=node_label(node),
                    strides=strides, dilations=dilations, pads=pads, output_padding=output_padding,
                    group=int(a.get("group", 1)))
-    _finish(ctx, node, out)
+    bind_output(ctx, node, out)
 
 
 def _pool_attrs(ctx, node, x: str) -> dict:
@@ -398,27 +399,27 @@ def convert_maxpool(ctx, node):
         raise Unsupported("the Indices output is used")
     if attributes(node).get("storage_order", 0):
         raise Unsupported("storage_order=1")
-    x = _variable(ctx, node)
-    out = ctx.emit("maxpool", [x], name=node.output[0], source=_label(node), **_pool_attrs(ctx, node, x))
-    _finish(ctx, node, out)
+    x = variable_input(ctx, node)
+    out = ctx.emit("maxpool", [x], name=node.output[0], source=node_label(node), **_pool_attrs(ctx, node, x))
+    bind_output(ctx, node, out)
 
 
 @converter("AveragePool")
 def convert_avgpool(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     win = _pool_attrs(ctx, node, x)
     if any(d != 1 for d in win["dilations"]):
         raise Unsupported("dilated average pooling")
     win["count_include_pad"] = bool(attributes(node).get("count_include_pad", 0))
-    _finish(ctx, node, ctx.emit("avgpool", [x], name=node.output[0], source=_label(node), **win))
+    bind_output(ctx, node, ctx.emit("avgpool", [x], name=node.output[0], source=node_label(node), **win))
 
 
 @converter("GlobalAveragePool")
 def convert_global_avgpool(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     if len(ctx.graph.nodes[x]["shape"]) < 3:
         raise Unsupported("input without spatial axes")
-    _finish(ctx, node, ctx.emit("global_avgpool", [x], name=node.output[0], source=_label(node)))
+    bind_output(ctx, node, ctx.emit("global_avgpool", [x], name=node.output[0], source=node_label(node)))
 
 
 from . import onnx_shape_converters  # noqa: E402,F401  (Flatten, Reshape, Transpose, Concat, Slice, Pad, ...)

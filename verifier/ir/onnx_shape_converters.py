@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_converters import Unsupported, _finish, _label, _reshape_to, _variable, attributes, converter
+from .onnx_converters import Unsupported, attributes, bind_output, converter, node_label, reshape_to, variable_input
 
 
 def _axes(ctx, node, slot: int, attr: dict) -> list[int] | None:
@@ -18,18 +18,18 @@ def _axes(ctx, node, slot: int, attr: dict) -> list[int] | None:
 
 @converter("Flatten")
 def convert_flatten(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     shape = ctx.shape(node.input[0])
     axis = int(attributes(node).get("axis", 1))
     axis = axis + len(shape) if axis < 0 else axis
     target = (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
-    _finish(ctx, node, _reshape_to(ctx, x, target, node, node.output[0]))
+    bind_output(ctx, node, reshape_to(ctx, x, target, node, node.output[0]))
 
 
 @converter("Reshape")
 def convert_reshape(ctx, node):
     """ONNX Reshape: 0 copies the input's size (unless ``allowzero``), −1 is inferred."""
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     shape = ctx.shape(node.input[0])
     target = [int(t) for t in np.asarray(ctx.const_or_none(node, 1)).reshape(-1)]
     if not attributes(node).get("allowzero", 0):
@@ -38,12 +38,12 @@ def convert_reshape(ctx, node):
         resolved = np.empty(shape, dtype=np.int8).reshape(target).shape
     except ValueError:
         raise Unsupported(f"cannot reshape {list(shape)} to {target}") from None
-    _finish(ctx, node, _reshape_to(ctx, x, resolved, node, node.output[0]))
+    bind_output(ctx, node, reshape_to(ctx, x, resolved, node, node.output[0]))
 
 
 @converter("Squeeze")
 def convert_squeeze(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     shape = ctx.shape(node.input[0])
     axes = _axes(ctx, node, 1, attributes(node))
     if axes is None:
@@ -53,45 +53,45 @@ def convert_squeeze(ctx, node):
         if any(shape[a] != 1 for a in axes):
             raise Unsupported(f"squeezing an axis whose size is not 1 (shape {list(shape)}, axes {sorted(axes)})")
         target = tuple(s for i, s in enumerate(shape) if i not in axes)
-    _finish(ctx, node, _reshape_to(ctx, x, target, node, node.output[0]))
+    bind_output(ctx, node, reshape_to(ctx, x, target, node, node.output[0]))
 
 
 @converter("Unsqueeze")
 def convert_unsqueeze(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     shape = list(ctx.shape(node.input[0]))
     axes = _axes(ctx, node, 1, attributes(node)) or []
     rank = len(shape) + len(axes)
     for a in sorted(a + rank if a < 0 else a for a in axes):
         shape.insert(a, 1)
-    _finish(ctx, node, _reshape_to(ctx, x, tuple(shape), node, node.output[0]))
+    bind_output(ctx, node, reshape_to(ctx, x, tuple(shape), node, node.output[0]))
 
 
 @converter("Transpose")
 def convert_transpose(ctx, node):
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     ndim = len(ctx.shape(node.input[0]))
     perm = [int(p) for p in attributes(node).get("perm", list(reversed(range(ndim))))]
     if perm == list(range(ndim)):
-        _finish(ctx, node, x)
+        bind_output(ctx, node, x)
         return
-    _finish(ctx, node, ctx.emit("transpose", [x], name=node.output[0], source=_label(node), perm=perm))
+    bind_output(ctx, node, ctx.emit("transpose", [x], name=node.output[0], source=node_label(node), perm=perm))
 
 
 @converter("Concat")
 def convert_concat(ctx, node):
-    inputs = [ctx.var_or_constant(i, _label(node)) for i in node.input if i]
+    inputs = [ctx.var_or_constant(i, node_label(node)) for i in node.input if i]
     ndim = len(ctx.graph.nodes[inputs[0]]["shape"])
     axis = int(attributes(node)["axis"])
     axis = axis + ndim if axis < 0 else axis
-    _finish(ctx, node, ctx.emit("concat", inputs, name=node.output[0], source=_label(node), axis=axis))
+    bind_output(ctx, node, ctx.emit("concat", inputs, name=node.output[0], source=node_label(node), axis=axis))
 
 
 @converter("Slice")
 def convert_slice(ctx, node):
     """Slice with ``starts``/``ends``/``axes``/``steps`` from attributes (opset < 10) or
     constant inputs; ONNX clamping equals Python's ``slice.indices``."""
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     shape = ctx.shape(node.input[0])
     a = attributes(node)
     if "starts" in a:
@@ -113,9 +113,9 @@ def convert_slice(ctx, node):
         if index != list(range(shape[axis])):
             indices[axis] = index
     if not indices:
-        _finish(ctx, node, x)
+        bind_output(ctx, node, x)
         return
-    _finish(ctx, node, ctx.emit("slice", [x], name=node.output[0], source=_label(node), indices=indices))
+    bind_output(ctx, node, ctx.emit("slice", [x], name=node.output[0], source=node_label(node), indices=indices))
 
 
 @converter("Pad")
@@ -124,7 +124,7 @@ def convert_pad(ctx, node):
     mode = a.get("mode", "constant")
     if mode != "constant":
         raise Unsupported(f"pad mode '{mode}' (only 'constant' is supported)")
-    x = _variable(ctx, node)
+    x = variable_input(ctx, node)
     ndim = len(ctx.shape(node.input[0]))
     if "pads" in a:
         pads, value, axes = list(a["pads"]), float(a.get("value", 0.0)), None
@@ -140,6 +140,6 @@ def convert_pad(ctx, node):
             full[axis], full[axis + ndim] = pads[i], pads[i + len(axes)]
         pads = full
     if not any(pads):
-        _finish(ctx, node, x)
+        bind_output(ctx, node, x)
         return
-    _finish(ctx, node, ctx.emit("pad", [x], name=node.output[0], source=_label(node), pads=[int(p) for p in pads], value=value))
+    bind_output(ctx, node, ctx.emit("pad", [x], name=node.output[0], source=node_label(node), pads=[int(p) for p in pads], value=value))

@@ -21,9 +21,9 @@ from .relaxation import Band, Lines, Relaxation, band_lines, relaxation
 
 
 def negative_slope(node: Node) -> float:
-    """The slope ``s`` of ``x < 0`` (ONNX LeakyRelu's ``alpha``; 0 for ReLU)."""
-    a = node["attrs"]
-    return float(a["negative_slope"] if "negative_slope" in a else a.get("alpha", 0.0))
+    """The slope ``s`` of ``x < 0`` (ONNX LeakyRelu's ``alpha``, renamed so that it never
+    collides with α-CROWN's α; 0 for ReLU)."""
+    return float(node["attrs"].get("negative_slope", 0.0))
 
 
 @forward_op("leaky_relu")

@@ -75,7 +75,7 @@ _TERM_OPS = frozenset(("+", "-", "*", "/"))
 _NON_FINITE = frozenset(("nan", "inf", "infinity", "infty", "snan", "qnan"))
 
 
-class _Frame:
+class Frame:
     """An open parenthesis on the explicit stack: ``op`` is its head word (``None`` until
     read), ``ctx`` what its parent expects of it (``'top'``, ``'formula'``, ``'term'``,
     ``'skip'``), ``items`` the values of its children so far."""
@@ -90,7 +90,7 @@ class _Frame:
         self.acc: _Conj | None = None  # 'and'/'assert': the single-disjunct children merged
         self.count = 0  # 'and'/'assert': single-disjunct children so far
         self.only: _Conj | None = None  # the first such child while it is the only one (not copied)
-        self.shared: _Frame | None = None  # an 'and' in an 'and' (an 'or' in an 'or') fills its parent's
+        self.shared: Frame | None = None  # an 'and' in an 'and' (an 'or' in an 'or') fills its parent's
         self.start = 0  # shared: len(items) when it opened
 
     def absorb(self, conj: "_Conj") -> None:
@@ -118,7 +118,7 @@ class _Parser(TermReader):
         self.common = _Conj(1)  # conjoined single-disjunct asserts
         self.disjunctive: list[list[_Conj]] = []  # one DNF per disjunctive assert
         self.product = 1
-        self.stack: list[_Frame] = []
+        self.stack: list[Frame] = []
         self.line = 0
 
     def fail(self, line: int, message: str):
@@ -239,9 +239,9 @@ class _Parser(TermReader):
             if parent.op is None:
                 self.fail(line, "expected an operator name after '(', found another '('")
             ctx = self.child_context(parent, line)
-        stack.append(_Frame(ctx, line))
+        stack.append(Frame(ctx, line))
 
-    def child_context(self, parent: _Frame, line: int) -> str:
+    def child_context(self, parent: Frame, line: int) -> str:
         op = parent.op
         if op in ("and", "or", "assert"):
             if op == "assert" and (parent.items or parent.count):
@@ -271,7 +271,7 @@ class _Parser(TermReader):
         else:  # pragma: no cover - every head is checked in set_head
             self.fail(line, f"unexpected '{word}'")
 
-    def set_head(self, frame: _Frame, word: str, line: int) -> None:
+    def set_head(self, frame: Frame, word: str, line: int) -> None:
         ctx = frame.ctx
         if ctx == "top":
             if word not in ("declare-const", "assert") and word not in _SKIPPED:
@@ -361,7 +361,7 @@ class _Parser(TermReader):
                 self.fail(frame.line, "'or' needs at least one formula")
             self.add_formula(parent, frame.items, line)
 
-    def add_formula(self, parent: _Frame, dnf: list[_Conj], line: int) -> None:
+    def add_formula(self, parent: Frame, dnf: list[_Conj], line: int) -> None:
         """Hand a child formula's DNF to its parent (``and``, ``or`` or ``assert``)."""
         if parent.op == "or":
             self.add_disjuncts(parent, dnf, line)
@@ -370,13 +370,13 @@ class _Parser(TermReader):
         else:
             parent.items.append(dnf)
 
-    def add_disjuncts(self, frame: _Frame, dnf: list[_Conj], line: int) -> None:
+    def add_disjuncts(self, frame: Frame, dnf: list[_Conj], line: int) -> None:
         frame.items.extend(dnf)
         if len(frame.items) > MAX_DISJUNCTS:
             self.fail(line, f"the 'or' opened at line {frame.line} has more than {MAX_DISJUNCTS} disjuncts "
                             f"(the most this reader expands)")
 
-    def close_and(self, frame: _Frame, line: int) -> list[_Conj]:
+    def close_and(self, frame: Frame, line: int) -> list[_Conj]:
         if not frame.items and not frame.count:
             self.fail(frame.line, "'and' needs at least one formula")
         base = frame.conj()
@@ -389,7 +389,7 @@ class _Parser(TermReader):
             self.fail(frame.line, f"the 'and' opened here expands to {size} disjuncts, more than {MAX_DISJUNCTS}")
         return [_Conj.merged((base, *combo), frame.line) for combo in itertools.product(*frame.items)]
 
-    def close_command(self, frame: _Frame, line: int) -> None:
+    def close_command(self, frame: Frame, line: int) -> None:
         op = frame.op
         if op == "declare-const":
             items = frame.items

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .vnnlib_regions import ConjunctionBuilder as _Conj
 
 if TYPE_CHECKING:
-    from .vnnlib import _Frame
+    from .vnnlib import Frame
 
 
 class TermReader:
@@ -25,7 +25,7 @@ class TermReader:
     def fail(self, line: int, message: str):  # pragma: no cover - provided by the parser
         raise NotImplementedError
 
-    def close_comparison(self, frame: _Frame, line: int) -> list[_Conj]:
+    def close_comparison(self, frame: Frame, line: int) -> list[_Conj]:
         op = frame.op
         if len(frame.items) != 2:
             self.fail(frame.line, f"'{op}' takes exactly two arguments (terms), got {len(frame.items)}")
@@ -79,7 +79,7 @@ class TermReader:
         if not math.isfinite(const) or not all(math.isfinite(a) for a in coefs.values()):
             self.fail(line, "the arithmetic overflows float64 (a coefficient or constant is not finite)")
 
-    def close_term(self, frame: _Frame, line: int) -> tuple[dict, float]:
+    def close_term(self, frame: Frame, line: int) -> tuple[dict, float]:
         op, args = frame.op, frame.items
         if not args:
             self.fail(frame.line, f"'{op}' needs arguments")
