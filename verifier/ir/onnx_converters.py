@@ -423,3 +423,4 @@ def convert_global_avgpool(ctx, node):
 
 
 from . import onnx_shape_converters  # noqa: E402,F401  (Flatten, Reshape, Transpose, Concat, Slice, Pad, ...)
+from . import onnx_index_converters, onnx_elementwise_converters, onnx_bilinear_converters  # noqa: E402,F401,I001
