@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from verifier.domains.base import Domain
+from verifier.linalg import centre_radius
 from verifier.ops import FORWARD, LINEAR_PART
 from verifier.ops.categories import ANY_ELEMENTWISE, ANY_LINEAR, ANY_MONOTONE
 
@@ -37,7 +38,7 @@ class MarginDomain(Domain):
     description = "DoubleMargin's s/v margins (training only; NOT sound)"
 
     def input_state(self, lower, upper):
-        centre, half = (lower + upper) / 2, (upper - lower) / 2
+        centre, half = centre_radius(lower, upper)
         return Margins(centre, half, torch.zeros_like(half))
 
     def constant_state(self, value):

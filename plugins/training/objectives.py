@@ -23,6 +23,7 @@ from verifier.domains.dual_lp import DualLPDomain
 from verifier.domains.deepz import DeepZDomain, latent
 from verifier.engine import propagate
 from verifier.ir.graph import predecessors_by_slot, topological_order
+from verifier.linalg import crossing
 
 from .live import LiveModel, evaluate_from, ir_prefix, margin_matrix
 from .margins import MarginDomain
@@ -200,7 +201,7 @@ class Landscape(IBP):
         step = float(self.options.get("alpha_step", 1.0))
         chosen = {n: (a.detach() - step * g.sign()).clamp(0, 1) for (n, a), g in zip(alpha.items(), grads)}
         lb_model = domain.lower_bound(graph, lo, hi, C, chosen, bounds)
-        unstable = sum(int(((b[0] < 0) & (b[1] > 0)).sum()) for b in bounds.values()) / x.shape[0]
+        unstable = sum(int(crossing(*b).sum()) for b in bounds.values()) / x.shape[0]
         ctx.stats["unstable_relus"] = unstable
         ctx.stats["tightness"] = float((-lb_model.detach()).sum(1).mean())  # seed 001: Σ_m s_m, batch mean
         if ctx.beta >= 1:
