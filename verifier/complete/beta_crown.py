@@ -101,6 +101,22 @@ class BetaCrown:
         self.crown = CrownDomain(norm=norm)
         self.source = input_node(graph)
 
+    def clamp(self, splits: dict[str, torch.Tensor]) -> tuple[Bounds, torch.Tensor]:
+        """The intermediate bounds of each subdomain and which are empty
+        (:func:`clamp_to_splits`; a subclass with other splits overrides this)."""
+        return clamp_to_splits(self.root, splits)
+
+    def candidate_inputs(self, model, region, dom: Subdomains, record: dict) -> torch.Tensor | None:
+        """``(N, n)`` candidate counterexamples: each subdomain's relaxed minimiser of its worst
+        row, ``x* = argmin_box Λ_x·x`` (the corner picked by the signs of ``Λ_x``)."""
+        lam_x = record.get(self.source)
+        if lam_x is None:
+            return None
+        n = len(dom)
+        row = dom.lb.argmin(dim=1)
+        coeff = lam_x[torch.arange(n, device=row.device), row]
+        return torch.where(coeff > 0, self.lower.expand_as(coeff), self.upper.expand_as(coeff)).reshape(n, -1)
+
     @property
     def rows(self) -> int:
         return self.lam.shape[1]
@@ -141,7 +157,7 @@ class BetaCrown:
         coefficients ``Λ`` at each ReLU's output under the final multipliers (for
         branching). Subdomains whose splits are contradictory get ``lb = +inf``.
         Optimisation stops early once every row exceeds ``threshold`` ``(k,)``."""
-        bounds, empty = clamp_to_splits(self.root, dom.splits)
+        bounds, empty = self.clamp(dom.splits)
         alpha = {n: a.clone().requires_grad_(True) for n, a in dom.alpha.items()}
         beta = {z: b.clone().requires_grad_(True) for z, b in dom.beta.items()}
         best = dom.lb.clone()

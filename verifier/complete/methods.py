@@ -11,9 +11,12 @@ instead of reading kind lists:
   (Wang et al. 2021; :mod:`verifier.complete.relu_split`), then the exact MILP when it
   stays undecided and the network is MILP-exact;
 * ``milp`` — the Tjeng et al. (2019) MILP on the disjuncts α-CROWN leaves open;
+* ``activation-split`` — branch-and-bound on the input intervals of every elementwise
+  nonlinearity of the relaxation table (GenBaB, Shi et al. 2024;
+  :mod:`verifier.complete.activation_split`), for sigmoid, tanh, LeakyReLU, … networks;
 * ``auto`` — Box, then CROWN, then ``input-split`` for inputs of at most
   :data:`INPUT_SPLIT_MAX_DIM` values, else ``relu-split`` when it supports the network,
-  else ``unknown`` with the reason in the notes.
+  else ``activation-split`` when it does, else ``unknown`` with the reason in the notes.
 """
 
 from __future__ import annotations
@@ -68,6 +71,18 @@ def bound_region(model: Model, region: InputRegion, domain: str, device: str, dt
         lb, _ = compute_bounds(model, lower, upper, domain=domain, C=C.to(device=device, dtype=dtype),
                                **domain_options)
     return disjuncts_refuted(region, lb[0])
+
+
+def alpha_crown_root(model: Model, region: InputRegion, index: int, device: str, dtype: torch.dtype,
+                     notes: list[str]) -> tuple[dict, list[int]]:
+    """α-CROWN at the root of a split branch-and-bound: its intermediate bounds (valid on
+    the whole box) and the disjuncts it leaves open (one note)."""
+    from .relu_split import root_intermediate_bounds
+
+    root, lb = root_intermediate_bounds(model, region, device, dtype)
+    refuted = disjuncts_refuted(region, lb)
+    notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by alpha-crown")
+    return root, [d for d, done in enumerate(refuted) if not done]
 
 
 def _kinds(graph: nx.DiGraph) -> dict[str, str]:
@@ -144,17 +159,14 @@ class Milp(CompleteMethod):
 
     def decide(self, model, region, index, deadline, device, dtype, options, notes):
         from .milp import crossing_count, milp_disjunct
-        from .relu_split import ReluBaBStats, relu_split_bab, root_intermediate_bounds
+        from .relu_split import SplitBaBStats, relu_split_bab
 
-        root, lb = root_intermediate_bounds(model, region, device, dtype)
-        refuted = disjuncts_refuted(region, lb)
-        notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by alpha-crown")
-        open_disjuncts = [d for d, done in enumerate(refuted) if not done]
+        root, open_disjuncts = alpha_crown_root(model, region, index, device, dtype, notes)
         if not open_disjuncts:
             return "unsat", None
         self._refuse_unsupported(model.graph)
         if self.splitting:
-            stats = ReluBaBStats()
+            stats = SplitBaBStats()
             try:
                 status, cex = relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index,
                                              dtype=dtype, device=device, root=root, stats=stats,
@@ -192,7 +204,8 @@ class ReluSplit(Milp):
         """ReLU networks: at least one ReLU; no other elementwise activation (max-pooling
         keeps its relaxation)."""
         kinds = _kinds(graph)
-        missing = [(source, f"relu-split branch-and-bound splits ReLUs only, not '{kind}'")
+        missing = [(source, f"relu-split branch-and-bound splits ReLUs only, not '{kind}' "
+                            f"(--method activation-split splits any activation)")
                    for kind, source in kinds.items() if kind in RELAXATIONS and kind != "relu"]
         if "relu" not in kinds:
             missing.append(("(graph)", "relu-split branch-and-bound needs a network with ReLUs"))
@@ -200,9 +213,45 @@ class ReluSplit(Milp):
 
 
 
+class ActivationSplit(CompleteMethod):
+    name = "activation-split"
+    description = "branch-and-bound on the input intervals of any elementwise activation (GenBaB-style)"
+    options = ("batch", "iterations", "candidates")
+
+    def supports(self, graph):
+        """Every op CROWN bounds, and at least one elementwise nonlinearity to split
+        (other nonlinear ops, e.g. max-pooling, keep their root relaxation)."""
+        from ..domains import get_domain
+
+        missing = get_domain("crown").supports(graph)
+        if not any(kind in RELAXATIONS for kind in _kinds(graph)):
+            missing.append(("(graph)", "activation-split branch-and-bound needs an elementwise nonlinearity "
+                                       f"({', '.join(sorted(RELAXATIONS))})"))
+        return missing
+
+    def decide(self, model, region, index, deadline, device, dtype, options, notes):
+        from .activation_split import activation_split_bab
+        from .relu_split import SplitBaBStats
+
+        missing = self.supports(model.graph)
+        if missing:
+            raise VerifierInputError("; ".join(f"{reason} (node '{node}')" for node, reason in missing[:3]))
+        root, open_disjuncts = alpha_crown_root(model, region, index, device, dtype, notes)
+        if not open_disjuncts:
+            return "unsat", None
+        stats = SplitBaBStats()
+        try:
+            return activation_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index,
+                                        dtype=dtype, device=device, root=root, stats=stats, **options)
+        finally:
+            notes.append(f"region {index}: activation-split branch-and-bound bounded {stats.domains_bounded} "
+                         f"subdomains (depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier}"
+                         + (f", {stats.exhausted} left with nothing to split)" if stats.exhausted else ")"))
+
+
 class Auto(CompleteMethod):
     name = "auto"
-    description = "box, crown, then input-split (≤ 16 inputs) or relu-split until the deadline"
+    description = "box, crown, then input-split (≤ 16 inputs), relu-split or activation-split until the deadline"
 
     def decide(self, model, region, index, deadline, device, dtype, options, notes):
         for name in AUTO_CASCADE:
@@ -211,16 +260,19 @@ class Auto(CompleteMethod):
             notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by {name}")
             if all(refuted):
                 return "unsat", None
-        method = METHODS["input-split" if model.input_size <= INPUT_SPLIT_MAX_DIM else "relu-split"]
-        missing = method.supports(model.graph)
-        if missing:
-            notes.append(f"region {index}: {method.name} does not apply ({missing[0][1]}); undecided")
-            return "unknown", None
-        return method.decide(model, region, index, deadline, device, dtype, {}, notes)
+        order = ("input-split",) if model.input_size <= INPUT_SPLIT_MAX_DIM else ("relu-split", "activation-split")
+        for name in order:
+            method = METHODS[name]
+            missing = method.supports(model.graph)
+            if not missing:
+                return method.decide(model, region, index, deadline, device, dtype, {}, notes)
+            notes.append(f"region {index}: {name} does not apply ({missing[0][1]})")
+        notes.append(f"region {index}: no complete method applies; undecided")
+        return "unknown", None
 
 
-for _builtin in (Auto, InputSplit, ReluSplit, Milp):  # the order of help texts and messages
+for _builtin in (Auto, InputSplit, ReluSplit, Milp, ActivationSplit):  # the order of help texts and messages
     register_method(_builtin)
 
-__all__ = ["AUTO_CASCADE", "CompleteMethod", "INPUT_SPLIT_MAX_DIM", "METHODS", "bound_region", "disjuncts_refuted",
+__all__ = ["AUTO_CASCADE", "alpha_crown_root", "CompleteMethod", "INPUT_SPLIT_MAX_DIM", "METHODS", "bound_region", "disjuncts_refuted",
            "get_method", "register_method", "stacked_strict"]

@@ -33,11 +33,16 @@ from .beta_crown import BetaCrown, Subdomains, clamp_to_splits, relu_pre_activat
 
 
 @dataclass
-class ReluBaBStats:
+class SplitBaBStats:
+    """Counters of a split branch-and-bound (ReLU or general activation splits)."""
+
     domains_bounded: int = 0
     max_frontier: int = 0
     max_depth: int = 0
-    exhausted: int = 0  # open subdomains with no crossing ReLU left (decided by an LP)
+    exhausted: int = 0  # open subdomains with nothing left to split (ReLU: decided by an LP)
+
+
+ReluBaBStats = SplitBaBStats
 
 
 def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dtype: torch.dtype,
@@ -101,12 +106,12 @@ class _Layout:
 def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjuncts: list[int] | None = None,
                    region_index: int = 0, dtype: torch.dtype = torch.float64, device: str = "cpu",
                    batch: int = 128, iterations: int = 3, candidates: int = 1, root=None,
-                   stats: ReluBaBStats | None = None) -> tuple[str, Counterexample | None]:
+                   stats: SplitBaBStats | None = None) -> tuple[str, Counterexample | None]:
     """Decide the region's ``disjuncts`` (default: all) by ReLU splitting:
     ``("unsat", None)`` when every subdomain of every disjunct is closed, ``("sat", cex)``
     on a confirmed counterexample, ``("unknown", None)`` when the exact LP of a subdomain
     with every ReLU fixed is undecided (time limit). Raises :class:`~verifier.deadline.Timeout` at the deadline."""
-    stats = stats if stats is not None else ReluBaBStats()
+    stats = stats if stats is not None else SplitBaBStats()
     graph = model.graph_for(device, dtype)
     pre = relu_pre_activations(graph)
     if not pre:
@@ -119,14 +124,26 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
         root, _ = root_intermediate_bounds(model, region, device, dtype)
     lower = model.as_batch(region.lower.to(device=device, dtype=dtype))
     upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
-    out_shape = tuple(graph.nodes[graph.graph["output"]]["shape"])
-    layout = _Layout(pre, root)
+    return search_disjuncts(model, region, deadline, disjuncts, region_index,
+                            lambda lam: BetaCrown(graph, lower, upper, lam.to(lower), root, iterations=iterations),
+                            _Layout(pre, root), decide_linear, batch, stats, candidates)
+
+
+def search_disjuncts(model: Model, region: InputRegion, deadline: Deadline, disjuncts: list[int] | None,
+                     region_index: int, make_engine, layout, exhausted, batch: int, stats: SplitBaBStats,
+                     candidates: int) -> tuple[str, Counterexample | None]:
+    """:func:`search_subdomains` on each of the region's ``disjuncts`` (default: all), with
+    the engine ``make_engine(lam)`` for the disjunct's rows ``lam`` ``(1, k, *out)`` (as given,
+    on the CPU: the engine moves them): ``sat``
+    at the first confirmed counterexample, else ``unknown`` if any disjunct stays open,
+    else ``unsat``."""
+    out_shape = tuple(model.graph.nodes[model.graph.graph["output"]]["shape"])
     verdict = "unsat"
     for d in (range(len(region.disjuncts)) if disjuncts is None else disjuncts):
         conj = region.disjuncts[d]
-        lam = conj.A.to(device=device, dtype=dtype).reshape(1, -1, *out_shape)
-        engine = BetaCrown(graph, lower, upper, lam, root, iterations=iterations)
-        found, cex = _search(model, region, region_index, engine, layout, d, deadline, batch, stats, candidates)
+        engine = make_engine(conj.A.reshape(1, -1, *out_shape))
+        found, cex = search_subdomains(model, region, region_index, engine, layout, d, deadline, batch, stats,
+                                       candidates, exhausted)
         if found == "sat":
             return "sat", cex
         if found == "unknown":
@@ -144,8 +161,15 @@ def _threshold(b: torch.Tensor, strict: torch.Tensor | None = None) -> torch.Ten
     return torch.where(strict.to(b.device), torch.nextafter(b, torch.full_like(b, float("-inf"))), closed)
 
 
-def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, disjunct: int, deadline: Deadline,
-            batch: int, stats: ReluBaBStats, candidates: int):
+def search_subdomains(model, region, region_index, engine: BetaCrown, layout, disjunct: int, deadline: Deadline,
+                      batch: int, stats: SplitBaBStats, candidates: int, exhausted):
+    """The branch-and-bound loop of the module docstring for one disjunct, shared by ReLU
+    and general activation splitting. ``engine`` bounds batches of subdomains
+    (:meth:`BetaCrown.bound`, :meth:`BetaCrown.clamp`); ``layout`` numbers the split-able
+    entries and gives ``scores(dom, root, record, row)`` (``−inf``: not split-able) and
+    ``split(dom, flat)`` (two children per subdomain); ``exhausted(model, region,
+    region_index, disjunct, engine, dom, stats)`` decides open subdomains with nothing left
+    to split. Returns ``(verdict, counterexample)``."""
     conj = region.disjuncts[disjunct]
     b = conj.b.to(engine.lam)
     strict = None if conj.strict is None else conj.strict.reshape(-1).to(dtype=torch.bool)
@@ -171,8 +195,8 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, dis
             scores = layout.scores(dom, engine.root, record, worst_row)
             finished = torch.isinf(scores).all(dim=1) & (scores < 0).all(dim=1)
             if bool(finished.any()):
-                found, cex = _decide_linear(model, region, region_index, disjunct, engine,
-                                            dom.select(finished.nonzero().reshape(-1)), stats)
+                found, cex = exhausted(model, region, region_index, disjunct, engine,
+                                       dom.select(finished.nonzero().reshape(-1)), stats)
                 if found == "sat":
                     return "sat", cex
                 if found == "unknown":
@@ -199,7 +223,7 @@ def _search(model, region, region_index, engine: BetaCrown, layout: _Layout, dis
         stats.domains_bounded += len(children)
 
 
-def _smart_choice(engine: BetaCrown, layout: _Layout, dom: Subdomains, scores: torch.Tensor, b: torch.Tensor,
+def _smart_choice(engine: BetaCrown, layout, dom: Subdomains, scores: torch.Tensor, b: torch.Tensor,
                   candidates: int) -> torch.Tensor:
     """Filtered smart branching: of each subdomain's ``candidates`` best BaBSR neurons,
     the one whose two children have the best worse bound, each child bounded once with
@@ -210,7 +234,7 @@ def _smart_choice(engine: BetaCrown, layout: _Layout, dom: Subdomains, scores: t
         return top[:, 0]
     n = len(dom)
     children = layout.split(Subdomains.concat([dom] * k), top.T.reshape(-1))  # (2kN): active block, inactive block
-    bounds, empty = clamp_to_splits(engine.root, children.splits)
+    bounds, empty = engine.clamp(children.splits)
     with torch.no_grad():
         lb = engine.evaluate(bounds, children, children.alpha, children.beta)
     value = torch.where(empty[:, None], torch.full_like(lb, float("inf")), lb - b).max(dim=1).values
@@ -218,7 +242,7 @@ def _smart_choice(engine: BetaCrown, layout: _Layout, dom: Subdomains, scores: t
     return top[torch.arange(n, device=top.device), worse.argmax(dim=0)]
 
 
-def _decide_linear(model, region, region_index, disjunct, engine: BetaCrown, dom: Subdomains, stats: ReluBaBStats):
+def decide_linear(model, region, region_index, disjunct, engine: BetaCrown, dom: Subdomains, stats: SplitBaBStats):
     """Subdomains with every ReLU fixed: the network is affine there, so the disjunct is
     decided exactly by one LP per subdomain (the MILP encoding without binaries, with
     the split ReLUs' inputs clamped); ``unknown`` if any LP is undecided."""
@@ -257,12 +281,7 @@ def _pop(frontier: list, batch: int) -> tuple[Subdomains, torch.Tensor]:
 
 
 def _candidates(model, region, region_index, engine: BetaCrown, dom: Subdomains, record: dict):
-    """Evaluate the relaxation's minimiser of each open subdomain's worst row."""
-    lam_x = record.get(engine.source)
-    if lam_x is None:
-        return None
-    n = len(dom)
-    row = dom.lb.argmin(dim=1)
-    coeff = lam_x[torch.arange(n, device=row.device), row]
-    x = torch.where(coeff > 0, engine.lower.expand_as(coeff), engine.upper.expand_as(coeff)).reshape(n, -1)
-    return confirm_candidates(model, region, x, region_index)
+    """Evaluate the engine's candidate inputs of each open subdomain (the relaxation's
+    minimiser of its worst row, :meth:`BetaCrown.candidate_inputs`)."""
+    x = engine.candidate_inputs(model, region, dom, record)
+    return None if x is None else confirm_candidates(model, region, x, region_index)
