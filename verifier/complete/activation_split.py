@@ -33,7 +33,8 @@ the interval, measured on a few points. The score is ``|λ_j|·(gap − max(gap_
 — the loss the split removes from the worse child — plus ``10⁻⁶·(gap_low + gap_up)`` to break
 ties. An entry whose lines are exact on its interval (a ReLU that no longer crosses), or
 whose interval cannot be split in floating point, is never split; an open subdomain with no
-entry left is undecided (``unknown``).
+entry left goes to an LP on its intervals (:func:`~verifier.complete.relu_split.decide_linear`:
+exact for piecewise-linear activations, a sound relaxation otherwise), else ``unknown``.
 
 **Candidates**: each open subdomain's relaxed minimiser ``x* = argmin_X Λ_x·x`` is run in
 the model and, when unsafe, confirmed by onnxruntime
@@ -57,7 +58,7 @@ from ..ops import FORWARD
 from ..ops.relaxation import RELAXATIONS
 from ..spec.model import InputRegion
 from .beta_crown import BetaCrown, Bounds, Subdomains
-from .relu_split import SplitBaBStats, root_intermediate_bounds, search_disjuncts
+from .relu_split import SplitBaBStats, decide_linear, root_intermediate_bounds, search_disjuncts
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # where a line's distance to the function is measured
 DESCENT_STARTS, DESCENT_STEPS = 8, 12  # candidate search from the relaxed minimisers
@@ -240,12 +241,6 @@ class IntervalLayout:
         return children
 
 
-def _undecided(model, region, region_index, disjunct, engine, dom, stats: SplitBaBStats):
-    """Open subdomains with nothing left to split: no exact decision here."""
-    stats.exhausted += len(dom)
-    return "unknown", None
-
-
 def activation_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjuncts: list[int] | None = None,
                          region_index: int = 0, dtype: torch.dtype = torch.float64, device: str = "cpu",
                          batch: int = 128, iterations: int = 3, candidates: int = 1, root=None,
@@ -253,7 +248,7 @@ def activation_split_bab(model: Model, region: InputRegion, deadline: Deadline, 
     """Decide the region's ``disjuncts`` (default: all) by splitting activation inputs:
     ``("unsat", None)`` when every subdomain of every disjunct is closed, ``("sat", cex)`` on
     a confirmed counterexample, ``("unknown", None)`` when an open subdomain has nothing
-    left to split. ``root``: intermediate bounds valid on the region's box (default:
+    left to split and its LP does not decide it. ``root``: intermediate bounds valid on the region's box (default:
     α-CROWN's). Raises :class:`~verifier.deadline.Timeout` at the deadline."""
     stats = stats if stats is not None else SplitBaBStats()
     graph = model.graph_for(device, dtype)
@@ -268,7 +263,7 @@ def activation_split_bab(model: Model, region: InputRegion, deadline: Deadline, 
     return search_disjuncts(model, region, deadline, disjuncts, region_index,
                             lambda lam: IntervalBetaCrown(graph, lower, upper, lam.to(lower), root,
                                                           iterations=iterations),
-                            IntervalLayout(graph, users, root), _undecided, batch, stats, candidates)
+                            IntervalLayout(graph, users, root), decide_linear, batch, stats, candidates)
 
 
 __all__ = ["IntervalBetaCrown", "IntervalLayout", "activation_inputs", "activation_split_bab", "line_gaps",

@@ -29,7 +29,7 @@ from ..errors import VerifierInputError
 from ..ops.relaxation import RELAXATIONS
 from ..spec.model import InputRegion, refuted_rows
 from .memory import bound_in_parts
-from .beta_crown import BetaCrown, Subdomains, clamp_to_splits, relu_pre_activations
+from .beta_crown import BetaCrown, Subdomains, relu_pre_activations
 
 
 @dataclass
@@ -243,14 +243,17 @@ def _smart_choice(engine: BetaCrown, layout, dom: Subdomains, scores: torch.Tens
 
 
 def decide_linear(model, region, region_index, disjunct, engine: BetaCrown, dom: Subdomains, stats: SplitBaBStats):
-    """Subdomains with every ReLU fixed: the network is affine there, so the disjunct is
-    decided exactly by one LP per subdomain (the MILP encoding without binaries, with
-    the split ReLUs' inputs clamped); ``unknown`` if any LP is undecided."""
+    """Subdomains with nothing left to split: one LP per subdomain (the MILP encoding with
+    the split nodes' inputs clamped to the subdomain's intervals, ``restricted``). With every
+    ReLU fixed the network is affine there and the LP decides the disjunct exactly; for
+    other activations the LP's lines are a sound relaxation on those intervals, so
+    ``unsat`` stays sound and ``sat`` needs onnxruntime's confirmation as always.
+    ``unknown`` if any LP is undecided."""
     from .milp import milp_disjunct
 
     if any(data["kind"] == "maxpool" for _, data in engine.graph.nodes(data=True)):
         return "unknown", None  # max-pooling keeps a relaxation: no exact LP
-    bounds, _ = clamp_to_splits(engine.root, dom.splits)
+    bounds, _ = engine.clamp(dom.splits)
     verdict = "unsat"
     for i in range(len(dom)):
         checkpoint()
