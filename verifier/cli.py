@@ -109,6 +109,10 @@ def cmd_check(args) -> int:
                                  f"samples run in one batch; at most {max(1, MAX_CHECK_VALUES // per_sample)} "
                                  f"samples fit in memory")
     print(summary(model.graph))
+    if args.ops:
+        from .coverage import model_report
+
+        print(model_report(model.graph))
     report = check_fidelity(model.graph, samples=samples, raise_on_mismatch=False)
     print(report.describe())
     return 0 if report.ok else 1
@@ -196,6 +200,13 @@ def cmd_domains(args) -> int:
     return 0
 
 
+def cmd_ops(args) -> int:
+    from .coverage import registry_report
+
+    print(registry_report())
+    return 0
+
+
 PLUGIN_ERRORS: list[str] = []
 
 
@@ -238,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--samples", type=int, default=4,
                    help="random inputs to compare, 1..100000 (default 4)")
+    p.add_argument("--ops", action="store_true",
+                   help="also print which domains and complete methods support this model's ops")
     p.set_defaults(func=cmd_check)
 
     def common(p, default_domain):
@@ -265,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="random seed of the attack (an integer in [0, 2**63-1]; default 0)")
     p.add_argument("--method", dest="complete_method",
-                   help="complete method: auto, input-split, relu-split or milp (see `verifier domains`)")
+                   help="complete method: auto, input-split, relu-split, milp or activation-split "
+                        "(see `verifier domains`)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("vnncomp", help="run every instance of a VNN-COMP benchmark folder into a results CSV")
@@ -278,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", default="auto",
                    help="auto (default), a complete method or a domain (see `verifier domains`)")
     p.add_argument("--method", dest="complete_method",
-                   help="complete method (replaces --domain): auto, input-split, relu-split or milp")
+                   help="complete method (replaces --domain): auto, input-split, relu-split, milp or "
+                        "activation-split")
     p.add_argument("--limit", type=int, help="only the first N instances (N >= 1)")
     p.add_argument("--resume", action="store_true",
                    help="skip instances already in the output CSV (its header is checked; a row cut by a kill "
@@ -290,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("domains", help="list the installed abstract domains and complete methods")
     p.set_defaults(func=cmd_domains)
+
+    p = sub.add_parser("ops", help="which domains and complete methods handle each IR op kind")
+    p.set_defaults(func=cmd_ops)
     add_plugin_commands(sub)
     return parser
 
