@@ -32,7 +32,7 @@ def _refute_region(model: Model, region: InputRegion, index: int, domain: str, d
                    dtype: torch.dtype, domain_options: dict, notes: list[str]) -> tuple[str, Counterexample | None]:
     """``unsat``/``unknown``/``sat`` for one region (raises Timeout): a complete method of
     :data:`~verifier.complete.methods.METHODS` decides it (``auto``, ``input-split``,
-    ``relu-split``, ``milp``); any other name is one domain's bound."""
+    ``relu-split``, ``milp``, ``activation-split``); any other name is one domain's bound."""
     if domain in METHODS:
         method = METHODS[domain]
         unknown = sorted(set(domain_options) - set(method.options))
@@ -66,7 +66,9 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
 
     ``domain="auto"``: Box, then CROWN, then branch-and-bound until the deadline — by
     input splitting for inputs of at most 16 values, else by ReLU splitting from α-CROWN's
-    bounds. ``"input-split"``/``"relu-split"`` force one; a domain name bounds once.
+    bounds, else (other activations) by activation splitting (GenBaB-style), else
+    ``unknown``. ``"input-split"``/``"relu-split"``/``"milp"``/``"activation-split"`` force
+    one; a domain name bounds once.
 
     Time: ``deadline`` (an already started :class:`~verifier.deadline.Deadline`, e.g. started
     by the CLI before loading the model) is used when given, else a new one of ``timeout``
