@@ -7,7 +7,10 @@ value seen per row (so never looser than CROWN with the same intermediate bounds
 bounds are variables too (one per neuron, shared by the rows of those passes), and the
 intermediate bounds are recomputed, differentiably, at every step. Sigmoid/tanh tangent
 points (in their convex or concave pieces) are optimised the same way; their lines on
-intervals that straddle 0 stay the fixed parallel pair.
+intervals that straddle 0 stay the fixed parallel pair. So are the McCormick mixing
+weights of bilinear products (:func:`~verifier.domains.crown.crown_bilinear`). Which
+nodes have free parameters, and their starting values, is what each backward transfer
+declares (:func:`~verifier.domains.backward.relaxed`): nothing here names an op kind.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ import torch
 
 from ..deadline import checkpoint
 from ..ir.graph import predecessors_by_slot, topological_order
-from ..linalg import crossing, per_sample_rows
-from ..ops.relaxation import RELAXATIONS
+from ..linalg import per_sample_rows
 from . import register_domain
-from .backward import BackwardDomain, pre_activation_nodes
+from .backward import BackwardDomain, declaration, pre_activation_nodes, refinable
 
 MAX_SLOPES = 1 << 25  # per-target intermediate slopes beyond this are shared per neuron
 
@@ -101,50 +103,51 @@ class AlphaCrownDomain(BackwardDomain):
                                                        {n: a.detach() for n, a in alpha.items()}))
         return best, tightest
 
-    @staticmethod
-    def slope_init(node: dict, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """CROWN's starting point (the relaxation entry's ``alpha_init``): adaptive ReLU
-        slopes, midpoint sigmoid/tanh tangents."""
-        return RELAXATIONS[node["kind"]].alpha_init(node, l, u)
+    def alpha_init(self, graph: nx.DiGraph, n: str, bounds) -> torch.Tensor:
+        """CROWN's starting point ``(B, *A)`` for node ``n``'s free parameters, as its
+        transfer declares it (adaptive ReLU slopes, midpoint sigmoid/tanh tangents,
+        McCormick's default mix), from the bounds of its inputs."""
+        found = declaration(graph, n, self)
+        return found.alpha_init(graph.nodes[n], *[bounds[p] for p in predecessors_by_slot(graph, n)])
 
-    @staticmethod
-    def optimisable(graph: nx.DiGraph) -> list[tuple[str, str]]:
-        """(node, its input) for every node whose relaxation has a free line (α)."""
-        return [(n, predecessors_by_slot(graph, n)[0]) for n in topological_order(graph)
-                if graph.nodes[n]["kind"] in RELAXATIONS and RELAXATIONS[graph.nodes[n]["kind"]].optimisable]
+    def optimisable(self, graph: nx.DiGraph) -> list[str]:
+        """Every node whose relaxation has free parameters (α), topologically."""
+        out = []
+        for n in topological_order(graph):
+            found = declaration(graph, n, self)
+            if found is not None and found.optimisable(graph.nodes[n]):
+                out.append(n)
+        return out
 
     def _initial_slopes(self, graph, bounds, lower, k):
-        """Variables of the final pass: one per neuron and spec row ``(B, k, *S)``."""
+        """Variables of the final pass: one per parameter and spec row ``(B, k, *A)``."""
         out = {}
-        for n, p in self.optimisable(graph):
-            init = self.slope_init(graph.nodes[n], *bounds[p])
+        for n in self.optimisable(graph):
+            init = self.alpha_init(graph, n, bounds)
             out[n] = init.unsqueeze(1).expand(-1, k, *init.shape[1:]).clone().requires_grad_(True)
         return out
 
     def _intermediate_slopes(self, graph, bounds, lower):
-        """Variables of the intermediate passes: per target, one per neuron and row of that
-        target's pass (auto_LiRPA's layout), when that fits in ``MAX_SLOPES``; otherwise one
-        per neuron shared by all passes. Returns the fixed rows per target too."""
-        slopes = self.optimisable(graph)
+        """Variables of the intermediate passes: per target, one per parameter and row of
+        that target's pass (auto_LiRPA's layout), when that fits in ``MAX_SLOPES``;
+        otherwise one per parameter shared by all passes. Returns the fixed rows per target too."""
+        inits = {n: self.alpha_init(graph, n, bounds) for n in self.optimisable(graph)}
         rows, per_target, total = {}, {}, 0
-        for t in pre_activation_nodes(graph):
+        for t in pre_activation_nodes(graph, self):
             l, u = bounds[t]
-            unstable = crossing(l, u).reshape(l.shape[0], -1)
+            unstable = refinable(graph, t, l, u, self).reshape(l.shape[0], -1)
             if graph.nodes[t]["kind"] == "input" or not bool(unstable.any()):
                 continue
             rows[t] = per_sample_rows(unstable)
             before = nx.ancestors(graph, t)
-            per_target[t] = [(n, p) for n, p in slopes if n in before]
-            total += 2 * rows[t].shape[1] * sum(bounds[p][0].numel() for _, p in per_target[t])
+            per_target[t] = [n for n in inits if n in before]
+            total += 2 * rows[t].shape[1] * sum(inits[n].numel() for n in per_target[t])
         if total > MAX_SLOPES:  # shared slopes, same shape convention per target
-            shared = {n: self.slope_init(graph.nodes[n], *bounds[p]).unsqueeze(1).requires_grad_(True)
-                      for n, p in slopes}
-            return rows, {t: {n: shared[n] for n, _ in pairs} for t, pairs in per_target.items()}
+            shared = {n: init.unsqueeze(1).requires_grad_(True) for n, init in inits.items()}
+            return rows, {t: {n: shared[n] for n in nodes} for t, nodes in per_target.items()}
         inner = {}
-        for t, pairs in per_target.items():
+        for t, nodes in per_target.items():
             R = rows[t].shape[1]
-            inner[t] = {}
-            for n, p in pairs:
-                init = self.slope_init(graph.nodes[n], *bounds[p])
-                inner[t][n] = init.unsqueeze(1).expand(-1, 2 * R, *init.shape[1:]).clone().requires_grad_(True)
+            inner[t] = {n: inits[n].unsqueeze(1).expand(-1, 2 * R, *inits[n].shape[1:]).clone().requires_grad_(True)
+                        for n in nodes}
         return rows, inner

@@ -3,16 +3,19 @@
 A lower bound on ``Λ_t·v_t`` (``v_t`` the value of node ``t``) is the engine's backward
 walk (:func:`verifier.engine.propagate_backward`) with the domain's registered backward
 transfers (the CROWN rules, :mod:`verifier.domains.crown`), then the input concretisation
-(:func:`verifier.engine.concretize_linear`). The relaxations need bounds on every
-nonlinear op's input: :meth:`BackwardDomain.intermediate_bounds` computes them by IBP,
-then (``intermediate="crown"``) tightens each crossing entry by its own backward pass
-(Zhang et al. 2018, §3.3: the bound of layer ``k`` from the bounds of the layers below).
-Upper bounds are lower bounds of ``−Λ``.
+(:func:`verifier.engine.concretize_linear`). The relaxations need bounds on the inputs of
+every node whose backward transfer is declared :func:`relaxed` (elementwise activations,
+max-pooling, bilinear products): :meth:`BackwardDomain.intermediate_bounds` computes them
+by IBP, then (``intermediate="crown"``) tightens the entries the declaration asks for
+(crossing ones for activations) by their own backward passes (Zhang et al. 2018, §3.3:
+the bound of layer ``k`` from the bounds of the layers below). Upper bounds are lower
+bounds of ``−Λ``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import networkx as nx
 import torch
@@ -22,6 +25,7 @@ from ..engine import concretize_linear, propagate, propagate_backward
 from ..errors import VerifierInputError
 from ..ir.graph import output_node, predecessors_by_slot, topological_order
 from ..linalg import crossing, per_sample_rows, selection_rows, spec_matrix
+from ..ops.categories import lookup
 from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS, Lines
 from .base import Domain
@@ -31,16 +35,61 @@ Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
 
 
-def pre_activation_nodes(graph: nx.DiGraph) -> list[str]:
-    """Nodes whose bounds the relaxations need (inputs of nonlinear ops), topologically."""
+class Relaxed(NamedTuple):
+    """What a backward transfer that relaxes its op declares (see :func:`relaxed`)."""
+
+    refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimisable: Callable[[dict], bool]
+    alpha_init: Callable[..., torch.Tensor] | None
+
+
+def relaxed(refine: Callable = crossing, optimisable: Callable[[dict], bool] = lambda node: False,
+            alpha_init: Callable[..., torch.Tensor] | None = None):
+    """Decorator: declare that a backward transfer relaxes its op from bounds on **all** its
+    inputs, so that :func:`pre_activation_nodes` lists them and
+    :meth:`BackwardDomain.intermediate_bounds` computes them.
+
+    ``refine(l, u)``: the entries of an input worth tightening by CROWN passes (default:
+    the crossing ones, ``l < 0 < u``, where a piecewise-linear activation is not linear);
+    ``optimisable(node)``: whether the relaxation has free parameters ``α ∈ [0, 1]``
+    (α-CROWN optimises them); ``alpha_init(node, *input_bounds)`` (one ``(l, u)`` per
+    input): their starting value ``(B, *A)``, for which the transfer equals CROWN's."""
+
+    def mark(fn):
+        fn.relaxed = Relaxed(refine, optimisable, alpha_init)
+        return fn
+
+    return mark
+
+
+def declaration(graph: nx.DiGraph, n: str, domain=None) -> Relaxed | None:
+    """The :func:`relaxed` declaration of node ``n``'s backward transfer in ``domain``
+    (a backward domain class or instance; default :class:`BackwardDomain`), or ``None``."""
+    table = (domain or BackwardDomain).table(backward=True)
+    return getattr(lookup(table, graph.nodes[n]["kind"]), "relaxed", None)
+
+
+def pre_activation_nodes(graph: nx.DiGraph, domain=None) -> list[str]:
+    """Nodes whose bounds the relaxations need (every input of a node whose backward
+    transfer is :func:`relaxed`), topologically."""
     need = []
     for n in topological_order(graph):
-        kind = graph.nodes[n]["kind"]
-        if kind in RELAXATIONS or kind == "maxpool":
-            (p,) = predecessors_by_slot(graph, n)
-            if p not in need:
-                need.append(p)
+        if declaration(graph, n, domain) is not None:
+            for p in predecessors_by_slot(graph, n):
+                if p not in need:
+                    need.append(p)
     return need
+
+
+def refinable(graph: nx.DiGraph, n: str, l: torch.Tensor, u: torch.Tensor, domain=None) -> torch.Tensor:
+    """The entries of node ``n`` (bounds ``l``, ``u``) that some relaxed consumer asks to
+    tighten (the union of their ``refine`` masks)."""
+    mask = torch.zeros_like(l, dtype=torch.bool)
+    for s in graph.successors(n):
+        found = declaration(graph, s, domain)
+        if found is not None:
+            mask = mask | found.refine(l, u)
+    return mask
 
 
 def _intersect(bounds, other):
@@ -63,13 +112,22 @@ class BackwardPass:
     def input_shapes(self, n: str) -> list[tuple]:
         return [tuple(self.graph.nodes[p]["shape"]) for p in predecessors_by_slot(self.graph, n)]
 
+    def input_bounds(self, n: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(l, u)`` ``(B, *S)`` of each input of node ``n``, in slot order."""
+        return [self.bounds[p] for p in predecessors_by_slot(self.graph, n)]
+
+    def free(self, n: str) -> torch.Tensor | None:
+        """Node ``n``'s free relaxation parameters ``α`` (``(B, k, *A)``), or ``None``: the
+        domain's default."""
+        return None if self.alpha is None else self.alpha.get(n)
+
     def lines(self, n: str) -> Lines:
         """Node ``n``'s relaxation lines (:data:`~verifier.ops.relaxation.RELAXATIONS`)."""
         if n not in self._lines:
             (p,) = predecessors_by_slot(self.graph, n)
             node = self.graph.nodes[n]
-            a = None if self.alpha is None else self.alpha.get(n)
-            self._lines[n] = RELAXATIONS[node["kind"]].lines(node, *self.bounds[p], alpha=a, policy=self.policy)
+            self._lines[n] = RELAXATIONS[node["kind"]].lines(node, *self.bounds[p], alpha=self.free(n),
+                                                             policy=self.policy)
         return self._lines[n]
 
     def pool(self, n: str) -> MaxPoolRelaxation:
@@ -114,7 +172,7 @@ class BackwardDomain(Domain):
         sample's crossing entries are. ``known`` bounds (sound ones found earlier) are
         intersected in, node by node."""
         states = propagate(graph, BoxDomain(), lower, upper, keep=True)
-        need = pre_activation_nodes(graph)
+        need = pre_activation_nodes(graph, self)
         bounds = {n: (states[n].lower, states[n].upper) for n in need}
         if self.intermediate == "ibp":
             return bounds if known is None else {n: _intersect(b, known.get(n)) for n, b in bounds.items()}
@@ -127,7 +185,7 @@ class BackwardDomain(Domain):
             if rows is not None and n in rows:
                 index = rows[n]
             else:
-                unstable = crossing(l, u).reshape(l.shape[0], -1)
+                unstable = refinable(graph, n, l, u, self).reshape(l.shape[0], -1)
                 if (rows is not None) or not bool(unstable.any()):
                     continue
                 index = per_sample_rows(unstable)  # each sample bounds only its own crossing entries
@@ -195,4 +253,5 @@ class BackwardDomain(Domain):
         return both[:, :k], -both[:, k:]
 
 
-__all__ = ["BackwardDomain", "BackwardPass", "Bounds", "MAX_ENTRIES", "pre_activation_nodes"]
+__all__ = ["BackwardDomain", "BackwardPass", "Bounds", "MAX_ENTRIES", "Relaxed", "declaration", "pre_activation_nodes",
+           "refinable", "relaxed"]

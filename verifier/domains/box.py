@@ -6,7 +6,12 @@ IBP (Gowal et al. 2018, eq. 6; Mirman et al. 2018's Box):
 * ops declared non-decreasing (:data:`~verifier.ops.MONOTONE_KINDS`: max-pool, ``add``,
   index ops): map both endpoints;
 * elementwise nonlinear ops: the exact range from their relaxation entry
-  (:meth:`~verifier.ops.relaxation.Relaxation.interval`).
+  (:meth:`~verifier.ops.relaxation.Relaxation.interval`);
+* bilinear ops (``mul``, ``matmul``, :mod:`verifier.ops.bilinear`): each scalar product
+  term ``x·y`` takes its exact range ``[min, max]`` of the four corner products, and a
+  matrix product sums them over ``k`` (exact for ``mul``; for ``matmul`` the interval
+  matrix product, never looser than the midpoint-radius form ``c_x c_y ± (|c_x| r_y +
+  r_x |c_y| + r_x r_y)``).
 
 With a spec matrix ``C`` and a final ``linear`` op, ``C`` is folded into the last weight
 (``C W`` then interval arithmetic), which is tighter than bounding ``C`` times the logit box.
@@ -23,6 +28,7 @@ from ..engine import propagate
 from ..ir.graph import predecessors_by_slot
 from ..linalg import batched_spec, interval_matmul
 from ..ops import FORWARD, LINEAR_PART, derived
+from ..ops.bilinear import BILINEAR
 from ..ops.categories import ANY_ELEMENTWISE, ANY_LINEAR, ANY_MONOTONE
 from ..ops.relaxation import RELAXATIONS
 from . import register_domain
@@ -105,3 +111,9 @@ def box_monotone(domain, node, *xs: Interval) -> Interval:
 def box_elementwise(domain, node, x: Interval) -> Interval:
     """The exact range of ``f`` over ``[l, u]`` (the relaxation table's ``interval``)."""
     return Interval(*RELAXATIONS[node["kind"]].interval(node, x.lower, x.upper))
+
+
+@BoxDomain.transfer(*BILINEAR)
+def box_bilinear(domain, node, x: Interval, y: Interval) -> Interval:
+    """Sum over the product terms of their exact corner ranges (module docstring)."""
+    return Interval(*BILINEAR[node["kind"]].interval(x.lower, x.upper, y.lower, y.upper))

@@ -11,7 +11,9 @@ For ``Λ`` the coefficients of a node's output (``(B, k, *shape)``):
   ``Λ⁺·b_l + Λ⁻·b_u`` (Zhang et al. 2018, Thm. 3.2);
 * max-pool (DeepPoly, Singh et al. 2019, §4.4): below by the window entry with the largest
   lower bound, above by that entry when it dominates the window (``l_j ≥ max_{i≠j} u_i``),
-  else by ``max u``.
+  else by ``max u``;
+* bilinear ``z = B(x, y)`` (``mul``, ``matmul``; :mod:`verifier.ops.bilinear`): McCormick's
+  planes per scalar product term, mixed per output entry (:func:`crown_bilinear`).
 
 ``crown``: intermediate bounds of every pre-activation by its own backward pass to the
 input (intersected with IBP), then one backward pass for ``C·f``. ``crown-ibp``: the
@@ -27,10 +29,14 @@ from __future__ import annotations
 import torch
 
 from ..linalg import dot
-from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE
 from ..ops.adjoint import adjoint, offset
+from ..ops.bilinear import BILINEAR, LOWER_CORNERS, UPPER_CORNERS
+from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE
+from ..ops.relaxation import RELAXATIONS
 from . import register_domain
-from .backward import BackwardDomain, BackwardPass
+from .backward import BackwardDomain, BackwardPass, relaxed
+
+MCCORMICK_MIX = 0.5  # CROWN's weight of the first lower / upper plane (α-CROWN starts here)
 
 
 @BackwardDomain.backward_transfer(ANY_AFFINE)
@@ -42,6 +48,8 @@ def crown_affine(domain, context: BackwardPass, n: str, lam: torch.Tensor):
 
 
 @BackwardDomain.backward_transfer(ANY_ELEMENTWISE)
+@relaxed(optimisable=lambda node: RELAXATIONS[node["kind"]].optimisable,
+         alpha_init=lambda node, bounds: RELAXATIONS[node["kind"]].alpha_init(node, *bounds))
 def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """``Λ⁺ a_l + Λ⁻ a_u`` and ``Λ⁺·b_l + Λ⁻·b_u`` (lines per spec row when α is per row)."""
     rel = context.lines(n)
@@ -56,6 +64,7 @@ def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
 
 
 @BackwardDomain.backward_transfer("maxpool")
+@relaxed()
 def crown_maxpool(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """DeepPoly's max-pool rule (module docstring)."""
     rel = context.pool(n)
@@ -64,6 +73,49 @@ def crown_maxpool(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     through = pos + torch.where(dom, neg, torch.zeros_like(neg))
     constant = dot(torch.where(dom, torch.zeros_like(neg), neg), rel.max_u)
     return [rel.adjoint(through)], constant
+
+
+def mccormick_init(node: dict, x_bounds, y_bounds) -> torch.Tensor:
+    """CROWN's mixing weights ``(α, β)`` of :func:`crown_bilinear`, ``(B, 2, *shape_of_z)``,
+    all :data:`MCCORMICK_MIX`."""
+    like = x_bounds[0]
+    return torch.full((like.shape[0], 2, *node["shape"]), MCCORMICK_MIX, dtype=like.dtype, device=like.device)
+
+
+@BackwardDomain.backward_transfer(*BILINEAR)
+@relaxed(refine=lambda l, u: l < u, optimisable=lambda node: True, alpha_init=mccormick_init)
+def crown_bilinear(domain, context: BackwardPass, n: str, lam: torch.Tensor):
+    """McCormick's planes (:mod:`verifier.ops.bilinear`; Shi et al. 2020, §3.2): each scalar
+    product term ``x·y`` of output entry ``z_o`` is bounded by tangent planes at corners,
+
+        ``x·y ≥ α·T_{(l_x, l_y)} + (1 − α)·T_{(u_x, u_y)}``,
+        ``x·y ≤ β·T_{(l_x, u_y)} + (1 − β)·T_{(u_x, l_y)}``,  ``T_c = y_c x + x_c y − x_c y_c``,
+
+    with one ``(α_o, β_o) ∈ [0, 1]²`` per output entry (and spec row, under α-CROWN; CROWN
+    uses :data:`MCCORMICK_MIX`; Shi et al.'s choice is ``α = β = 1``). ``Λ⁺`` takes the
+    lower, ``Λ⁻`` the upper combination; since a plane at corner ``c`` is linear in
+    ``(x, y)`` with coefficients ``(y_c, x_c)``, summing over the terms of ``z = B(x, y)``
+    gives, with weights ``W_c`` = ``Λ⁺α``, ``Λ⁺(1 − α)``, ``Λ⁻β``, ``Λ⁻(1 − β)`` at the
+    corners ``(l,l), (u,u), (l,u), (u,l)``:
+
+        ``Λ_x = Σ_c Bᵀ_x(W_c, y_c)``, ``Λ_y = Σ_c Bᵀ_y(W_c, x_c)``, constant ``−Σ_c W_c·B(x_c, y_c)``,
+
+    matrix products of the size of ``Λ`` (no tensor of the ``M·K·N`` terms)."""
+    node = context.graph.nodes[n]
+    op = BILINEAR[node["kind"]]
+    (lx, ux), (ly, uy) = ((b[0].unsqueeze(1), b[1].unsqueeze(1)) for b in context.input_bounds(n))
+    xs, ys = {"l": lx, "u": ux}, {"l": ly, "u": uy}
+    mix = context.free(n)
+    a, b = (MCCORMICK_MIX, MCCORMICK_MIX) if mix is None else (mix[:, :, 0], mix[:, :, 1])
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    weights = {LOWER_CORNERS[0]: pos * a, LOWER_CORNERS[1]: pos * (1 - a),
+               UPPER_CORNERS[0]: neg * b, UPPER_CORNERS[1]: neg * (1 - b)}
+    by_y = {e: sum(w for (_, yc), w in weights.items() if yc == e) for e in "lu"}  # Λ_x's weight on y_c = e
+    by_x = {e: sum(w for (xc, _), w in weights.items() if xc == e) for e in "lu"}  # Λ_y's weight on x_c = e
+    shapes = context.input_shapes(n)
+    grads = [op.adjoints(by_y[c], ys[c], by_x[c], xs[c], shapes) for c in "lu"]
+    constant = -sum(dot(w, op.product(xs[xc], ys[yc]).squeeze(1)) for (xc, yc), w in weights.items())
+    return [grads[0][0] + grads[1][0], grads[0][1] + grads[1][1]], constant
 
 
 @register_domain

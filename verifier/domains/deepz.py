@@ -13,7 +13,9 @@ nonlinear op appends fresh symbols after all symbols allocated so far.
   ``μ = −ul/(2(u−l))``, ``a' = λa + μ`` (**not** ``λa`` as the paper's appendix prints);
   for sigmoid/tanh ``λ = min(f'(l), f'(u))``;
 * max-pool: the dominating window entry when one dominates, else a fresh symbol spanning
-  ``[max l, max u]``.
+  ``[max l, max u]``;
+* bilinear ``z = B(x, y)`` (``mul``, ``matmul``; DeepT, Bonaert et al. 2021, §4.3, "fast"
+  variant): see :func:`deepz_bilinear`.
 
 ``latent(state)`` exposes the e-space view for COLT: points ``a + G e``.
 """
@@ -27,6 +29,7 @@ from ..linalg import batched_spec, centre_radius, per_sample_rows
 from ..ops import FORWARD
 from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE
 from ..ops.adjoint import offset
+from ..ops.bilinear import BILINEAR
 from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS
 from . import register_domain
@@ -200,3 +203,25 @@ def deepz_maxpool(domain, node, x: Zonotope) -> Zonotope:
     centre = torch.where(dom, picked_c, (lower_sel + rel.max_u) / 2)
     scaled = torch.where(dom.unsqueeze(1), picked_g, torch.zeros_like(picked_g))
     return domain.extend(scaled, centre, torch.where(dom, torch.zeros_like(centre), (rel.max_u - lower_sel) / 2))
+
+
+@DeepZDomain.transfer(*BILINEAR)
+def deepz_bilinear(domain, node, x: Zonotope, y: Zonotope) -> Zonotope:
+    """``x = a_x + Σ_s g_s e_s``, ``y = a_y + Σ_s h_s e_s`` (``B`` linear in each argument):
+
+        ``B(x, y) = B(a_x, a_y) + Σ_s [B(g_s, a_y) + B(a_x, h_s)] e_s + Σ_{s,t} B(g_s, h_t) e_s e_t``.
+
+    The quadratic part: the diagonal ``Σ_s p_s e_s²`` with ``p_s = B(g_s, h_s)`` and
+    ``e_s² ∈ [0, 1]`` lies in ``[Σ min(0, p_s), Σ max(0, p_s)]``; the rest in ``±(Q − A)``
+    where ``Q = B(Σ_s|g_s|, Σ_t|h_t|)`` bounds ``Σ_{s,t}|B(g_s, h_t)|`` entrywise and
+    ``A = Σ_s |p_s|``. So it lies in ``P/2 ± (Q − A/2)`` (``P = Σ_s p_s``): the centre
+    moves by ``P/2`` and one fresh symbol per entry gets ``Q − A/2 ≥ 0``."""
+    op = BILINEAR[node["kind"]]
+    m = max(x.num_symbols, y.num_symbols)
+    gx, gy = _padded(x, m), _padded(y, m)
+    ax, ay = x.centre.unsqueeze(1), y.centre.unsqueeze(1)
+    diagonal = op.product(gx, gy)  # (B, m, *S_z): p_s
+    quadratic = op.product(gx.abs().sum(1), gy.abs().sum(1))
+    centre = op.product(x.centre, y.centre) + diagonal.sum(1) / 2
+    scaled = op.product(gx, ay) + op.product(ax, gy)
+    return domain.extend(scaled, centre, (quadratic - diagonal.abs().sum(1) / 2).abs())

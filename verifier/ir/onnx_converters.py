@@ -128,7 +128,7 @@ def convert_matmul(ctx, node):
     elif node.input[1] in ctx.var and ctx.is_const(node.input[0]):
         x, w, side = variable_input(ctx, node, 1), ctx.const(node.input[0]), "left"
     else:
-        raise Unsupported("product of two variable tensors is not affine")
+        return onnx_bilinear_converters.convert_variable_matmul(ctx, node)
     if w.ndim == 0:
         raise Unsupported("MatMul with a scalar operand")
     w = w.astype(np.float64)
@@ -227,7 +227,7 @@ def convert_arithmetic(ctx, node):
     lvar, rvar = left in ctx.var, right in ctx.var
     if lvar and rvar:
         if op in ("Mul", "Div"):
-            raise Unsupported(f"{op} of two variable tensors is not affine")
+            return onnx_bilinear_converters.convert_variable_product(ctx, node)
         a, b = ctx.var[left], ctx.var[right]
         if op == "Sub":
             b = ctx.emit("scale_shift", [b], params={"scale": ctx.tensor(-1.0), "shift": ctx.tensor(0.0)},
