@@ -156,7 +156,8 @@ def _batched_matmul(ctx, node, x: str, w: np.ndarray, side: str) -> str:
     the broadcast of ``bx`` and ``bw`` (``nb`` entries) and ``nbx = prod(bx)``, ``x`` becomes
     ``X: (m, nbx·k)`` (batch slices side by side), ``Y = X M`` with ``M: (nbx·k, nb·n)``
     whose block (source slice of ``j``, ``j``) is ``W[slice of j]``, and ``Y`` goes back to
-    ``(*bs, m, n)``. Left side, ``y = W @ x``, is the same with ``yᵀ = xᵀ Wᵀ``.
+    ``(*bs, m, n)``. Left side, ``y = W @ x``, is the same with ``yᵀ = xᵀ Wᵀ``. When the block
+    matrix would exceed ``MAX_LOWERED_WEIGHT`` entries, one ``einsum`` node instead.
     """
     xshape = tuple(ctx.graph.nodes[x]["shape"])
     if not xshape:
@@ -180,8 +181,15 @@ def _batched_matmul(ctx, node, x: str, w: np.ndarray, side: str) -> str:
     except ValueError:
         raise Unsupported(f"batch axes {list(bx)} and {list(bw)} do not broadcast") from None
     nbx, nb = int(np.prod(bx, dtype=np.int64)), int(np.prod(bs, dtype=np.int64))
-    if nbx * k * nb * q > MAX_LOWERED_WEIGHT:
-        raise Unsupported(f"batched product too large to lower ({nbx * k} × {nb * q} block matrix)")
+    out_shape = (*bs, p, q) if side == "right" else (*bs, q, p)
+    if squeeze is not None:
+        out_shape = out_shape[:len(out_shape) + squeeze] + out_shape[len(out_shape) + squeeze + 1:]
+    if nbx * k * nb * q > MAX_LOWERED_WEIGHT:  # too large for a block matrix: one einsum node
+        equation = "...ab,...bc->...ac" if side == "right" else "...bc,...ab->...ac"
+        operands = [x, w if side == "right" else np.swapaxes(w, -1, -2)]
+        from .onnx_contraction_converters import emit_einsum  # imports this module
+        h = emit_einsum(ctx, node, equation, operands)
+        return reshape_to(ctx, h, out_shape, node, node.output[0])
     # source slice of x and of W for every output batch index j
     out_index = np.arange(nb).reshape(bs) if bs else np.zeros((), dtype=np.int64)
     src_x = np.broadcast_to(np.arange(nbx).reshape(bx) if bx else np.zeros((), dtype=np.int64), bs).reshape(-1)
@@ -198,24 +206,26 @@ def _batched_matmul(ctx, node, x: str, w: np.ndarray, side: str) -> str:
     h = reshape_to(ctx, h, (p, nb, q), node)
     # right: (m, nb, n) → (nb, m, n); left: (n, nb, m) → (nb, m, n)
     h = ctx.emit("transpose", [h], source=label, perm=[1, 0, 2] if side == "right" else [1, 2, 0])
-    out_shape = (*bs, p, q) if side == "right" else (*bs, q, p)
-    if squeeze is not None:
-        out_shape = out_shape[:len(out_shape) + squeeze] + out_shape[len(out_shape) + squeeze + 1:]
     return reshape_to(ctx, h, out_shape, node, node.output[0])
 
 
 # --- elementwise arithmetic -----------------------------------------------------------
 def _scale_shift(ctx, node, x: str, scale, shift) -> str:
-    """``a ⊙ x + b``; reshapes ``x`` first if the constants add leading axes."""
+    """``a ⊙ x + b`` (ONNX broadcasting); when the constants add leading axes ``x`` is
+    reshaped first, and when they expand ``x`` (``x: [1, 226, 1]``, ``b: [54]``) its entries
+    are copied to the output's shape first (a ``select``)."""
     x_shape = tuple(ctx.graph.nodes[x]["shape"])
     scale = np.asarray(scale, dtype=np.float64)
     shift = np.asarray(shift, dtype=np.float64)
     out_shape = np.broadcast_shapes(x_shape, scale.shape, shift.shape)
     if out_shape != x_shape:
-        if int(np.prod(out_shape)) != int(np.prod(x_shape)):
-            raise Unsupported(f"a constant of shape {list(np.broadcast_shapes(scale.shape, shift.shape))} "
-                              f"would expand the variable of shape {list(x_shape)}")
-        x = reshape_to(ctx, x, out_shape, node)
+        if int(np.prod(out_shape)) != int(np.prod(x_shape)):  # the constant expands x: copy entries first
+            n = int(np.prod(x_shape))
+            codes = np.broadcast_to(np.arange(1, n + 1).reshape((1,) * (len(out_shape) - len(x_shape)) + x_shape),
+                                    out_shape)
+            x = onnx_index_converters.emit_select(ctx, node, [x], codes, None)
+        else:
+            x = reshape_to(ctx, x, out_shape, node)
     params = {"scale": ctx.tensor(scale), "shift": ctx.tensor(shift)}
     return ctx.emit("scale_shift", [x], name=node.output[0], params=params, source=node_label(node))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .onnx_converters import Unsupported, attributes, bind_output, converter, node_label, reshape_to, variable_input
+from .onnx_index_converters import convert_selection
 
 
 def _axes(ctx, node, slot: int, attr: dict) -> list[int] | None:
@@ -120,11 +121,15 @@ def convert_slice(ctx, node):
 
 @converter("Pad")
 def convert_pad(ctx, node):
+    """Pad (opsets 1–19): mode ``constant`` (pads as attribute or input, optional ``axes``;
+    negative pads crop) becomes a ``pad`` node; ``edge``, ``reflect`` and ``wrap`` a
+    ``select`` whose index map onnxruntime computes."""
     a = attributes(node)
     mode = a.get("mode", "constant")
-    if mode != "constant":
-        raise Unsupported(f"pad mode '{mode}' (only 'constant' is supported)")
     x = variable_input(ctx, node)
+    if mode != "constant":  # edge, reflect, wrap: every entry is a copy of an input entry
+        convert_selection(ctx, node, (0,))
+        return
     ndim = len(ctx.shape(node.input[0]))
     if "pads" in a:
         pads, value, axes = list(a["pads"]), float(a.get("value", 0.0)), None

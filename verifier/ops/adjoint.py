@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import AFFINE_KINDS, FORWARD, Node, cached_while_constant
+from .index import index_tensor
 
 AdjointFn = Callable[[Node, torch.Tensor, list], "list[torch.Tensor] | None"]
 ADJOINTS: dict[str, AdjointFn] = {}
@@ -113,6 +115,22 @@ def _scale_shift_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple
     """``y = s ⊙ x + t`` (``s`` broadcast) → ``Σ_broadcast s ⊙ Λ``."""
     grad = lam * node["params"]["scale"]
     return [_sum_to(grad, (*lam.shape[:2], *input_shapes[0]))]
+
+
+@adjoint_op("select")
+def _select_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
+    """Transpose of ``select``: ``Λ`` ``(B, k, *out)`` is scatter-added to the inputs'
+    flat positions (constant positions are dropped); returns ``[(B, k, *Sᵢ)]``."""
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in input_shapes]
+    total = sum(sizes)
+    flat = lam.reshape(*lam.shape[:2], -1)
+    index = index_tensor(node, lam.device)
+    if "fill" in node["params"]:
+        keep = cached_while_constant(node, ("variable positions", str(lam.device)), (),
+                                     lambda: torch.nonzero(index < total).reshape(-1))
+        flat, index = flat.index_select(2, keep), index.index_select(0, keep)
+    out = flat.new_zeros((*flat.shape[:2], total)).index_add(2, index, flat)
+    return [part.reshape(*lam.shape[:2], *s) for part, s in zip(out.split(sizes, dim=2), input_shapes)]
 
 
 def adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> list[torch.Tensor]:
