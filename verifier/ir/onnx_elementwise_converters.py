@@ -117,7 +117,8 @@ def convert_softmax(ctx, node):
     default 1, flattened into one), lowered to: move the axis last and view the tensor as
     ``(M, n)``; one ``linear`` map to the ``n(n−1)`` differences ``x_j − x_i``; ``exp``; one
     ``linear`` map summing each ``i``'s ``n − 1`` terms plus 1; ``reciprocal`` (or ``log``
-    and ``−1·``) on inputs ``≥ 1``; back to the input's shape."""
+    and ``−1·``), told that their input is ``≥ 1`` (attribute ``input_min``: a domain's bound
+    on the sum may dip below, e.g. a zonotope's, and is clipped); back to the input's shape."""
     x = variable_input(ctx, node)
     shape = tuple(ctx.graph.nodes[x]["shape"])
     rank = len(shape)
@@ -155,9 +156,9 @@ def convert_softmax(ctx, node):
         h = ctx.emit("linear", [h], params={"weight": ctx.tensor(total), "bias": ctx.tensor(np.ones(n))},
                      source=label, side="right")
         if node.op_type == "Softmax":
-            h = ctx.emit("reciprocal", [h], source=label)
+            h = ctx.emit("reciprocal", [h], source=label, input_min=1.0)
         else:
-            h = _affine(ctx, node, ctx.emit("log", [h], source=label), -1.0, 0.0)
+            h = _affine(ctx, node, ctx.emit("log", [h], source=label, input_min=1.0), -1.0, 0.0)
     if new and perm:
         h = reshape_to(ctx, h, tuple(shape[d] for d in perm), node)
         h = ctx.emit("transpose", [h], source=label, perm=[perm.index(d) for d in range(rank)])
