@@ -185,6 +185,9 @@ MODELS = {"gated_mlp": gated_mlp, "broadcast_products": broadcast_products, "att
           "max_min": max_min, "reduce_extremes": reduce_extremes}
 if "Softmax" in CONVERTERS:
     MODELS["attention_softmax"] = lambda rng: attention(rng, softmax=True)
+# Sound refusals: Softmax's lowering divides by a sum of exponentials whose relaxed range
+# may reach 0 on wide boxes (then the ``reciprocal`` op refuses, naming itself).
+REFUSALS = {"attention_softmax": "'reciprocal'"}
 BILINEAR_MODELS = {"gated_mlp", "broadcast_products", "attention", "attention_2_heads", "vector_matmul",
                    "attention_softmax"}
 
@@ -226,14 +229,19 @@ def test_every_domain_contains_onnxruntime_outputs(name, box, workdir):
     lo_t, hi_t, C_t = torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(C)
     found = {}
     for domain, options in DOMAINS_TESTED.items():
-        lb, ub = verifier.compute_bounds(model, lo_t, hi_t, domain=domain, **options)
-        clb, cub = verifier.compute_bounds(model, lo_t, hi_t, domain=domain, C=C_t, **options)
+        try:
+            lb, ub = verifier.compute_bounds(model, lo_t, hi_t, domain=domain, **options)
+            clb, cub = verifier.compute_bounds(model, lo_t, hi_t, domain=domain, C=C_t, **options)
+        except VerifierInputError as error:  # softmax's reciprocal refuses a sum range that reaches 0
+            assert name in REFUSALS and REFUSALS[name] in str(error), error
+            continue
         found[domain] = (lb, ub, clb, cub)
         for b, kind, y in seen:
             assert_contains(y.min(0), y.max(0), lb[b].numpy(), ub[b].numpy(), f"{domain} {name} box {b} {kind}")
             cy = y @ C.T
             assert_contains(cy.min(0), cy.max(0), clb[b].numpy(), cub[b].numpy(), f"{domain} {name} C·y box {b} {kind}")
-    for i, (alpha, base) in enumerate(zip(found["alpha-crown"], found["crown"])):  # never looser than CROWN
+    pairs = zip(found["alpha-crown"], found["crown"]) if {"alpha-crown", "crown"} <= set(found) else []
+    for i, (alpha, base) in enumerate(pairs):  # never looser than CROWN
         tighter = alpha - base if i % 2 == 0 else base - alpha  # lower bounds rise, upper bounds fall
         assert bool((tighter >= -1e-9 * (1 + base.abs())).all()), (name, i, alpha, base)
     for domain in ("lp", "dual-lp"):
