@@ -129,8 +129,10 @@ def _axis_matrix(ctx, node, n: int, scale: float | None, size: int | None) -> np
         feeds = [eye, vec]
     else:
         empty = np.zeros(0, dtype=np.float32)
+        opset = max((o.version for o in ctx.opsets), default=13)
+        no_scales = None if opset >= 13 else empty  # optional from opset 13 (and then must be absent)
         sizes = None if size is None else np.array([n, 1, size, 1], dtype=np.int64)
-        feeds = [eye, empty, empty if vec is None else vec, sizes]
+        feeds = [eye, empty, no_scales if vec is None else vec, sizes]
     (out,) = run_node(node, feeds, ctx.opsets, drop_attributes=("axes", "scales"), add_attributes=extra)
     return np.asarray(out, dtype=np.float64)[:, 0, :, 0].T
 

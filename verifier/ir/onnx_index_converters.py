@@ -20,6 +20,7 @@ import math
 import numpy as np
 import onnx
 import onnx.helper
+import onnx.numpy_helper
 
 from .onnx_converters import Unsupported, attributes, bind_output, converter, node_label, reshape_to, variable_input
 
@@ -42,15 +43,15 @@ def run_node(node: onnx.NodeProto, feeds: list, opsets: list, drop_attributes: t
     copy = onnx.helper.make_node(node.op_type, names, outputs, domain=node.domain)
     copy.attribute.extend(attrs)
     copy.attribute.extend(onnx.helper.make_attribute(k, v) for k, v in (add_attributes or {}).items())
-    infos = [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(f.dtype), f.shape)
-             for n, f in zip(names, feeds) if f is not None]
-    graph = onnx.helper.make_graph([copy], "run", infos, [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in outputs])
+    inits = [onnx.numpy_helper.from_array(np.asarray(f), n) for n, f in zip(names, feeds) if f is not None]
+    graph = onnx.helper.make_graph([copy], "run", [], [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in outputs],
+                                   initializer=inits)  # constants, as in the model (an empty input means absent)
     model = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8)
     options = ort.SessionOptions()
     options.log_severity_level = 4
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        return session.run(None, {n: f for n, f in zip(names, feeds) if f is not None})
+        return session.run(None, {})
     except Exception as exc:
         raise Unsupported(f"onnxruntime cannot evaluate it: {str(exc).splitlines()[0][:200]}") from None
 
