@@ -92,7 +92,7 @@ def linear_part(kind: str):
     return register
 
 
-from . import bilinear, conv, leaky_relu, linear, pool, relu, s_shaped, shape  # noqa: E402,F401  (fill the registries)
+from . import bilinear, conv, index, leaky_relu, linear, pool, relu, s_shaped, shape  # noqa: E402,F401  (fill the registries)
 from . import curvature, elu, exp_log, gaussian, kinked, power, steps, trig  # noqa: E402,F401  (elementwise ops)
 
 __all__ = ["AFFINE_KINDS", "FORWARD", "LINEAR_PART", "MONOTONE_KINDS", "absolute", "derived", "forward_op",
