@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from index_cases import check_model, kinds, wrap
-from onnx_builders import GraphBuilder
+from onnx_builders import DOUBLE, GraphBuilder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SETTINGS = settings(max_examples=4, deadline=None, database=None,
@@ -118,12 +118,13 @@ def test_expand_and_tile(shape, data, relu, tmp_path):
     check_model(g.model(y), tmp_path)
 
 
-@pytest.mark.parametrize("form", ["x,c", "c,x", "x,y", "x,y-broadcast"])
+@pytest.mark.parametrize("form", ["x,c", "c,x", "x,y", "x,y-broadcast", "x,c-float64"])
 def test_where_constant_condition(form, tmp_path):
-    g = _builder((3, 4))
+    g = _builder((3, 4)) if "float64" not in form else GraphBuilder(np.random.default_rng(0), (1, 3, 4),
+                                                                    elem_type=DOUBLE)
     cond = g.const(np.random.default_rng(1).random((3, 4)) < 0.5, dtype=bool)
     other = g.op("Relu", g.op("Mul", g.x, g.const(np.float32(-2.0))))
-    if form == "x,c":
+    if form.startswith("x,c"):
         args = (g.x, g.rand(3, 4))
     elif form == "c,x":
         args = (g.rand(4), g.x)
@@ -134,6 +135,17 @@ def test_where_constant_condition(form, tmp_path):
         args = (g.op("Gather", g.x, g.ints([0]), axis=2), other)  # (1, 3, 1) against (1, 3, 4)
     y = g.op("Relu", g.op("Where", cond, *args))
     check_model(g.model(y), tmp_path)
+
+
+def test_gather_by_variable_indices_is_refused(tmp_path):
+    import verifier
+    from onnx_builders import save_model
+    from verifier.errors import UnsupportedModelError
+    g = _builder((3,))
+    idx = g.op("Reshape", g.x, g.ints([3]))
+    y = g.op("Gather", g.rand(4, 2), idx, axis=0)
+    with pytest.raises(UnsupportedModelError, match="not affine"):
+        verifier.load(save_model(g.model(y, check=False), tmp_path))
 
 
 def test_where_with_a_variable_condition_is_refused(tmp_path):

@@ -22,6 +22,7 @@ import onnx
 import onnx.helper
 import onnx.numpy_helper
 
+from .onnx_validate import MAX_TENSOR_ELEMENTS
 from .onnx_converters import Unsupported, attributes, bind_output, converter, node_label, reshape_to, variable_input
 
 #: element types tried, in order, for the codes (the first the op's kernel accepts; floats
@@ -139,7 +140,19 @@ def convert_selection(ctx, node, data_slots: tuple = (0,), **run_options) -> Non
 def convert_gather_like(ctx, node):
     """Ops whose output copies entries of input 0, the other inputs (indices, shapes,
     repeats, conditions) being constants."""
-    variable_input(ctx, node, 0)
+    if node.input[0] not in ctx.var:
+        raise Unsupported("only input 0 may depend on the model input (indices, shapes, repeats and conditions "
+                          "computed from it are not affine)")
+    shape = ctx.shape(node.input[0])
+    if node.op_type in ("Expand", "Tile"):  # the ops that make a tensor larger: check before running them
+        arg = [int(v) for v in np.asarray(ctx.const_or_none(node, 1)).reshape(-1)]
+        try:
+            size = math.prod(np.broadcast_shapes(tuple(shape), tuple(arg)) if node.op_type == "Expand" else
+                             [d * r for d, r in zip(shape, arg)])
+        except ValueError:
+            raise Unsupported(f"cannot {node.op_type.lower()} shape {list(shape)} by {arg}") from None
+        if size > MAX_TENSOR_ELEMENTS:
+            raise Unsupported(f"would make a tensor of {size:.3g} values (at most {MAX_TENSOR_ELEMENTS:.0e})")
     convert_selection(ctx, node, (0,))
 
 
