@@ -236,3 +236,13 @@ def test_select_adjoint_is_the_transpose(tmp_path):
         grads = torch.autograd.grad(FORWARD["select"](node64, *xs), xs, lam.reshape(6, *node["shape"]))
         for got, want in zip(adjoint(node64, lam, shapes), grads):
             assert torch.allclose(got.reshape(want.shape), want)
+
+
+def test_center_crop_pad_and_legacy_scatter(tmp_path):
+    """CenterCropPad (opset 18: crops one axis, pads the other) and the opset-9 Scatter."""
+    g = _builder((4, 3), opset=18)
+    y = g.op("CenterCropPad", g.x, g.ints([1, 2, 5]))
+    check_model(g.model(wrap(g, lambda h: y, False, True)), tmp_path)
+    g = _builder((4, 3), opset=9)
+    y = g.op("Scatter", g.x, g.ints([[[2, 0, 1]]]), g.rand(1, 1, 3), axis=1)
+    check_model(g.model(wrap(g, lambda h: y, False, True), check=False), tmp_path)
