@@ -10,7 +10,7 @@ import torch
 
 from .api import Model
 from .deadline import Deadline
-from .fidelity import check_overflow, run_onnxruntime
+from .fidelity import run_onnxruntime
 from .spec.model import InputRegion
 
 
@@ -202,13 +202,10 @@ def attack_region(model: Model, region: InputRegion, deadline: Deadline, region_
     model is evaluated in :func:`eval_dtype` (float32 for float16/float32 models unless the box
     needs float64).
 
-    First, the box is refused (:class:`~verifier.errors.FidelityError`) when the model's own
-    float execution can overflow over it (:func:`~verifier.fidelity.check_overflow`):
-    onnxruntime's outputs would be inf/NaN where the real-arithmetic bounds are finite, so
-    neither verdict would be sound. ``verify`` attacks every region before bounding it, so
-    this guards every region (the fidelity check at load covers only the first).
+    Boxes over which the model's own float execution can overflow are refused before any
+    attack by the caller (``verify`` runs :func:`~verifier.fidelity.check_overflow` on every
+    region): onnxruntime's outputs would be inf/NaN there.
     """
-    check_overflow(model.graph_for("cpu", torch.float64), region.lower, region.upper, model.graph.graph.get("path"))
     gen = torch.Generator().manual_seed(seed)
     dtype = eval_dtype(model, region)
     lower = region.lower.to(device=device, dtype=dtype)

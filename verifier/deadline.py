@@ -81,7 +81,7 @@ def warm_up() -> None:
     import scipy.optimize  # noqa: F401
     import scipy.sparse  # noqa: F401
 
-    from .complete import beta_crown, input_split, milp, relu_split  # noqa: F401
+    from .complete import activation_split, beta_crown, input_split, methods, milp, relu_split  # noqa: F401
     from .domains import alpha_crown, crown, lp  # noqa: F401
     _WARM = True
 

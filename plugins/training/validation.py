@@ -118,29 +118,11 @@ def check_seed(option: str, value) -> int:
 
 
 def check_device(option: str, device) -> str:
-    """``device`` as a string if training and bounds can run there: ``cpu``, or ``cuda`` /
-    ``cuda:N`` when CUDA is available and ``N`` exists. ``meta``, ``mps``, ``xla`` and other
-    torch device types are refused (the verifier's bounds and onnxruntime run on CPU/CUDA)."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    if not isinstance(device, str):
-        raise VerifierInputError(f"{option} {device!r}: must be cpu or cuda[:N]")
-    try:
-        parsed = torch.device(device.strip())
-    except (RuntimeError, ValueError, TypeError):
-        raise VerifierInputError(f"{option} {device!r}: unknown device (use cpu, or cuda / cuda:N)") from None
-    if parsed.type == "cpu":
-        return str(parsed)
-    if parsed.type != "cuda":
-        raise VerifierInputError(f"{option} {device!r}: device type '{parsed.type}' is not supported "
-                                 f"(use cpu, or cuda / cuda:N)")
-    if not torch.cuda.is_available():
-        raise VerifierInputError(f"{option} {device}: CUDA is not available on this machine (use cpu)")
-    count = torch.cuda.device_count()
-    if parsed.index is not None and parsed.index >= count:
-        raise VerifierInputError(f"{option} {device}: no such device; this machine has {count} CUDA device(s) "
-                                 f"(cuda:0 … cuda:{count - 1})")
-    return str(parsed)
+    """``device`` as a string if training and bounds can run there (cpu, or an available
+    cuda / cuda:N): :func:`verifier.options.check_device`, naming ``option``."""
+    from verifier.options import check_device as check_verifier_device
+
+    return check_verifier_device(device, option)
 
 
 # --- method options (--option key=value) -----------------------------------------------------

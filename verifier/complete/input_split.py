@@ -29,7 +29,7 @@ from ..api import Model, compute_bounds
 from ..domains.crown import CrownDomain
 from ..ir.graph import input_node
 from ..attack import Counterexample, confirm_candidates
-from ..deadline import Deadline, Timeout
+from ..deadline import Deadline
 from ..errors import VerifierInputError
 from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows

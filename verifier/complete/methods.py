@@ -34,7 +34,7 @@ from ..ops.relaxation import RELAXATIONS
 from ..spec.model import InputRegion, refuted_rows
 
 if TYPE_CHECKING:
-    from ..attack import Counterexample
+    from ..attack import Counterexample  # noqa: F401  (the Outcome alias names it)
 
 INPUT_SPLIT_MAX_DIM = 16
 AUTO_CASCADE = ("box", "crown")
@@ -102,6 +102,13 @@ class CompleteMethod:
         """``(node, reason)`` for every op the method cannot decide exactly (empty: all)."""
         return []
 
+    def refuse_unsupported(self, graph: nx.DiGraph) -> None:
+        """Raise :class:`VerifierInputError` naming (up to three of) the nodes :meth:`supports`
+        refuses; return quietly when it refuses none."""
+        missing = self.supports(graph)
+        if missing:
+            raise VerifierInputError("; ".join(f"{reason} (node '{node}')" for node, reason in missing[:3]))
+
     def decide(self, model: Model, region: InputRegion, index: int, deadline: Deadline, device: str,
                dtype: torch.dtype, options: dict, notes: list[str]) -> Outcome:
         """Decide region ``index`` (see the module docstring); ``notes`` gets one line per stage."""
@@ -164,7 +171,7 @@ class Milp(CompleteMethod):
         root, open_disjuncts = alpha_crown_root(model, region, index, device, dtype, notes)
         if not open_disjuncts:
             return "unsat", None
-        self._refuse_unsupported(model.graph)
+        self.refuse_unsupported(model.graph)
         if self.splitting:
             stats = SplitBaBStats()
             try:
@@ -187,12 +194,6 @@ class Milp(CompleteMethod):
             if status == "unknown":
                 verdict = "unknown"
         return verdict, None
-
-    def _refuse_unsupported(self, graph) -> None:
-        missing = self.supports(graph)
-        if missing:
-            raise VerifierInputError("; ".join(f"{reason} (node '{node}')" for node, reason in missing[:3]))
-
 
 class ReluSplit(Milp):
     name = "relu-split"

@@ -25,11 +25,10 @@ import torch
 from ..api import Model
 from ..attack import Counterexample, confirm_candidates
 from ..deadline import Deadline, checkpoint
-from ..errors import VerifierInputError
-from ..ops.relaxation import RELAXATIONS
 from ..spec.model import InputRegion, refuted_rows
 from .memory import bound_in_parts
 from .beta_crown import BetaCrown, Subdomains, relu_pre_activations
+from .methods import METHODS
 
 
 @dataclass
@@ -113,13 +112,8 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
     with every ReLU fixed is undecided (time limit). Raises :class:`~verifier.deadline.Timeout` at the deadline."""
     stats = stats if stats is not None else SplitBaBStats()
     graph = model.graph_for(device, dtype)
+    METHODS["relu-split"].refuse_unsupported(graph)  # ReLUs, and no other activation
     pre = relu_pre_activations(graph)
-    if not pre:
-        raise VerifierInputError("ReLU-splitting branch-and-bound needs a network with ReLUs")
-    kinds = {graph.nodes[n]["kind"] for n in graph.nodes} & (set(RELAXATIONS) - {"relu"})
-    if kinds:
-        raise VerifierInputError(f"ReLU-splitting branch-and-bound handles ReLU networks; this one has "
-                                 f"{', '.join(sorted(kinds))}")
     if root is None:
         root, _ = root_intermediate_bounds(model, region, device, dtype)
     lower = model.as_batch(region.lower.to(device=device, dtype=dtype))

@@ -28,8 +28,7 @@ from . import register_domain
 from .base import Domain
 from .crown import CrownDomain
 from .dual_lp import DualLPDomain
-from ..ops.categories import lookup
-from .lp_encoding import LP_CONSTRAINTS, RelaxationProblem, relaxation_problem
+from .lp_encoding import RelaxationProblem, relaxation_problem, unencodable
 
 
 @register_domain
@@ -44,9 +43,8 @@ class LPDomain(Domain):
 
     def supports(self, graph):
         """The op kinds with an LP constraint builder."""
-        return [(d.get("source", n), f"the LP encoding has no constraint builder for op kind '{d['kind']}'")
-                for n, d in graph.nodes(data=True)
-                if d["kind"] not in ("input", "constant") and lookup(LP_CONSTRAINTS, d["kind"]) is None]
+        return [(source, f"the LP encoding has no constraint builder for op kind '{kind}'")
+                for source, kind in unencodable(graph)]
 
     def intermediate_bounds(self, graph, lower, upper):
         sources = {"crown": [CrownDomain], "dual-lp": [DualLPDomain], "best": [CrownDomain, DualLPDomain]}

@@ -168,6 +168,12 @@ def lp_elementwise(enc: LPEncoder, n: str, node: dict, x: slice) -> slice:
     return out
 
 
+def unencodable(graph) -> list[tuple[str, str]]:
+    """``(node source, op kind)`` of every node without an LP constraint builder."""
+    return [(d.get("source", n), d["kind"]) for n, d in graph.nodes(data=True)
+            if d["kind"] not in ("input", "constant") and lookup(LP_CONSTRAINTS, d["kind"]) is None]
+
+
 def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) -> RelaxationProblem:
     """Encode the network over the box ``[lower, upper]`` (one sample, ``(1, *input_shape)``)
     as the LP of the module docstring, with ``bounds`` the pre-activation bounds of every
@@ -178,8 +184,7 @@ def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) 
     if total > MAX_VARIABLES:
         raise VerifierInputError(f"LP/MILP encodings are for small networks (≤ {MAX_VARIABLES} values); "
                                  f"this one has {total}")
-    unsupported = [(d.get("source", n), d["kind"]) for n, d in graph.nodes(data=True)
-                   if d["kind"] not in ("input", "constant") and lookup(LP_CONSTRAINTS, d["kind"]) is None]
+    unsupported = unencodable(graph)
     if unsupported:
         source, kind = unsupported[0]
         raise VerifierInputError(f"LP/MILP encodings do not handle op kind '{kind}' (node '{source}')")

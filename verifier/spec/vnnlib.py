@@ -55,7 +55,6 @@ import io
 import itertools
 import math
 import os
-import re
 import zlib
 from typing import Iterable
 
