@@ -65,10 +65,12 @@ def _read_npz(path: str, need_train: bool = True) -> dict:
     if isinstance(archive, np.ndarray):
         raise DataError(f"{path}: a single .npy array, not an .npz archive; {USAGE}")
     with archive:
-        missing = [k for k in KEYS if k not in archive.files and (need_train or "test" in k)]
+        present = [k for k in ("x_train", "y_train") if k in archive.files]
+        missing = [k for k in KEYS if k not in archive.files and (need_train or "test" in k or present)]
         if missing:
             raise DataError(f"{path}: lacks arrays {missing} (it has {sorted(archive.files)}); "
-                            + (USAGE if need_train else "certification needs x_test and y_test"))
+                            + (USAGE if need_train else "certification needs x_test and y_test, and a training "
+                               "split needs both x_train and y_train (or neither)"))
         arrays = {}
         for key in KEYS:
             if key not in archive.files:
