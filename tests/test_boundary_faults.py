@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import verifier
-from verifier.cli import main
+
+from cli_helpers import assert_refused, run
 from verifier.domains import available_domains
 from verifier.options import MAX_SEED, check_device, check_domain_options, check_options, check_seed, option_types
 from verifier.outputs import check_output_dir, check_output_file, write_atomic
@@ -36,25 +37,6 @@ SMALL = CASES / "models" / "small5x3.onnx"
 GOOD_SPEC = CASES / "spec" / "s_good.vnnlib"
 MISSING = CASES / "models" / "no_such_model.onnx"  # options must be refused before the model is read
 HYPO = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_refused(code, out, err, *words):
-    assert code == 2, (code, out, err)
-    assert "result:" not in out
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "internal error" not in lines[0]
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def box_spec(n_in: int, n_out: int, lo: float, hi: float, rows: str) -> str:

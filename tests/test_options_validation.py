@@ -17,30 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import verifier
-from verifier.cli import main
+
+from cli_helpers import assert_refused, run
 
 CASES = Path(__file__).resolve().parent / "cases"
 SMALL = CASES / "models" / "small5x3.onnx"
 GOOD_SPEC = CASES / "spec" / "s_good.vnnlib"
 MISSING = CASES / "models" / "no_such_model.onnx"  # options must be refused before the model is read
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_refused(code, out, err, *words):
-    assert code == 2, (code, out, err)
-    assert "result:" not in out
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("argv, words", [
