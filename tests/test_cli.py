@@ -199,3 +199,17 @@ def test_bad_options_of_complete_methods(capsys, method, option):
     code, out, err = run(capsys, "verify", DEFAULT_MODEL, str(PROPERTIES / "mnist_0_eps0.02.vnnlib"),
                          "--domain", method, "--domain-option", option, "--no-attack")
     assert code == 2 and err.startswith("error:") and "result:" not in out
+
+
+def test_closed_output_pipe_is_not_an_internal_error():
+    """``verifier ops | head -c 0``: the reader has gone before the first write, so every
+    write raises BrokenPipeError; the CLI stops quietly (141), no ``internal error``."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "verifier.cli", "ops"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader exits before the command prints anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "internal error" not in err and "Traceback" not in err
