@@ -1,6 +1,7 @@
 """The ``verifier`` command line.
 
-Exit codes: 0 success (for ``verify``: any verdict), 1 ``check`` found a mismatch,
+Exit codes: 0 success (for ``verify``: any verdict), 1 ``check`` found a mismatch or
+``report`` found a wrong answer,
 2 bad input (one ``error:`` line on stderr), 3 internal error, 130 interrupted.
 """
 
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 import torch
 
@@ -163,14 +165,25 @@ def cmd_verify(args) -> int:
     warm_up()  # one-time imports and initialisation, before the clock starts
     deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
     model, spec = _load_with_spec(args)
+    load_seconds = deadline.elapsed()
     result = verify(model, spec, domain=args.domain, deadline=deadline, device=device,
                     dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=seed,
                     domain_options=options)
+    if args.result_file is not None:
+        write_result(args.result_file, result.status, result.counterexample)
+    if args.json:
+        from .records import verify_record
+
+        record = verify_record(result, model=args.model, spec=args.spec, regions=len(spec.regions),
+                               domain=args.domain, load_seconds=load_seconds, timeout=timeout,
+                               result_file=args.result_file, attack=not args.no_attack, seed=seed,
+                               device=device, dtype=args.dtype, domain_options=options,
+                               fidelity_check=not args.no_fidelity_check)
+        print(json.dumps(record, allow_nan=False))
+        return 0
     for note in result.notes:
         print(note)
     print(f"time: {result.seconds:.3f} s")
-    if args.result_file is not None:
-        write_result(args.result_file, result.status, result.counterexample)
     print(f"result: {result.status}")
     return 0
 
@@ -181,12 +194,62 @@ def cmd_vnncomp(args) -> int:
     output, counts = run_benchmark(args.bench_dir, instances_csv=args.instances, timeout_scale=args.timeout_scale,
                                    output=args.output, results_dir=args.results_dir, domain=args.domain,
                                    limit=args.limit, resume=args.resume, device=checked_device(args.device),
-                                   dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check)
+                                   dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check,
+                                   progress=sys.stderr.isatty())  # a bar on a terminal only, not in logs
     print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
     if counts["error"] and counts["error"] == sum(counts.values()):
         print(f"warning: every instance ended in error (see the messages above and {output})", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_report(args) -> int:
+    """``verifier report``: tables of a results CSV beside the published tools (stdout),
+    optionally as markdown / HTML files and a cactus plot; exit 1 when one of our answers is
+    wrong. Every path is checked before anything is read or written."""
+    from .outputs import check_output_file, write_atomic
+    from .report import build_report, load_reference, read_results, render_html, render_markdown, render_text
+
+    outputs = {flag: path for flag, path in (("--markdown", args.markdown), ("--html", args.html),
+                                             ("--plot", args.plot)) if path is not None}
+    for flag, path in outputs.items():
+        check_output_file(path, flag)
+    seen: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if os.path.realpath(path) in seen:
+            raise VerifierInputError(f"{seen[os.path.realpath(path)]} and {flag} name the same file {path}; "
+                                     f"give each output its own file")
+        seen[os.path.realpath(path)] = flag
+    if args.plot is not None:
+        from .report_plot import require_matplotlib
+
+        require_matplotlib("--plot")
+    if args.bench_root is not None and not os.path.isdir(args.bench_root):
+        raise VerifierInputError(f"--bench-root {args.bench_root}: not a folder (it holds <benchmark>/reference.csv)")
+    notes: list[str] = []
+    rows = [row for path in args.results for row in read_results(path, notes)]
+    if not rows:
+        raise VerifierInputError(f"{', '.join(args.results)}: no result rows (expected "
+                                 f"benchmark,onnx,vnnlib,prepare_time,result,run_time lines)")
+    references = [load_reference(path) for path in args.reference or []]
+    report = build_report(rows, references, args.bench_root)
+    used = {b.reference for b in report.benchmarks}
+    notes += [f"--reference {ref.path} lists none of the results' instances" for ref in references
+              if ref.path not in used]
+    for note in notes + report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    png = None
+    if args.plot is not None:
+        from .report_plot import write_cactus_plot
+
+        png = write_cactus_plot(report, args.plot)
+    if args.markdown is not None:
+        plot = None if args.plot is None else os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
+        write_atomic(args.markdown, render_markdown(report, plot))
+    if args.html is not None:
+        write_atomic(args.html, render_html(report, png))
+    print(render_text(report), end="")
+    return 1 if report.any_wrong else 0
 
 
 def cmd_domains(args) -> int:
@@ -281,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", dest="complete_method",
                    help="complete method: auto, input-split, relu-split, milp or activation-split "
                         "(see `verifier domains`)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (verdict, times, counterexample, per-region notes, what decided; "
+                        "schema: docs/outputs.md) instead of text")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("vnncomp", help="run every instance of a VNN-COMP benchmark folder into a results CSV")
@@ -304,6 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
     p.set_defaults(func=cmd_vnncomp)
 
+    p = sub.add_parser("report", help="tables (and a cactus plot) of a vnncomp results CSV beside the published tools")
+    p.add_argument("results", nargs="+", metavar="RESULTS.csv",
+                   help="results of `verifier vnncomp` (benchmark,onnx,vnnlib,prepare_time,result,run_time)")
+    p.add_argument("--reference", action="append", metavar="REFERENCE.csv",
+                   help="a VNN-COMP reference.csv (expected answers, published tools); repeatable")
+    p.add_argument("--bench-root", help="folder holding <benchmark>/reference.csv for benchmarks no --reference lists")
+    p.add_argument("--markdown", metavar="OUT.md", help="also write the report as markdown")
+    p.add_argument("--html", metavar="OUT.html", help="also write the report as one HTML page")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="write the cactus plot (instances solved vs time) as PNG; needs matplotlib (extra 'plots')")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("domains", help="list the installed abstract domains and complete methods")
     p.set_defaults(func=cmd_domains)
 
@@ -314,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``verifier`` command line ``argv`` (default ``sys.argv[1:]``); returns the
+    exit code (see the module docstring). Library warnings (torch, onnx, the plugins) are
+    not shown unless Python was asked for them (``-W``, ``PYTHONWARNINGS``) or ``--debug``."""
+    raw = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():
+        if not sys.warnoptions and "--debug" not in raw:
+            warnings.simplefilter("ignore")
+        return _run(raw)
+
+
+def _run(argv: list[str]) -> int:
+    """:func:`main` inside its warning filter."""
     args = build_parser().parse_args(argv)
     try:
         _method_or_domain(args)
