@@ -19,8 +19,9 @@ import os as _os
 # set OMP_WAIT_POLICY yourself to override.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .api import Model, compute_bounds, load
-from .errors import VerifierInputError
+__version__ = "0.1.0"  # before the imports below: verifier.ir.cache keys entries by it
 
-__version__ = "0.1.0"
+from .api import Model, compute_bounds, load  # noqa: E402
+from .errors import VerifierInputError  # noqa: E402
+
 __all__ = ["Model", "VerifierInputError", "compute_bounds", "load"]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import torch
 
 from .errors import VerifierInputError
 from .engine import evaluate
-from .ir import import_onnx
-from .fidelity import FidelityReport, check_fidelity
 from .ops import CACHE
 from .options import check_domain_construction, check_options, check_samples, option_types
+
+if TYPE_CHECKING:  # the fidelity module (onnxruntime, the domains) is imported when a check runs
+    from .fidelity import FidelityReport
+    from .ir.cache import Entry
 
 BOUND_DTYPES = (torch.float32, torch.float64)
 
@@ -50,9 +54,10 @@ class Model:
     set to 1); every tensor passed in or out has a leading batch axis of our own.
     """
 
-    def __init__(self, graph: nx.DiGraph, fidelity: FidelityReport | None = None):
+    def __init__(self, graph: nx.DiGraph, fidelity: FidelityReport | None = None, cache_entry: Entry | None = None):
         self.graph = graph
         self.fidelity = fidelity
+        self.cache_entry = cache_entry  # the IR cache entry it came from or was stored in
         self._copies: dict[tuple, nx.DiGraph] = {}
 
     @property
@@ -124,15 +129,50 @@ class Model:
 
     __call__ = forward
 
+    def check(self, lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
+              samples: int = 4) -> FidelityReport:
+        """Compare the IR with onnxruntime on ``samples`` inputs from ``[lower, upper]``
+        (:func:`~verifier.fidelity.check_fidelity`; ``None``: the default box ``[−1, 1]``),
+        set and return :attr:`fidelity`.
+
+        With a cache entry (``load(..., cache=True)``) a check that passed before on the
+        same box and sample count is not run again: its recorded report is returned (the
+        check is deterministic, so it would pass again); a check that passes is recorded.
+        Raises :class:`~verifier.errors.FidelityError` on a mismatch (never recorded) and
+        :class:`~verifier.errors.ModelError` when onnxruntime cannot run the model."""
+        from .fidelity import FidelityReport, check_fidelity
+
+        entry, key = self.cache_entry, None
+        if entry is not None:
+            from .ir.cache import box_key
+
+            key = box_key(lower, upper, samples)
+            report = _report_from_fields(FidelityReport, entry.report(key))
+            if report is not None:
+                self.fidelity = report
+                return report
+        report = check_fidelity(self.graph, lower, upper, samples=samples)
+        if entry is not None and report.ok:
+            entry.record(key, dataclasses.asdict(report))
+        self.fidelity = report
+        return report
+
     def __repr__(self) -> str:
         return f"Model({os.path.basename(self.path)!r}, input={list(self.input_shape)}, output={list(self.output_shape)})"
 
 
 def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None = None,
-         upper: torch.Tensor | None = None, samples: int = 4) -> Model:
+         upper: torch.Tensor | None = None, samples: int = 4, cache: bool = False) -> Model:
     """Import an ONNX model. With ``check`` (default), its IR must agree with onnxruntime
     on ``samples`` random inputs from ``[lower, upper]`` (default ``[−1, 1]``) or a
     :class:`~verifier.errors.FidelityError` names the first diverging node.
+
+    With ``cache`` (the CLI's default; off when ``VERIFIER_NO_CACHE=1``), the IR is read
+    from the on-disk cache of imported models (:mod:`verifier.ir.cache`, keyed by the
+    file's content and the verifier's code and versions) when it holds this file, else
+    imported and stored; a check already passed on the same box is not repeated
+    (:meth:`Model.check`). Cached or not, the IR, the checks and so every bound and verdict
+    are the same.
 
     ``path`` must be a ``str`` or ``os.PathLike``; ``lower``/``upper`` a number (the same
     bound for every input) or a tensor/array with one value per model input (any shape
@@ -140,10 +180,12 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
 
     Raises :class:`~verifier.errors.ModelError` for a missing, corrupt or unsupported
     file and :class:`VerifierInputError` for a path of another type, ``samples`` not an
-    integer in ``[1, MAX_SAMPLES]``, or a sampling box that is non-finite, empty, or whose
-    size does not match the model's input."""
+    integer in ``[1, MAX_SAMPLES]``, ``cache`` not a bool, or a sampling box that is
+    non-finite, empty, or whose size does not match the model's input."""
     if not isinstance(path, (str, os.PathLike)):
         raise VerifierInputError(f"path must be a file path (str or os.PathLike), not {type(path).__name__}")
+    if not isinstance(cache, bool):
+        raise VerifierInputError(f"cache must be True or False, not {cache!r}")
     samples = check_samples(samples)
     box = {}
     for name, value in (("lower", lower), ("upper", upper)):
@@ -152,8 +194,11 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
             if not bool(torch.isfinite(value).all()):
                 raise VerifierInputError(f"{name} must be finite")
             box[name] = value.double().cpu().reshape(-1)
-    graph = import_onnx(path)
-    size = math.prod(graph.nodes[graph.graph["input"]]["shape"])
+    from .ir.cache import import_cached
+
+    graph, entry = import_cached(path, use_cache=cache)
+    model = Model(graph, cache_entry=entry)
+    size = model.input_size
     for name, value in box.items():
         if value.numel() not in (1, size):
             raise VerifierInputError(f"{name} has {value.numel()} values; the model input has {size} "
@@ -168,8 +213,25 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
         if bool(torch.any(lower > upper)):
             raise VerifierInputError("the sampling box is empty: with one side given, the other is the default "
                                      "±1 (give both lower and upper)")
-    report = check_fidelity(graph, lower, upper, samples=samples) if check else None
-    return Model(graph, report)
+    if check:
+        model.check(lower, upper, samples)
+    return model
+
+
+def _report_from_fields(report_type: type, fields: dict | None):
+    """The recorded report ``fields`` as a ``report_type`` (a dataclass), or ``None`` when
+    there are none or they do not match its fields and types (a record from other code)."""
+    if not isinstance(fields, dict):
+        return None
+    names = {f.name: f for f in dataclasses.fields(report_type)}
+    if set(fields) != set(names):
+        return None
+    for name, value in fields.items():
+        allowed = {"samples": (int,), "ok": (bool,), "first_divergence": (str, type(None)),
+                   "overflow": (str, type(None))}.get(name, (float, int))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            return None
+    return report_type(**fields)
 
 
 def compute_bounds(model: Model, lower: torch.Tensor, upper: torch.Tensor, domain: str = "box",

@@ -86,14 +86,11 @@ def _load_with_spec(args):
     from .spec import read_vnnlib
 
     spec = read_vnnlib(args.spec)
-    model = load(args.model, check=False)
+    model = load(args.model, check=False, cache=not args.no_cache)
     spec.check_model(model.input_size, model.output_size)
     if not args.no_fidelity_check:
-        from .fidelity import check_fidelity
-
         region = spec.regions[0] if spec.regions else None
-        model.fidelity = check_fidelity(model.graph, None if region is None else region.lower,
-                                        None if region is None else region.upper)
+        model.check(None if region is None else region.lower, None if region is None else region.upper)
     return model, spec
 
 
@@ -162,7 +159,7 @@ def cmd_verify(args) -> int:
     options = _checked_domain_options(args)
     if args.result_file is not None:  # '' is refused, not ignored
         check_output_file(args.result_file, "--result-file")
-    warm_up()  # one-time imports and initialisation, before the clock starts
+    warm_up(optimizers=False)  # one-time imports before the clock (verify() warms the optimisers it needs)
     deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
     model, spec = _load_with_spec(args)
     load_seconds = deadline.elapsed()
@@ -195,6 +192,7 @@ def cmd_vnncomp(args) -> int:
                                    output=args.output, results_dir=args.results_dir, domain=args.domain,
                                    limit=args.limit, resume=args.resume, device=checked_device(args.device),
                                    dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check,
+                                   cache=not args.no_cache,
                                    progress=sys.stderr.isatty())  # a bar on a terminal only, not in logs
     print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
     if counts["error"] and counts["error"] == sum(counts.values()):
@@ -327,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N when available")
         p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
         p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
+        p.add_argument("--no-cache", action="store_true", help="import the model afresh (no IR cache; see README)")
 
     p = sub.add_parser("bounds", help="bound every model output over each input box of a spec")
     common(p, "box")
@@ -368,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
     p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
+    p.add_argument("--no-cache", action="store_true", help="import the models afresh (no IR cache; see README)")
     p.set_defaults(func=cmd_vnncomp)
 
     p = sub.add_parser("report", help="tables (and a cactus plot) of a vnncomp results CSV beside the published tools")

@@ -9,7 +9,8 @@ Timeout contract: a caller that promises an answer within ``T`` seconds starts o
 ``Deadline(T)`` *after* :func:`warm_up` (the one-time imports and first-use costs that no
 loop can interrupt: the first ``torch.optim.Adam`` step imports ``torch._dynamo``, seconds on
 a cold process) and passes it down (``verify(..., deadline=...)``); the model load and
-fidelity check count against it.
+fidelity check count against it. ``verify`` warms up the optimisers only when its method
+uses one, and extends a deadline it was given by the time that took.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class Deadline:
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
+    def extend(self, seconds: float) -> None:
+        """Move the end (and the start, so :meth:`elapsed` counts only the rest) ``seconds``
+        later: for one-time start-up work (:func:`warm_up`) that a running clock must not pay."""
+        self.start += seconds
+        if self.end is not None:
+            self.end += seconds
+
     @contextlib.contextmanager
     def active(self) -> Iterator["Deadline"]:
         """Make this the deadline :func:`checkpoint` checks, for the ``with`` block."""
@@ -58,32 +66,38 @@ class Deadline:
             _ACTIVE.reset(token)
 
 
-_WARM = False
+_WARM: set[str] = set()
 
 
-def warm_up() -> None:
+def warm_up(optimizers: bool = True) -> float:
     """Pay once per process, before any clock starts, for what the search would otherwise do
-    uninterruptibly on first use: one step of ``torch.optim.Adam`` and of autograd (the first
-    optimiser step imports ``torch._dynamo``), and the imports of the complete methods, the LP
-    and MILP solvers (scipy HiGHS) and onnxruntime. Idempotent; a fraction of a second after
-    the first call's few seconds."""
-    global _WARM
-    if _WARM:
-        return
-    import torch
+    uninterruptibly on first use: the imports of onnxruntime (counterexamples are confirmed
+    with it), the complete methods and CROWN; with ``optimizers`` (the default) also those of
+    the LP and MILP solvers (scipy HiGHS), α-CROWN and β-CROWN, and one step of
+    ``torch.optim.Adam`` and of autograd (the first optimiser imports ``torch._dynamo``, over
+    a second on a cold process). Idempotent; returns the seconds it took (about 0 once done)."""
+    start = time.monotonic()
+    if "imports" not in _WARM:
+        import onnxruntime  # noqa: F401
 
-    param = torch.zeros(2, requires_grad=True)
-    opt = torch.optim.Adam([param], lr=0.1)
-    (param * param).sum().backward()
-    opt.step()
-    opt.zero_grad()
-    import onnxruntime  # noqa: F401
-    import scipy.optimize  # noqa: F401
-    import scipy.sparse  # noqa: F401
+        from .complete import input_split, methods  # noqa: F401
+        from .domains import crown  # noqa: F401
+        _WARM.add("imports")
+    if optimizers and "optimizers" not in _WARM:
+        import scipy.optimize  # noqa: F401
+        import scipy.sparse  # noqa: F401
+        import torch
 
-    from .complete import activation_split, beta_crown, input_split, methods, milp, relu_split  # noqa: F401
-    from .domains import alpha_crown, crown, lp  # noqa: F401
-    _WARM = True
+        from .complete import activation_split, beta_crown, milp, relu_split  # noqa: F401
+        from .domains import alpha_crown, lp  # noqa: F401
+
+        param = torch.zeros(2, requires_grad=True)
+        opt = torch.optim.Adam([param], lr=0.1)
+        (param * param).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        _WARM.add("optimizers")
+    return time.monotonic() - start
 
 
 def checkpoint() -> None:

@@ -14,10 +14,25 @@ import torch
 
 from .api import Model
 from .attack import Counterexample, attack_region
-from .complete.methods import METHODS, bound_region
+from .complete.methods import INPUT_SPLIT_MAX_DIM, METHODS, bound_region
 from .deadline import Deadline, Timeout, warm_up
 from .errors import VerifierInputError
 from .spec.model import InputRegion, Spec
+
+
+#: the domains and methods that run without a torch optimiser or an LP/MILP solver (only
+#: α-CROWN, β-CROWN, the LP and the MILP use one); for any other name (the other methods,
+#: plugin domains) ``verify`` warms them up first (:func:`~verifier.deadline.warm_up`).
+WITHOUT_OPTIMIZERS = frozenset({"box", "deepz", "crown", "crown-ibp", "dual-lp", "input-split"})
+
+
+def uses_optimizers(domain: str, input_size: int) -> bool:
+    """Whether deciding with ``domain`` (a domain or complete method name) on a model of
+    ``input_size`` inputs may use an optimiser or solver: ``auto`` does only above
+    :data:`~verifier.complete.methods.INPUT_SPLIT_MAX_DIM` inputs (it splits smaller inputs)."""
+    if domain == "auto":
+        return input_size > INPUT_SPLIT_MAX_DIM
+    return domain not in WITHOUT_OPTIMIZERS
 
 
 @dataclass
@@ -72,7 +87,9 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
 
     Time: ``deadline`` (an already started :class:`~verifier.deadline.Deadline`, e.g. started
     by the CLI before loading the model) is used when given, else a new one of ``timeout``
-    seconds (``None``: no limit) starts after the one-time :func:`~verifier.deadline.warm_up`.
+    seconds (``None``: no limit) starts after the one-time :func:`~verifier.deadline.warm_up`
+    (with the optimisers only when :func:`uses_optimizers`; a given deadline is extended by
+    the time that warm-up took).
     Every loop checks the deadline; past it the result is ``timeout``.
 
     Raises :class:`VerifierInputError` before any work for: a malformed spec
@@ -108,9 +125,11 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
         raise VerifierInputError(f"spec must be a verifier.spec.Spec, not {type(spec).__name__}")
     spec.validate()
     spec.check_model(model.input_size, model.output_size)
-    warm_up()
+    spent = warm_up(optimizers=uses_optimizers(domain, model.input_size))
     if deadline is None:
         deadline = Deadline(timeout)
+    else:
+        deadline.extend(spent)  # one-time start-up is not the caller's budget (see warm_up)
     notes: list[str] = []
     try:
         with deadline.active():

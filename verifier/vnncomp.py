@@ -8,8 +8,9 @@ in the competition layout ``benchmark,onnx,vnnlib,prepare_time,result,run_time``
 header line), flushed row by row so that an interrupted run can be resumed.
 
 ``prepare_time`` is the model import (once per distinct ONNX file: later instances of the
-same model reuse it), the VNN-LIB parse and the onnxruntime fidelity check inside the
-spec's first input box; ``run_time`` is the wall time of :func:`verifier.verify.verify`.
+same model reuse it; read from the on-disk IR cache when a run or ``prepare_instance.sh``
+imported it before), the VNN-LIB parse and the onnxruntime fidelity check inside the
+spec's first input box (skipped when the cache records it passed on that box); ``run_time`` is the wall time of :func:`verifier.verify.verify`.
 As in the competition, a verdict that arrives after the instance's timeout counts as
 ``timeout``.
 
@@ -216,10 +217,13 @@ class FileResolver:
 
 
 class ModelCache:
-    """Loads each ONNX file once; a file that failed to load fails again without retrying."""
+    """Loads each ONNX file once; a file that failed to load fails again without retrying.
+    With ``disk_cache`` the imports go through the on-disk IR cache
+    (:mod:`verifier.ir.cache`), so a model prepared or run before is not imported again."""
 
-    def __init__(self):
+    def __init__(self, disk_cache: bool = True):
         self._models: dict[Path, object] = {}
+        self.disk_cache = disk_cache
 
     def get(self, path: Path):
         """The :class:`verifier.api.Model` for ``path`` (unchecked; see :func:`prepare`)."""
@@ -227,7 +231,7 @@ class ModelCache:
 
         if path not in self._models:
             try:
-                self._models[path] = load(path, check=False)
+                self._models[path] = load(path, check=False, cache=self.disk_cache)
             except Exception as exc:  # remembered, re-raised for every instance of this model
                 self._models[path] = exc
         model = self._models[path]
@@ -244,12 +248,9 @@ def prepare(instance: Instance, files: FileResolver, models: ModelCache, fidelit
     model = models.get(files(instance.onnx))
     spec = read_vnnlib(files(instance.vnnlib))
     spec.check_model(model.input_size, model.output_size)
-    if fidelity:
-        from .fidelity import check_fidelity
-
+    if fidelity:  # a check passed before on this box (IR cache) is not repeated
         region = spec.regions[0] if spec.regions else None
-        model.fidelity = check_fidelity(model.graph, None if region is None else region.lower,
-                                        None if region is None else region.upper)
+        model.check(None if region is None else region.lower, None if region is None else region.upper)
     return model, spec
 
 
@@ -376,7 +377,7 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
                   results_dir: str | os.PathLike | None = None, domain: str = "auto",
                   limit: int | None = None, resume: bool = False, device: str = "cpu",
                   dtype: torch.dtype = torch.float64, fidelity: bool = True,
-                  progress: bool = True) -> tuple[Path, Counter]:
+                  progress: bool = True, cache: bool = True) -> tuple[Path, Counter]:
     """Verify the instances of ``bench_dir`` (the first ``limit`` of them) and write the CSV.
 
     ``output`` defaults to ``<benchmark>.csv`` in the current folder and ``results_dir`` to
@@ -385,9 +386,12 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
     by the header line; with it, a cut last row is dropped (the file rewritten
     atomically), instances already listed are skipped and the rest appended. Every row is
     appended in one write (complete or absent). Returns the output path and the count of
-    each result (resumed rows included)."""
+    each result (resumed rows included). ``cache=False`` imports every model afresh instead
+    of through the on-disk IR cache."""
     from tqdm import tqdm
 
+    if not isinstance(cache, bool):
+        raise VerifierInputError(f"cache must be True or False, not {cache!r}")
     plan = plan_benchmark(bench_dir, instances_csv, timeout_scale, output, results_dir, domain, limit, resume)
     check_output_dir(plan.results_dir, "--results-dir")
     output, benchmark = plan.output, plan.benchmark
@@ -400,7 +404,7 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
 
     counts = Counter({name: 0 for name in RESULTS})
     counts.update(plan.done.values())
-    models = ModelCache()
+    models = ModelCache(disk_cache=cache)
     with tempfile.TemporaryDirectory(prefix="verifier_vnncomp_") as cache, \
             tqdm(total=len(plan.instances), initial=len(plan.instances) - len(plan.todo), unit="inst",
                  desc=benchmark, disable=not progress, file=sys.stderr) as bar:

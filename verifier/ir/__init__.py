@@ -6,7 +6,17 @@ names, and ``order`` (a topological order computed once).
 """
 
 from .graph import input_node, output_node, parameter_count, summary, topological_order
-from .onnx_import import import_onnx
+
+
+def __getattr__(name: str):
+    """``import_onnx`` on first use: the importer pulls in onnx and every converter, which a
+    model read from the IR cache (:mod:`verifier.ir.cache`) does not need."""
+    if name == "import_onnx":
+        from .onnx_import import import_onnx
+
+        return import_onnx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "import_onnx",

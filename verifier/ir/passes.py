@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import networkx as nx
+import numpy as np
 import torch
 
 from .graph import add_input_edge
@@ -28,6 +29,15 @@ def _redirect(graph: nx.DiGraph, removed: str, kept: str) -> None:
     graph.remove_node(removed)
 
 
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` unchanged (numpy's rule; torch's
+    ``broadcast_shapes`` would import its symbolic-shape machinery, ~0.3 s, on first use)."""
+    try:
+        return np.broadcast_shapes(target, shape) == target
+    except ValueError:
+        return False
+
+
 def fuse_bias_adds(graph: nx.DiGraph) -> nx.DiGraph:
     """Fold ``y = W x`` followed by ``y + b`` (a unit-scale ``scale_shift``) into one op
     ``y = W x + b`` when the product has no other consumer."""
@@ -47,7 +57,7 @@ def fuse_bias_adds(graph: nx.DiGraph) -> nx.DiGraph:
             if shift.dim() != spatial + 1 or any(s != 1 for s in shift.shape[1:]) or shift.shape[0] not in (1, node["shape"][-spatial - 1]):
                 continue
             shift = shift.reshape(-1).expand(node["shape"][-spatial - 1])
-        elif torch.broadcast_shapes(tuple(node["shape"]), tuple(shift.shape)) != tuple(node["shape"]):
+        elif not _broadcasts_to(tuple(shift.shape), tuple(node["shape"])):
             continue
         bias = node["params"].get("bias")
         node["params"]["bias"] = shift.clone() if bias is None else bias + shift

@@ -1,0 +1,126 @@
+"""Start-up of ``verifier verify`` against ``python -c "import torch"`` (issue 14, deliverable 1).
+
+Times, in one run and interleaved (so a change of machine load hits all of them alike):
+
+* ``import torch``: ``python -c "import torch"``, the floor of any torch-based tool;
+* ``verify cold``: ``verifier verify MODEL SPEC`` with an empty IR cache (a fresh
+  ``VERIFIER_CACHE_DIR`` each time: the ONNX import and the onnxruntime check run, and the
+  entry is written);
+* ``verify warm``: the same with the cache filled (what ``prepare_instance.sh`` leaves
+  for ``run_instance.sh``).
+
+and prints each median (and minimum) wall time, the ratios to ``import torch`` (target:
+warm ≤ 2), the verifier's own ``time:`` line (load, check and search inside its clock), the
+load average before and after, and nnenum's published time for the instance when the
+benchmark's ``reference.csv`` has it (measured on the competition's machine, not here).
+
+    python benchmarks/startup.py                        # ACAS Xu 1_1, prop_1, 5 repeats
+    python benchmarks/startup.py --repeats 9 --onnx onnx/ACASXU_run2a_2_3_batch_2000.onnx --vnnlib vnnlib/prop_2.vnnlib
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BENCH = REPO.parent / "shared" / "benchmarks" / "vnncomp" / "acasxu"
+TARGET = 2.0
+
+
+def verifier_command() -> list[str]:
+    """The installed ``verifier`` entry point beside this Python, else ``python -m verifier.cli``."""
+    script = Path(sys.executable).parent / "verifier"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "verifier.cli"]
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall seconds and stdout of one run; exits with its stderr when it fails."""
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"error: {' '.join(command)} exited with {done.returncode}: {done.stderr.strip()[-500:]}")
+    return seconds, done.stdout
+
+
+def own_time(stdout: str) -> float | None:
+    """The ``time: X s`` the verifier prints (its clock: load, check, search)."""
+    match = re.search(r"^time: ([0-9.]+) s", stdout, re.M)
+    return float(match.group(1)) if match else None
+
+
+def nnenum_time(bench: Path, onnx: str, vnnlib: str) -> str:
+    """nnenum's published result and time for the instance, or ``"n/a"``."""
+    reference = bench / "reference.csv"
+    if not reference.is_file():
+        return "n/a"
+    with open(reference, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("onnx") == onnx and row.get("vnnlib") == vnnlib and row.get("nnenum_time"):
+                return f"{float(row['nnenum_time']):.2f} s ({row.get('nnenum_result', '?')}, competition machine)"
+    return "n/a"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench-dir", type=Path, default=DEFAULT_BENCH, help="benchmark folder (default: acasxu)")
+    parser.add_argument("--onnx", default="onnx/ACASXU_run2a_1_1_batch_2000.onnx", help="model, relative to it")
+    parser.add_argument("--vnnlib", default="vnnlib/prop_1.vnnlib", help="spec, relative to it")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each command (default 5)")
+    args = parser.parse_args()
+    model, spec = args.bench_dir / args.onnx, args.bench_dir / args.vnnlib
+    for path in (model, spec):
+        if not path.is_file():
+            print(f"error: {path} not found (give --bench-dir / --onnx / --vnnlib)", file=sys.stderr)
+            return 2
+    if args.repeats < 1:
+        print("error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+
+    verify = [*verifier_command(), "verify", str(model), str(spec)]
+    base_env = {k: v for k, v in os.environ.items() if k not in ("VERIFIER_NO_CACHE", "VERIFIER_CACHE_DIR")}
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="verifier_startup_"))
+    try:
+        warm_env = {**base_env, "VERIFIER_CACHE_DIR": str(work / "warm")}
+        timed(verify, warm_env)  # fills the warm cache (not timed), like prepare_instance.sh
+        times: dict[str, list[float]] = {"import torch": [], "verify cold": [], "verify warm": []}
+        own: dict[str, list[float]] = {"verify cold": [], "verify warm": []}
+        for index in range(args.repeats):
+            times["import torch"].append(timed([sys.executable, "-c", "import torch"], base_env)[0])
+            cold_env = {**base_env, "VERIFIER_CACHE_DIR": str(work / f"cold{index}")}
+            for name, env in (("verify cold", cold_env), ("verify warm", warm_env)):
+                seconds, stdout = timed(verify, env)
+                times[name].append(seconds)
+                if own_time(stdout) is not None:
+                    own[name].append(own_time(stdout))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    torch_median = statistics.median(times["import torch"])
+    print(f"instance: {args.bench_dir.name} {args.onnx} {args.vnnlib}; {args.repeats} runs each, interleaved")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); {os.cpu_count()} CPUs")
+    print(f"{'command':14s} {'median s':>9s} {'min s':>7s} {'ratio':>6s}  verifier's own time (median)")
+    for name, values in times.items():
+        ratio = statistics.median(values) / torch_median
+        inner = f"{statistics.median(own[name]):.3f} s" if own.get(name) else ""
+        print(f"{name:14s} {statistics.median(values):9.3f} {min(values):7.3f} {ratio:6.2f}  {inner}")
+    warm_ratio = statistics.median(times["verify warm"]) / torch_median
+    print(f"target: verify warm <= {TARGET:g} x import torch: {'met' if warm_ratio <= TARGET else 'NOT met'} "
+          f"({warm_ratio:.2f}); nnenum's published time: {nnenum_time(args.bench_dir, args.onnx, args.vnnlib)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
