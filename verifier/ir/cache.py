@@ -312,16 +312,14 @@ def import_cached(path: str | os.PathLike, dtype: torch.dtype | None = None,
     ``VERIFIER_NO_CACHE``), the file cannot be hashed, the model has external data, or its
     IR holds a value the format does not store. Raises what ``import_onnx`` raises
     (:class:`~verifier.errors.ModelError` and subclasses); cache problems never raise."""
-    from .onnx_import import import_onnx
-
     path = os.fspath(path)
     if not use_cache or disabled_by_env():
-        return import_onnx(path, dtype), None
+        return _import_onnx(path, dtype), None
     try:
         before = os.stat(path)
         model_sha256 = file_sha256(path)
     except OSError:  # missing, a folder, unreadable: import_onnx says which
-        return import_onnx(path, dtype), None
+        return _import_onnx(path, dtype), None
     fp = fingerprint(dtype)
     file = entry_file(model_sha256, fp)
     entry = read_entry(file, model_sha256, fp)
@@ -333,7 +331,7 @@ def import_cached(path: str | os.PathLike, dtype: torch.dtype | None = None,
         if graph is not None:
             _touch(file)
             return graph, entry
-    graph = import_onnx(path, dtype)
+    graph = _import_onnx(path, dtype)
     try:
         after = os.stat(path)
         if (before.st_mtime_ns, before.st_size, before.st_ino) != (after.st_mtime_ns, after.st_size, after.st_ino) \
@@ -346,6 +344,14 @@ def import_cached(path: str | os.PathLike, dtype: torch.dtype | None = None,
         return graph, None
     prune(file.parent)
     return graph, entry
+
+
+def _import_onnx(path: str, dtype: torch.dtype | None) -> nx.DiGraph:
+    """:func:`~verifier.ir.onnx_import.import_onnx`, imported here (onnx, every converter) only
+    when a model is imported, never on a hit."""
+    from .onnx_import import import_onnx
+
+    return import_onnx(path, dtype)
 
 
 def _has_external_data(path: str) -> bool:
