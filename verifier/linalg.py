@@ -12,6 +12,17 @@ def centre_radius(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tenso
     return (upper + lower) / 2, (upper - lower) / 2
 
 
+def cast_outward(lower: torch.Tensor, upper: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[lower, upper]`` (any shape, a wider dtype) in ``dtype``, rounded outwards: the cast
+    entry moves one ulp down (up) wherever rounding to nearest went above (below), so the
+    cast interval contains the original."""
+    lo, hi = lower.to(dtype), upper.to(dtype)
+    wide = torch.promote_types(lower.dtype, dtype)
+    lo = torch.where(lo.to(wide) > lower, torch.nextafter(lo, torch.full_like(lo, -math.inf)), lo)
+    hi = torch.where(hi.to(wide) < upper, torch.nextafter(hi, torch.full_like(hi, math.inf)), hi)
+    return lo, hi
+
+
 def batched_spec(C: torch.Tensor, batch: int) -> torch.Tensor:
     """A spec matrix ``(k, n)`` or a batch of them ``(B, k, n)`` as ``(B, k, n)``."""
     if C.dim() == 2:

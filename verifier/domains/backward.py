@@ -107,7 +107,7 @@ class BackwardPass:
     def __init__(self, graph: nx.DiGraph, bounds: Bounds, policy: str, alpha: dict | None = None):
         self.graph, self.bounds, self.policy, self.alpha = graph, bounds, policy, alpha
         self._lines: dict[str, Lines] = {}
-        self._pools: dict[str, MaxPoolRelaxation] = {}
+        self._built: dict[str, object] = {}
 
     def input_shapes(self, n: str) -> list[tuple]:
         return [tuple(self.graph.nodes[p]["shape"]) for p in predecessors_by_slot(self.graph, n)]
@@ -130,12 +130,17 @@ class BackwardPass:
                                                              policy=self.policy)
         return self._lines[n]
 
+    def relaxation(self, n: str, build: Callable[[dict, torch.Tensor, torch.Tensor], object]):
+        """``build(node, l, u)`` from the bounds of node ``n``'s one input, built once per pass
+        (a relaxation that is not elementwise: max-pooling, softmax)."""
+        if n not in self._built:
+            (p,) = predecessors_by_slot(self.graph, n)
+            self._built[n] = build(self.graph.nodes[n], *self.bounds[p])
+        return self._built[n]
+
     def pool(self, n: str) -> MaxPoolRelaxation:
         """Node ``n``'s max-pool relaxation."""
-        if n not in self._pools:
-            (p,) = predecessors_by_slot(self.graph, n)
-            self._pools[n] = MaxPoolRelaxation(self.graph.nodes[n], *self.bounds[p])
-        return self._pools[n]
+        return self.relaxation(n, MaxPoolRelaxation)
 
 
 class BackwardDomain(Domain):

@@ -7,6 +7,8 @@ IBP (Gowal et al. 2018, eq. 6; Mirman et al. 2018's Box):
   index ops): map both endpoints;
 * elementwise nonlinear ops: the exact range from their relaxation entry
   (:meth:`~verifier.ops.relaxation.Relaxation.interval`);
+* softmax / log-softmax: the exact range of each output, increasing in its own input and
+  decreasing in the others (:func:`~verifier.ops.softmax.softmax_interval`);
 * bilinear ops (``mul``, ``matmul``, :mod:`verifier.ops.bilinear`): each scalar product
   term ``x·y`` takes its exact range ``[min, max]`` of the four corner products, and a
   matrix product sums them over ``k`` (exact for ``mul``; for ``matmul`` the interval
@@ -31,6 +33,7 @@ from ..ops import FORWARD, LINEAR_PART, derived
 from ..ops.bilinear import BILINEAR
 from ..ops.categories import ANY_ELEMENTWISE, ANY_LINEAR, ANY_MONOTONE
 from ..ops.relaxation import RELAXATIONS
+from ..ops.softmax import SOFTMAX_KINDS, softmax_interval
 from . import register_domain
 from .base import Domain
 
@@ -111,6 +114,12 @@ def box_monotone(domain, node, *xs: Interval) -> Interval:
 def box_elementwise(domain, node, x: Interval) -> Interval:
     """The exact range of ``f`` over ``[l, u]`` (the relaxation table's ``interval``)."""
     return Interval(*RELAXATIONS[node["kind"]].interval(node, x.lower, x.upper))
+
+
+@BoxDomain.transfer(*SOFTMAX_KINDS)
+def box_softmax(domain, node, x: Interval) -> Interval:
+    """The exact range of each softmax / log-softmax output (:func:`~verifier.ops.softmax.softmax_interval`)."""
+    return Interval(*softmax_interval(node["kind"], x.lower, x.upper))
 
 
 @BoxDomain.transfer(*BILINEAR)

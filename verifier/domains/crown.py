@@ -12,6 +12,8 @@ For ``Λ`` the coefficients of a node's output (``(B, k, *shape)``):
 * max-pool (DeepPoly, Singh et al. 2019, §4.4): below by the window entry with the largest
   lower bound, above by that entry when it dominates the window (``l_j ≥ max_{i≠j} u_i``),
   else by ``max u``;
+* softmax / log-softmax: the linear bounds of :mod:`verifier.ops.softmax`, one row of
+  coefficients on the whole input vector per output (:func:`crown_softmax`);
 * bilinear ``z = B(x, y)`` (``mul``, ``matmul``; :mod:`verifier.ops.bilinear`): McCormick's
   planes per scalar product term, mixed per output entry (:func:`crown_bilinear`).
 
@@ -33,6 +35,7 @@ from ..ops.adjoint import adjoint, offset
 from ..ops.bilinear import BILINEAR, LOWER_CORNERS, UPPER_CORNERS
 from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE
 from ..ops.relaxation import RELAXATIONS
+from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation
 from . import register_domain
 from .backward import BackwardDomain, BackwardPass, relaxed
 
@@ -73,6 +76,19 @@ def crown_maxpool(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     through = pos + torch.where(dom, neg, torch.zeros_like(neg))
     constant = dot(torch.where(dom, torch.zeros_like(neg), neg), rel.max_u)
     return [rel.adjoint(through)], constant
+
+
+@BackwardDomain.backward_transfer(*SOFTMAX_KINDS)
+@relaxed(refine=lambda l, u: l < u)
+def crown_softmax(domain, context: BackwardPass, n: str, lam: torch.Tensor):
+    """The lines of :class:`~verifier.ops.softmax.SoftmaxRelaxation` (one row of
+    coefficients on the ``n`` inputs per output): ``Λ_x = Λ⁺A_l + Λ⁻A_u``, constant
+    ``Λ⁺·b_l + Λ⁻·b_u``."""
+    rel = context.relaxation(n, lambda node, l, u: SoftmaxRelaxation(node["kind"], l, u))
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    lam_x = (torch.einsum("bk...i,b...ij->bk...j", pos, rel.lower_weight)
+             + torch.einsum("bk...i,b...ij->bk...j", neg, rel.upper_weight))
+    return [lam_x], dot(pos, rel.lower_bias) + dot(neg, rel.upper_bias)
 
 
 def mccormick_init(node: dict, x_bounds, y_bounds) -> torch.Tensor:

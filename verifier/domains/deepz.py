@@ -14,6 +14,8 @@ nonlinear op appends fresh symbols after all symbols allocated so far.
   for sigmoid/tanh ``λ = min(f'(l), f'(u))``;
 * max-pool: the dominating window entry when one dominates, else a fresh symbol spanning
   ``[max l, max u]``;
+* softmax / log-softmax: the lower line of :mod:`verifier.ops.softmax` plus a fresh symbol
+  spanning the gap to the upper line, or the constant interval where narrower;
 * bilinear ``z = B(x, y)`` (``mul``, ``matmul``; DeepT, Bonaert et al. 2021, §4.3, "fast"
   variant): see :func:`deepz_bilinear`.
 
@@ -32,6 +34,7 @@ from ..ops.adjoint import offset
 from ..ops.bilinear import BILINEAR
 from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS
+from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation
 from . import register_domain
 from .base import Domain
 
@@ -203,6 +206,25 @@ def deepz_maxpool(domain, node, x: Zonotope) -> Zonotope:
     centre = torch.where(dom, picked_c, (lower_sel + rel.max_u) / 2)
     scaled = torch.where(dom.unsqueeze(1), picked_g, torch.zeros_like(picked_g))
     return domain.extend(scaled, centre, torch.where(dom, torch.zeros_like(centre), (rel.max_u - lower_sel) / 2))
+
+
+@DeepZDomain.transfer(*SOFTMAX_KINDS)
+def deepz_softmax(domain, node, x: Zonotope) -> Zonotope:
+    """Between the lines ``A_l x + b_l ≤ y ≤ A_u x + b_u`` of
+    :class:`~verifier.ops.softmax.SoftmaxRelaxation`: ``y = A_l x + b_l + w/2 + (w/2)·e_new``
+    with ``w`` the largest gap ``(A_u − A_l) x + b_u − b_l`` over the zonotope; per entry,
+    the constant ``[L, U]`` (a fresh symbol only) where that is narrower."""
+    l, u = domain.concretize(x)
+    rel = SoftmaxRelaxation(node["kind"], l, u)
+    gens = torch.einsum("b...ij,bm...j->bm...i", rel.lower_weight, x.generators)
+    gap_weight = rel.upper_weight - rel.lower_weight
+    gap = (torch.einsum("b...ij,b...j->b...i", gap_weight, x.centre) + rel.upper_bias - rel.lower_bias
+           + torch.einsum("b...ij,bm...j->bm...i", gap_weight, x.generators).abs().sum(1)).clamp(min=0)
+    constant_radius = (rel.upper - rel.lower) / 2
+    linear = gens.abs().sum(1) + gap / 2 < constant_radius
+    centre = torch.where(linear, rel.apply(x.centre, "lower") + gap / 2, (rel.lower + rel.upper) / 2)
+    gens = torch.where(linear.unsqueeze(1), gens, torch.zeros_like(gens))
+    return domain.extend(gens, centre, torch.where(linear, gap / 2, constant_radius))
 
 
 @DeepZDomain.transfer(*BILINEAR)

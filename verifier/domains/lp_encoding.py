@@ -7,7 +7,8 @@ so: small networks only); an elementwise nonlinear op ``y = f(x)`` is ``y`` abov
 lower and below every upper line of its relaxation entry
 (:meth:`~verifier.ops.relaxation.Relaxation.lp_lines`), e.g. the triangle
 ``y ≥ 0, y ≥ x, y ≤ u(x − l)/(u − l)`` of a crossing ReLU (Ehlers 2017, eq. 3), with the
-pre-activation box ``l ≤ x ≤ u`` as variable bounds. Entries of piecewise-linear kinds
+pre-activation box ``l ≤ x ≤ u`` as variable bounds; softmax rows between the two lines
+of :mod:`verifier.ops.softmax`. Entries of piecewise-linear kinds
 (ReLU) are listed in ``crossing`` for the MILP's binaries.
 """
 
@@ -28,6 +29,7 @@ from ..linalg import crossing
 from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE, lookup
 from ..ops.adjoint import adjoint, offset
 from ..ops.relaxation import RELAXATIONS
+from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation
 
 MAX_VARIABLES = 200_000
 
@@ -165,6 +167,30 @@ def lp_elementwise(enc: LPEncoder, n: str, node: dict, x: slice) -> slice:
             row[:, x] = -sign * sp.diags(_numpy(slope))
             enc.ub_rows.append(row.tocsr())
             enc.ub_rhs.append(sign * _numpy(icpt))
+    return out
+
+
+@lp_constraint(*SOFTMAX_KINDS)
+def lp_softmax(enc: LPEncoder, n: str, node: dict, x: slice) -> slice:
+    """``A_l x + b_l ≤ y ≤ A_u x + b_u`` (:class:`~verifier.ops.softmax.SoftmaxRelaxation`,
+    one ``n × n`` block per softmax row) and the exact interval as variable bounds."""
+    (p,) = predecessors_by_slot(enc.graph, n)
+    l_t, u_t = enc.bounds[p]
+    enc.var_lo[x] = np.maximum(enc.var_lo[x], _numpy(l_t))
+    enc.var_hi[x] = np.minimum(enc.var_hi[x], _numpy(u_t))
+    rel = SoftmaxRelaxation(node["kind"], l_t, u_t)
+    out = enc.allocate(math.prod(node["shape"]))
+    size = out.stop - out.start
+    enc.var_lo[out], enc.var_hi[out] = _numpy(rel.lower), _numpy(rel.upper)
+    eye = sp.identity(size, format="csr")
+    for sign, weight, bias in ((-1.0, rel.lower_weight, rel.lower_bias), (1.0, rel.upper_weight, rel.upper_bias)):
+        n_cols = weight.shape[-1]
+        blocks = weight.reshape(-1, n_cols, n_cols).double().cpu().numpy()
+        row = enc.rows(size)  # lower: A_l x + b_l − y ≤ 0; upper: y − A_u x − b_u ≤ 0
+        row[:, out] = sign * eye
+        row[:, x] = -sign * sp.block_diag(list(blocks), format="csr")
+        enc.ub_rows.append(row.tocsr())
+        enc.ub_rhs.append(sign * _numpy(bias))
     return out
 
 

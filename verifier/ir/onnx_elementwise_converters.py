@@ -15,7 +15,7 @@ UNARY = {"Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal",
          "Softplus": "softplus", "Erf": "erf", "Abs": "abs", "Sign": "sign", "Floor": "floor", "Ceil": "ceil",
          "Round": "round", "HardSwish": "hard_swish"}
 SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
-MAX_SOFTMAX_WEIGHTS = 2 * 10**7  # entries of the n × n(n−1) difference matrix
+MAX_SOFTMAX_WEIGHTS = 2 * 10**7  # coefficients of a softmax's linear bounds per sample (rows · n²)
 
 
 def _unary(ctx, node, kind: str, x: str | None = None, **attrs) -> str:
@@ -112,13 +112,10 @@ def _opset(ctx) -> int:
 
 @converter("Softmax", "LogSoftmax")
 def convert_softmax(ctx, node):
-    """``softmaxᵢ = 1 / (1 + Σ_{j≠i} e^{x_j − x_i})`` and ``log_softmaxᵢ = −log(1 + Σ_{j≠i} e^{x_j − x_i})``
-    over ``axis`` (from opset 13 one axis, default −1; before, the axes from ``axis`` on,
-    default 1, flattened into one), lowered to: move the axis last and view the tensor as
-    ``(M, n)``; one ``linear`` map to the ``n(n−1)`` differences ``x_j − x_i``; ``exp``; one
-    ``linear`` map summing each ``i``'s ``n − 1`` terms plus 1; ``reciprocal`` (or ``log``
-    and ``−1·``), told that their input is ``≥ 1`` (attribute ``input_min``: a domain's bound
-    on the sum may dip below, e.g. a zonotope's, and is clipped); back to the input's shape."""
+    """One ``softmax`` / ``log_softmax`` node over the last axis (:mod:`verifier.ops.softmax`)
+    on the input with ONNX's ``axis`` moved last: from opset 13 one axis (default −1), moved
+    there by a ``transpose`` and back; before, the axes from ``axis`` on (default 1),
+    flattened into one by a ``reshape``."""
     x = variable_input(ctx, node)
     shape = tuple(ctx.graph.nodes[x]["shape"])
     rank = len(shape)
@@ -130,36 +127,20 @@ def convert_softmax(ctx, node):
     label = node_label(node)
     if rank == 0:
         raise Unsupported("softmax of a scalar")
-    h, perm = x, None
+    kind = "softmax" if node.op_type == "Softmax" else "log_softmax"
+    n = shape[axis] if new else math.prod(shape[axis:])
+    rows = math.prod(shape) // max(n, 1)
+    if rows * n * n > MAX_SOFTMAX_WEIGHTS:
+        raise Unsupported(f"softmax over {rows} rows of {n} entries: its linear bounds need {rows * n * n:.3g} "
+                          f"coefficients per sample (at most {MAX_SOFTMAX_WEIGHTS:.0e})")
     if new:
-        n = shape[axis]
-        if axis != rank - 1:
-            perm = [d for d in range(rank) if d != axis] + [axis]
-            h = ctx.emit("transpose", [h], source=label, perm=perm)
-        moved = tuple(shape[d] for d in perm) if perm else shape
-        h = reshape_to(ctx, h, (math.prod(moved[:-1]), n), node)
-    else:
-        n = math.prod(shape[axis:])
-        h = reshape_to(ctx, h, (math.prod(shape[:axis]), n), node)
-    if n * n * (n - 1) > MAX_SOFTMAX_WEIGHTS:
-        raise Unsupported(f"softmax over {n} entries: the pairwise lowering needs {n * n * (n - 1):.3g} weights "
-                          f"(at most {MAX_SOFTMAX_WEIGHTS:.0e})")
-    if n == 1:  # softmax ≡ 1, log-softmax ≡ 0
-        h = _affine(ctx, node, h, 0.0, 1.0 if node.op_type == "Softmax" else 0.0)
-    else:
-        pairs = [(i, j) for i in range(n) for j in range(n) if j != i]
-        diff, total = np.zeros((n, len(pairs))), np.zeros((len(pairs), n))
-        for col, (i, j) in enumerate(pairs):
-            diff[j, col], diff[i, col], total[col, i] = 1.0, -1.0, 1.0
-        h = ctx.emit("linear", [h], params={"weight": ctx.tensor(diff)}, source=label, side="right")
-        h = ctx.emit("exp", [h], source=label)
-        h = ctx.emit("linear", [h], params={"weight": ctx.tensor(total), "bias": ctx.tensor(np.ones(n))},
-                     source=label, side="right")
-        if node.op_type == "Softmax":
-            h = ctx.emit("reciprocal", [h], source=label, input_min=1.0)
-        else:
-            h = _affine(ctx, node, ctx.emit("log", [h], source=label, input_min=1.0), -1.0, 0.0)
-    if new and perm:
-        h = reshape_to(ctx, h, tuple(shape[d] for d in perm), node)
-        h = ctx.emit("transpose", [h], source=label, perm=[perm.index(d) for d in range(rank)])
+        perm = None if axis == rank - 1 else [d for d in range(rank) if d != axis] + [axis]
+        h = x if perm is None else ctx.emit("transpose", [x], source=label, perm=perm)
+        h = ctx.emit(kind, [h], source=label, **({} if perm else {"name": node.output[0]}))
+        if perm:
+            h = ctx.emit("transpose", [h], name=node.output[0], source=label, perm=[perm.index(d) for d in range(rank)])
+        bind_output(ctx, node, h)
+        return
+    h = reshape_to(ctx, x, (math.prod(shape[:axis]), n), node)
+    h = ctx.emit(kind, [h], source=label)
     bind_output(ctx, node, reshape_to(ctx, h, shape, node, node.output[0]))

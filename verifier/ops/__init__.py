@@ -93,7 +93,7 @@ def linear_part(kind: str):
 
 
 from . import bilinear, conv, index, leaky_relu, linear, pool, relu, s_shaped, shape  # noqa: E402,F401  (fill the registries)
-from . import curvature, elu, exp_log, gaussian, kinked, power, steps, trig  # noqa: E402,F401  (elementwise ops)
+from . import curvature, elu, exp_log, gaussian, kinked, power, softmax, steps, trig  # noqa: E402,F401  (elementwise ops)
 
 __all__ = ["AFFINE_KINDS", "FORWARD", "LINEAR_PART", "MONOTONE_KINDS", "absolute", "derived", "forward_op",
            "linear_part"]

@@ -136,12 +136,6 @@ class CurveRelaxation(Relaxation):
         return None
 
     # --- derived ----------------------------------------------------------------------
-    def restrict(self, node: Node, l: torch.Tensor, u: torch.Tensor):
-        """``[l, u]`` intersected with ``x ≥ m`` where the converter guarantees it (attribute
-        ``input_min = m``, e.g. softmax's ``1 + Σ e^{…} ≥ 1``): sound, since no input lies below."""
-        m = node["attrs"].get("input_min")
-        return (l, u) if m is None else (l.clamp(min=m), u.clamp(min=m))
-
     def check(self, node: Node, l: torch.Tensor, u: torch.Tensor) -> None:
         """Refuse input ranges outside :meth:`domain`."""
         requirement = self.domain(node)
@@ -201,7 +195,6 @@ class CurveRelaxation(Relaxation):
         return torch.full_like(l, 0.5)
 
     def lines(self, node, l, u, alpha=None, policy="adaptive"):
-        l, u = self.restrict(node, l, u)
         self.check(node, l, u)
         if alpha is None:
             alpha = self.alpha_init(node, l, u)
@@ -225,7 +218,6 @@ class CurveRelaxation(Relaxation):
         return Lines(lower_s, lower_b, upper_s, upper_b)
 
     def band(self, node, l, u):
-        l, u = self.restrict(node, l, u)
         self.check(node, l, u)
         _, _, _, chord = self.chord(node, l, u)
         low, high = self.g_range(node, chord, l, u)
@@ -235,7 +227,6 @@ class CurveRelaxation(Relaxation):
     def interval(self, node, l, u):
         """Endpoints for monotone ``f``; else ``f`` at the endpoints and the clamped
         :meth:`stationary` points (exact), or the band of slope 0."""
-        l, u = self.restrict(node, l, u)
         self.check(node, l, u)
         direction = self.monotonicity(node)
         if direction != 0:
@@ -252,7 +243,6 @@ class CurveRelaxation(Relaxation):
         """CROWN's lines plus, on one convex (concave) piece, the tangents at both ends
         below (above) ``f``: the LP keeps the tightest at every point."""
         main = self.lines(node, l, u)
-        l, u = self.restrict(node, l, u)
         lower, upper = [(main.lower_slope, main.lower_bias)], [(main.upper_slope, main.upper_bias)]
         _, _, flat, _ = self.chord(node, l, u)
         convex = self.piece_sign(node, l, u)

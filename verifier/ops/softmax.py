@@ -1,0 +1,174 @@
+"""``softmax`` and ``log_softmax`` over the last axis, and their relaxations.
+
+Forward: ``torch.softmax`` / ``torch.log_softmax`` (the max-shifted, overflow-free
+evaluation onnxruntime does too). The converter moves the ONNX axis last.
+
+Both are ``yᵢ = f(sᵢ)`` with ``sᵢ = Σ_j e^{z_ij}``, ``z_ij = x_j − x_i`` (so ``z_ii = 0`` and
+``sᵢ ≥ 1``) and ``f`` convex and decreasing on ``s > 0``: ``f(s) = 1/s`` (softmax) or
+``f(s) = −log s`` (log-softmax). On the box ``x ∈ [l, u]``:
+
+* **interval** (:func:`softmax_interval`, exact): ``yᵢ`` increases with ``xᵢ`` and decreases
+  with every other ``x_j``, so ``log yᵢ ≥ lᵢ − log(e^{lᵢ} + Σ_{j≠i} e^{u_j})`` and
+  ``log yᵢ ≤ uᵢ − log(e^{uᵢ} + Σ_{j≠i} e^{l_j})``, evaluated by ``logsumexp`` (no overflow).
+* **linear bounds** (:class:`SoftmaxRelaxation`; the composition CROWN would back-substitute
+  through ``exp``, a sum and ``f``, as in Shi et al. 2020, §3.3, and Bonaert et al. 2021,
+  §4.4, done here in one op so no intermediate ``e^{z}`` overflows): each
+  ``z_ij ∈ [l_j − uᵢ, u_j − lᵢ]``, where ``e^z`` lies below its chord and above its tangent
+  parallel to the chord, so ``S^l(x) ≤ sᵢ ≤ S^u(x)`` (linear in ``x``) and
+  ``sᵢ ∈ [sₗ, sᵤ] = [Σ_j e^{min z_ij}, Σ_j e^{max z_ij}]``. Then, ``f`` being convex and
+  decreasing, ``yᵢ ≥ f(t) + f'(t)(S^u(x) − t)`` (the tangent at ``t``, where it is parallel to
+  ``f``'s chord: ``t = √(sₗ sᵤ)`` for ``1/s``, the logarithmic mean for ``−log s``) and
+  ``yᵢ ≤ f(sₗ) + c (S^l(x) − sₗ)`` (the chord, slope ``c ≤ 0``). Where a coefficient is not
+  finite (``e^{u_j − lᵢ}`` beyond float64) or ``[sₗ, sᵤ]`` is a point, the row falls back to
+  the exact constant bound of the interval. Computed in float64, returned in the input's
+  dtype with biases padded outwards by a few ulps of ``|b| + Σ|A||x|``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..linalg import cast_outward
+from . import Node, forward_op
+from .curvature import FLAT, pad
+
+SOFTMAX_KINDS = ("softmax", "log_softmax")
+TANGENT_MAX = 700.0  # largest tangent point of e^z (e^700 is finite in float64)
+
+
+@forward_op("softmax")
+def softmax(node: Node, x: torch.Tensor) -> torch.Tensor:
+    """``yᵢ = e^{xᵢ} / Σ_j e^{x_j}`` over the last axis."""
+    return torch.softmax(x, dim=-1)
+
+
+@forward_op("log_softmax")
+def log_softmax(node: Node, x: torch.Tensor) -> torch.Tensor:
+    """``yᵢ = xᵢ − log Σ_j e^{x_j}`` over the last axis."""
+    return torch.log_softmax(x, dim=-1)
+
+
+def _with_diagonal(off: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """``(…, n, n)``: row ``i`` is ``off`` ``(…, n)`` with entry ``i`` replaced by ``diagonal[i]``."""
+    n = off.shape[-1]
+    eye = torch.eye(n, dtype=torch.bool, device=off.device)
+    return torch.where(eye, diagonal.unsqueeze(-1), off.unsqueeze(-2))
+
+
+def softmax_interval(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact bounds ``(…, n)`` of ``softmax`` or ``log_softmax`` (``kind``) over the box
+    ``[l, u]`` ``(…, n)`` (module docstring), in float64 padded by a few ulps, then cast to
+    ``l``'s dtype outwards; ``nan`` (``∞ − ∞`` for infinite inputs) becomes the trivial
+    bound (``[0, 1]``, or ``[−∞, 0]``)."""
+    l64, u64 = l.double(), u.double()
+    log_lo = l64 - torch.logsumexp(_with_diagonal(u64, l64), dim=-1)
+    log_hi = u64 - torch.logsumexp(_with_diagonal(l64, u64), dim=-1)
+    reach = torch.maximum(l64.abs(), u64.abs()).nan_to_num(0.0, 0.0, 0.0).amax(-1, keepdim=True)  # logsumexp's scale
+    log_lo, log_hi = pad(log_lo, log_hi, l.shape[-1] * reach)
+    log_lo = torch.nan_to_num(log_lo, nan=-math.inf)
+    log_hi = torch.nan_to_num(log_hi, nan=0.0).clamp(max=0.0)
+    if kind == "softmax":  # e^x is within half an ulp; in the subnormal range that is absolute
+        tiny = torch.finfo(torch.float64).tiny * torch.finfo(torch.float64).eps
+        log_lo, log_hi = (torch.exp(log_lo) - tiny).clamp(min=0.0), (torch.exp(log_hi) + tiny).clamp(max=1.0)
+    return cast_outward(log_lo, log_hi, l.dtype)
+
+
+class SoftmaxRelaxation:
+    """Linear bounds ``A_l x + b_l ≤ y ≤ A_u x + b_u`` of ``softmax``/``log_softmax`` over the
+    box ``[l, u]`` ``(B, *P, n)`` (module docstring): :attr:`lower_weight`,
+    :attr:`upper_weight` ``(B, *P, n, n)`` (row ``i`` holds output ``i``'s coefficients on
+    ``x``), :attr:`lower_bias`, :attr:`upper_bias` ``(B, *P, n)``, and the exact interval
+    :attr:`lower`, :attr:`upper` ``(B, *P, n)``."""
+
+    def __init__(self, kind: str, l: torch.Tensor, u: torch.Tensor):
+        self.lower, self.upper = softmax_interval(kind, l, u)
+        x_l, x_u = l.double(), u.double()
+        n = l.shape[-1]
+        eye = torch.eye(n, dtype=torch.bool, device=l.device)
+        zl = torch.where(eye, 0.0, x_l.unsqueeze(-2) - x_u.unsqueeze(-1))  # [i, j]: l_j − u_i
+        zu = torch.where(eye, 0.0, x_u.unsqueeze(-2) - x_l.unsqueeze(-1))  # [i, j]: u_j − l_i
+        s_above, s_below = _exp_lines(zl, zu)
+        log_sl, log_su = torch.logsumexp(zl, -1), torch.logsumexp(zu, -1)
+        sl, su = torch.exp(log_sl), torch.exp(log_su)
+        flat = (su - sl) <= FLAT * torch.clamp(su, min=1.0)
+        if kind == "softmax":
+            f = lambda s: 1.0 / s  # noqa: E731
+            df = lambda s: -1.0 / (s * s)  # noqa: E731
+            t = torch.exp((log_sl + log_su) / 2)
+            chord = -torch.exp(-(log_sl + log_su))
+        else:
+            f = lambda s: -torch.log(s)  # noqa: E731
+            df = lambda s: -1.0 / s  # noqa: E731
+            gap = log_su - log_sl
+            t = torch.where(flat, sl, (su - sl) / torch.where(flat, 1.0, gap))
+            chord = torch.where(flat, 0.0, -gap / torch.where(flat, 1.0, su - sl))
+        reach = torch.maximum(x_l.abs(), x_u.abs()).unsqueeze(-2)  # max |x_j|, per row
+        lw, lb, lm = _compose(f(t), df(t), t, s_above, reach)
+        uw, ub, um = _compose(f(sl), chord, sl, s_below, reach)
+        self.lower_weight, self.lower_bias = _finish(lw, lb, lm, ~flat, self.lower, l.dtype, lower=True)
+        self.upper_weight, self.upper_bias = _finish(uw, ub, um, ~flat, self.upper, l.dtype, lower=False)
+        self._prefer_constants(l, u)
+
+    def _prefer_constants(self, l: torch.Tensor, u: torch.Tensor) -> None:
+        """Rows whose two lines lie further apart somewhere in the box than the interval's
+        width (wide boxes, where the chords of ``e^z`` are poor) take the constant bounds."""
+        centre, radius = (l + u) / 2, (u - l) / 2
+        gap_weight = self.upper_weight - self.lower_weight
+        gap = (torch.einsum("b...ij,b...j->b...i", gap_weight, centre) + torch.einsum("b...ij,b...j->b...i",
+               gap_weight.abs(), radius) + self.upper_bias - self.lower_bias)
+        worse = gap >= self.upper - self.lower
+        self.lower_weight = torch.where(worse.unsqueeze(-1), 0.0, self.lower_weight)
+        self.upper_weight = torch.where(worse.unsqueeze(-1), 0.0, self.upper_weight)
+        self.lower_bias = torch.where(worse, self.lower, self.lower_bias)
+        self.upper_bias = torch.where(worse, self.upper, self.upper_bias)
+
+    def apply(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """``A x + b`` for ``x`` ``(B, *P, n)`` with the ``which`` (``"lower"``/``"upper"``) line."""
+        weight, bias = (self.lower_weight, self.lower_bias) if which == "lower" else (self.upper_weight, self.upper_bias)
+        return torch.einsum("b...ij,b...j->b...i", weight, x) + bias
+
+
+def _exp_lines(zl: torch.Tensor, zu: torch.Tensor):
+    """Lines of ``e^z`` on ``[zl, zu]`` (float64): the chord above and the tangent parallel
+    to it below (at ``d = log`` of the chord's slope, computed in log space and kept at most
+    :data:`TANGENT_MAX` so it stays finite where the chord does not), as ``(slope, bias)``
+    pairs ``(above, below)``; where ``[zl, zu]`` is a point, the constants ``e^{zu}`` above
+    and ``e^{zl}`` below."""
+    el, eu = torch.exp(zl), torch.exp(zu)
+    width = zu - zl
+    flat = width <= FLAT * torch.clamp(torch.maximum(zl.abs(), zu.abs()), min=1.0)
+    safe_width = torch.where(flat, 1.0, width)
+    slope = torch.where(flat, 0.0, (eu - el) / safe_width)
+    above = (slope, torch.where(flat, eu, el - slope * zl))
+    log_slope = zu + torch.log1p(-torch.exp(torch.where(flat, -1.0, zl - zu))) - torch.log(safe_width)
+    d = torch.minimum(torch.maximum(log_slope, zl), torch.clamp(zu, max=TANGENT_MAX))  # e^d = slope by the mean value theorem
+    ed = torch.exp(d)
+    below = (torch.where(flat, 0.0, ed), torch.where(flat, el, ed * (1 - d)))
+    return above, below
+
+
+def _compose(f_at: torch.Tensor, slope: torch.Tensor, at: torch.Tensor, s_line, reach: torch.Tensor):
+    """``f_at + slope·(S(x) − at)`` with ``S(x) = Σ_j a_ij (x_j − x_i) + Σ_j b_ij`` as
+    ``(W, b, magnitude)``: ``W[i, j] = slope_i (a_ij − δ_ij Σ_k a_ik)``; ``magnitude`` bounds
+    the absolute size of every term summed into ``b`` and ``W x`` (its rounding scale)."""
+    a, b = s_line
+    n = a.shape[-1]
+    eye = torch.eye(n, dtype=a.dtype, device=a.device)
+    weight = slope.unsqueeze(-1) * (a - eye * a.sum(-1, keepdim=True))
+    magnitude = n * (f_at.abs() + slope.abs() * (b.abs().sum(-1) + 2 * (a.abs() * reach).sum(-1) + at.abs()))
+    return weight, f_at + slope * (b.sum(-1) - at), magnitude
+
+
+def _finish(weight, bias, magnitude, usable, constant, dtype, lower: bool):
+    """Cast to ``dtype``, pad the bias outwards by ``magnitude``'s rounding, and fall back
+    to the constant bound where the line is unusable or not finite."""
+    ok = usable & torch.isfinite(bias) & torch.isfinite(weight).all(-1) & torch.isfinite(magnitude.to(dtype))
+    weight = torch.where(ok.unsqueeze(-1), weight, 0.0).to(dtype)
+    bias = torch.where(ok, bias, 0.0).to(dtype)
+    lo, hi = pad(bias, bias, torch.where(ok, magnitude, 0.0).to(dtype))
+    return weight, torch.where(ok, lo if lower else hi, constant)
+
+
+__all__ = ["SOFTMAX_KINDS", "SoftmaxRelaxation", "log_softmax", "softmax", "softmax_interval"]
