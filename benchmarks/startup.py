@@ -24,6 +24,7 @@ import argparse
 import csv
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -77,6 +78,9 @@ def main() -> int:
     parser.add_argument("--onnx", default="onnx/ACASXU_run2a_1_1_batch_2000.onnx", help="model, relative to it")
     parser.add_argument("--vnnlib", default="vnnlib/prop_1.vnnlib", help="spec, relative to it")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each command (default 5)")
+    parser.add_argument("--verifier", help="the verifier command to time (default: the `verifier` entry point "
+                                           "beside this Python), e.g. \"python -m verifier.cli\" with PYTHONPATH "
+                                           "set to another checkout to time that one")
     args = parser.parse_args()
     model, spec = args.bench_dir / args.onnx, args.bench_dir / args.vnnlib
     for path in (model, spec):
@@ -87,8 +91,10 @@ def main() -> int:
         print("error: --repeats must be at least 1", file=sys.stderr)
         return 2
 
-    verify = [*verifier_command(), "verify", str(model), str(spec)]
+    verify = [*(shlex.split(args.verifier) if args.verifier else verifier_command()), "verify", str(model), str(spec)]
     base_env = {k: v for k, v in os.environ.items() if k not in ("VERIFIER_NO_CACHE", "VERIFIER_CACHE_DIR")}
+    print(f"verifier: {' '.join(verify[:-3])}" + (f" (PYTHONPATH={os.environ['PYTHONPATH']})"
+                                                  if os.environ.get("PYTHONPATH") else ""))
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="verifier_startup_"))
     try:

@@ -6,10 +6,12 @@ that go with it: no optimiser warm-up (``torch._dynamo``) for methods that use n
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -386,6 +388,34 @@ def test_concurrent_processes_share_the_cache(cache_dir, tmp_path):
     assert not [p for p in cache_dir.iterdir() if p.name.startswith(".tmp-")]
     fp = ir_cache.fingerprint()
     assert ir_cache.read_entry(file, ir_cache.file_sha256(MNIST), fp) is not None
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the VNN-COMP scripts need bash")
+def test_prepare_instance_fills_the_cache_that_run_instance_hits(cache_dir, tmp_path):
+    """prepare_instance.sh (on a gzipped model, decompressed to a temporary copy) leaves the
+    entry with the spec's box checked; run_instance.sh's own copy then hits it (no new entry
+    or check) and gives the verdict."""
+    from verifier.spec import read_vnnlib
+
+    model = tmp_path / "net.onnx.gz"
+    model.write_bytes(gzip.compress(MNIST.read_bytes()))
+    env = {**os.environ, "VERIFIER_CACHE_DIR": str(cache_dir), "VERIFIER_NO_KILL": "1", "PYTHON": sys.executable}
+    scripts = REPO / "scripts" / "vnncomp"
+    done = subprocess.run(["bash", str(scripts / "prepare_instance.sh"), "v1", "mnist", str(model), str(MNIST_SPEC)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (file,) = entries(cache_dir)
+    region = read_vnnlib(MNIST_SPEC).regions[0]
+    entry = ir_cache.read_entry(file, ir_cache.file_sha256(MNIST), ir_cache.fingerprint())
+    assert entry is not None and entry.report(ir_cache.box_key(region.lower, region.upper, 4))["ok"] is True
+    written = file.stat().st_mtime_ns
+    result = tmp_path / "result.txt"
+    done = subprocess.run(["bash", str(scripts / "run_instance.sh"), "v1", "mnist", str(model), str(MNIST_SPEC),
+                           str(result), "120"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert result.read_text().split() == ["unsat"]
+    assert entries(cache_dir) == [file] and file.stat().st_mtime_ns >= written
+    assert ir_cache.read_entry(file, ir_cache.file_sha256(MNIST), ir_cache.fingerprint()).checks == entry.checks
 
 
 # --- start-up: no optimiser warm-up where none is used ---------------------------------------------

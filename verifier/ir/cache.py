@@ -93,14 +93,25 @@ def fingerprint(dtype: torch.dtype | None = None) -> dict[str, str]:
     """What besides the file decides the imported IR and the checks: the verifier's version
     and source digest, the torch/onnx/onnxruntime/numpy/Python versions and the import's
     ``dtype``."""
-    import onnx
-    import onnxruntime
+    import onnxruntime  # cheap, and imported for the search anyway (unlike onnx and its protobuf)
 
     from .. import __version__
 
     return {"verifier": __version__, "source": source_digest(), "torch": torch.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "onnx": _onnx_version(), "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "python": "%d.%d" % sys.version_info[:2], "dtype": str(dtype)}
+
+
+def _onnx_version() -> str:
+    """onnx's version from its metadata (importing onnx costs ~0.2 s, which a hit avoids)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnx")
+    except PackageNotFoundError:  # installed under another distribution name
+        import onnx
+
+        return onnx.__version__
 
 
 def file_sha256(path: str | os.PathLike) -> str:
