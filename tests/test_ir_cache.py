@@ -345,10 +345,11 @@ def test_models_with_external_data_are_not_cached(cache_dir, tmp_path):
 def test_values_the_format_does_not_store_are_not_cached():
     graph = verifier.load(SMALL, check=False).graph
     first = next(iter(graph.nodes))
-    graph.nodes[first]["attrs"]["odd"] = {1, 2}  # a set: not in the format
-    with pytest.raises(ir_cache.Uncacheable):
-        ir_cache.encode_graph(graph)
-    graph.nodes[first]["attrs"]["odd"] = (np.float32(0.25), np.arange(3, dtype=np.int16), {2: (1.5, None)})
+    for odd in ({1, 2}, torch.Size([2]), [object()]):  # a set, a tuple subclass, an object: not in the format
+        graph.nodes[first]["attrs"]["odd"] = odd
+        with pytest.raises(ir_cache.Uncacheable):
+            ir_cache.encode_graph(graph)
+    graph.nodes[first]["attrs"]["odd"] = (np.float64(0.25), np.arange(3, dtype=np.int16), {2: (1.5, None, True)})
     decoded = ir_cache.decode_graph(ir_cache.encode_graph(graph), graph.graph["path"])
     assert equal_values(decoded.nodes[first]["attrs"], graph.nodes[first]["attrs"])
 

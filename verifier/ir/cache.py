@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -140,28 +141,31 @@ def box_key(lower: torch.Tensor | None, upper: torch.Tensor | None, samples: int
 def _encode(value: Any) -> Any:
     """``value`` as what ``torch.load(weights_only=True)`` reads back identically: numbers,
     strings, ``None``, tensors, dtypes, lists, tuples and dicts as they are; numpy arrays
-    and scalars tagged. Raises :class:`Uncacheable` for anything else."""
-    if value is None or isinstance(value, (bool, int, float, str, torch.dtype)):
+    and scalars tagged. Types are matched exactly (a subclass such as ``torch.Size``, a
+    named tuple or ``np.float64``, a ``float`` subclass, would come back as its base), and
+    anything else raises :class:`Uncacheable`."""
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str) or isinstance(value, torch.dtype):
         return value
-    if isinstance(value, torch.Tensor):
+    if kind is torch.Tensor:
         if value.requires_grad or value.device.type != "cpu" or value.layout != torch.strided:
             raise Uncacheable(f"tensor on {value.device} / {value.layout} / requires_grad")
         return value
-    if isinstance(value, (np.ndarray, np.generic)):
+    if kind is np.ndarray or isinstance(value, np.generic):
         array = np.asarray(value)
         if array.dtype.kind not in _NUMPY_KINDS:
             raise Uncacheable(f"numpy dtype {array.dtype}")
-        kind = "ndarray" if isinstance(value, np.ndarray) else "scalar"
-        return (_TAG, kind, array.dtype.str, array.shape, np.ascontiguousarray(array).tobytes())
-    if isinstance(value, list):
+        tag = "ndarray" if kind is np.ndarray else "scalar"
+        return (_TAG, tag, array.dtype.str, array.shape, np.ascontiguousarray(array).tobytes())
+    if kind is list:
         return [_encode(v) for v in value]
-    if isinstance(value, tuple):
-        if value and isinstance(value[0], str) and value[0] == _TAG:
+    if kind is tuple:
+        if value and type(value[0]) is str and value[0] == _TAG:
             raise Uncacheable("a tuple that looks like an encoded value")
         return tuple(_encode(v) for v in value)
-    if isinstance(value, dict):
+    if kind is dict:
         return {_encode(k): _encode(v) for k, v in value.items()}
-    raise Uncacheable(f"a value of type {type(value).__name__}")
+    raise Uncacheable(f"a value of type {kind.__name__}")
 
 
 def _decode(value: Any) -> Any:
@@ -328,8 +332,10 @@ def import_cached(path: str | os.PathLike, dtype: torch.dtype | None = None,
         return _import_onnx(path, dtype), None
     try:
         before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):  # a folder, a pipe: import_onnx says what is wrong
+            return _import_onnx(path, dtype), None
         model_sha256 = file_sha256(path)
-    except OSError:  # missing, a folder, unreadable: import_onnx says which
+    except OSError:  # missing, unreadable: import_onnx says which
         return _import_onnx(path, dtype), None
     fp = fingerprint(dtype)
     file = entry_file(model_sha256, fp)
@@ -349,7 +355,8 @@ def import_cached(path: str | os.PathLike, dtype: torch.dtype | None = None,
                 or _has_external_data(path):
             return graph, None
         entry = Entry(file, model_sha256, fp, encode_graph(graph))
-    except (Uncacheable, OSError):
+        decode_graph(entry.blob, path)  # what is written must read back (else every run would rewrite it)
+    except Exception:  # noqa: BLE001  (Uncacheable, OSError, a value the loader refuses: not cached)
         return graph, None
     if not entry.write():
         return graph, None
