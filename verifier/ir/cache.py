@@ -18,7 +18,9 @@ rest (a torn or flipped file misses); its JSON header must name the expected key
 is read with ``torch.load(weights_only=True)`` (tensors and plain Python values only, no
 code) and must decode to a well-formed IR (known op kinds, edges between its nodes, an
 acyclic graph). Anything else is a miss: the model is imported again and the entry
-replaced. Entries are written to a temporary file and renamed into place, so concurrent
+replaced. (Whoever can write the cache folder, created private to the user, can still
+change answers, as they could by editing the verifier's code, but cannot run code
+through it.) Entries are written to a temporary file and renamed into place, so concurrent
 processes read a whole old or a whole new entry; two that record checks at once may keep
 only one of them (the other box is checked again later). At most :data:`MAX_ENTRIES`
 entries and :data:`MAX_BYTES` bytes are kept (the least recently used go first).
