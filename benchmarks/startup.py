@@ -16,6 +16,10 @@ benchmark's ``reference.csv`` has it (measured on the competition's machine, not
 
     python benchmarks/startup.py                        # ACAS Xu 1_1, prop_1, 5 repeats
     python benchmarks/startup.py --repeats 9 --onnx onnx/ACASXU_run2a_2_3_batch_2000.onnx --vnnlib vnnlib/prop_2.vnnlib
+    python benchmarks/startup.py --baseline "python old_cli.py"   # + another version, same runs
+
+(``old_cli.py`` puts an older checkout first on ``sys.path``, drops the editable-install
+finder from ``sys.meta_path``, and calls its ``verifier.cli.main()``.)
 """
 
 from __future__ import annotations
@@ -79,8 +83,9 @@ def main() -> int:
     parser.add_argument("--vnnlib", default="vnnlib/prop_1.vnnlib", help="spec, relative to it")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each command (default 5)")
     parser.add_argument("--verifier", help="the verifier command to time (default: the `verifier` entry point "
-                                           "beside this Python), e.g. \"python -m verifier.cli\" with PYTHONPATH "
-                                           "set to another checkout to time that one")
+                                           "beside this Python)")
+    parser.add_argument("--baseline", help="another verifier command timed in the same interleaved runs (row "
+                                           "'baseline'), e.g. a script that imports an older checkout's verifier.cli")
     args = parser.parse_args()
     model, spec = args.bench_dir / args.onnx, args.bench_dir / args.vnnlib
     for path in (model, spec):
@@ -92,21 +97,26 @@ def main() -> int:
         return 2
 
     verify = [*(shlex.split(args.verifier) if args.verifier else verifier_command()), "verify", str(model), str(spec)]
+    baseline = [*shlex.split(args.baseline), "verify", str(model), str(spec)] if args.baseline else None
     base_env = {k: v for k, v in os.environ.items() if k not in ("VERIFIER_NO_CACHE", "VERIFIER_CACHE_DIR")}
-    print(f"verifier: {' '.join(verify[:-3])}" + (f" (PYTHONPATH={os.environ['PYTHONPATH']})"
-                                                  if os.environ.get("PYTHONPATH") else ""))
+    print(f"verifier: {' '.join(verify[:-3])}" + (f"; baseline: {args.baseline}" if baseline else ""))
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="verifier_startup_"))
     try:
         warm_env = {**base_env, "VERIFIER_CACHE_DIR": str(work / "warm")}
         timed(verify, warm_env)  # fills the warm cache (not timed), like prepare_instance.sh
         times: dict[str, list[float]] = {"import torch": [], "verify cold": [], "verify warm": []}
-        own: dict[str, list[float]] = {"verify cold": [], "verify warm": []}
+        if baseline:
+            times["baseline"] = []
+        own: dict[str, list[float]] = {name: [] for name in times}
         for index in range(args.repeats):
             times["import torch"].append(timed([sys.executable, "-c", "import torch"], base_env)[0])
             cold_env = {**base_env, "VERIFIER_CACHE_DIR": str(work / f"cold{index}")}
-            for name, env in (("verify cold", cold_env), ("verify warm", warm_env)):
-                seconds, stdout = timed(verify, env)
+            runs = [("verify cold", verify, cold_env), ("verify warm", verify, warm_env)]
+            if baseline:
+                runs.append(("baseline", baseline, {**base_env, "VERIFIER_CACHE_DIR": str(work / f"base{index}")}))
+            for name, command, env in runs:
+                seconds, stdout = timed(command, env)
                 times[name].append(seconds)
                 if own_time(stdout) is not None:
                     own[name].append(own_time(stdout))
