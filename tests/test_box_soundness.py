@@ -950,3 +950,25 @@ def test_case_registry_covers_every_converter():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         used.update(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str))
     assert set(CONVERTERS) - used == set()
+
+
+@pytest.mark.parametrize("width", [3, 600])  # the one-product path for small layers, the midpoint path for wide ones
+def test_infinite_interval_through_a_linear_layer_gives_infinite_bounds_not_nan(workdir, width):
+    """``∞ − ∞`` and ``0·∞`` in interval arithmetic are NaN, which a bound check passes
+    silently; an unbounded input entry must give sound (here infinite) bounds instead."""
+    from verifier.domains.box import BoxDomain
+    from verifier.engine import propagate
+    from verifier.ir.graph import output_node
+
+    g = GraphBuilder(np.random.default_rng(0), ["N", width], elem_type=onnx.TensorProto.DOUBLE)
+    weight = np.zeros((2, width))
+    weight[0, 0], weight[1, 1] = 1.0, -2.0  # output 0 reads the unbounded input, output 1 does not
+    path = save_model(g.model(g.op("Gemm", g.x, g.const(weight), transB=1)), workdir)
+    model = verifier.load(path)
+    lower, upper = -torch.ones(1, 1, width, dtype=torch.float64), torch.ones(1, 1, width, dtype=torch.float64)
+    upper[0, 0, 0] = torch.inf
+    out = propagate(model.graph, BoxDomain(), lower, upper, keep=True)[output_node(model.graph)]
+    lb, ub = out.lower.reshape(-1), out.upper.reshape(-1)
+    assert not bool(torch.isnan(lb).any() or torch.isnan(ub).any())
+    assert float(ub[0]) == np.inf and float(lb[0]) <= -1.0
+    assert float(lb[1]) <= -2.0 and float(ub[1]) >= 2.0

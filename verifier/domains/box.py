@@ -97,10 +97,16 @@ def box_linear(domain, node, x: Interval) -> Interval:
         blocks = derived(node, "weight", "signed_blocks", _signed_blocks)
         both_bias = None if bias is None else torch.cat([bias, bias])
         both = torch.nn.functional.linear(torch.cat([x.lower, x.upper], -1), blocks.t(), both_bias)
-        return Interval(*both.chunk(2, dim=-1))
+        return _unbounded_where_nan(*both.chunk(2, dim=-1))
     mid = FORWARD[node["kind"]](node, torch.lerp(x.lower, x.upper, 0.5))
     width = LINEAR_PART[node["kind"]](node, x.upper - x.lower, True)
-    return Interval(torch.add(mid, width, alpha=-0.5), torch.add(mid, width, alpha=0.5))
+    return _unbounded_where_nan(torch.add(mid, width, alpha=-0.5), torch.add(mid, width, alpha=0.5))
+
+
+def _unbounded_where_nan(lower: torch.Tensor, upper: torch.Tensor) -> Interval:
+    """``[−∞, ∞]`` where interval arithmetic met an infinite input (``∞ − ∞`` or ``0·∞``
+    give NaN): sound, and never a NaN bound that a comparison would silently pass."""
+    return Interval(torch.where(torch.isnan(lower), -torch.inf, lower), torch.where(torch.isnan(upper), torch.inf, upper))
 
 
 @BoxDomain.transfer(ANY_MONOTONE)
