@@ -138,10 +138,12 @@ class Model:
         With a cache entry (``load(..., cache=True)``) a check that passed before on the
         same box and sample count is not run again: its recorded report is returned (the
         check is deterministic, so it would pass again); a check that passes is recorded.
-        Raises :class:`~verifier.errors.FidelityError` on a mismatch (never recorded) and
-        :class:`~verifier.errors.ModelError` when onnxruntime cannot run the model."""
+        Raises :class:`~verifier.errors.FidelityError` on a mismatch (never recorded),
+        :class:`~verifier.errors.ModelError` when onnxruntime cannot run the model and
+        :class:`VerifierInputError` for ``samples`` not an integer in ``[1, MAX_SAMPLES]``."""
         from .fidelity import FidelityReport, check_fidelity
 
+        samples = check_samples(samples)
         entry, key = self.cache_entry, None
         if entry is not None:
             from .ir.cache import box_key
@@ -219,12 +221,10 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
 
 
 def _report_from_fields(report_type: type, fields: dict | None):
-    """The recorded report ``fields`` as a ``report_type`` (a dataclass), or ``None`` when
-    there are none or they do not match its fields and types (a record from other code)."""
-    if not isinstance(fields, dict):
-        return None
-    names = {f.name: f for f in dataclasses.fields(report_type)}
-    if set(fields) != set(names):
+    """The recorded report ``fields`` as a ``report_type`` (the fidelity report dataclass), or
+    ``None`` unless they are exactly its fields, with their types, of a check that passed."""
+    if not isinstance(fields, dict) or set(fields) != {f.name for f in dataclasses.fields(report_type)} \
+            or fields.get("ok") is not True:
         return None
     for name, value in fields.items():
         allowed = {"samples": (int,), "ok": (bool,), "first_divergence": (str, type(None)),
