@@ -433,21 +433,27 @@ def test_a_deadline_extended_by_warm_up_keeps_its_budget():
     assert 5.5 < deadline.remaining() <= 6.0 and deadline.elapsed() < 0
 
 
-def test_verify_on_a_small_input_net_never_imports_dynamo(cache_dir, tmp_path):
-    """ACAS-like start-up: ``verify`` on a 5-input net (auto → input splitting) in a fresh
-    process imports neither ``torch._dynamo`` (the optimiser warm-up) nor onnx's importer
-    on a cache hit."""
+def test_verify_imports_dynamo_only_for_a_search_that_uses_an_optimiser(cache_dir, tmp_path):
+    """ACAS-like start-up: ``verify`` on a 5-input net (auto → input splitting) and on the
+    784-input MNIST net where the attack finds the counterexample import no
+    ``torch._dynamo`` (the optimiser warm-up), and on a cache hit not the ONNX importer; the
+    same process verifying the MNIST net's robust property then warms up (relu-split)."""
     spec = CASES / "spec" / "s_good.vnnlib"
     code = textwrap.dedent(f"""
         import sys
         from verifier.cli import main
-        code = main(["verify", {str(SMALL)!r}, {str(spec)!r}])
-        print("dynamo" if "torch._dynamo" in sys.modules else "no-dynamo",
-              "importer" if "verifier.ir.onnx_import" in sys.modules else "no-importer", code)
+        flags = lambda: ("dynamo" if "torch._dynamo" in sys.modules else "no-dynamo",
+                         "importer" if "verifier.ir.onnx_import" in sys.modules else "no-importer")
+        codes = [main(["verify", {str(SMALL)!r}, {str(spec)!r}])]
+        codes.append(main(["verify", {str(MNIST)!r}, {str(MNIST_SAT_SPEC)!r}]))
+        first = flags()
+        codes.append(main(["verify", {str(MNIST)!r}, {str(MNIST_SPEC)!r}, "--method", "relu-split"]))
+        print(*first, *flags(), *codes)
     """)
     env = {**os.environ, "VERIFIER_CACHE_DIR": str(cache_dir)}
-    lines = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-             for _ in range(2)]
-    assert all(done.returncode == 0 for done in lines), [done.stderr for done in lines]
-    assert lines[0].stdout.split()[-3:] == ["no-dynamo", "importer", "0"]
-    assert lines[1].stdout.split()[-3:] == ["no-dynamo", "no-importer", "0"]
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+            for _ in range(2)]
+    assert all(done.returncode == 0 for done in runs), [done.stderr for done in runs]
+    assert "result: sat" in runs[0].stdout and "result: unsat" in runs[0].stdout
+    assert runs[0].stdout.split()[-7:] == ["no-dynamo", "importer", "dynamo", "importer", "0", "0", "0"]
+    assert runs[1].stdout.split()[-7:] == ["no-dynamo", "no-importer", "dynamo", "no-importer", "0", "0", "0"]

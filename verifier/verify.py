@@ -22,7 +22,7 @@ from .spec.model import InputRegion, Spec
 
 #: the domains and methods that run without a torch optimiser or an LP/MILP solver (only
 #: α-CROWN, β-CROWN, the LP and the MILP use one); for any other name (the other methods,
-#: plugin domains) ``verify`` warms them up first (:func:`~verifier.deadline.warm_up`).
+#: plugin domains) ``verify`` warms them up before the search (:func:`~verifier.deadline.warm_up`).
 WITHOUT_OPTIMIZERS = frozenset({"box", "deepz", "crown", "crown-ibp", "dual-lp", "input-split"})
 
 
@@ -87,9 +87,10 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
 
     Time: ``deadline`` (an already started :class:`~verifier.deadline.Deadline`, e.g. started
     by the CLI before loading the model) is used when given, else a new one of ``timeout``
-    seconds (``None``: no limit) starts after the one-time :func:`~verifier.deadline.warm_up`
-    (with the optimisers only when :func:`uses_optimizers`; a given deadline is extended by
-    the time that warm-up took).
+    seconds (``None``: no limit) starts after the one-time :func:`~verifier.deadline.warm_up`.
+    The optimisers' and solvers' warm-up (over a second on a cold process) runs only when
+    the attack found nothing and the search uses them (:func:`uses_optimizers`); the clock
+    is moved on by its time, as it is by any warm-up on a given deadline.
     Every loop checks the deadline; past it the result is ``timeout``.
 
     Raises :class:`VerifierInputError` before any work for: a malformed spec
@@ -125,7 +126,7 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
         raise VerifierInputError(f"spec must be a verifier.spec.Spec, not {type(spec).__name__}")
     spec.validate()
     spec.check_model(model.input_size, model.output_size)
-    spent = warm_up(optimizers=uses_optimizers(domain, model.input_size))
+    spent = warm_up(optimizers=False)  # the optimisers' warm-up waits until the attack found nothing
     if deadline is None:
         deadline = Deadline(timeout)
     else:
@@ -150,6 +151,8 @@ def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_o
             if hit is not None:
                 return VerificationResult("sat", hit, deadline.elapsed(), [f"counterexample in region {index}"])
             deadline.check()
+    # one-time start-up of the optimisers and solvers, only for a search that uses them: not the budget's
+    deadline.extend(warm_up(optimizers=uses_optimizers(domain, model.input_size)))
     status = "unsat"
     for index, region in enumerate(spec.regions):
         found, cex = _refute_region(model, region, index, domain, deadline, device, dtype, domain_options, notes)
