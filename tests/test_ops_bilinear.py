@@ -283,3 +283,26 @@ def test_division_by_a_variable(workdir):
         return
     model = verifier.load(path, check=True)
     assert model.fidelity.ok and "mul" in {d["kind"] for _, d in model.graph.nodes(data=True)}
+
+
+def test_square_of_one_variable_is_a_power_not_a_product(tmp_path):
+    """``Mul(x, x)`` (ml4acopf's ``Mulpow`` nodes) is ``x²``: every domain knows it is ≥ 0,
+    where McCormick's planes of a product of two independent factors reach ``l·u < 0``."""
+    g = GraphBuilder(np.random.default_rng(0), ["N", 3], elem_type=onnx_double())
+    h = g.op("Gemm", g.x, g.weight(4, 3), transB=1)
+    path = save_model(g.model(g.op("Mul", h, h)), tmp_path)
+    model = verifier.load(path)
+    assert "mul" not in {d["kind"] for _, d in model.graph.nodes(data=True)}
+    lo, hi = -torch.ones(1, 1, 3, dtype=torch.float64), torch.ones(1, 1, 3, dtype=torch.float64)
+    x = (lo + (hi - lo) * torch.rand(4000, 1, 3, dtype=torch.float64)).numpy()
+    ys = Reference(path).run(x.reshape(-1, 3))
+    for domain in ("box", "deepz", "crown", "alpha-crown", "lp"):
+        lb, ub = verifier.compute_bounds(model, lo, hi, domain=domain)
+        assert bool((lb >= -1e-9).all()), domain
+        assert (ys >= lb.numpy().reshape(1, -1) - 1e-9).all() and (ys <= ub.numpy().reshape(1, -1) + 1e-9).all()
+
+
+def onnx_double() -> int:
+    import onnx
+
+    return onnx.TensorProto.DOUBLE

@@ -1,6 +1,7 @@
 """Ops of several variable inputs that are not affine (Mul and MatMul of two variables, Min/Max and ReduceMax/ReduceMin): bilinear and piecewise-linear IR nodes.
 
 * ``Mul(x, y)`` of two variables → ``mul`` (operands reshaped to a common rank);
+  ``Mul(x, x)`` → ``pow`` with exponent 2 (its convex relaxation, not McCormick's planes);
   ``Div(x, y)`` → ``mul(x, reciprocal(y))`` where the ``reciprocal`` kind is available.
 * ``MatMul(x, y)`` of two variables → ``matmul``: 1-D operands promoted (``(k,)`` →
   ``(1, k)`` on the left, ``(k, 1)`` on the right) and the promoted axis dropped after,
@@ -48,6 +49,9 @@ def convert_variable_product(ctx, node) -> None:
     """``Mul``/``Div`` of two variable tensors (called by ``convert_arithmetic``)."""
     a, b = variable_input(ctx, node, 0), variable_input(ctx, node, 1)
     label = node_label(node)
+    if a == b and node.op_type == "Mul" and "pow" in FORWARD:  # x·x = x², convex: tighter than McCormick
+        bind_output(ctx, node, ctx.emit("pow", [a], name=node.output[0], source=label, exponent=2.0))
+        return
     if node.op_type == "Div":
         if "reciprocal" not in FORWARD:
             raise Unsupported("Div of two variable tensors needs the elementwise op 'reciprocal', "
