@@ -282,7 +282,7 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
         module.train()
         bar = range(steps_per_epoch)
         if tqdm is not None and progress:
-            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{epochs} [{method}]", leave=False)
+            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{epochs} [{method}]", leave=False, disable=None)  # a bar only on a terminal
         total_loss = 0.0
         for i in bar:
             if max_steps is not None and step >= max_steps:
