@@ -188,3 +188,20 @@ def test_unsupported_attributes_are_named(op, attrs, inputs, reason, tmp_path):
         y = g.op(op, g.x, **attrs)
     with pytest.raises(UnsupportedModelError, match=reason):
         verifier.load(save_model(g.model(y), tmp_path))
+
+
+def test_model_undefined_somewhere_in_the_default_box_still_loads(tmp_path):
+    """The load-time check samples ``[−1, 1]`` (no property yet): a ``Reciprocal`` whose input
+    can reach 0 there must not refuse the model (pensieve_big_parallel); bounding over such a
+    box is still refused, and so is a check over it as the property's box."""
+    from verifier.errors import FidelityError
+    from verifier.fidelity import check_fidelity
+
+    g = GraphBuilder(np.random.default_rng(0), ["N", IN], elem_type=FLOAT)  # float32: the overflow check runs
+    h = g.op("Gemm", g.x, g.weight(HIDDEN, IN), g.const(np.full(HIDDEN, 0.1)), transB=1)
+    model = verifier.load(save_model(g.model(g.op("Reciprocal", h)), tmp_path))  # check=True by default
+    lo, hi = torch.full((1, 1, IN), -1.0, dtype=torch.float32), torch.full((1, 1, IN), 1.0, dtype=torch.float32)
+    with pytest.raises(VerifierInputError, match="op 'reciprocal' is undefined"):
+        verifier.compute_bounds(model, lo, hi, domain="box")
+    with pytest.raises((VerifierInputError, FidelityError)):
+        check_fidelity(model.graph, lo, hi)

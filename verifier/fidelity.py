@@ -13,7 +13,7 @@ import torch
 
 from .domains.box import BoxDomain
 from .engine import evaluate, propagate
-from .errors import FidelityError, ModelError
+from .errors import FidelityError, ModelError, VerifierInputError
 from .ir.graph import input_node, output_node, predecessors_by_slot
 from .ir.onnx_validate import printable
 from .ops import CACHE, LINEAR_PART
@@ -287,8 +287,14 @@ def check_fidelity(
         report = FidelityReport(samples, abs_err, rel_err, ok, rtol=rtol, atol=atol)
         if not ok:
             report.first_divergence = _first_divergence(graph, x.numpy())
-    report.overflow = overflow_risk(graph, lo, hi)
-    if report.overflow is not None and lower is not None and upper is not None:
+    explicit = lower is not None and upper is not None
+    try:
+        report.overflow = overflow_risk(graph, lo, hi)
+    except VerifierInputError:  # an op undefined somewhere in the box (e.g. 1/x with 0 inside)
+        if explicit:
+            raise
+        report.overflow = None  # over the default [−1, 1] there is nothing to verify: not the model's fault
+    if report.overflow is not None and explicit:
         report.ok = False  # the box the caller will verify over: a verdict there would be unsound
         if raise_on_mismatch and report.first_divergence is None:
             raise FidelityError(printable(f"model {graph.graph.get('path', '')}: {report.overflow}"))
