@@ -30,3 +30,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_ir_cache(tmp_path_factory):
+    """CLI runs inside the tests use a cache folder of their own, never the user's
+    ``~/.cache/verifier`` (the suite stays self-contained and leaves nothing behind)."""
+    import os
+
+    previous = os.environ.get("VERIFIER_CACHE_DIR")
+    os.environ["VERIFIER_CACHE_DIR"] = str(tmp_path_factory.mktemp("ir-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("VERIFIER_CACHE_DIR", None)
+    else:
+        os.environ["VERIFIER_CACHE_DIR"] = previous

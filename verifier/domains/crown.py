@@ -35,7 +35,7 @@ from ..ops.adjoint import adjoint, offset
 from ..ops.bilinear import BILINEAR, LOWER_CORNERS, UPPER_CORNERS
 from ..ops.categories import ANY_AFFINE, ANY_ELEMENTWISE
 from ..ops.relaxation import RELAXATIONS
-from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation
+from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation, softmax_alpha_init
 from . import register_domain
 from .backward import BackwardDomain, BackwardPass, relaxed
 
@@ -79,16 +79,32 @@ def crown_maxpool(domain, context: BackwardPass, n: str, lam: torch.Tensor):
 
 
 @BackwardDomain.backward_transfer(*SOFTMAX_KINDS)
-@relaxed(refine=lambda l, u: l < u)
+@relaxed(refine=lambda l, u: l < u, optimisable=lambda node: True,
+         alpha_init=lambda node, bounds: softmax_alpha_init(node, *bounds))
 def crown_softmax(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """The lines of :class:`~verifier.ops.softmax.SoftmaxRelaxation` (one row of
-    coefficients on the ``n`` inputs per output): ``Λ_x = Λ⁺A_l + Λ⁻A_u``, constant
-    ``Λ⁺·b_l + Λ⁻·b_u``."""
-    rel = context.relaxation(n, lambda node, l, u: SoftmaxRelaxation(node["kind"], l, u))
+    coefficients on the ``n`` inputs per output; α-CROWN moves their tangent points):
+    ``Λ_x = Λ⁺A_l + Λ⁻A_u``, constant ``Λ⁺·b_l + Λ⁻·b_u``."""
+    alpha = context.free(n)
+    if alpha is None:
+        rel = context.relaxation(n, lambda node, l, u: SoftmaxRelaxation(node["kind"], l, u))
+    else:
+        (bounds,) = context.input_bounds(n)
+        rel = SoftmaxRelaxation(context.graph.nodes[n]["kind"], *bounds, alpha=alpha)
     pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-    lam_x = (torch.einsum("bk...i,b...ij->bk...j", pos, rel.lower_weight)
-             + torch.einsum("bk...i,b...ij->bk...j", neg, rel.upper_weight))
-    return [lam_x], dot(pos, rel.lower_bias) + dot(neg, rel.upper_bias)
+    lower_w, upper_w = rel.lower_weight, rel.upper_weight
+    if lower_w.dim() == lam.dim() + 1 and lower_w.shape[1] == 1:  # one α shared by every row
+        lower_w, upper_w = lower_w.squeeze(1), upper_w.squeeze(1)
+    pattern = "bk...i,b...ij->bk...j" if lower_w.dim() == lam.dim() else "bk...i,bk...ij->bk...j"
+    lam_x = torch.einsum(pattern, pos, lower_w) + torch.einsum(pattern, neg, upper_w)
+    return [lam_x], _bias_dot(pos, rel.lower_bias) + _bias_dot(neg, rel.upper_bias)
+
+
+def _bias_dot(lam: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``Λ·b`` ``(B, k)`` for ``b`` ``(B, *S)`` (shared by the rows) or ``(B, k', *S)`` (per row)."""
+    if bias.dim() == lam.dim():
+        return (lam * bias).reshape(lam.shape[0], lam.shape[1], -1).sum(-1)
+    return dot(lam, bias)
 
 
 def mccormick_init(node: dict, x_bounds, y_bounds) -> torch.Tensor:

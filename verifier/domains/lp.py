@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.optimize import linprog
 
 from ..deadline import checkpoint, remaining
 from ..errors import VerifierInputError
@@ -29,6 +28,14 @@ from .base import Domain
 from .crown import CrownDomain
 from .dual_lp import DualLPDomain
 from .lp_encoding import RelaxationProblem, relaxation_problem, unencodable
+
+
+def _linprog():
+    """``scipy.optimize.linprog``, imported on first use (0.3–0.7 s that runs which never
+    solve an LP should not pay at start-up)."""
+    from scipy.optimize import linprog
+
+    return linprog
 
 
 @register_domain
@@ -78,7 +85,7 @@ class LPDomain(Domain):
 
     def _solve(self, cost, problem: RelaxationProblem) -> float:
         checkpoint()
-        res = linprog(cost, A_ub=problem.a_ub, b_ub=problem.b_ub, A_eq=problem.a_eq, b_eq=problem.b_eq,
+        res = _linprog()(cost, A_ub=problem.a_ub, b_ub=problem.b_ub, A_eq=problem.a_eq, b_eq=problem.b_eq,
                       bounds=list(zip(problem.var_lo, problem.var_hi)), method="highs",
                       options={"time_limit": max(0.01, min(self.time_limit, remaining()))})
         checkpoint()

@@ -80,35 +80,39 @@ class SoftmaxRelaxation:
     box ``[l, u]`` ``(B, *P, n)`` (module docstring): :attr:`lower_weight`,
     :attr:`upper_weight` ``(B, *P, n, n)`` (row ``i`` holds output ``i``'s coefficients on
     ``x``), :attr:`lower_bias`, :attr:`upper_bias` ``(B, *P, n)``, and the exact interval
-    :attr:`lower`, :attr:`upper` ``(B, *P, n)``."""
+    :attr:`lower`, :attr:`upper` ``(B, *P, n)``.
 
-    def __init__(self, kind: str, l: torch.Tensor, u: torch.Tensor):
+    ``alpha`` ``(B, k, *P, n, n + 1)`` in ``[0, 1]`` (α-CROWN's free parameters, one set per
+    spec row; default :func:`softmax_alpha_init`, CROWN's choice, without the ``k`` axis):
+    entry ``[…, i, j]`` places the tangent of ``e^z`` below ``z_ij`` at
+    ``d = zl + α(zu − zl)`` (the upper line of ``yᵢ``), entry ``[…, i, n]`` the tangent of
+    ``f`` at ``t = sₗ^{1−α} sᵤ^α`` (the lower line). Every choice is sound. With ``alpha``
+    every attribute gains its ``k`` axis after ``B``."""
+
+    def __init__(self, kind: str, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):
+        if alpha is not None:
+            l, u = l.unsqueeze(1).expand(alpha.shape[:-1]), u.unsqueeze(1).expand(alpha.shape[:-1])
         self.lower, self.upper = softmax_interval(kind, l, u)
-        x_l, x_u = l.double(), u.double()
         n = l.shape[-1]
-        eye = torch.eye(n, dtype=torch.bool, device=l.device)
-        zl = torch.where(eye, 0.0, x_l.unsqueeze(-2) - x_u.unsqueeze(-1))  # [i, j]: l_j − u_i
-        zu = torch.where(eye, 0.0, x_u.unsqueeze(-2) - x_l.unsqueeze(-1))  # [i, j]: u_j − l_i
-        s_above, s_below = _exp_lines(zl, zu)
-        log_sl, log_su = torch.logsumexp(zl, -1), torch.logsumexp(zu, -1)
-        sl, su = torch.exp(log_sl), torch.exp(log_su)
-        flat = (su - sl) <= FLAT * torch.clamp(su, min=1.0)
+        points = _Points(kind, l, u)
+        alpha = points.default_alpha() if alpha is None else alpha.double()
+        s_above = points.exp_chord()
+        s_below = points.exp_tangent(alpha[..., :n])
+        t = torch.exp(points.log_sl + alpha[..., n] * (points.log_su - points.log_sl))
         if kind == "softmax":
             f = lambda s: 1.0 / s  # noqa: E731
             df = lambda s: -1.0 / (s * s)  # noqa: E731
-            t = torch.exp((log_sl + log_su) / 2)
-            chord = -torch.exp(-(log_sl + log_su))
+            chord = -torch.exp(-(points.log_sl + points.log_su))
         else:
             f = lambda s: -torch.log(s)  # noqa: E731
             df = lambda s: -1.0 / s  # noqa: E731
-            gap = log_su - log_sl
-            t = torch.where(flat, sl, (su - sl) / torch.where(flat, 1.0, gap))
-            chord = torch.where(flat, 0.0, -gap / torch.where(flat, 1.0, su - sl))
-        reach = torch.maximum(x_l.abs(), x_u.abs()).unsqueeze(-2)  # max |x_j|, per row
+            gap = points.log_su - points.log_sl
+            chord = torch.where(points.flat, 0.0, -gap / torch.where(points.flat, 1.0, points.su - points.sl))
+        reach = torch.maximum(points.x_l.abs(), points.x_u.abs()).unsqueeze(-2)  # max |x_j|, per row
         lw, lb, lm = _compose(f(t), df(t), t, s_above, reach)
-        uw, ub, um = _compose(f(sl), chord, sl, s_below, reach)
-        self.lower_weight, self.lower_bias = _finish(lw, lb, lm, ~flat, self.lower, l.dtype, lower=True)
-        self.upper_weight, self.upper_bias = _finish(uw, ub, um, ~flat, self.upper, l.dtype, lower=False)
+        uw, ub, um = _compose(f(points.sl), chord, points.sl, s_below, reach)
+        self.lower_weight, self.lower_bias = _finish(lw, lb, lm, ~points.flat, self.lower, l.dtype, lower=True)
+        self.upper_weight, self.upper_bias = _finish(uw, ub, um, ~points.flat, self.upper, l.dtype, lower=False)
         self._prefer_constants(l, u)
 
     def _prefer_constants(self, l: torch.Tensor, u: torch.Tensor) -> None:
@@ -116,37 +120,71 @@ class SoftmaxRelaxation:
         width (wide boxes, where the chords of ``e^z`` are poor) take the constant bounds."""
         centre, radius = (l + u) / 2, (u - l) / 2
         gap_weight = self.upper_weight - self.lower_weight
-        gap = (torch.einsum("b...ij,b...j->b...i", gap_weight, centre) + torch.einsum("b...ij,b...j->b...i",
+        gap = (torch.einsum("...ij,...j->...i", gap_weight, centre) + torch.einsum("...ij,...j->...i",
                gap_weight.abs(), radius) + self.upper_bias - self.lower_bias)
-        worse = gap >= self.upper - self.lower
+        worse = (gap >= self.upper - self.lower).detach()
         self.lower_weight = torch.where(worse.unsqueeze(-1), 0.0, self.lower_weight)
         self.upper_weight = torch.where(worse.unsqueeze(-1), 0.0, self.upper_weight)
         self.lower_bias = torch.where(worse, self.lower, self.lower_bias)
         self.upper_bias = torch.where(worse, self.upper, self.upper_bias)
 
     def apply(self, x: torch.Tensor, which: str) -> torch.Tensor:
-        """``A x + b`` for ``x`` ``(B, *P, n)`` with the ``which`` (``"lower"``/``"upper"``) line."""
+        """``A x + b`` for ``x`` of the inputs' shape with the ``which`` (``"lower"``/``"upper"``) line."""
         weight, bias = (self.lower_weight, self.lower_bias) if which == "lower" else (self.upper_weight, self.upper_bias)
-        return torch.einsum("b...ij,b...j->b...i", weight, x) + bias
+        return torch.einsum("...ij,...j->...i", weight, x) + bias
 
 
-def _exp_lines(zl: torch.Tensor, zu: torch.Tensor):
-    """Lines of ``e^z`` on ``[zl, zu]`` (float64): the chord above and the tangent parallel
-    to it below (at ``d = log`` of the chord's slope, computed in log space and kept at most
-    :data:`TANGENT_MAX` so it stays finite where the chord does not), as ``(slope, bias)``
-    pairs ``(above, below)``; where ``[zl, zu]`` is a point, the constants ``e^{zu}`` above
-    and ``e^{zl}`` below."""
-    el, eu = torch.exp(zl), torch.exp(zu)
-    width = zu - zl
-    flat = width <= FLAT * torch.clamp(torch.maximum(zl.abs(), zu.abs()), min=1.0)
-    safe_width = torch.where(flat, 1.0, width)
-    slope = torch.where(flat, 0.0, (eu - el) / safe_width)
-    above = (slope, torch.where(flat, eu, el - slope * zl))
-    log_slope = zu + torch.log1p(-torch.exp(torch.where(flat, -1.0, zl - zu))) - torch.log(safe_width)
-    d = torch.minimum(torch.maximum(log_slope, zl), torch.clamp(zu, max=TANGENT_MAX))  # e^d = slope by the mean value theorem
-    ed = torch.exp(d)
-    below = (torch.where(flat, 0.0, ed), torch.where(flat, el, ed * (1 - d)))
-    return above, below
+class _Points:
+    """The float64 quantities both lines are built from: ``z_ij ∈ [zl, zu]`` ``(…, n, n)``,
+    ``sᵢ ∈ [sₗ, sᵤ]`` (and their logs) ``(…, n)``, and where either range is a point."""
+
+    def __init__(self, kind: str, l: torch.Tensor, u: torch.Tensor):
+        self.kind = kind
+        self.x_l, self.x_u = l.double(), u.double()
+        n = l.shape[-1]
+        eye = torch.eye(n, dtype=torch.bool, device=l.device)
+        self.zl = torch.where(eye, 0.0, self.x_l.unsqueeze(-2) - self.x_u.unsqueeze(-1))  # [i, j]: l_j − u_i
+        self.zu = torch.where(eye, 0.0, self.x_u.unsqueeze(-2) - self.x_l.unsqueeze(-1))  # [i, j]: u_j − l_i
+        self.log_sl, self.log_su = torch.logsumexp(self.zl, -1), torch.logsumexp(self.zu, -1)
+        self.sl, self.su = torch.exp(self.log_sl), torch.exp(self.log_su)
+        self.flat = (self.su - self.sl) <= FLAT * torch.clamp(self.su, min=1.0)
+        width = self.zu - self.zl
+        self.z_flat = width <= FLAT * torch.clamp(torch.maximum(self.zl.abs(), self.zu.abs()), min=1.0)
+        self.z_width = torch.where(self.z_flat, 1.0, width)
+
+    def exp_chord(self):
+        """``(slope, bias)`` ``(…, n, n)`` of the chord of ``e^z`` (the constant ``e^{zu}`` where flat)."""
+        el, eu = torch.exp(self.zl), torch.exp(self.zu)
+        slope = torch.where(self.z_flat, 0.0, (eu - el) / self.z_width)
+        return slope, torch.where(self.z_flat, eu, el - slope * self.zl)
+
+    def exp_tangent(self, alpha: torch.Tensor):
+        """``(slope, bias)`` of the tangent of ``e^z`` at ``d = zl + α(zu − zl)``, kept at most
+        :data:`TANGENT_MAX` (any tangent lies below ``e^z``; the constant ``e^{zl}`` where flat)."""
+        d = torch.clamp(self.zl + alpha * (self.zu - self.zl), max=TANGENT_MAX)
+        ed = torch.exp(d)
+        return torch.where(self.z_flat, 0.0, ed), torch.where(self.z_flat, torch.exp(self.zl), ed * (1 - d))
+
+    def default_alpha(self) -> torch.Tensor:
+        """CROWN's points ``(…, n, n + 1)``: the tangent of ``e^z`` parallel to its chord (at
+        ``d = log`` of the chord's slope, computed in log space), and ``t`` where ``f``'s
+        tangent is parallel to its chord (``√(sₗ sᵤ)`` for ``1/s``, the logarithmic mean
+        ``(sᵤ − sₗ)/log(sᵤ/sₗ)`` for ``−log s``)."""
+        log_slope = (self.zu + torch.log1p(-torch.exp(torch.where(self.z_flat, -1.0, self.zl - self.zu)))
+                     - torch.log(self.z_width))
+        a_d = torch.where(self.z_flat, 0.5, ((log_slope - self.zl) / self.z_width).clamp(0.0, 1.0))
+        if self.kind == "softmax":
+            a_t = torch.full_like(self.sl, 0.5)
+        else:
+            gap = torch.where(self.flat, 1.0, self.log_su - self.log_sl)
+            log_mean = torch.log(torch.where(self.flat, 1.0, self.su - self.sl)) - torch.log(gap)
+            a_t = torch.where(self.flat, 0.5, ((log_mean - self.log_sl) / gap).clamp(0.0, 1.0))
+        return torch.cat([a_d, a_t.unsqueeze(-1)], -1)
+
+
+def softmax_alpha_init(node: dict, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """CROWN's tangent points as α ``(B, *P, n, n + 1)`` (see :class:`SoftmaxRelaxation`)."""
+    return _Points(node["kind"], l, u).default_alpha().to(l.dtype)
 
 
 def _compose(f_at: torch.Tensor, slope: torch.Tensor, at: torch.Tensor, s_line, reach: torch.Tensor):
@@ -171,4 +209,4 @@ def _finish(weight, bias, magnitude, usable, constant, dtype, lower: bool):
     return weight, torch.where(ok, lo if lower else hi, constant)
 
 
-__all__ = ["SOFTMAX_KINDS", "SoftmaxRelaxation", "log_softmax", "softmax", "softmax_interval"]
+__all__ = ["SOFTMAX_KINDS", "SoftmaxRelaxation", "log_softmax", "softmax", "softmax_alpha_init", "softmax_interval"]
