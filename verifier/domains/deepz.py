@@ -24,6 +24,8 @@ nonlinear op appends fresh symbols after all symbols allocated so far.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..engine import propagate
@@ -35,6 +37,7 @@ from ..ops.bilinear import BILINEAR
 from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS
 from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation
+from ..resources import require_memory
 from . import register_domain
 from .base import Domain
 
@@ -66,6 +69,7 @@ class Zonotope:
     @property
     def generators(self) -> torch.Tensor:
         if self._dense is None:
+            reserve(self.scale.shape[0], self.num_symbols, self.shared.shape[1:], self.shared)
             self._dense = self._broadcast_scale() * self.shared.unsqueeze(0)
         return self._dense
 
@@ -85,6 +89,15 @@ class Zonotope:
         else:
             radius = (self.scale.abs() @ self.shared.abs().reshape(self.shared.shape[0], -1)).reshape(self.centre.shape)
         return self.centre - radius, self.centre + radius
+
+
+def reserve(batch: int, symbols: int, shape, like: torch.Tensor) -> None:
+    """Refuse (:func:`~verifier.resources.require_memory`) dense generators ``(batch, symbols,
+    *shape)`` that would not fit in memory: on large convolutional nets, where every
+    crossing neuron adds a symbol, DeepZ's state grows as symbols × values."""
+    require_memory(batch * symbols * math.prod(shape), like.dtype, like.device,
+                   f"DeepZ's generators ({batch} × {symbols} symbols × {math.prod(shape)} values)",
+                   "bound this model with crown, crown-ibp or box")
 
 
 def _padded(z: Zonotope, m: int) -> torch.Tensor:
@@ -149,6 +162,8 @@ class DeepZDomain(Domain):
     def extend(self, scaled: torch.Tensor, centre: torch.Tensor, coefficients: torch.Tensor) -> Zonotope:
         """``centre + scaled·e + coefficients·e_new``, aligning ``scaled`` to all symbols."""
         z = Zonotope(centre, scaled)
+        new_count = int((coefficients.reshape(coefficients.shape[0], -1) != 0).sum(1).max()) if coefficients.numel() else 0
+        reserve(centre.shape[0], self.symbols + new_count, centre.shape[1:], centre)
         old = _padded(z, self.symbols)
         new = self.fresh(coefficients)
         self.symbols += new.shape[1]
@@ -174,6 +189,7 @@ def deepz_affine(domain, node, *xs: Zonotope) -> Zonotope:
     folded = [g.reshape(B * m, *g.shape[2:]) for g in gens]
     if m == 0:
         return Zonotope(centre, centre.new_zeros((B, 0, *centre.shape[1:])))
+    reserve(B, m, centre.shape[1:], centre)
     f0 = offset(node, [tuple(g.shape[2:]) for g in gens], centre)
     out = fn(node, *folded) - f0
     return Zonotope(centre, out.reshape(B, m, *out.shape[1:]))
