@@ -972,3 +972,22 @@ def test_infinite_interval_through_a_linear_layer_gives_infinite_bounds_not_nan(
     assert not bool(torch.isnan(lb).any() or torch.isnan(ub).any())
     assert float(ub[0]) == np.inf and float(lb[0]) <= -1.0
     assert float(lb[1]) <= -2.0 and float(ub[1]) >= 2.0
+
+
+@pytest.mark.parametrize("op", ["Sub", "Gemm"])
+def test_huge_centre_and_small_shift_keep_the_shift(workdir, op):
+    """``x ∈ [0, 4.4e18]`` minus 9800.97 (ml4acopf's 300-bus proxy): the midpoint form
+    ``(c − 9800.97) ∓ r`` cancels to a multiple of 256 (−9728, above every real value) unless
+    the rounding error of the sums is added; the lower bound must stay ≤ −9800.97."""
+    g = GraphBuilder(np.random.default_rng(0), ["N", 3], elem_type=onnx.TensorProto.DOUBLE)
+    shift = np.array([9800.97, 1.5, 0.25])
+    if op == "Sub":
+        y = g.op("Sub", g.x, g.const(shift))
+    else:
+        y = g.op("Gemm", g.x, g.const(np.eye(3)), g.const(-shift))
+    model = verifier.load(save_model(g.model(y), workdir), check=False)
+    lower = torch.zeros(1, 1, 3, dtype=torch.float64)
+    upper = torch.tensor([[[4.3633e18, 1.0, 6.8e16]]], dtype=torch.float64)
+    lb, ub = verifier.compute_bounds(model, lower, upper, domain="box")
+    assert bool((lb.reshape(-1) <= torch.as_tensor(-shift)).all()), lb
+    assert bool((ub.reshape(-1) >= upper.reshape(-1) - torch.as_tensor(shift)).all())

@@ -75,32 +75,49 @@ class BoxDomain(Domain):
         return lb, ub
 
 
-SMALL_PRODUCT = 1 << 21  # multiply-adds below which one 4×-larger product beats six small ops
+SMALL_PRODUCT = 1 << 21  # multiply-adds below which one 9×-larger product beats seven small ops
 
 
-def _signed_blocks(weight: torch.Tensor) -> torch.Tensor:
-    """``[[W⁺, W⁻], [W⁻, W⁺]]`` (``2k × 2n``) for ``W`` of shape ``(k, n)``."""
-    pos, neg = weight.clamp(min=0), weight.clamp(max=0)
-    return torch.cat([torch.cat([pos, neg], 1), torch.cat([neg, pos], 1)], 0)
+def _signed_abs_blocks(weight: torch.Tensor) -> torch.Tensor:
+    """``[[W⁺, W⁻, 0], [W⁻, W⁺, 0], [0, 0, |W|]]`` (``3k × 3n``) for ``W`` of shape ``(k, n)``:
+    ``[l, u, m]`` times it is ``[lW⁺ + uW⁻, lW⁻ + uW⁺, m|W|]``."""
+    pos, neg, zero = weight.clamp(min=0), weight.clamp(max=0), torch.zeros_like(weight)
+    return torch.cat([torch.cat([pos, neg, zero], 1), torch.cat([neg, pos, zero], 1),
+                      torch.cat([zero, zero, weight.abs()], 1)], 0)
 
 
 @BoxDomain.transfer(ANY_LINEAR)
 def box_linear(domain, node, x: Interval) -> Interval:
-    """``mid = L((l+u)/2) + b``, ``w = |L|(u − l)``, ``[mid − w/2, mid + w/2]`` (four elementwise passes).
+    """``mid = L((l+u)/2) + b``, ``w = |L|(u − l)``, ``[mid − w/2 − ρ, mid + w/2 + ρ]``.
+
+    ``ρ`` is the rounding error of those sums (Higham's ``γ_n``: a sum of ``n`` products
+    is off by at most ``(n + 3)·eps`` times the sum of their magnitudes), with ``n`` the
+    input's size: ``ρ = (n + 3)·eps·(|mid| + 2|L||c| + w)``. Without it, ``mid ∓ w/2``
+    cancels catastrophically where ``|c| ≫ r`` (a power-flow proxy: ``x ∈ [0, 4.4e18]``
+    shifted by −9800.97 gave −9728, above every real value).
 
     Small dense ``y = x W + b``: ``[l', u'] = [l, u] · [[W⁺, W⁻], [W⁻, W⁺]] + [b, b]`` in one
-    product (the same bounds), since tiny layers cost per call, not per flop."""
+    product with ``|W| max(|l|, |u|)`` for ``ρ`` (``ρ = (2n + 3)·eps·(|W| max(|l|, |u|) + |b|)``),
+    since tiny layers cost per call, not per flop."""
     weight, bias = node["params"].get("weight"), node["params"].get("bias")
+    n = x.lower[0].numel()
+    eps = torch.finfo(x.lower.dtype).eps
     if (node["kind"] == "linear" and node["attrs"]["side"] == "right"
             and (bias is None or tuple(bias.shape) == (weight.shape[1],))
             and x.lower.numel() * weight.shape[1] <= SMALL_PRODUCT):
-        blocks = derived(node, "weight", "signed_blocks", _signed_blocks)
-        both_bias = None if bias is None else torch.cat([bias, bias])
-        both = torch.nn.functional.linear(torch.cat([x.lower, x.upper], -1), blocks.t(), both_bias)
-        return _unbounded_where_nan(*both.chunk(2, dim=-1))
-    mid = FORWARD[node["kind"]](node, torch.lerp(x.lower, x.upper, 0.5))
-    width = LINEAR_PART[node["kind"]](node, x.upper - x.lower, True)
-    return _unbounded_where_nan(torch.add(mid, width, alpha=-0.5), torch.add(mid, width, alpha=0.5))
+        blocks = derived(node, "weight", "signed_abs_blocks", _signed_abs_blocks)
+        reach = torch.maximum(x.lower.abs(), x.upper.abs())
+        out = torch.nn.functional.linear(torch.cat([x.lower, x.upper, reach], -1), blocks.t())
+        low, high, size = out.chunk(3, dim=-1)
+        if bias is not None:
+            low, high, size = low + bias, high + bias, size + bias.abs()
+        rho = (2 * n + 3) * eps * size
+        return _unbounded_where_nan(low - rho, high + rho)
+    centre = torch.lerp(x.lower, x.upper, 0.5)
+    mid = FORWARD[node["kind"]](node, centre)
+    width, size = LINEAR_PART[node["kind"]](node, torch.cat([x.upper - x.lower, centre.abs()]), True).chunk(2)
+    half = width / 2 + (n + 3) * eps * (mid.abs() + 2 * size + width)
+    return _unbounded_where_nan(mid - half, mid + half)
 
 
 def _unbounded_where_nan(lower: torch.Tensor, upper: torch.Tensor) -> Interval:
