@@ -309,6 +309,27 @@ def test_spec_with_two_input_regions(net2d, domain):
     assert result.status == "unsat", result.notes
 
 
+def test_many_small_regions_are_screened_together(net2d):
+    """A spec of many small boxes (a learned index's 1,200 one-dimensional regions): one
+    batched CROWN pass refutes the safe ones, the unsafe one is still found and confirmed,
+    and the verdicts equal those of the regions taken one by one."""
+    model, _, boxes, pictures = net2d
+    _, unsat_0 = _sat_unsat_thresholds(pictures[0])
+    sat_1, _ = _sat_unsat_thresholds(pictures[1])
+    lo, hi = boxes[0]
+    edges = np.linspace(0.0, 1.0, 13)
+    tiles = [(lo + (hi - lo) * np.array([a, b]), lo + (hi - lo) * np.array([a2, b2]))
+             for a, a2 in zip(edges[:-1], edges[1:]) for b, b2 in zip(edges[:-1], edges[1:])]
+    safe = [InputRegion(_t(t_lo), _t(t_hi), [margin_conj(3, unsat_0)] * (1 + i % 3)) for i, (t_lo, t_hi) in enumerate(tiles)]
+    result = verify(model, Spec(safe, 2, 3, "144 safe tiles"), domain="auto", timeout=60, attack=False)
+    assert result.status == "unsat", result.notes
+    assert any("regions refuted by one batched crown pass" in n for n in result.notes), result.notes
+    unsafe = safe + [InputRegion(_t(boxes[1][0]), _t(boxes[1][1]), [margin_conj(3, sat_1)])]
+    result = verify(model, Spec(unsafe, 2, 3, "144 safe tiles and an unsafe box"), domain="auto", timeout=60)
+    assert result.status == "sat" and result.counterexample.region_index == len(safe)
+    check_counterexample(model, Spec(unsafe, 2, 3, ""), result)
+
+
 # --- 5: timeouts ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hard_instance(tmp_path_factory):

@@ -181,8 +181,9 @@ _OVERFLOW_LIMITS = {torch.float16: float(np.finfo(np.float16).max) / 2,
 
 
 def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -> str | None:
-    """Where the model's own float execution can overflow over the box ``[lower, upper]``, or
-    ``None`` when it cannot.
+    """Where the model's own float execution can overflow over the box ``[lower, upper]``
+    (or over any of a batch of boxes ``(R, *input_shape)``, in one pass), or ``None`` when
+    it cannot.
 
     The verifier bounds the model's real-arithmetic function (in float64), and onnxruntime
     runs it in the declared type; the two agree up to rounding only while every value stays
@@ -204,8 +205,8 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
             data["params"] = {k: v.detach().to(device="cpu", dtype=torch.float64) for k, v in data["params"].items()}
         graph = copy
     shape = tuple(graph.nodes[source]["shape"])
-    lo = torch.as_tensor(lower).detach().to(device="cpu", dtype=torch.float64).reshape(1, *shape)
-    hi = torch.as_tensor(upper).detach().to(device="cpu", dtype=torch.float64).reshape(1, *shape)
+    lo = torch.as_tensor(lower).detach().to(device="cpu", dtype=torch.float64).reshape(-1, *shape)
+    hi = torch.as_tensor(upper).detach().to(device="cpu", dtype=torch.float64).reshape(-1, *shape)
     type_name = str(graph.graph["model_dtype"]).replace("torch.", "")
     with torch.no_grad(), np.errstate(all="ignore"):
         states = propagate(graph, BoxDomain(), lo, hi, keep=True)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .api import Model
+from .api import Model, compute_bounds
 from .attack import Counterexample, attack_region
-from .complete.methods import INPUT_SPLIT_MAX_DIM, METHODS, bound_region
+from .complete.methods import INPUT_SPLIT_MAX_DIM, METHODS, bound_region, disjuncts_refuted
 from .deadline import Deadline, Timeout, warm_up
+from .domains import get_domain
 from .errors import VerifierInputError
 from .spec.model import InputRegion, Spec
 
@@ -24,6 +25,7 @@ from .spec.model import InputRegion, Spec
 #: α-CROWN, β-CROWN, the LP and the MILP use one); for any other name (the other methods,
 #: plugin domains) ``verify`` warms them up before the search (:func:`~verifier.deadline.warm_up`).
 WITHOUT_OPTIMIZERS = frozenset({"box", "deepz", "crown", "crown-ibp", "dual-lp", "input-split"})
+SCREEN_MIN_REGIONS = 2  # specs with this many regions or more are screened by one batched CROWN pass
 
 
 def uses_optimizers(domain: str, input_size: int) -> bool:
@@ -143,22 +145,62 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
 def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options, notes) -> VerificationResult:
     from .fidelity import check_overflow
 
-    for region in spec.regions:  # every region, attack or not: no verdict where float execution can overflow
-        check_overflow(model.graph_for("cpu", torch.float64), region.lower, region.upper, model.graph.graph.get("path"))
+    regions = spec.regions  # every region, attack or not: no verdict where float execution can overflow
+    check_overflow(model.graph_for("cpu", torch.float64), torch.cat([model.as_batch(r.lower) for r in regions]),
+                   torch.cat([model.as_batch(r.upper) for r in regions]), model.graph.graph.get("path"))
+    open_regions = _screened(model, spec, domain, device, dtype, notes)
     if attack:
-        for index, region in enumerate(spec.regions):
-            hit = attack_region(model, region, deadline, region_index=index, seed=seed, device=device)
+        for index in open_regions:
+            hit = attack_region(model, regions[index], deadline, region_index=index, seed=seed, device=device)
             if hit is not None:
                 return VerificationResult("sat", hit, deadline.elapsed(), [f"counterexample in region {index}"])
             deadline.check()
     # one-time start-up of the optimisers and solvers, only for a search that uses them: not the budget's
     deadline.extend(warm_up(optimizers=uses_optimizers(domain, model.input_size)))
     status = "unsat"
-    for index, region in enumerate(spec.regions):
-        found, cex = _refute_region(model, region, index, domain, deadline, device, dtype, domain_options, notes)
+    for index in open_regions:
+        found, cex = _refute_region(model, regions[index], index, domain, deadline, device, dtype, domain_options,
+                                    notes)
         if found == "sat":
             return VerificationResult("sat", cex, deadline.elapsed(), notes + [f"counterexample in region {index}"])
         if found == "unknown":
             status = "unknown"
     deadline.check()
     return VerificationResult(status, None, deadline.elapsed(), notes)
+
+
+def _screened(model, spec, domain, device, dtype, notes) -> list[int]:
+    """The regions left after one batched CROWN pass over all of them (specs of several
+    regions under a complete method; :func:`~verifier.complete.methods.screen_regions`): a
+    region it refutes holds no counterexample, so it is neither attacked nor searched."""
+    indices = list(range(len(spec.regions)))
+    if len(indices) < SCREEN_MIN_REGIONS or domain not in METHODS or get_domain("crown").supports(model.graph):
+        return indices  # (an op CROWN does not bound: every region goes to the method)
+    done = screen_regions(model, spec.regions, "crown", device, dtype)
+    notes.append(f"{sum(done)}/{len(done)} regions refuted by one batched crown pass")
+    return [i for i in indices if not done[i]]
+
+
+SCREEN_BATCH = 256  # regions bounded together by screen_regions
+
+
+def screen_regions(model: Model, regions: list[InputRegion], domain: str, device: str,
+                   dtype: torch.dtype) -> list[bool]:
+    """Per region, whether ``domain`` proves every disjunct empty, bounding up to
+    :data:`SCREEN_BATCH` regions in one pass (the batch axis holds the regions' boxes, each
+    region's spec rows zero-padded to the widest): a spec of many small regions (a learned
+    index's 1,200 one-dimensional boxes) costs a few passes instead of a search each. Raises
+    what :func:`~verifier.api.compute_bounds` raises (a model the domain refuses)."""
+    done = []
+    for start in range(0, len(regions), SCREEN_BATCH):
+        part = regions[start:start + SCREEN_BATCH]
+        mats = [r.stacked()[0] for r in part]
+        C = torch.zeros(len(part), max(m.shape[0] for m in mats), mats[0].shape[1], dtype=dtype, device=device)
+        for i, m in enumerate(mats):
+            C[i, : m.shape[0]] = m.to(C)
+        lower = torch.cat([model.as_batch(r.lower) for r in part]).to(device=device, dtype=dtype)
+        upper = torch.cat([model.as_batch(r.upper) for r in part]).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            lb, _ = compute_bounds(model, lower, upper, domain=domain, C=C)
+        done += [all(disjuncts_refuted(r, lb[i, : m.shape[0]])) for i, (r, m) in enumerate(zip(part, mats))]
+    return done
