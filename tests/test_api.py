@@ -45,7 +45,9 @@ def test_float32_and_float64_agree_and_keep_their_dtype(model):
     lb64, ub64 = verifier.compute_bounds(model, x - 0.02, x + 0.02)
     lb32, ub32 = verifier.compute_bounds(model, (x - 0.02).float(), (x + 0.02).float())
     assert lb64.dtype == torch.float64 and lb32.dtype == torch.float32
-    assert torch.allclose(lb64, lb32.double(), atol=1e-3) and torch.allclose(ub64, ub32.double(), atol=1e-3)
+    # float32 pays the rounding margin of its sums (γ_n·eps32 over 784 inputs): wider, never narrower
+    assert bool((lb32.double() <= lb64 + 1e-4).all() and (ub32.double() >= ub64 - 1e-4).all())
+    assert torch.allclose(lb64, lb32.double(), atol=0.2) and torch.allclose(ub64, ub32.double(), atol=0.2)
 
 
 def test_spec_matrix_bounds_are_sound_and_tighter_than_logit_intervals(model):

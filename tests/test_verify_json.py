@@ -109,7 +109,7 @@ def test_sat_by_branch_and_bound_names_the_method_per_region(capsys, tmp_path):
     record = verify_json(capsys, model, spec, "--no-attack")
     assert record["result"] == "sat" and record["decided_by"] == "input-split"
     assert record["options"]["attack"] is False
-    assert [r["decided_by"] for r in record["regions"]] == ["box", "input-split"]
+    assert [r["decided_by"] for r in record["regions"]] == ["crown", "input-split"]  # region 0: the batched CROWN screen
     assert record["regions"][1]["notes"][-1].startswith("input-split branch-and-bound")
     cex = record["counterexample"]
     assert cex["region"] == 1 and cex["y"][0] >= 2.5 and all(0 <= v <= 1 for v in cex["x"])

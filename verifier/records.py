@@ -96,6 +96,7 @@ BOUNDS_SCHEMA: dict[str, Any] = {
 # A note's stage → the name recorded as having decided the region (see verifier.complete.methods).
 _REGION_NOTE = re.compile(r"^region (\d+): (.*)$", re.S)
 _REFUTED = re.compile(r"^(\d+)/(\d+) disjuncts refuted by (\S+)$")
+_SCREENED = re.compile(r"^regions ([\d, -]+) refuted by one batched (\S+) pass")  # verify._screened
 _METHOD_NOTES = (("input-split branch-and-bound", "input-split"), ("relu-split branch-and-bound", "relu-split"),
                  ("activation-split branch-and-bound", "activation-split"), ("MILP with", "milp"))
 
@@ -131,6 +132,10 @@ def region_outcomes(status: str, notes: list[str], regions: int,
     for note in notes:
         match = _REGION_NOTE.match(note)
         if match is None:
+            screened = _SCREENED.match(note)
+            for index in _expand_ranges(screened.group(1)) if screened else []:
+                if 0 <= index < regions:
+                    outcomes[index].decided_by = screened.group(2)
             general.append(note)
             continue
         index, text = int(match.group(1)), match.group(2)
@@ -152,6 +157,15 @@ def region_outcomes(status: str, notes: list[str], regions: int,
         found = outcomes[counterexample_region]
         found.decided_by = found.method if staged and found.method else ATTACK if not staged else None
     return outcomes, general
+
+
+def _expand_ranges(text: str) -> list[int]:
+    """``"0-2, 5"`` → ``[0, 1, 2, 5]`` (the inverse of :func:`verifier.verify.index_ranges`)."""
+    out = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        out += list(range(int(first), int(last or first) + 1))
+    return out
 
 
 def overall_decider(status: str, outcomes: list[RegionOutcome]) -> str | None:

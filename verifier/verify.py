@@ -177,8 +177,23 @@ def _screened(model, spec, domain, device, dtype, notes) -> list[int]:
     if len(indices) < SCREEN_MIN_REGIONS or domain not in METHODS or get_domain("crown").supports(model.graph):
         return indices  # (an op CROWN does not bound: every region goes to the method)
     done = screen_regions(model, spec.regions, "crown", device, dtype)
-    notes.append(f"{sum(done)}/{len(done)} regions refuted by one batched crown pass")
+    refuted = [i for i in indices if done[i]]
+    if refuted:
+        notes.append(f"regions {index_ranges(refuted)} refuted by one batched crown pass "
+                     f"({len(refuted)}/{len(indices)})")
     return [i for i in indices if not done[i]]
+
+
+def index_ranges(indices: list[int]) -> str:
+    """Sorted indices as ranges: ``[0, 1, 2, 5, 7, 8]`` → ``"0-2, 5, 7-8"``."""
+    parts, start = [], None
+    for k, i in enumerate(indices):
+        if start is None:
+            start = i
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            parts.append(str(start) if start == i else f"{start}-{i}")
+            start = None
+    return ", ".join(parts)
 
 
 SCREEN_BATCH = 256  # regions bounded together by screen_regions
