@@ -10,7 +10,9 @@ instead of reading kind lists:
 * ``relu-split`` — β-CROWN branch-and-bound on crossing ReLUs from α-CROWN's root bounds
   (Wang et al. 2021; :mod:`verifier.complete.relu_split`), then the exact MILP when it
   stays undecided and the network is MILP-exact;
-* ``milp`` — the Tjeng et al. (2019) MILP on the disjuncts α-CROWN leaves open;
+* ``milp`` — the exact MILP on the disjuncts α-CROWN leaves open: Tjeng et al. (2019)
+  for ReLU, one binary per step for sign/floor/ceil/round (the encoder table of
+  :mod:`verifier.complete.milp_encoders`);
 * ``activation-split`` — branch-and-bound on the input intervals of every elementwise
   nonlinearity of the relaxation table (GenBaB, Shi et al. 2024;
   :mod:`verifier.complete.activation_split`), for sigmoid, tanh, LeakyReLU, … networks;
@@ -158,14 +160,22 @@ class Milp(CompleteMethod):
     options = ("time_limit",)
     splitting = False
 
-    def supports(self, graph):
-        """Exact for affine ops and piecewise-linear activations the encoding has binaries for."""
-        exact = AFFINE_KINDS | {k for k, r in RELAXATIONS.items() if r.piecewise_linear} | {"input", "constant"}
-        return [(source, f"the MILP does not encode op kind '{kind}' exactly")
-                for kind, source in _kinds(graph).items() if kind not in exact]
+    def supports(self, graph, bounds: dict | None = None):
+        """Exact for affine ops and the op kinds of the MILP's encoder table
+        (:data:`~verifier.complete.milp_encoders.MILP_ENCODERS`: ReLU, and sign, floor,
+        ceil, round on ranges of at most ``MAX_BINARIES_PER_ENTRY`` steps). With
+        intermediate ``bounds`` (node → ``(l, u)``), also names the nodes with entries too
+        wide for that cap, which keep their LP relaxation (sound, not exact)."""
+        from .milp_encoders import encoder_for, inexact_entries
+
+        missing = [(source, f"the MILP does not encode op kind '{kind}' exactly")
+                   for kind, source in _kinds(graph).items()
+                   if kind not in AFFINE_KINDS | {"input", "constant"} and encoder_for(kind) is None]
+        return missing + (inexact_entries(graph, bounds) if bounds is not None else [])
 
     def decide(self, model, region, index, deadline, device, dtype, options, notes):
-        from .milp import crossing_count, milp_disjunct
+        from .milp import milp_disjunct
+        from .milp_encoders import MAX_BINARIES_PER_ENTRY, binary_counts
         from .relu_split import SplitBaBStats, relu_split_bab
 
         root, open_disjuncts = alpha_crown_root(model, region, index, device, dtype, notes)
@@ -181,10 +191,17 @@ class Milp(CompleteMethod):
             finally:
                 notes.append(f"region {index}: relu-split branch-and-bound bounded {stats.domains_bounded} "
                              f"subdomains (depth ≤ {stats.max_depth}, frontier ≤ {stats.max_frontier})")
-            milp_exact = not METHODS["milp"].supports(model.graph)
+            milp_exact = not METHODS["milp"].supports(model.graph, root)
             if status != "unknown" or not milp_exact:
                 return status, cex
-        notes.append(f"region {index}: MILP with {crossing_count(root)} binary ReLUs on {len(open_disjuncts)} disjuncts")
+        used, relaxed = binary_counts(model.graph, root)
+        per_kind = ", ".join(f"{n} {kind}" for kind, n in used.items() if n) or "none"
+        notes.append(f"region {index}: MILP with {sum(used.values())} binaries ({per_kind}) on "
+                     f"{len(open_disjuncts)} disjuncts")
+        if relaxed:
+            notes.append(f"region {index}: the MILP is not exact: it keeps the LP relaxation of "
+                         + ", ".join(f"{n} {kind}" for kind, n in relaxed.items())
+                         + f" entries (over {MAX_BINARIES_PER_ENTRY} steps or unbounded)")
         verdict = "unsat"
         for d in open_disjuncts:
             status, cex = milp_disjunct(model, region, d, root, region_index=index, device=device, dtype=dtype,

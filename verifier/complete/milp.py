@@ -1,18 +1,24 @@
 """Exact decision of one disjunct by mixed-integer linear programming (HiGHS via
 ``scipy.optimize.milp``).
 
-The network over the box is the triangle LP of :func:`~verifier.domains.lp_encoding.relaxation_problem`
-plus, for every crossing ReLU ``y = max(x, 0)`` with ``l < 0 < u``, a binary ``δ`` and the
-big-M constraints of Tjeng et al.:
+The network over the box is the LP of :func:`~verifier.domains.lp_encoding.relaxation_problem`
+(every op's relaxation lines, the pre-activation bounds as variable bounds) plus, for every
+node whose op kind has an entry in the encoder table
+(:data:`~verifier.complete.milp_encoders.MILP_ENCODERS`), the binaries and rows that make
+it exact on its range: for a crossing ReLU ``y = max(x, 0)`` with ``l < 0 < u`` the big-M
+constraints of Tjeng et al. (2019),
 
     y ≤ x − l(1 − δ),   y ≤ u·δ,   y ≥ x,   y ≥ 0,
 
-which make ``y = x`` (``δ = 1``) or ``y = 0`` (``δ = 0``) exactly; ``l, u`` come from the
-domains' intermediate bounds (tighter bounds, smaller M). For the disjunct ``A y ≤ b`` the
-program minimises ``t`` subject to ``A_i y − b_i ≤ t``: the disjunct is empty iff the
-optimum is ``> 0``. HiGHS's proven lower bound (the MIP dual bound) is what is compared,
-with a margin for the solver's tolerances, so a time-limited run is still sound. A
-solution with ``t ≤ 0`` is a candidate counterexample, confirmed with onnxruntime.
+and for the step functions (sign, floor, ceil, round) one binary per step in ``[l, u]``
+(exact off a measure-zero set of thresholds, see :mod:`verifier.complete.milp_encoders`);
+``l, u`` come from the domains' intermediate bounds (tighter bounds, smaller M). An entry
+whose range holds more than ``MAX_BINARIES_PER_ENTRY`` steps keeps its LP lines: the
+program stays sound but is not exact there. For the disjunct ``A y ≤ b`` the program
+minimises ``t`` subject to ``A_i y − b_i ≤ t``: the disjunct is empty iff the optimum is
+``> 0``. HiGHS's proven lower bound (the MIP dual bound) is what is compared, with a
+margin for the solver's tolerances, so a time-limited run is still sound. A solution with
+``t ≤ 0`` is a candidate counterexample, confirmed with onnxruntime.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ..attack import Counterexample, confirm
 from ..deadline import checkpoint, remaining
 from ..domains.lp_encoding import relaxation_problem
 from ..spec.model import InputRegion
+from .milp_encoders import STEP_MARGIN, encode_exact
 
 SOLVER_MARGIN = 1e-5  # HiGHS feasibility/optimality tolerances are ~1e-7 (absolute)
 
@@ -81,9 +88,54 @@ def solve_within_deadline(cost, integrality, bounds, constraints, seconds: float
     return SimpleNamespace(**out)
 
 
-def crossing_count(bounds) -> int:
-    """Unstable ReLU inputs (``l < 0 < u``) in a dict of intermediate bounds."""
-    return sum(int(((l < 0) & (u > 0)).sum()) for l, u in bounds.values())
+def _program(graph, problem, A: np.ndarray, b: np.ndarray, eta: float):
+    """The MILP ``min t`` s.t. the LP, the exact rows of
+    :func:`~verifier.complete.milp_encoders.encode_exact` (margin ``eta``) and
+    ``A y − t ≤ b``: ``(cost, integrality, Bounds, LinearConstraint, binaries, boundary)``."""
+    exact, boundary = encode_exact(graph, problem, eta)
+    n_var, n_bin = problem.total, exact.n_binaries
+    t_col = n_var + n_bin  # the objective variable t
+    width = t_col + 1
+    blocks, rhs_lo, rhs_hi = [], [], []
+
+    def widen(m):
+        m = sp.csr_matrix(m)
+        return sp.hstack([m, sp.csr_matrix((m.shape[0], width - m.shape[1]))]).tocsr()
+
+    if problem.a_ub is not None:
+        blocks.append(widen(problem.a_ub))
+        rhs_lo.append(np.full(len(problem.b_ub), -np.inf))
+        rhs_hi.append(problem.b_ub)
+    if problem.a_eq is not None:
+        blocks.append(widen(problem.a_eq))
+        rhs_lo.append(problem.b_eq)
+        rhs_hi.append(problem.b_eq)
+    m, lo, hi = exact.matrix(width)
+    blocks.append(m)
+    rhs_lo.append(lo)
+    rhs_hi.append(hi)
+    spec_rows = sp.lil_matrix((len(b), width))  # A_i y − t ≤ b_i
+    spec_rows[:, problem.block(graph.graph["output"])] = A
+    spec_rows[:, t_col] = -1.0
+    blocks.append(spec_rows.tocsr())
+    rhs_lo.append(np.full(len(b), -np.inf))
+    rhs_hi.append(b)
+    cost = np.zeros(width)
+    cost[t_col] = 1.0
+    integrality = np.zeros(width)
+    integrality[n_var:t_col] = 1
+    var_lo = np.concatenate([problem.var_lo, np.zeros(n_bin), [-np.inf]])
+    var_hi = np.concatenate([problem.var_hi, np.ones(n_bin), [np.inf]])
+    constraints = LinearConstraint(sp.vstack(blocks).tocsr(), np.concatenate(rhs_lo), np.concatenate(rhs_hi))
+    return cost, integrality, Bounds(var_lo, var_hi), constraints, n_bin, boundary
+
+
+def _candidate(model: Model, region: InputRegion, graph, problem, res, region_index: int) -> Counterexample | None:
+    """The solution's input, when ``t ≤ 0`` and onnxruntime confirms it."""
+    if res is None or res.x is None or res.fun is None or res.fun > 0:
+        return None
+    x = torch.as_tensor(res.x[problem.block(graph.graph["input"])])[None]
+    return confirm(model, region, x, region_index)
 
 
 def milp_disjunct(model: Model, region: InputRegion, disjunct: int, bounds, region_index: int = 0,
@@ -92,6 +144,12 @@ def milp_disjunct(model: Model, region: InputRegion, disjunct: int, bounds, regi
     """``("unsat", None)`` when the disjunct is proven empty, ``("sat", cex)`` on a
     confirmed counterexample, else ``("unknown", None)`` (time limit, or a solution
     onnxruntime does not confirm). ``bounds``: intermediate bounds valid on the box.
+
+    A solution of the program that decides (margin 0) that onnxruntime does not confirm,
+    on a network with step functions, may sit on a step's threshold with the favourable
+    step value; the program is then solved again with every step input kept
+    :data:`~verifier.complete.milp_encoders.STEP_MARGIN` away from its thresholds (a subset
+    of the network's graph), whose solution lies inside its steps.
 
     ``restricted``: the bounds also *define* the set searched (branch-and-bound clamps
     split ReLUs' inputs to ``≥ 0`` or ``≤ 0``), so an infeasible program means that set
@@ -103,61 +161,9 @@ def milp_disjunct(model: Model, region: InputRegion, disjunct: int, bounds, regi
     problem = relaxation_problem(graph, lower, upper, {n: (l[:1], u[:1]) for n, (l, u) in bounds.items()})
     conj = region.disjuncts[disjunct]
     A, b = conj.A.double().numpy(), conj.b.double().numpy()
-    n_var = problem.total
-    binaries = [(relu, pre, idx) for relu, pre, idx in problem.crossing if len(idx)]
-    n_bin = sum(len(idx) for _, _, idx in binaries)
-    t_col = n_var + n_bin  # the objective variable t
-    width = t_col + 1
-    blocks, rhs_hi, rhs_lo = [], [], []
-
-    def widen(m):
-        m = sp.csr_matrix(m)
-        return sp.hstack([m, sp.csr_matrix((m.shape[0], width - m.shape[1]))]).tocsr()
-
-    if problem.a_ub is not None:
-        blocks.append(widen(problem.a_ub))
-        rhs_hi.append(problem.b_ub)
-        rhs_lo.append(np.full(len(problem.b_ub), -np.inf))
-    if problem.a_eq is not None:
-        blocks.append(widen(problem.a_eq))
-        rhs_hi.append(problem.b_eq)
-        rhs_lo.append(problem.b_eq)
-    col = n_var
-    for relu, pre, idx in binaries:
-        l, u = problem.var_lo[problem.block(pre)][idx], problem.var_hi[problem.block(pre)][idx]
-        y = problem.start[relu] + idx
-        x = problem.start[pre] + idx
-        d = col + np.arange(len(idx))
-        col += len(idx)
-        k = len(idx)
-        rows = np.arange(k)
-        # y − x − l·δ ≤ −l
-        m1 = sp.csr_matrix((np.concatenate([np.ones(k), -np.ones(k), -l]),
-                            (np.concatenate([rows, rows, rows]), np.concatenate([y, x, d]))), shape=(k, width))
-        # y − u·δ ≤ 0
-        m2 = sp.csr_matrix((np.concatenate([np.ones(k), -u]), (np.concatenate([rows, rows]), np.concatenate([y, d]))),
-                           shape=(k, width))
-        blocks += [m1, m2]
-        rhs_hi += [-l, np.zeros(k)]
-        rhs_lo += [np.full(k, -np.inf), np.full(k, -np.inf)]
-    out = problem.block(graph.graph["output"])
-    spec_rows = sp.lil_matrix((len(b), width))  # A_i y − t ≤ b_i
-    spec_rows[:, out] = A
-    spec_rows[:, t_col] = -1.0
-    blocks.append(spec_rows.tocsr())
-    rhs_hi.append(b)
-    rhs_lo.append(np.full(len(b), -np.inf))
-
-    cost = np.zeros(width)
-    cost[t_col] = 1.0
-    integrality = np.zeros(width)
-    integrality[n_var:t_col] = 1
-    var_lo = np.concatenate([problem.var_lo, np.zeros(n_bin), [-np.inf]])
-    var_hi = np.concatenate([problem.var_hi, np.ones(n_bin), [np.inf]])
+    cost, integrality, var_bounds, constraints, n_bin, boundary = _program(graph, problem, A, b, 0.0)
     checkpoint()
-    res = solve_within_deadline(cost, integrality, Bounds(var_lo, var_hi),
-                                LinearConstraint(sp.vstack(blocks).tocsr(), np.concatenate(rhs_lo), np.concatenate(rhs_hi)),
-                                min(time_limit, remaining()))
+    res = solve_within_deadline(cost, integrality, var_bounds, constraints, min(time_limit, remaining()))
     checkpoint()
     if res is None:  # the deadline came first
         return "unknown", None
@@ -168,9 +174,14 @@ def milp_disjunct(model: Model, region: InputRegion, disjunct: int, bounds, regi
         dual = res.fun  # a plain LP: its optimum is the bound
     if dual is not None and np.isfinite(dual) and dual > SOLVER_MARGIN * (1 + np.abs(b).max()):
         return "unsat", None
-    if res.x is not None and res.fun is not None and res.fun <= 0:
-        x = torch.as_tensor(res.x[problem.block(graph.graph["input"])])[None]
-        hit = confirm(model, region, x, region_index)
+    hit = _candidate(model, region, graph, problem, res, region_index)
+    if hit is not None:
+        return "sat", hit
+    if boundary and res.fun is not None and res.fun <= 0:
+        program = _program(graph, problem, A, b, STEP_MARGIN)[:4]
+        res = solve_within_deadline(*program, min(time_limit, remaining()))
+        checkpoint()
+        hit = _candidate(model, region, graph, problem, res, region_index)
         if hit is not None:
             return "sat", hit
     return "unknown", None

@@ -1,7 +1,9 @@
 """Step functions of quantised networks: ``sign``, ``floor``, ``ceil`` and ``round`` (half
 to even, as ONNX Round), forward functions and one relaxation entry. Each is
-non-decreasing (so the interval is ``[f(l), f(u)]``), and never encoded exactly by the
-MILP (``piecewise_linear`` false: it gets the lines below).
+non-decreasing (so the interval is ``[f(l), f(u)]``). The MILP encodes each exactly on a
+finite range, one binary per step (its encoder table, :mod:`verifier.complete.milp_encoders`);
+``piecewise_linear`` stays false (that flag is ReLU's one-binary-per-crossing-entry rule
+of the LP encoding), and the LP gets the lines below.
 
 Two sound lines on each side, chosen per entry by their value at the midpoint of
 ``[l, u]`` (for linear bounds that is their mean gap to ``f``):
