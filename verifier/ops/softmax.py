@@ -65,7 +65,14 @@ def softmax_interval(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch
     l64, u64 = l.double(), u.double()
     log_lo = l64 - torch.logsumexp(_with_diagonal(u64, l64), dim=-1)
     log_hi = u64 - torch.logsumexp(_with_diagonal(l64, u64), dim=-1)
-    reach = torch.maximum(l64.abs(), u64.abs()).nan_to_num(0.0, 0.0, 0.0).amax(-1, keepdim=True)  # logsumexp's scale
+    return _interval_from_logs(kind, log_lo, log_hi, l, u)
+
+
+def _interval_from_logs(kind: str, log_lo: torch.Tensor, log_hi: torch.Tensor, l: torch.Tensor,
+                        u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The interval of :func:`softmax_interval` from float64 bounds on ``log yᵢ``: padded by
+    ``logsumexp``'s rounding, NaN made trivial, exponentiated for softmax, cast outwards."""
+    reach = torch.maximum(l.double().abs(), u.double().abs()).nan_to_num(0.0, 0.0, 0.0).amax(-1, keepdim=True)
     log_lo, log_hi = pad(log_lo, log_hi, l.shape[-1] * reach)
     log_lo = torch.nan_to_num(log_lo, nan=-math.inf)
     log_hi = torch.nan_to_num(log_hi, nan=0.0).clamp(max=0.0)
@@ -92,9 +99,10 @@ class SoftmaxRelaxation:
     def __init__(self, kind: str, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):
         if alpha is not None:
             l, u = l.unsqueeze(1).expand(alpha.shape[:-1]), u.unsqueeze(1).expand(alpha.shape[:-1])
-        self.lower, self.upper = softmax_interval(kind, l, u)
         n = l.shape[-1]
         points = _Points(kind, l, u)
+        # log yᵢ ∈ [−log sᵤ, −log sₗ]: the exact interval, from the sums the lines use
+        self.lower, self.upper = _interval_from_logs(kind, -points.log_su, -points.log_sl, l, u)
         alpha = points.default_alpha() if alpha is None else alpha.double()
         s_above = points.exp_chord()
         s_below = points.exp_tangent(alpha[..., :n])
