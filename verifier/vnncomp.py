@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
@@ -372,12 +373,67 @@ def plan_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLik
     return Plan(bench_dir, benchmark, instances, todo, done, output, results_dir, resume_lines, cut, notes)
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What every instance of a run shares, picklable so that remote workers
+    (:mod:`verifier.cluster.ray_vnncomp`) can rebuild an :class:`InstanceRunner`."""
+
+    bench_dir: Path
+    timeout_scale: float = 1.0
+    domain: str = "auto"
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float64
+    fidelity: bool = True
+    cache: bool = True
+
+
+class InstanceRunner:
+    """Runs instances one after the other in this process: one :class:`ModelCache` (each
+    model imported once) and one :class:`FileResolver` (each ``.gz`` decompressed once into
+    a private temporary folder, removed by :meth:`close`)."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+        self.models = ModelCache(disk_cache=settings.cache)
+        self._tmp = tempfile.TemporaryDirectory(prefix="verifier_vnncomp_")
+        self.files = FileResolver(Path(settings.bench_dir), Path(self._tmp.name))
+
+    def run(self, instance: Instance, result_file: Path) -> tuple[float, str, float, str]:
+        """:func:`run_instance` with the run's timeout scale, domain, device, dtype and
+        fidelity setting: ``(prepare_time s, result, run_time s, message)``; writes ``result_file``."""
+        s = self.settings
+        return run_instance(instance, instance.timeout * s.timeout_scale, self.files, self.models, result_file,
+                            domain=s.domain, device=s.device, dtype=s.dtype, fidelity=s.fidelity)
+
+    def close(self) -> None:
+        """Remove the decompressed files."""
+        self._tmp.cleanup()
+
+
+#: one finished instance: the instance and ``(prepare_time, result, run_time, message)``
+Outcome = tuple[Instance, tuple[float, str, float, str]]
+#: runs ``todo`` (writing each instance's result file into ``results_dir``) and yields each
+#: outcome as it finishes, in any order; see :func:`serial_executor`
+Executor = Callable[[list[Instance], RunSettings, Path], Iterator[Outcome]]
+
+
+def serial_executor(todo: list[Instance], settings: RunSettings, results_dir: Path) -> Iterator[Outcome]:
+    """The single-process executor: the instances in ``todo`` order, in this process."""
+    runner = InstanceRunner(settings)
+    try:
+        for instance in todo:
+            yield instance, runner.run(instance, results_dir / result_name(instance))
+    finally:
+        runner.close()
+
+
 def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike | None = None,
                   timeout_scale: float = 1.0, output: str | os.PathLike | None = None,
                   results_dir: str | os.PathLike | None = None, domain: str = "auto",
                   limit: int | None = None, resume: bool = False, device: str = "cpu",
                   dtype: torch.dtype = torch.float64, fidelity: bool = True,
-                  progress: bool = True, cache: bool = True) -> tuple[Path, Counter]:
+                  progress: bool = True, cache: bool = True,
+                  executor: Executor | None = None) -> tuple[Path, Counter]:
     """Verify the instances of ``bench_dir`` (the first ``limit`` of them) and write the CSV.
 
     ``output`` defaults to ``<benchmark>.csv`` in the current folder and ``results_dir`` to
@@ -385,9 +441,14 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
     (:func:`plan_benchmark`); then, without ``resume``, the output is replaced atomically
     by the header line; with it, a cut last row is dropped (the file rewritten
     atomically), instances already listed are skipped and the rest appended. Every row is
-    appended in one write (complete or absent). Returns the output path and the count of
-    each result (resumed rows included). ``cache=False`` imports every model afresh instead
-    of through the on-disk IR cache."""
+    appended in one write (complete or absent), by this process only, as each instance
+    finishes. Returns the output path and the count of each result (resumed rows included).
+    ``cache=False`` imports every model afresh instead of through the on-disk IR cache.
+
+    ``executor`` runs the instances still to do (default :func:`serial_executor`: in this
+    process, in ``instances.csv`` order); another one (e.g.
+    :func:`verifier.cluster.ray_vnncomp.ray_executor`) may run them elsewhere and yield
+    them in the order they finish, which is then the order of the rows."""
     from tqdm import tqdm
 
     if not isinstance(cache, bool):
@@ -404,24 +465,24 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
 
     counts = Counter({name: 0 for name in RESULTS})
     counts.update(plan.done.values())
-    models = ModelCache(disk_cache=cache)
-    with tempfile.TemporaryDirectory(prefix="verifier_vnncomp_") as cache, \
-            tqdm(total=len(plan.instances), initial=len(plan.instances) - len(plan.todo), unit="inst",
-                 desc=benchmark, disable=not progress, file=sys.stderr) as bar:
-        files = FileResolver(plan.bench_dir, Path(cache))
+    settings = RunSettings(plan.bench_dir, timeout_scale, domain, device, dtype, fidelity, cache)
+    outcomes = (executor or serial_executor)(plan.todo, settings, plan.results_dir)
+    with tqdm(total=len(plan.instances), initial=len(plan.instances) - len(plan.todo), unit="inst",
+              desc=benchmark, disable=not progress, file=sys.stderr) as bar:
         bar.set_postfix(_postfix(counts))
-        for instance in plan.todo:
-            prepare_time, result, run_time, message = run_instance(
-                instance, instance.timeout * timeout_scale, files, models,
-                plan.results_dir / result_name(instance), domain=domain, device=device, dtype=dtype,
-                fidelity=fidelity)
-            if message:
-                tqdm.write(f"{result}: {instance.onnx} {instance.vnnlib}: {message}", file=sys.stderr)
-            append_line(output, _csv_line([benchmark, instance.onnx, instance.vnnlib, f"{prepare_time:.3f}", result,
-                                           f"{run_time:.3f}"]))
-            counts[result] += 1
-            bar.set_postfix(_postfix(counts))
-            bar.update(1)
+        try:
+            for instance, (prepare_time, result, run_time, message) in outcomes:
+                if message:
+                    tqdm.write(f"{result}: {instance.onnx} {instance.vnnlib}: {message}", file=sys.stderr)
+                append_line(output, _csv_line([benchmark, instance.onnx, instance.vnnlib, f"{prepare_time:.3f}",
+                                               result, f"{run_time:.3f}"]))
+                counts[result] += 1
+                bar.set_postfix(_postfix(counts))
+                bar.update(1)
+        finally:
+            close = getattr(outcomes, "close", None)
+            if close is not None:
+                close()
     return output, counts
 
 
