@@ -1,0 +1,13 @@
+"""Running the verifier past one machine (``pip install -e ".[cluster]"``).
+
+* :mod:`.ray_vnncomp` — ``verifier vnncomp BENCH --ray [ADDRESS]``: the instances of a
+  benchmark run as Ray actor tasks (each actor imports a model once and reuses it).
+* :mod:`.ray_certify` — ``verifier certify ... --ray``: test points in batches on Ray actors.
+* :mod:`.ray_bab` — ``verifier verify ... --ray``: input-splitting branch-and-bound of one
+  property with its frontier sharded over Ray workers.
+
+Nothing here imports ``ray`` at import time: :func:`.ray_session.require_ray` does, only
+when ``--ray`` is given, and refuses with one ``error:`` line where the extra is missing.
+Training across processes uses ``torch.distributed`` instead
+(:mod:`verifier_plugins.training.distributed`). How to start a cluster: ``docs/scale.md``.
+"""

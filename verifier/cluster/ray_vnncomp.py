@@ -1,0 +1,119 @@
+"""``verifier vnncomp BENCH --ray [ADDRESS]``: a benchmark's instances as Ray actor tasks.
+
+One actor per worker CPU holds an :class:`~verifier.vnncomp.InstanceRunner` (a
+:class:`~verifier.vnncomp.ModelCache`: each model imported once per actor, through the
+on-disk IR cache, and reused by every instance of it that actor runs). The driver keeps one
+instance in flight per actor, takes the results as they finish (:func:`ray.wait`) and hands
+them to :func:`verifier.vnncomp.run_benchmark`, which appends the CSV rows (one atomic write
+each, in the order the instances finish) and moves the progress bar, exactly as in a
+single-process run; the actor sends back each result file's text and the driver writes it
+into ``--results-dir``, so only the driver writes output files.
+
+Failures: an actor whose process dies (killed, out of memory, a lost node) is restarted by
+Ray (``max_restarts``) and the instance it was running is run again
+(``max_task_retries``); only after :data:`MAX_TASK_RETRIES` retries is the instance
+written as ``error``. A row is written only when its instance has finished, so an
+instance is never lost or written twice; a killed driver leaves complete rows that
+``--resume`` keeps (the CSV's done-set) while the rest run again.
+
+Over the network go the run settings (once per actor), each instance's two paths and
+timeout, and back the four numbers/words of its row and its result file's text. Model
+and spec files are read by the workers from ``BENCH`` itself: on a cluster of several
+machines it must be on a shared file system (the same path on every node).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import VerifierInputError
+from ..vnncomp import Executor, Instance, InstanceRunner, Outcome, RunSettings, result_name
+from .ray_session import LOCAL, cluster_cpus, connect, require_ray
+
+MAX_RESTARTS = 4       # an actor process that dies is restarted this many times
+MAX_TASK_RETRIES = 2   # an instance whose actor died is run again this many times, then written as error
+_RUNS = itertools.count()
+
+
+class InstanceActor:
+    """A Ray actor's state: one :class:`~verifier.vnncomp.InstanceRunner` for the whole run."""
+
+    def __init__(self, settings: RunSettings):
+        self.runner = InstanceRunner(settings)
+        self.result_file = Path(tempfile.mkdtemp(prefix="verifier_ray_result_")) / "result.txt"
+
+    def run(self, instance: Instance) -> tuple[tuple[float, str, float, str], str]:
+        """``((prepare_time s, result, run_time s, message), result file text)`` of one instance."""
+        outcome = self.runner.run(instance, self.result_file)
+        return outcome, self.result_file.read_text()
+
+    def pid(self) -> int:
+        """This actor's process id (for tests and monitoring)."""
+        return os.getpid()
+
+
+def ray_executor(address: str | None = LOCAL, workers: int | None = None,
+                 actor_prefix: str | None = None) -> Executor:
+    """An executor for :func:`verifier.vnncomp.run_benchmark` that runs the instances on
+    Ray: ``address`` as in :func:`~verifier.cluster.ray_session.connect` (``"local"``: start
+    Ray here), ``workers`` actors (default: the cluster's CPUs, at most one per instance),
+    each named ``<actor_prefix><i>`` when a prefix is given (``ray.get_actor`` finds them).
+
+    Checks that ``ray`` is installed now (:class:`~verifier.errors.VerifierInputError`
+    otherwise); connects when the run starts, after the benchmark was validated."""
+    require_ray()
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise VerifierInputError(f"workers must be a whole number >= 1, not {workers!r}")
+
+    def execute(todo: list[Instance], settings: RunSettings, results_dir: Path) -> Iterator[Outcome]:
+        if not todo:
+            return
+        ray = connect(address)
+        count = min(workers or cluster_cpus(ray), len(todo))
+        remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(InstanceActor)
+        actors = [(remote.options(name=f"{actor_prefix}{i}") if actor_prefix else remote).remote(settings) for i in range(count)]
+        try:
+            yield from _dispatch(ray, actors, todo, results_dir)
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+
+    return execute
+
+
+def _dispatch(ray, actors: list, todo: list[Instance], results_dir: Path) -> Iterator[Outcome]:
+    """Keep one instance in flight per actor; yield each as it finishes (writing its result
+    file here). An instance whose actor died more than :data:`MAX_TASK_RETRIES` times is
+    yielded as ``error`` and that actor is retired; with every actor retired the run stops
+    with :class:`~verifier.errors.VerifierInputError` (the rows written so far are kept for
+    ``--resume``)."""
+    from ..counterexample import write_result
+    from ..outputs import write_atomic
+
+    actors, queue, idle, pending = list(actors), list(todo), list(actors), {}
+    while queue or pending:
+        while queue and idle:
+            actor, instance = idle.pop(), queue.pop(0)
+            pending[actor.run.remote(instance)] = (instance, actor)
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        instance, actor = pending.pop(ref)
+        idle.append(actor)
+        target = results_dir / result_name(instance)
+        try:
+            outcome, text = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the actor died on every try (or cannot start)
+            first = (str(exc).splitlines() or [""])[0][:200]
+            outcome = (0.0, "error", 0.0, f"Ray worker lost {MAX_TASK_RETRIES + 1} times ({type(exc).__name__}: {first})")
+            write_result(target, "error", None)
+            idle.remove(actor)
+            actors = [a for a in actors if a is not actor]
+        else:
+            write_atomic(target, text)
+        yield instance, outcome
+        if queue and not actors:
+            raise VerifierInputError(f"every Ray worker died; {len(queue)} instances did not run: rerun with --resume "
+                                     f"(see the errors above)")
