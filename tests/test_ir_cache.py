@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from onnx_builders import GraphBuilder, save_model
 from verifier.deadline import Deadline
 from verifier.errors import FidelityError
 from verifier.ir import cache as ir_cache
+from verifier.ir import cache_folder
 from verifier.ir.graph import topological_order
 from verifier.ops import FORWARD
 from verifier.verify import uses_optimizers, verify
@@ -327,10 +329,103 @@ def test_an_unusable_cache_folder_only_warns(tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("VERIFIER_CACHE_DIR", str(blocker))
-    monkeypatch.setattr(ir_cache, "_WARNED", False)
+    monkeypatch.setattr(cache_folder, "_WARNED", set())
     with pytest.warns(RuntimeWarning, match="not usable"):
         model = verifier.load(MNIST, cache=True)
     assert model.cache_entry is None and model.fidelity.ok
+
+
+def _within(seconds: float, function, fifo: Path):
+    """``function()``'s value, or ``"hung"`` when it has not returned after ``seconds`` (it
+    is then released by opening ``fifo`` for writing, so that no thread stays blocked)."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("value", function()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        thread.join(5)
+        return "hung"
+    return box.get("value")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_non_regular_file_at_an_entry_path_is_no_entry_and_left_alone(cache_dir, calls, kind):
+    """A FIFO (whose read would block for ever) or a folder named like the entry: the
+    model is imported without the cache, and the node is neither read, replaced nor pruned."""
+    fp, sha = ir_cache.fingerprint(), ir_cache.file_sha256(MNIST)
+    file = ir_cache.entry_file(sha, fp)
+    cache_dir.mkdir(mode=0o700)
+    os.mkfifo(file) if kind == "fifo" else file.mkdir()
+    assert _within(10, lambda: ir_cache.read_entry(file, sha, fp), file) is None
+    model = _within(60, lambda: verifier.load(MNIST, check=False, cache=True), file)
+    assert model != "hung" and model.cache_entry is None and calls["import"] == 1
+    ir_cache.prune(cache_dir, max_entries=0)
+    assert (file.is_fifo() if kind == "fifo" else file.is_dir()) and list(cache_dir.iterdir()) == [file]
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702], ids=oct)
+def test_a_cache_folder_others_can_write_is_not_used(cache_dir, calls, monkeypatch, mode):
+    """An entry planted in a folder that other users can write (no sticky bit) is never
+    read, and nothing is written there: the model is imported, with one warning."""
+    verifier.load(MNIST, check=False, cache=True)  # a valid entry: what a forger would plant
+    (file,) = entries(cache_dir)
+    assert cache_dir.stat().st_mode & 0o777 == 0o700  # created private
+    cache_dir.chmod(mode)
+    monkeypatch.setattr(cache_folder, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="other users can write"):
+        model = verifier.load(MNIST, check=False, cache=True)
+    assert model.cache_entry is None and calls["import"] == 2
+    assert entries(cache_dir) == [file]
+    cache_dir.chmod(0o700)
+    assert verifier.load(MNIST, check=False, cache=True).cache_entry is not None and calls["import"] == 2
+
+
+def test_a_sticky_shared_folder_is_used_but_only_our_own_private_entries(cache_dir, calls):
+    """A world-writable folder with the sticky bit (like /tmp) is used; an entry that others
+    can write, or that another user owns, is not read."""
+    verifier.load(MNIST, check=False, cache=True)
+    (file,) = entries(cache_dir)
+    cache_dir.chmod(0o1777)
+    assert verifier.load(MNIST, check=False, cache=True).cache_entry is not None and calls["import"] == 1
+    file.chmod(0o666)
+    assert verifier.load(MNIST, check=False, cache=True).cache_entry is not None and calls["import"] == 2
+    assert file.stat().st_mode & 0o777 == 0o600  # rewritten private
+    if os.geteuid() == 0:  # only root can give a file to another user
+        os.chown(file, 65534, -1)
+        assert verifier.load(MNIST, check=False, cache=True).cache_entry is not None and calls["import"] == 3
+        assert file.stat().st_uid == 0  # the foreign entry was not read, and replaced
+
+
+def test_a_cache_folder_of_another_user_is_not_used(cache_dir, calls, monkeypatch):
+    verifier.load(MNIST, check=False, cache=True)
+    monkeypatch.setattr(cache_folder, "_owner", lambda: cache_dir.stat().st_uid + 1)
+    monkeypatch.setattr(cache_folder, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="owned by"):
+        assert verifier.load(MNIST, check=False, cache=True).cache_entry is None
+    assert calls["import"] == 2
+
+
+def test_relative_cache_paths_are_ignored_as_xdg_requires(tmp_path, monkeypatch):
+    """A relative ``VERIFIER_CACHE_DIR`` or ``XDG_CACHE_HOME`` is invalid and ignored (with a
+    warning), whatever the current folder: the next rule gives the folder, an absolute one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cache_folder, "_WARNED", set())
+    monkeypatch.setenv("VERIFIER_CACHE_DIR", "relative/cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.warns(RuntimeWarning, match="VERIFIER_CACHE_DIR.*relative"):
+        assert ir_cache.cache_dir() == tmp_path / "xdg" / "verifier"
+    monkeypatch.setenv("XDG_CACHE_HOME", "xdg")
+    with pytest.warns(RuntimeWarning, match="XDG_CACHE_HOME.*relative"):
+        assert ir_cache.cache_dir() == tmp_path / "home" / ".cache" / "verifier"
+    monkeypatch.setenv("VERIFIER_CACHE_DIR", "~/mine")
+    assert ir_cache.cache_dir() == tmp_path / "home" / "mine"
+    monkeypatch.chdir(tmp_path / "..")
+    assert ir_cache.cache_dir() == tmp_path / "home" / "mine"
 
 
 def test_models_with_external_data_are_not_cached(cache_dir, tmp_path):
@@ -354,18 +449,61 @@ def test_values_the_format_does_not_store_are_not_cached():
     assert equal_values(decoded.nodes[first]["attrs"], graph.nodes[first]["attrs"])
 
 
+def _entry_name(index: int) -> str:
+    """A name of the kind the cache writes (``<64 hex>-<16 hex>.ir``)."""
+    return f"{index:064x}-{index:016x}{ir_cache.SUFFIX}"
+
+
 def test_prune_keeps_the_most_recently_used(tmp_path):
     for index in range(5):
-        file = tmp_path / f"{index}{ir_cache.SUFFIX}"
+        file = tmp_path / _entry_name(index)
         file.write_bytes(b"x" * 10)
         os.utime(file, (time.time() - 100 + index, time.time() - 100 + index))
-    stale = tmp_path / f".tmp-old{ir_cache.SUFFIX}"
+    stale = tmp_path / f".tmp-abc_1234{ir_cache.SUFFIX}"
     stale.write_bytes(b"x")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     ir_cache.prune(tmp_path, max_entries=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.ir", "4.ir"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [_entry_name(3), _entry_name(4)]
     ir_cache.prune(tmp_path, max_bytes=15)
-    assert [p.name for p in tmp_path.iterdir()] == ["4.ir"]
+    assert [p.name for p in tmp_path.iterdir()] == [_entry_name(4)]
+
+
+def test_prune_deletes_only_files_the_cache_wrote(tmp_path):
+    """Files that merely end in ``.ir`` or start with ``.tmp-``, and anything that is not a
+    regular file, survive however old they are; entries and the writer's stale temporaries go."""
+    old = time.time() - 7200
+    foreign = ["notes.ir", "x.ir", f"{'0' * 64}.ir", f"{'g' * 64}-{'0' * 16}.ir", ".tmp-user-data",
+               ".tmp-abcd1234.ir.bak", ".tmp-ABCD1234.ir", ".tmp-abc.ir"]
+    for name in foreign:
+        (tmp_path / name).write_bytes(b"y" * 100)
+    (tmp_path / _entry_name(7)).mkdir()
+    os.mkfifo(tmp_path / _entry_name(8))
+    (tmp_path / _entry_name(1)).write_bytes(b"x" * 10)
+    (tmp_path / f".tmp-abcd1234{ir_cache.SUFFIX}").write_bytes(b"x")
+    for path in tmp_path.iterdir():
+        os.utime(path, (old, old))
+    ir_cache.prune(tmp_path, max_entries=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(foreign + [_entry_name(7), _entry_name(8)])
+
+
+def test_the_writers_temporary_names_are_the_ones_prune_removes(tmp_path, monkeypatch):
+    """The temporary name ``Entry.write`` uses matches what :func:`prune` deletes (so a
+    change in ``tempfile``'s naming cannot make prune miss, or widen, its files)."""
+    names = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        names.append(os.path.basename(src))
+        return real_replace(src, dst)
+
+    folder = tmp_path / "cache"
+    entry = ir_cache.Entry(folder / _entry_name(3), "0" * 64, {}, b"blob")
+    monkeypatch.setattr(ir_cache.os, "replace", spy)
+    for _ in range(3):
+        assert entry.write()
+    monkeypatch.undo()
+    assert len(names) == 3 and all(ir_cache.TEMPORARY.fullmatch(name) for name in names)
+    assert ir_cache.ENTRY.fullmatch(entry.file.name)
 
 
 def test_concurrent_processes_share_the_cache(cache_dir, tmp_path):

@@ -8,22 +8,31 @@ verifier's own source files (so a code change, even without a version bump, miss
 entry holds the IR and the boxes on which the onnxruntime comparison passed, with its
 report; a check on another box runs again.
 
-Where: ``$VERIFIER_CACHE_DIR``, else ``$XDG_CACHE_HOME/verifier``, else
-``~/.cache/verifier``. ``VERIFIER_NO_CACHE=1`` turns the cache off everywhere (the CLI
-also has ``--no-cache``). Models with external data files are not cached (their weights
-live outside the hashed file).
+Where: ``$VERIFIER_CACHE_DIR`` (``~`` expanded), else ``$XDG_CACHE_HOME/verifier``, else
+``~/.cache/verifier``. As the XDG Base Directory specification requires of its variables,
+both must be absolute paths: a relative one is ignored, with a warning, and the next rule
+applies (so the folder never depends on the current directory). ``VERIFIER_NO_CACHE=1``
+turns the cache off everywhere (the CLI also has ``--no-cache``). Models with external
+data files are not cached (their weights live outside the hashed file).
 
-Safety: an entry is never trusted. A file starts with a magic line and the SHA-256 of the
-rest (a torn or flipped file misses); its JSON header must name the expected key; the IR
+What is trusted: the folder's ownership and permissions, nothing in it. A file starts with
+a magic line and the SHA-256 of the rest, which catches a torn or flipped file but not a
+forgery (anyone who can write the folder can write a well-formed entry, and so change an
+IR and the verdicts drawn from it). The folder is therefore created with mode ``0o700``,
+and one owned by another user, or writable by group or others without the sticky bit, is
+not used (one warning; models are imported afresh, as ``pip`` and ``ssh`` refuse such
+folders). An entry is read only when it is a regular file (never a FIFO, device, folder or
+symlink, which are neither read, replaced nor pruned) owned by the user and not writable
+by group or others (in a sticky shared folder others may add files but not change ours).
+Within that, an entry is still checked: its JSON header must name the expected key; the IR
 is read with ``torch.load(weights_only=True)`` (tensors and plain Python values only, no
 code) and must decode to a well-formed IR (known op kinds, edges between its nodes, an
 acyclic graph). Anything else is a miss: the model is imported again and the entry
-replaced. (Whoever can write the cache folder, created private to the user, can still
-change answers, as they could by editing the verifier's code, but cannot run code
-through it.) Entries are written to a temporary file and renamed into place, so concurrent
+replaced. Entries are written to a temporary file and renamed into place, so concurrent
 processes read a whole old or a whole new entry; two that record checks at once may keep
 only one of them (the other box is checked again later). At most :data:`MAX_ENTRIES`
-entries and :data:`MAX_BYTES` bytes are kept (the least recently used go first).
+entries and :data:`MAX_BYTES` bytes are kept (the least recently used go first); only
+files named as the cache names them (:data:`ENTRY`, :data:`TEMPORARY`) are ever deleted.
 """
 
 from __future__ import annotations
@@ -35,8 +44,6 @@ import os
 import stat
 import sys
 import tempfile
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +52,11 @@ import networkx as nx
 import numpy as np
 import torch
 
+from .cache_folder import (ENTRY, MAX_BYTES, MAX_ENTRIES, SUFFIX, TEMPORARY, absent_or_regular,  # noqa: F401
+                           cache_dir, prune, read_private, touch, trusted_folder, unlink, warn_once)
+
 FORMAT = 1
 MAGIC = b"verifier-ir-cache %d\n" % FORMAT
-SUFFIX = ".ir"
-MAX_ENTRIES = 256
-MAX_BYTES = 1 << 30
 MAX_CHECKS = 32  # recorded check boxes per entry (the oldest are dropped)
 _TAG = "__verifier_cache_value__"  # marks an encoded numpy value inside the pickled IR
 _NODE_KEYS = ("kind", "params", "attrs", "shape", "source")
@@ -63,16 +70,6 @@ class Uncacheable(Exception):
 def disabled_by_env() -> bool:
     """``True`` when ``VERIFIER_NO_CACHE`` is set to anything but ``""`` or ``"0"``."""
     return os.environ.get("VERIFIER_NO_CACHE", "") not in ("", "0")
-
-
-def cache_dir() -> Path:
-    """``$VERIFIER_CACHE_DIR``, else ``$XDG_CACHE_HOME/verifier``, else ``~/.cache/verifier``
-    (the folder need not exist yet)."""
-    explicit = os.environ.get("VERIFIER_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "verifier"
 
 
 _SOURCE_DIGEST: str | None = None
@@ -275,17 +272,19 @@ class Entry:
         data = MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
         try:
             self.file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not trusted_folder(self.file.parent) or not absent_or_regular(self.file):
+                return False
             handle = tempfile.NamedTemporaryFile(dir=self.file.parent, prefix=".tmp-", suffix=SUFFIX, delete=False)
             try:
                 with handle:
                     handle.write(data)
                 os.replace(handle.name, self.file)
             except BaseException:
-                _unlink(Path(handle.name))
+                unlink(Path(handle.name))
                 raise
         except OSError as exc:
-            _warn_once(f"the IR cache folder {self.file.parent} is not usable ({exc.strerror or exc}); "
-                       f"models are imported without the cache (set VERIFIER_CACHE_DIR or VERIFIER_NO_CACHE=1)")
+            warn_once(f"the IR cache folder {self.file.parent} is not usable ({exc.strerror or exc}); "
+                      f"models are imported without the cache (set VERIFIER_CACHE_DIR or VERIFIER_NO_CACHE=1)")
             return False
         return True
 
@@ -298,10 +297,10 @@ def entry_file(model_sha256: str, fp: dict[str, str]) -> Path:
 
 def read_entry(file: Path, model_sha256: str, fp: dict[str, str]) -> Entry | None:
     """The entry in ``file`` when it is intact and has this key; ``None`` otherwise (absent,
-    torn, corrupt, another key)."""
-    try:
-        data = file.read_bytes()
-    except OSError:
+    not a regular file, another user's or writable by others, torn, corrupt, another key).
+    A FIFO or device is opened without blocking and never read."""
+    data = read_private(file)
+    if data is None:
         return None
     if not data.startswith(MAGIC):
         return None
@@ -341,6 +340,8 @@ def import_cached(path: str | os.PathLike, dtype: torch.dtype | None = None,
         return _import_onnx(path, dtype), None
     fp = fingerprint(dtype)
     file = entry_file(model_sha256, fp)
+    if not trusted_folder(file.parent):
+        return _import_onnx(path, dtype), None
     entry = read_entry(file, model_sha256, fp)
     if entry is not None:
         try:
@@ -348,7 +349,7 @@ def import_cached(path: str | os.PathLike, dtype: torch.dtype | None = None,
         except Exception:  # noqa: BLE001  (whatever a corrupt blob raises: a miss)
             graph = None
         if graph is not None:
-            _touch(file)
+            touch(file)
             return graph, entry
     graph = _import_onnx(path, dtype)
     try:
@@ -391,51 +392,3 @@ def _has_external_data(path: str) -> bool:
         return any(uses_external_data(t) for t in tensors)
 
     return graph_uses(onnx.load(path, load_external_data=False).graph)
-
-
-def prune(folder: Path, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES) -> None:
-    """Delete the least recently used entries beyond ``max_entries`` or ``max_bytes``, and
-    temporary files older than an hour (left by killed writers)."""
-    entries = []
-    try:
-        for item in os.scandir(folder):
-            try:
-                stat = item.stat()
-            except OSError:
-                continue
-            if item.name.startswith(".tmp-") and stat.st_mtime < time.time() - 3600:
-                _unlink(Path(item.path))
-            elif item.name.endswith(SUFFIX) and not item.name.startswith("."):
-                entries.append((stat.st_mtime, stat.st_size, Path(item.path)))
-    except OSError:
-        return
-    entries.sort(reverse=True)  # newest first
-    total = 0
-    for index, (_, size, file) in enumerate(entries):
-        total += size
-        if index >= max_entries or total > max_bytes:
-            _unlink(file)
-
-
-def _touch(file: Path) -> None:
-    try:
-        os.utime(file)
-    except OSError:
-        pass
-
-
-def _unlink(file: Path) -> None:
-    try:
-        file.unlink()
-    except OSError:
-        pass
-
-
-_WARNED = False
-
-
-def _warn_once(message: str) -> None:
-    global _WARNED
-    if not _WARNED:
-        _WARNED = True
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
