@@ -53,3 +53,19 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None):
 def cluster_cpus(ray) -> int:
     """Whole CPUs the connected cluster offers (at least 1): the number of workers to start."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def portable_model(model):
+    """A copy of ``model`` (a :class:`verifier.api.Model`) that pickles, to send to Ray
+    workers once (``ray.put``): the same IR (parameter tensors shared, not copied) without
+    the onnxruntime sessions and per-node caches, which the workers rebuild on first use
+    (sessions from ``graph.graph["path"]``: on a cluster of several machines the ONNX file
+    must be at that path on every node for counterexamples to be confirmed)."""
+    from ..api import Model
+    from ..ops import CACHE
+
+    graph = model.graph.copy()  # node attribute dicts are copied, their values shared
+    graph.graph = {k: v for k, v in model.graph.graph.items() if not k.startswith("_ort_session")}
+    for _, data in graph.nodes(data=True):
+        data.pop(CACHE, None)
+    return Model(graph, model.fidelity)
