@@ -14,6 +14,36 @@ DEFAULT_MODEL = REPO / "models" / "mnist_small.onnx"
 PROPERTIES = REPO / "models" / "properties"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="torch device of the domain soundness grid's bound computations (cpu, cuda, cuda:N); "
+                          "benchmarks/gpu.sh runs tests/test_domain_soundness.py with --device cuda")
+
+
+def _device(name: str) -> torch.device:
+    """``--device``'s torch device; an absent CUDA device or another kind is a usage error
+    (the run would otherwise silently test the CPU)."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise pytest.UsageError(f"--device {name!r}: {exc}; valid: cpu, cuda, cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"--device {name}: valid: cpu, cuda, cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--device {name}: torch sees no CUDA device here")
+    return dev
+
+
+def pytest_configure(config):
+    _device(config.getoption("--device"))
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    """The ``--device`` the soundness grid's bound computations run on."""
+    return _device(request.config.getoption("--device"))
+
+
 @pytest.fixture
 def bench() -> Path:
     root = benchmarks_dir()

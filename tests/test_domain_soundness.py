@@ -206,23 +206,27 @@ def evidence(name: str, box, spec, workdir) -> Evidence:
 
 
 # --- the soundness grid: one test function per domain -----------------------------------
-def check_domain(domain: str, name: str, box, spec, workdir) -> None:
+def check_domain(domain: str, name: str, box, spec, workdir, device: torch.device) -> None:
+    """Bounds computed on ``device`` (the inputs and ``C`` moved there; the model's parameters
+    follow the inputs), checked on the CPU against onnxruntime's outputs."""
     ev = evidence(name, box, spec, workdir)
+    lo, hi, C_arg = ev.lo.to(device), ev.hi.to(device), ev.C_arg.to(device)
     options = DOMAIN_OPTIONS[domain]
     refused = CASE_INFO[name]["ops"] & set(DUAL_LP_REFUSES)
     if domain == "dual-lp" and refused:
-        for C in (None, ev.C_arg):
+        for C in (None, C_arg):
             with pytest.raises(VerifierInputError) as info:
-                verifier.compute_bounds(ev.model, ev.lo, ev.hi, domain=domain, C=C)
+                verifier.compute_bounds(ev.model, lo, hi, domain=domain, C=C)
             message = str(info.value)
             assert "dual-lp" in message and "ReLU" in message, message
             for op in refused:
                 assert DUAL_LP_REFUSES[op] in message, message
         return
-    lb, ub = verifier.compute_bounds(ev.model, ev.lo, ev.hi, domain=domain, **options)
-    ev.check(lb, ub, "y", domain)
-    lb, ub = verifier.compute_bounds(ev.model, ev.lo, ev.hi, domain=domain, C=ev.C_arg, **options)
-    ev.check(lb, ub, "Cy", domain)
+    lb, ub = verifier.compute_bounds(ev.model, lo, hi, domain=domain, **options)
+    assert lb.device == ub.device == lo.device
+    ev.check(lb.cpu(), ub.cpu(), "y", domain)
+    lb, ub = verifier.compute_bounds(ev.model, lo, hi, domain=domain, C=C_arg, **options)
+    ev.check(lb.cpu(), ub.cpu(), "Cy", domain)
 
 
 def _domain_test(domain: str):
@@ -234,8 +238,8 @@ def _domain_test(domain: str):
     @given(box=box_params, spec=spec_params)
     @seed(SEED)
     @SETTINGS
-    def test(name, box, spec, workdir):
-        check_domain(domain, name, box, spec, workdir)
+    def test(name, box, spec, workdir, device):
+        check_domain(domain, name, box, spec, workdir, device)
 
     test.__name__ = test.__qualname__ = f"test_{domain.replace('-', '_')}_bounds_are_sound"
     test.__doc__ = f"{domain}: bounds contain sampled and PGD-attacked onnxruntime outputs, for every op case."
