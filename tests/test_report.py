@@ -36,7 +36,7 @@ RESULTS = (
     "alpha,onnx/a.onnx,vnnlib/p7.vnnlib,0.1,timeout,60.0\n"     # not in the reference
     "beta,onnx/b.onnx,vnnlib/q1.vnnlib,0.1,unknown,7.0\n"       # beta: no reference at all
     "beta,onnx/b.onnx,vnnlib/q2&.vnnlib,0.1,holds,0.5\n"
-    "beta,onnx/b.onnx,vnnlib/q3.vnnlib,0.1,error,-1\n"
+    "beta,onnx/b.onnx,vnnlib/q3.vnnlib,0.1,error,0.0\n"
     "beta,onnx/b.onnx,vnnlib/q4.vnn")                           # cut by a kill: left out
 
 # The hand count: (instances, sat, unsat, wrong, timeout, unknown, error, total s, median s).
@@ -216,10 +216,10 @@ def test_bad_input_is_one_error_line_before_any_work(files, capsys, case):
         argv[0], words = tmp, ("folder",)
     elif case == "not-utf8":
         results.write_bytes(b"benchmark,onnx,vnnlib,prepare_time,result,run_time\nalpha,\xff\n")
-        words = ("line 2", "UTF-8")
+        words = (f"{results}:2:", "UTF-8")
     elif case == "columns":
         results.write_text("alpha,onnx/a.onnx,vnnlib/p1.vnnlib,unsat\n")
-        words = ("line 1", "6 columns")
+        words = (f"{results}:1:", "6 columns")
     elif case == "empty":
         results.write_text("benchmark,onnx,vnnlib,prepare_time,result,run_time\n")
         words = ("no result rows",)
@@ -258,3 +258,141 @@ def test_vnncomp_draws_no_progress_bar_off_a_terminal(tmp_path, capsys, monkeypa
     code, stdout, _ = run(capsys, "report", out)
     assert code == 0 and stdout.splitlines()[2].split()[:5] == ["verifier", "1", "1", "1", "0"]
 
+
+
+# --- fresh-eyes findings: cut rows, bad times, duplicates, plot formats, markdown escaping ---------
+CLEAN = "benchmark,onnx,vnnlib,prepare_time,result,run_time\n" + "".join(RESULTS.splitlines(keepends=True)[1:3])
+
+
+def test_a_cut_last_row_is_dropped_as_vnncomp_resume_drops_it(tmp_path):
+    """Any last line without its newline is a row cut by a kill, whatever its number of
+    cells (a cut inside run_time still has six): dropped with a note, as ``--resume`` does."""
+    from verifier.vnncomp import read_done
+
+    vnncomp_cut = Path(__file__).parent / "cases" / "vnncomp" / "partial_in.csv"  # CRLF rows, last one cut
+    notes: list[str] = []
+    assert read_results(vnncomp_cut, notes) == read_done(vnncomp_cut)[0] and len(read_done(vnncomp_cut)[0]) == 4
+    assert len(notes) == 1 and "cut by an interrupted run" in notes[0]
+    for cut in ("alpha,onnx/a.onnx,vnnlib/p3.vnnlib,0.1,unsat,1", 'alpha,"onnx/a.on', "alpha,onnx/a.onnx,vnnlib/p3.vnnlib,0.1,unsat,1.5\r"):
+        path = tmp_path / "results.csv"
+        path.write_text(CLEAN + cut, newline="")
+        notes = []
+        rows = read_results(path, notes)
+        assert [row["vnnlib"] for row in rows] == ["vnnlib/p1.vnnlib", "vnnlib/p2.vnnlib.gz"], cut
+        assert len(notes) == 1 and str(path) in notes[0]
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-inf", "-5", "", "1e999"])
+def test_a_bad_run_time_is_refused_with_its_line(files, capsys, value):
+    results, reference = files
+    results.write_text(CLEAN + f"alpha,onnx/a.onnx,vnnlib/p3.vnnlib,0.1,sat,{value}\n")
+    code, out, err = run(capsys, "report", results, "--reference", reference)
+    assert_refused(code, out, err, f"{results}:4: run_time", "a finite number >= 0")
+
+
+@pytest.mark.parametrize("case", ["same instance", "same instance respelled", "exact duplicate", "second header",
+                                  "empty benchmark", "duplicate reference"])
+def test_duplicates_a_second_header_and_an_empty_benchmark_are_refused(files, capsys, case):
+    results, reference = files
+    line = 3
+    if case == "same instance":
+        results.write_text(CLEAN + "alpha,onnx/a.onnx,vnnlib/p1.vnnlib,0.1,sat,9.0\n")
+        where, words = results, ("line 2", "onnx/a.onnx", "vnnlib/p1.vnnlib")
+        line = 4
+    elif case == "same instance respelled":  # ./ and .gz name the same instance
+        results.write_text(CLEAN + "alpha,./onnx/a.onnx,vnnlib/p1.vnnlib.gz,0.1,unsat,1.0\n")
+        where, words, line = results, ("line 2",), 4
+    elif case == "exact duplicate":
+        results.write_text(CLEAN + CLEAN.splitlines(keepends=True)[1])
+        where, words, line = results, ("line 2",), 4
+    elif case == "second header":  # two results files joined with cat
+        results.write_text(CLEAN + CLEAN.replace("p1", "p3").replace("p2", "p4"))
+        where, words, line = results, ("header",), 4
+    elif case == "empty benchmark":
+        results.write_text(CLEAN.replace("\nalpha,./onnx", "\n ,./onnx"))
+        where, words = results, ("benchmark",)
+    else:
+        reference.write_text(REFERENCE + "./onnx/a.onnx,vnnlib/p2.vnnlib.gz,60,sat,sat,1,sat,1\n")
+        where, words, line = reference, ("line 3",), 7
+    code, out, err = run(capsys, "report", results, "--reference", reference)
+    assert_refused(code, out, err, f"{where}:{line}:", *words)
+
+
+def test_the_same_instance_in_two_results_files_is_refused(tmp_path):
+    from verifier.errors import VerifierInputError
+    from verifier.report import read_all_results
+
+    first, second, other = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    first.write_text(CLEAN)
+    second.write_text(CLEAN.splitlines(keepends=True)[0] + CLEAN.splitlines(keepends=True)[2])
+    other.write_text(CLEAN.replace("alpha", "gamma"))  # the same paths in another benchmark: other instances
+    assert len(read_all_results([first, other], [])) == 4
+    with pytest.raises(VerifierInputError, match=f"{second}:2: .*{first}:3"):
+        read_all_results([first, second], [])
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out", "out.jpg", "out.png.bak"])
+def test_a_plot_path_matplotlib_should_not_write_is_refused_before_any_output(files, capsys, name):
+    from verifier.errors import VerifierInputError
+    from verifier.report_plot import check_plot_path
+
+    results, reference = files
+    with pytest.raises(VerifierInputError, match=r"--plot .*\.png, \.svg or \.pdf"):
+        check_plot_path(results.parent / name)
+    pytest.importorskip("matplotlib")
+    results.write_text(CLEAN)
+    md = results.parent / "r.md"
+    code, out, err = run(capsys, "report", results, "--reference", reference, "--plot", results.parent / name,
+                         "--markdown", md)
+    assert_refused(code, out, err, "--plot", ".png, .svg or .pdf")
+    assert not md.exists() and not (results.parent / name).exists()
+
+
+def test_svg_and_pdf_plots_are_written_in_their_format(files, capsys):
+    pytest.importorskip("matplotlib")
+    results, reference = files
+    results.write_text(CLEAN)
+    for name, magic in (("plot.svg", b"<svg"), ("plot.PDF", b"%PDF-"), ("plot.png", b"\x89PNG")):
+        page = results.parent / "r.html"
+        code, _, err = run(capsys, "report", results, "--reference", reference, "--plot", results.parent / name,
+                           "--html", page)
+        assert code == 0, err
+        data = (results.parent / name).read_bytes()
+        assert magic in data[:400], name
+        assert "data:image/png;base64," in page.read_text()  # the page embeds a PNG whatever the file's format
+
+
+def _unescaped_pipes(line: str) -> int:
+    count, escaped = 0, False
+    for char in line:
+        if char == "|" and not escaped:
+            count += 1
+        escaped = char == "\\" and not escaped
+    return count
+
+
+def test_markdown_escapes_names_that_would_break_the_tables(tmp_path):
+    """A benchmark, tool or instance name with ``|``, backticks, ``*``, ``<`` or a newline stays
+    inside its cell / code span: each table row keeps its column count and, unescaped, the
+    text reads back."""
+    import re
+
+    from verifier.report import _md_text
+
+    bench = 'we|ird `name`\n*x* <b>'
+    ref = tmp_path / "ref.csv"
+    ref.write_text('onnx,vnnlib,expected,"to|ol`_result",to|ol`_time\n"a`b|c.onnx",p.vnnlib,unsat,sat,1\n')
+    results = tmp_path / "res.csv"
+    results.write_text(f'benchmark,onnx,vnnlib,prepare_time,result,run_time\n"{bench}","a`b|c.onnx",p.vnnlib,0,sat,1\n')
+    report = build_report(read_results(results, []), [load_reference(ref)])
+    markdown = render_markdown(report)
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(table) == 4 and all(_unescaped_pipes(line) == 12 for line in table)  # tool + 10 columns
+    title = next(line for line in markdown.splitlines() if line.startswith("### "))
+    unescape = lambda text: re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)  # noqa: E731  (CommonMark escapes)
+    assert unescape(title[4:]) == bench.replace("\n", " ")
+    assert unescape(table[3].split(" | ")[0][2:]) == "to|ol`"
+    assert _md_text("plain_name") == r"plain\_name"
+    flagged = next(line for line in markdown.splitlines() if line.startswith("- **"))
+    assert "``a`b|c.onnx``" in flagged  # a code span fenced longer than the backtick run inside
+    assert "\n" not in unescape(title)

@@ -2,8 +2,9 @@
 
 ``verifier report RESULTS.csv [--reference reference.csv]`` (see ``docs/outputs.md``):
 
-- :func:`read_results` / :func:`read_reference` read the competition CSVs (bad input raises
-  :class:`~verifier.errors.VerifierInputError` naming the file and line);
+- :func:`read_results` / :func:`read_all_results` / :func:`read_reference` (from
+  :mod:`verifier.report_csv`) read the competition CSVs (bad input raises
+  :class:`~verifier.errors.VerifierInputError` as ``FILE:LINE: ...``);
 - :func:`build_report` groups our rows by benchmark, finds each benchmark's reference and
   counts, per tool (ours first), sat / unsat / wrong / timeout / unknown / error, total and
   median time (:class:`ToolSummary`), and lists our wrong or unconfirmed answers
@@ -18,23 +19,22 @@ is ``unknown``.
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import math
 import os
+import re
 import statistics
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import VerifierInputError
+from .report_csv import (RESULT_HEADER, Reference, instance_key, load_reference, read_all_results,  # noqa: F401
+                         read_reference, read_results, run_time_seconds)
 
 OURS = "verifier"
 ALIASES = {"holds": "unsat", "violated": "sat", "": "unknown"}
-RESULT_HEADER = ("benchmark", "onnx", "vnnlib", "prepare_time", "result", "run_time")
 ANSWERS = ("sat", "unsat")
 
 
@@ -111,16 +111,6 @@ class Flagged:
 
 
 @dataclass
-class Reference:
-    """A VNN-COMP ``reference.csv``: the published tools (from its ``<tool>_result``
-    columns) and its rows keyed by :func:`instance_key`."""
-
-    path: str
-    tools: list[str]
-    rows: dict[tuple[str, str], dict[str, str]]
-
-
-@dataclass
 class BenchmarkReport:
     """One benchmark: tool summaries (ours first), how many of our instances the reference
     lacks (``missing``), the flagged answers and the reference used (``None``: ours only)."""
@@ -151,95 +141,9 @@ def normalise_result(text: str) -> str:
     return ALIASES.get(text, text)
 
 
-def instance_key(onnx: str, vnnlib: str) -> tuple[str, str]:
-    """A path pair comparable across CSVs: no leading ``./``, no ``.gz``, ``/`` separators."""
-    def clean(path: str) -> str:
-        path = path.strip().replace("\\", "/")
-        while path.startswith("./"):
-            path = path[2:]
-        return path[:-3] if path.endswith(".gz") else path
-
-    return clean(onnx), clean(vnnlib)
-
-
-def _read_text(path: str | os.PathLike) -> str:
-    """The UTF-8 text of ``path``; :class:`VerifierInputError` for a missing, unreadable or
-    non-UTF-8 file (with the line of the first bad byte)."""
-    if os.path.isdir(path):
-        raise VerifierInputError(f"{path}: is a folder; give a CSV file")
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise VerifierInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise VerifierInputError(f"{path}, line {line}: not UTF-8 text") from None
-
-
-def _csv_rows(path: str | os.PathLike, text: str) -> list[list[str]]:
-    try:
-        return list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise VerifierInputError(f"{path}: not a CSV file ({exc})") from None
-
-
-def read_results(path: str | os.PathLike, notes: list[str] | None = None) -> list[dict[str, str]]:
-    """Rows of a results CSV (``benchmark,onnx,vnnlib,prepare_time,result,run_time``,
-    header optional) as dicts keyed by those columns, cells stripped.
-
-    A last row without its newline and with too few cells (cut by an interrupted run) is
-    left out, with a line appended to ``notes`` (printed to stderr when ``notes`` is
-    ``None``). Raises :class:`VerifierInputError` for a missing, unreadable, non-UTF-8 or
-    malformed file, or a row with another number of columns (naming its line)."""
-    text = _read_text(path)
-    rows = _csv_rows(path, text)
-    numbers = [number for number, row in enumerate(rows, start=1) if row]
-    rows = [row for row in rows if row]
-    if rows and not text.endswith("\n") and len(rows[-1]) != len(RESULT_HEADER):
-        note = f"{path}: left out a last row cut by an interrupted run"
-        if notes is None:
-            print(f"note: {note}", file=sys.stderr)
-        else:
-            notes.append(note)
-        rows, numbers = rows[:-1], numbers[:-1]
-    if rows and tuple(cell.strip() for cell in rows[0]) == RESULT_HEADER:
-        rows, numbers = rows[1:], numbers[1:]
-    for number, row in zip(numbers, rows):
-        if len(row) != len(RESULT_HEADER):
-            raise VerifierInputError(f"{path}, line {number}: expected {len(RESULT_HEADER)} columns "
-                                     f"({','.join(RESULT_HEADER)}), got {len(row)}")
-    return [dict(zip(RESULT_HEADER, (cell.strip() for cell in row))) for row in rows]
-
-
-def read_reference(path: str | os.PathLike) -> tuple[list[str], dict[tuple[str, str], dict[str, str]]]:
-    """Tool names (from ``<tool>_result`` columns, in column order) and the rows of a
-    ``reference.csv`` keyed by :func:`instance_key`. Raises :class:`VerifierInputError` for
-    a missing, unreadable, non-UTF-8 or malformed file, or one without ``onnx``/``vnnlib``
-    columns."""
-    text = _read_text(path)
-    _csv_rows(path, text)  # a malformed file is an error here, not a traceback below
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    fields = [name.strip() for name in reader.fieldnames or []]
-    reader.fieldnames = fields
-    missing = [name for name in ("onnx", "vnnlib") if name not in fields]
-    if missing:
-        raise VerifierInputError(f"{path}, line 1: no {' or '.join(missing)} column (expected onnx,vnnlib,"
-                                 "timeout,expected,<tool>_result,<tool>_time,...)")
-    tools = [name[: -len("_result")] for name in fields if name.endswith("_result") and name != "_result"]
-    rows = {instance_key(row["onnx"] or "", row["vnnlib"] or ""): row for row in reader}
-    return tools, rows
-
-
-def load_reference(path: str | os.PathLike) -> Reference:
-    """:func:`read_reference` as a :class:`Reference` (same errors)."""
-    tools, rows = read_reference(path)
-    return Reference(os.fspath(path), tools, rows)
-
-
 def _number(text: str | None) -> float:
-    """A CSV time cell as seconds; empty or non-numeric cells count as 0."""
+    """A published tool's time cell as seconds; empty or non-numeric cells count as 0 (our
+    own ``run_time`` is checked instead: :func:`~verifier.report_csv.run_time_seconds`)."""
     try:
         value = float(text) if text not in (None, "") else 0.0
     except ValueError:
@@ -252,13 +156,18 @@ def summarise(results: list[dict[str, str]], tools: list[str],
     """Our summary followed by each tool's, over the instances in ``results``.
 
     Returns the summaries and how many of our instances are missing from ``reference``
-    (counted for us, without an expected answer, and not for the published tools)."""
+    (counted for us, without an expected answer, and not for the published tools). Raises
+    :class:`VerifierInputError` for a row whose ``run_time`` is not a finite number ``>= 0``."""
     ours, theirs = ToolSummary(OURS), {tool: ToolSummary(tool) for tool in tools}
     missing = 0
     for row in results:
         ref = reference.get(instance_key(row["onnx"], row["vnnlib"]))
         expected = normalise_result(ref.get("expected", "")) if ref else ""
-        ours.add(normalise_result(row["result"]), _number(row["run_time"]), expected)
+        seconds = run_time_seconds(row["run_time"])
+        if seconds is None:
+            raise VerifierInputError(f"run_time '{row['run_time']}' of {row['onnx']} {row['vnnlib']} is not valid "
+                                     f"(a finite number >= 0, in seconds)")
+        ours.add(normalise_result(row["result"]), seconds, expected)
         if ref is None:
             missing += 1
             continue
@@ -365,6 +274,26 @@ BRIEF_COLUMNS: tuple[Column, ...] = (  # the tables of benchmarks/README.md
 )
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#$!(){}])")
+
+
+def _md_text(text: str) -> str:
+    """``text`` as literal inline markdown (CommonMark / GitHub): line breaks become spaces
+    and the punctuation that could start markup, close a table cell (``|``) or an HTML
+    entity is backslash-escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def _md_code(text: str) -> str:
+    """``text`` as a markdown code span: fenced by one backtick more than its longest run of
+    backticks (CommonMark 6.1), padded by a space where it starts or ends with a backtick or
+    a space; line breaks become spaces. Not for table cells (``|`` is not escaped)."""
+    text = " ".join(str(text).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _missing_note(missing: int) -> str:
     return f"{missing} of our instances are not in the reference" if missing else ""
 
@@ -377,8 +306,9 @@ def format_table(benchmark: str, summaries: list[ToolSummary], missing: int = 0,
     body = [[s.tool, *(cell(s) for _, cell in columns)] for s in summaries]
     note = _missing_note(missing)
     if markdown:
-        lines = [f"### {benchmark}", "", "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
+        lines = [f"### {_md_text(benchmark)}", "", "| " + " | ".join(head) + " |",
+                 "|---" + "|---:" * (len(head) - 1) + "|"]
+        lines += ["| " + " | ".join(_md_text(cell) for cell in row) + " |" for row in body]
         return "\n".join(lines + ([f"\n{note}"] if note else [])) + "\n"
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
 
@@ -407,12 +337,13 @@ def render_markdown(report: Report, plot: str | None = None) -> str:
     lines = ["# Benchmark report", ""]
     for b in report.benchmarks:
         lines.append(format_table(b.name, b.summaries, b.missing, markdown=True))
-        lines.append(f"Reference: `{b.reference}`\n" if b.reference else "No reference: our results only.\n")
+        lines.append(f"Reference: {_md_code(b.reference)}\n" if b.reference else "No reference: our results only.\n")
     if plot:
         lines += ["## Cactus plot", "", f"![instances solved vs time]({plot})", ""]
     flagged = [f for b in report.benchmarks for f in b.flagged]
     lines += ["## Wrong or unconfirmed answers", ""]
-    lines += [f"- **{f.kind}**: {f.benchmark} `{f.onnx}` `{f.vnnlib}`: ours {f.result}; {f.reason}" for f in flagged]
+    lines += [f"- **{f.kind}**: {_md_text(f.benchmark)} {_md_code(f.onnx)} {_md_code(f.vnnlib)}: ours {f.result}; "
+              f"{_md_text(f.reason)}" for f in flagged]
     lines += [] if flagged else ["None."]
     return "\n".join(lines) + "\n"
 

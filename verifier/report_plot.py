@@ -1,16 +1,20 @@
 """The cactus plot of a benchmark report: instances solved vs time, ours beside the
-published tools. Needs matplotlib (the ``plots`` extra), imported only when a plot is drawn."""
+published tools. Needs matplotlib (the ``plots`` extra), imported only when a plot is drawn.
+The file is PNG, SVG or PDF, by its extension (:data:`PLOT_FORMATS`; anything else is
+refused by :func:`check_plot_path` before any work)."""
 
 from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 from .errors import VerifierInputError
 from .outputs import write_atomic
 from .report import Report
 
 MIN_SECONDS = 0.01  # times below this are drawn at it (the time axis is logarithmic)
+PLOT_FORMATS = ("png", "svg", "pdf")  # what --plot writes, by the file's extension (any case)
 
 
 def require_matplotlib(option: str = "--plot") -> None:
@@ -21,6 +25,19 @@ def require_matplotlib(option: str = "--plot") -> None:
     except ImportError:
         raise VerifierInputError(f"{option} needs matplotlib, which is not installed "
                                  f"(pip install matplotlib, or pip install -e \".[plots]\")") from None
+
+
+def check_plot_path(path: str | os.PathLike, option: str = "--plot") -> str:
+    """The format (``'png'``, ``'svg'`` or ``'pdf'``) of the plot file ``path``, by its
+    extension in any case, once matplotlib is known to be importable. Raises
+    :class:`VerifierInputError` naming ``option`` for another extension (or none), and as
+    :func:`require_matplotlib` does; so a plot is refused before any work."""
+    fmt = Path(path).suffix[1:].lower()
+    if fmt not in PLOT_FORMATS:
+        raise VerifierInputError(f"{option} {path}: the cactus plot is written as .png, .svg or .pdf; give a file "
+                                 f"name ending in one of them")
+    require_matplotlib(option)
+    return fmt
 
 
 def cactus_series(report: Report) -> dict[str, list[float]]:
@@ -35,10 +52,19 @@ def cactus_series(report: Report) -> dict[str, list[float]]:
 
 
 def cactus_png(report: Report, title: str | None = None, dpi: int = 100) -> bytes:
-    """The cactus plot of ``report`` as PNG bytes (8 × 5 inches at ``dpi``): one step line
-    per tool, the number of instances solved within a time on a logarithmic time axis, ours
-    drawn thicker; the instance count is the dashed ceiling. Raises
-    :class:`VerifierInputError` when matplotlib is missing."""
+    """The cactus plot of ``report`` as PNG bytes (8 × 5 inches at ``dpi``): see
+    :func:`cactus_image`."""
+    return cactus_image(report, "png", title, dpi)
+
+
+def cactus_image(report: Report, fmt: str = "png", title: str | None = None, dpi: int = 100) -> bytes:
+    """The cactus plot of ``report`` as ``fmt`` (one of :data:`PLOT_FORMATS`) bytes, 8 × 5
+    inches (pixels at ``dpi`` for PNG): one step line per tool, the number of instances
+    solved within a time on a logarithmic time axis, ours drawn thicker; the instance count
+    is the dashed ceiling. Raises :class:`VerifierInputError` when matplotlib is missing,
+    ``ValueError`` for another ``fmt``."""
+    if fmt not in PLOT_FORMATS:
+        raise ValueError(f"plot format {fmt!r} is not one of {', '.join(PLOT_FORMATS)}")
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -69,13 +95,16 @@ def cactus_png(report: Report, title: str | None = None, dpi: int = 100) -> byte
     ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format=fmt)
     return buffer.getvalue()
 
 
 def write_cactus_plot(report: Report, path: str | os.PathLike, title: str | None = None) -> bytes:
-    """Write :func:`cactus_png` to ``path`` atomically and return the PNG bytes. Raises
-    :class:`VerifierInputError` when matplotlib is missing, ``OSError`` from the file system."""
+    """Write the cactus plot to ``path`` atomically in the format of its extension
+    (:func:`check_plot_path`) and return it as PNG bytes (what an HTML page embeds). Raises
+    :class:`VerifierInputError` for another extension or when matplotlib is missing,
+    ``OSError`` from the file system."""
+    fmt = check_plot_path(path)
     png = cactus_png(report, title)
-    write_atomic(path, png)
+    write_atomic(path, png if fmt == "png" else cactus_image(report, fmt, title))
     return png
