@@ -10,8 +10,9 @@ Every domain reads its lines from here, never from its own copy:
   (Singh et al. 2018, §3) and the Wong–Kolter dual LP (Wong & Kolter 2018, §3.1);
 * :meth:`Relaxation.interval` — the exact range of ``f`` on ``[l, u]`` (IBP);
 * :meth:`Relaxation.lp_lines` — the lines of the LP/MILP encoding;
-* ``optimisable`` (α-CROWN may optimise the free line) and ``piecewise_linear`` (the MILP
-  encodes the op exactly with one binary per crossing entry).
+* ``optimisable`` (α-CROWN may optimise the free line) and ``piecewise_linear`` (two
+  linear pieces: the LP keeps its triangle and the MILP adds one binary per crossing entry;
+  the MILP's exact encoders of all op kinds are :mod:`verifier.complete.milp_encoders`).
 
 An op registers its entry with :func:`relaxation` beside its forward function (see
 :mod:`verifier.ops.leaky_relu`), and every domain handles it: the kinds are

@@ -1,5 +1,6 @@
 """ReLU ``y = max(x, 0)``: LeakyReLU with slope 0 (:mod:`verifier.ops.leaky_relu`), and the
-one op the MILP encodes exactly (one binary per crossing entry, Tjeng et al. 2019, eq. 6)."""
+op whose crossing entries the MILP encodes with one binary each (Tjeng et al. 2019, eq. 6;
+the encoder lives in :mod:`verifier.complete.milp_encoders`, beside the step functions')."""
 
 from __future__ import annotations
 
