@@ -44,19 +44,61 @@ def verified_mask(lb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return lb.min(1).values > 0
 
 
-def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: float, domain: str = "crown",
-                  batch: int = 50, dtype: torch.dtype = torch.float64, pgd_steps: int = 20, seed: int = 0,
-                  clip=(0.0, 1.0), data: str = "mnist", **options) -> Certificate:
-    """Clean, PGD and certified accuracy of an imported ONNX model on ``(x, y)``.
+def check_eps_values(option: str, values) -> tuple[float, ...]:
+    """``values`` (a number, a sequence of numbers, or a comma-separated string such as
+    ``"0.01,0.02,0.05"``) as a tuple of finite radii ``>= 0`` in the order given. Raises
+    :class:`~verifier.errors.VerifierInputError` naming ``option`` for an empty list, a
+    word that is not a number, a negative or non-finite radius, or a radius given twice."""
+    from .validation import check_real
 
-    Checked first (:class:`~verifier.errors.VerifierInputError`): ``eps`` finite and ``>= 0``,
-    ``domain`` installed and ``options`` its own, ``(x, y)`` non-empty, finite, inside
-    ``clip``, of the model's input size, labels in ``0..outputs-1``."""
-    from .validation import DataError, check_arrays, check_domain, check_int, check_real, check_seed
+    if isinstance(values, str):
+        words = [w.strip() for w in values.split(",")]
+        parsed = []
+        for word in words:
+            try:
+                parsed.append(float(word))
+            except ValueError:
+                raise VerifierInputError(f"{option} {values!r}: {word!r} is not a number; give finite radii >= 0 "
+                                         f"separated by commas, e.g. 0.01,0.02,0.05") from None
+        values = parsed
+    elif not isinstance(values, (list, tuple)):
+        values = [values]
+    if not values:
+        raise VerifierInputError(f"{option}: no radius given; give finite radii >= 0, e.g. 0.01,0.02,0.05")
+    radii = tuple(check_real(option, v, 0.0) for v in values)
+    seen = set()
+    for r in radii:
+        if r in seen:
+            raise VerifierInputError(f"{option}: radius {r:g} is given twice; give each radius once")
+        seen.add(r)
+    return radii
+
+
+def certify_curve(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps, domain: str = "crown",
+                  batch: int = 50, dtype: torch.dtype = torch.float64, pgd_steps: int = 20, seed: int = 0,
+                  clip=(0.0, 1.0), data: str = "mnist", **options) -> list[Certificate]:
+    """Clean, PGD and certified accuracy of an imported ONNX model on ``(x, y)`` at each
+    L∞ radius of ``eps`` (input units, e.g. pixel values in ``clip``): one
+    :class:`Certificate` per radius, in the order given.
+
+    ``x``: ``(N, *sample)`` with ``N * prod(sample)`` values matching the model input,
+    ``y``: ``(N,)`` labels. A point is certified at ε when the lower bounds of ``domain``
+    (one bound pass per batch and radius, ``C`` = the margins ``f_y − f_j``) over the box
+    ``[x − ε, x + ε] ∩ clip`` are all positive (:func:`verified_mask`); PGD is Madry et
+    al.'s projected sign-gradient attack on the same box with ``pgd_steps`` steps. The
+    clean pass runs once; every radius uses the same attack setup, its own generator
+    seeded with ``seed``, so each radius gives the numbers :func:`certify_model` gives for
+    it alone. Soundness: certified ≤ PGD ≤ clean at every radius when the domain is sound.
+
+    Checked first (:class:`~verifier.errors.VerifierInputError`): every radius finite and
+    ``>= 0`` and given once (:func:`check_eps_values`), ``domain`` installed and
+    ``options`` its own, ``(x, y)`` non-empty, finite, inside ``clip``, of the model's
+    input size, labels in ``0..outputs-1``."""
+    from .validation import DataError, check_arrays, check_domain, check_int, check_seed
 
     if not isinstance(model, verifier.Model):
         raise VerifierInputError(f"model must be a verifier.Model (verifier.load(path)), not {type(model).__name__}")
-    eps = check_real("--eps", eps, 0.0)
+    radii = check_eps_values("--eps", eps)
     batch = check_int("batch", batch, 1)
     pgd_steps = check_int("pgd_steps", pgd_steps, 0)
     seed = check_seed("seed", seed)
@@ -72,8 +114,9 @@ def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: 
                         f"outputs; labels must be in 0..{model.output_size - 1}")
     x, y = torch.as_tensor(x), torch.as_tensor(y).long()
     classes = model.output_size
-    clean = pgd = certified = 0
-    gen = torch.Generator().manual_seed(seed)
+    clean = 0
+    pgd, certified = [0] * len(radii), [0] * len(radii)
+    generators = [torch.Generator().manual_seed(seed) for _ in radii]
     graph_shape = model.input_shape
 
     def forward(t):
@@ -83,15 +126,40 @@ def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: 
         xb, yb = x[start:start + batch].to(dtype), y[start:start + batch]
         with torch.no_grad():
             clean += int((forward(xb).argmax(1) == yb).sum())
-        adv = pgd_attack(forward, xb, yb, eps, pgd_steps, clip=clip, generator=gen)
-        with torch.no_grad():
-            pgd += int((forward(adv).argmax(1) == yb).sum())
-            lo, hi = box_around(xb, eps, clip)
-            lb, _ = compute_bounds(model, lo.reshape(lo.shape[0], *graph_shape), hi.reshape(hi.shape[0], *graph_shape),
-                                   domain=domain, C=margin_matrix(yb, classes).to(dtype), **options)
-            certified += int(verified_mask(lb, yb).sum())
-    n = len(y)
-    return Certificate(clean / n, pgd / n, certified / n, domain, float(eps), n, str(dtype).replace("torch.", ""), data)
+        C = margin_matrix(yb, classes).to(dtype)
+        for k, eps_k in enumerate(radii):
+            adv = pgd_attack(forward, xb, yb, eps_k, pgd_steps, clip=clip, generator=generators[k])
+            with torch.no_grad():
+                pgd[k] += int((forward(adv).argmax(1) == yb).sum())
+                lo, hi = box_around(xb, eps_k, clip)
+                lb, _ = compute_bounds(model, lo.reshape(lo.shape[0], *graph_shape),
+                                       hi.reshape(hi.shape[0], *graph_shape), domain=domain, C=C, **options)
+                certified[k] += int(verified_mask(lb, yb).sum())
+    n, kind = len(y), str(dtype).replace("torch.", "")
+    return [Certificate(clean / n, pgd[k] / n, certified[k] / n, domain, float(r), n, kind, data)
+            for k, r in enumerate(radii)]
+
+
+def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: float, domain: str = "crown",
+                  batch: int = 50, dtype: torch.dtype = torch.float64, pgd_steps: int = 20, seed: int = 0,
+                  clip=(0.0, 1.0), data: str = "mnist", **options) -> Certificate:
+    """Clean, PGD and certified accuracy of an imported ONNX model on ``(x, y)`` at one
+    radius ``eps``: :func:`certify_curve` with one radius (same checks and errors)."""
+    return certify_curve(model, x, y, [eps], domain, batch, dtype, pgd_steps, seed, clip, data, **options)[0]
+
+
+def stored_certificate_status(stored: dict, certs: list[Certificate]) -> tuple[str, Certificate | None]:
+    """Compare a model's metadata certificate (``read_metadata(path)["certificate"]``)
+    with the certificates just computed: ``("reproduced", cert)`` when one of ``certs``
+    has the stored domain, count, ε and dtype and the same certified accuracy,
+    ``("different", cert)`` when it has the same settings but another accuracy, and
+    ``("not comparable", None)`` when none has the stored settings."""
+    key = (stored.get("domain"), stored.get("count"), float(stored.get("eps", float("nan"))), stored.get("dtype"))
+    for cert in certs:
+        if (cert.domain, cert.count, cert.eps, cert.dtype) == key:
+            status = "reproduced" if stored.get("certified_accuracy") == cert.certified_accuracy else "different"
+            return status, cert
+    return "not comparable", None
 
 
 def write_metadata(path: str, values: dict, target: str | None = None) -> None:

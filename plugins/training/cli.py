@@ -14,6 +14,7 @@ import os
 from verifier.cli import DTYPES, checked_device, key_value_options
 from verifier.errors import VerifierInputError
 
+CERTIFY_BATCH, CERTIFY_PGD_STEPS, CERTIFY_SEED = 50, 20, 0  # certify's points per bound pass, PGD steps, seed
 METHODS = ["standard", "pgd", "ibp", "crown-ibp", "dual-lp", "colt", "double-margin", "landscape"]
 
 
@@ -44,18 +45,27 @@ def cmd_train(args) -> int:
 
 
 def cmd_certify(args) -> int:
-    """``verifier certify``: clean, PGD and certified accuracy; exit 1 when the model's
-    stored certificate is not reproduced under the same settings."""
+    """``verifier certify``: clean, PGD and certified accuracy at each radius of ``--eps``
+    for the model and every ``--compare`` model (all loaded and checked before any work),
+    printed as text or one JSON record (``--json``, :mod:`.certify_record`), optionally
+    drawn (``--plot``, :mod:`.certify_plot`); exit 1 when a model's stored certificate is
+    not reproduced under the same settings."""
+    import json
+    import time
+
     from verifier.api import load
     from verifier.domains import available_domains
     from verifier.options import check_domain_construction, check_options, option_types
+    from verifier.outputs import check_output_file
 
-    from .certify import certify_model, read_metadata
+    from .certify import check_eps_values, certify_curve, read_metadata, stored_certificate_status
+    from .certify_record import ModelCurve, certify_record
     from .data import load_data
-    from .validation import check_domain, check_int, check_model_fits, check_real
+    from .validation import check_domain, check_int, check_model_fits
 
+    started = time.monotonic()
     count = check_int("--count", args.count, 1)
-    check_real("--eps", args.eps, 0.0)
+    radii = check_eps_values("--eps", args.eps)
     options = key_value_options(args.domain_option)
     check_domain("--domain", args.domain, options)
     cls = available_domains()[args.domain]  # string values (intermediate=…) checked by constructing it
@@ -63,25 +73,64 @@ def cmd_certify(args) -> int:
     if args.data != "mnist" and not args.data.endswith(".npz"):
         raise VerifierInputError(f"--data {args.data}: must be mnist or an .npz file with x_test, y_test "
                                  f"(and x_train, y_train)")
-    model = load(args.model)
+    if args.plot is not None:
+        from verifier.report_plot import require_matplotlib
+
+        check_output_file(args.plot, "--plot")
+        require_matplotlib("--plot")
+    paths = [args.model, *(args.compare or [])]
+    if len(set(map(os.path.realpath, paths))) < len(paths):
+        raise VerifierInputError(f"--compare: a model is named twice ({', '.join(paths)}); give each model once")
+    models = [load(path) for path in paths]
     data = load_data(args.data, test_count=count, need_train=False)
-    check_model_fits(args.model, model.input_shape, model.output_size, data, use_train=False)
-    cert = certify_model(model, data.x_test, data.y_test, args.eps, args.domain, dtype=DTYPES[args.dtype],
-                         data=data.name, **options)
-    print(f"clean accuracy:     {cert.clean_accuracy:.4f}")
-    print(f"PGD accuracy:       {cert.pgd_accuracy:.4f}")
-    print(f"certified accuracy: {cert.certified_accuracy:.4f} ({cert.domain}, eps={cert.eps:g}, {cert.count} points)")
-    meta = read_metadata(args.model)
-    if "certificate" in meta:
-        c = meta["certificate"]
-        same = (c["domain"], c["count"], float(c["eps"]), c.get("dtype")) == (cert.domain, cert.count, cert.eps, cert.dtype)
-        note = "reproduced" if same and c["certified_accuracy"] == cert.certified_accuracy else \
-            ("DIFFERENT" if same else "not comparable: other domain/count/eps/dtype")
+    for path, model in zip(paths, models):
+        check_model_fits(path, model.input_shape, model.output_size, data, use_train=False)
+    curves = []
+    for path, model in zip(paths, models):
+        began = time.monotonic()
+        certs = certify_curve(model, data.x_test, data.y_test, radii, args.domain, batch=CERTIFY_BATCH,
+                              dtype=DTYPES[args.dtype], pgd_steps=CERTIFY_PGD_STEPS, seed=CERTIFY_SEED,
+                              data=data.name, **options)
+        stored = read_metadata(path).get("certificate")
+        status = None if stored is None else stored_certificate_status(stored, certs)[0]
+        curves.append(ModelCurve(path, certs, stored, status, time.monotonic() - began))
+    if args.plot is not None:
+        from .certify_plot import write_curves_plot
+
+        write_curves_plot([(os.path.basename(c.model), c.certificates) for c in curves], args.plot)
+    if args.json:
+        record = certify_record(curves, plot=args.plot, seed=CERTIFY_SEED, pgd_steps=CERTIFY_PGD_STEPS,
+                                batch=CERTIFY_BATCH, domain_options=options,
+                                total_seconds=time.monotonic() - started)
+        print(json.dumps(record, allow_nan=False))
+    else:
+        for curve in curves:
+            _print_curve(curve, header=len(curves) > 1)
+    return 1 if any(c.status == "different" for c in curves) else 0
+
+
+def _print_curve(curve, header: bool) -> None:
+    """The text lines of one model's ``certify`` result: one radius as three lines (the
+    format of a single-ε run), several as a table; then the stored certificate's line."""
+    certs = curve.certificates
+    if header:
+        print(f"model: {curve.model}")
+    if len(certs) == 1:
+        cert = certs[0]
+        print(f"clean accuracy:     {cert.clean_accuracy:.4f}")
+        print(f"PGD accuracy:       {cert.pgd_accuracy:.4f}")
+        print(f"certified accuracy: {cert.certified_accuracy:.4f} ({cert.domain}, eps={cert.eps:g}, {cert.count} points)")
+    else:
+        print(f"clean accuracy:     {certs[0].clean_accuracy:.4f} ({certs[0].count} points)")
+        print(f"{'eps':<10} {'PGD accuracy':<14} certified accuracy ({certs[0].domain})")
+        for cert in certs:
+            print(f"{cert.eps:<10g} {cert.pgd_accuracy:<14.4f} {cert.certified_accuracy:.4f}")
+    if curve.stored is not None:
+        c = curve.stored
+        note = {"reproduced": "reproduced", "different": "DIFFERENT",
+                "not comparable": "not comparable: other domain/count/eps/dtype"}[curve.status]
         print(f"metadata certificate: {c['certified_accuracy']:.4f} ({c['domain']}, eps={c['eps']:g}, "
               f"{c['count']} points) — {note}")
-        if same and note == "DIFFERENT":
-            return 1
-    return 0
 
 
 def add_commands(sub) -> None:
@@ -122,9 +171,16 @@ def add_commands(sub) -> None:
     p = sub.add_parser("certify", help="clean, PGD and certified accuracy of an ONNX classifier on a test set")
     p.add_argument("model")
     p.add_argument("--data", default="mnist")
-    p.add_argument("--eps", type=float, required=True)
+    p.add_argument("--eps", required=True,
+                   help="L-infinity radius, or several separated by commas (0.01,0.02,0.05,0.1) for a curve")
     p.add_argument("--domain", default="crown")
     p.add_argument("--domain-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--count", type=int, default=1000, help="first N test points, N >= 1 (default 1000)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
+    p.add_argument("--compare", action="extend", nargs="+", metavar="OTHER.onnx",
+                   help="more models certified on the same data and radii, drawn on the same plot")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="write accuracy vs eps (clean, PGD, certified) as PNG; needs matplotlib (extra 'plots')")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object instead of text (schema: docs/outputs.md)")
     p.set_defaults(func=cmd_certify)
