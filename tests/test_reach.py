@@ -1,0 +1,184 @@
+"""``verifier reach``: the 2-D polygons are exact where they claim to be (the zonotope's
+support function, the half-planes' intersection), every sampled output (the IR forward
+and onnxruntime) lies inside the Box, DeepZ and CROWN polygons on random small networks,
+the PNG is real, and bad input is refused before any work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import verifier
+import verifier.cli as cli
+from verifier.errors import VerifierInputError
+from verifier.reach import (add_reach_command, directions, halfplane_polygon, parse_input_box, parse_outputs,
+                            polygon_area, polygon_contains, reach_sets, zonotope_polygon)
+
+from cli_helpers import assert_refused, run
+from onnx_builders import GraphBuilder, Reference, save_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def reach_cli(monkeypatch):
+    """The CLI with ``reach`` registered (a no-op once ``verifier/cli.py`` registers it)."""
+    original = cli.build_parser
+
+    def build():
+        parser = original()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "reach" not in sub.choices:
+            add_reach_command(sub)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", build)
+
+
+def mlp(tmp_path, seed: int, inputs: int, hidden: list[int], outputs: int, activation: str = "Relu"):
+    """A random fully-connected ONNX net ``inputs → hidden… → outputs`` (float32)."""
+    g = GraphBuilder(np.random.default_rng(seed), ("N", inputs))
+    h, width = g.x, inputs
+    for size in hidden:
+        h = g.op(activation, g.op("Gemm", h, g.weight(size, width), g.rand(size, scale=0.3), transB=1))
+        width = size
+    h = g.op("Gemm", h, g.weight(outputs, width), g.rand(outputs, scale=0.3), transB=1)
+    return save_model(g.model(h), tmp_path)
+
+
+def support(vertices: np.ndarray, d: np.ndarray) -> float:
+    return float((vertices @ d).max())
+
+
+def test_zonotope_polygon_is_exact():
+    rng = np.random.default_rng(0)
+    for m in (0, 1, 2, 5, 12):
+        centre, gens = rng.normal(size=2), rng.normal(size=(m, 2))
+        if m > 2:
+            gens[1] = -2.5 * gens[0]  # parallel generators, one of them flipped
+        poly = zonotope_polygon(centre, gens)
+        assert len(poly) == max(1, 2 * m)
+        for d in rng.normal(size=(50, 2)):
+            assert support(poly, d) == pytest.approx(centre @ d + np.abs(gens @ d).sum(), abs=1e-12)
+        if len(poly) >= 3:  # counter-clockwise: positive signed area, convex
+            edges = np.roll(poly, -1, 0) - poly
+            turns = edges[:, 0] * np.roll(edges, -1, 0)[:, 1] - edges[:, 1] * np.roll(edges, -1, 0)[:, 0]
+            assert (turns >= -1e-12).all()
+            e = rng.uniform(-1, 1, size=(2000, m))
+            assert polygon_contains(poly, centre + e @ gens).all()
+    assert polygon_area(zonotope_polygon([0, 0], [[1, 0], [0, 1]])) == pytest.approx(4.0)
+
+
+def test_halfplane_polygon_is_the_intersection():
+    normals = directions(16)
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(30, 2)) * [3, 1]
+    offsets = (points @ normals.T).min(0)  # the 16-direction outer polygon of the points
+    poly = halfplane_polygon(normals, offsets)
+    assert polygon_contains(poly, points).all()
+    assert (poly @ normals.T >= offsets - 1e-9).all()  # every vertex satisfies every half-plane
+    for n, b in zip(normals, offsets):  # and each half-plane is tight (it touches a point)
+        assert (poly @ n).min() == pytest.approx(b, abs=1e-9)
+    flat = halfplane_polygon(directions(4), [0.0, 1.0, -2.0, -1.0])  # x ∈ [0, 2], y = 1: a segment
+    assert polygon_area(flat) == 0 and polygon_contains(flat, [[1.0, 1.0]]).all()
+    assert not polygon_contains(flat, [[1.0, 1.1], [2.5, 1.0]]).any()
+    assert len(halfplane_polygon(directions(4), [1.0, 0.0, 0.0, 0.0])) == 0  # x ≥ 1 and x ≤ 0
+    with pytest.raises(ValueError):
+        halfplane_polygon(normals[1:], offsets[1:])
+
+
+@pytest.mark.parametrize("seed, inputs, hidden, outputs, activation, pair", [
+    (0, 2, [8, 8], 2, "Relu", (0, 1)),
+    (1, 3, [10], 4, "Relu", (3, 1)),
+    (2, 2, [6, 6], 2, "Tanh", (0, 1)),
+    (3, 5, [12, 8], 3, "Sigmoid", (0, 2)),
+])
+def test_every_sampled_output_lies_in_every_polygon(tmp_path, seed, inputs, hidden, outputs, activation, pair):
+    path = mlp(tmp_path, seed, inputs, hidden, outputs, activation)
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(-1, 1, inputs)
+    lower, upper = torch.tensor(centre - 0.4), torch.tensor(centre + 0.4)
+    model = verifier.load(str(path), lower=lower, upper=upper)
+    sets = reach_sets(model, lower, upper, pair, k=32, samples=4000, seed=seed)  # raises if a sample is outside
+    assert set(sets.polygons) == {"box", "deepz", "crown"}
+    assert len(sets.samples) == 4000 + (2 ** inputs)  # the corners too
+    x = lower.numpy() + (upper - lower).numpy() * rng.uniform(size=(2000, inputs))
+    y = Reference(path).run(x.astype(np.float32))[:, list(pair)]  # onnxruntime, float32
+    for name, polygon in sets.polygons.items():
+        assert polygon_contains(polygon, sets.samples).all(), name
+        assert polygon_contains(polygon, y, tolerance=1e-5).all(), name
+        assert polygon_area(polygon) > 0, name
+    samples_box = np.ptp(sets.samples, 0).prod()
+    assert polygon_area(sets.polygons["box"]) >= samples_box  # not vacuous: the sets are 2-D
+
+
+def test_inputs_and_outputs_are_parsed_and_checked():
+    lower, upper = parse_input_box("-1:1, 0:0.5", 2)
+    assert lower.tolist() == [-1, 0] and upper.tolist() == [1, 0.5]
+    for text, words in (("0:1", ["1 low:high", "2 inputs"]), ("0:1,2", ["'2'"]), ("0:1,1:0", ["low > high"]),
+                        ("0:1,nan:1", ["finite"]), ("0:1,a:b", ["'a:b'"])):
+        with pytest.raises(VerifierInputError) as info:
+            parse_input_box(text, 2)
+        assert "--input-box" in str(info.value) and all(w in str(info.value) for w in words), str(info.value)
+    assert parse_outputs(None, 2) == (0, 1) and parse_outputs("2,0", 3) == (2, 0)
+    for text, size in ((None, 3), (None, 1), ("1,1", 3), ("0,3", 3), ("0", 3), ("a,b", 3)):
+        with pytest.raises(VerifierInputError):
+            parse_outputs(text, size)
+    for k in (0, 6, 3, True):
+        with pytest.raises(VerifierInputError, match="--directions"):
+            directions(k)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_cli_draws_the_sets(tmp_path, capsys, reach_cli):
+    pytest.importorskip("matplotlib", reason="the reach plot needs matplotlib: pip install -e '.[plots]'")
+    path, plot = mlp(tmp_path, 0, 2, [8, 8], 2), tmp_path / "reach.png"
+    code, out, err = run(capsys, "reach", path, "--input-box", "-0.5:0.5,0:1", "--plot", plot, "--samples", "2000")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("outputs Y_0, Y_1: 2004 sampled outputs")
+    assert [line.split(":")[0] for line in lines[1:4]] == ["box", "deepz", "crown"]
+    assert lines[-1] == f"plot: {plot}"
+    png = plot.read_bytes()
+    assert png_size(png) == (600, 600) and len(png) > 10_000
+
+
+def test_cli_takes_the_box_from_a_spec(tmp_path, capsys, reach_cli):
+    path = mlp(tmp_path, 1, 3, [10], 4)
+    spec = tmp_path / "p.vnnlib"
+    spec.write_text("".join(f"(declare-const X_{i} Real)\n" for i in range(3))
+                    + "".join(f"(declare-const Y_{j} Real)\n" for j in range(4))
+                    + "".join(f"(assert (>= X_{i} -0.2))\n(assert (<= X_{i} 0.3))\n" for i in range(3))
+                    + "(assert (>= Y_0 Y_1))\n")
+    code, out, err = run(capsys, "reach", path, "--spec", spec, "--outputs", "1,3", "--samples", "500")
+    assert code == 0, err
+    assert out.startswith("outputs Y_1, Y_3: 508 sampled outputs")
+
+
+def test_cli_bad_input_is_refused_before_any_work(tmp_path, capsys, reach_cli, monkeypatch):
+    two, three = mlp(tmp_path, 0, 2, [4], 2), mlp(tmp_path, 1, 2, [4], 3)
+    box = ["--input-box", "0:1,0:1"]
+    for argv, words in (([two], ["--input-box", "--spec"]),
+                        ([two, *box, "--spec", tmp_path / "p.vnnlib"], ["exactly one"]),
+                        ([two, "--input-box", "0:1"], ["--input-box", "2 inputs"]),
+                        ([three, *box], ["3 output", "--outputs"]),
+                        ([three, *box, "--outputs", "0,0"], ["--outputs"]),
+                        ([two, *box, "--samples", "0"], ["--samples"]),
+                        ([two, *box, "--directions", "10"], ["--directions"]),
+                        ([two, *box, "--plot", tmp_path], ["--plot", "folder"]),
+                        ([two, "--spec", tmp_path / "none.vnnlib"], ["none.vnnlib"]),
+                        ([tmp_path / "none.onnx", *box], ["none.onnx"])):
+        code, out, err = run(capsys, "reach", *argv)
+        assert_refused(code, out, err, *words)
+        assert out == ""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out, err = run(capsys, "reach", two, *box, "--plot", tmp_path / "r.png")
+    assert_refused(code, out, err, "--plot", "matplotlib")
