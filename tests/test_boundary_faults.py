@@ -291,3 +291,58 @@ def test_regular_result_file_is_still_written(tmp_path):
 def test_virtual_output_folders_are_refused():
     with pytest.raises(verifier.VerifierInputError, match="cannot create a file|not writable"):
         check_output_dir("/proc", "--results-dir", create=False)
+
+
+# H. an output path that names one of the command's inputs would destroy it: refused up front,
+# whether named as given, through a symlink or a hard link (os.path.samefile), input untouched.
+
+def _aliases(tmp_path: Path, source: Path) -> dict[str, Path]:
+    """The file ``source`` copied into the new folder ``tmp_path``, and four names for it."""
+    (tmp_path / "sub").mkdir(parents=True)
+    copy = tmp_path / source.name
+    copy.write_bytes(source.read_bytes())
+    link, hard = tmp_path / f"link_{source.name}", tmp_path / f"hard_{source.name}"
+    link.symlink_to(copy)
+    os.link(copy, hard)
+    return {"same": copy, "dotted": tmp_path / "sub" / ".." / source.name, "symlink": link, "hardlink": hard}
+
+
+@pytest.mark.parametrize("alias", ["same", "dotted", "symlink", "hardlink"])
+@pytest.mark.parametrize("which", ["model", "spec"])
+def test_verify_result_file_that_is_an_input_is_refused(capsys, tmp_path, which, alias):
+    names = {"model": _aliases(tmp_path / "m", SMALL), "spec": _aliases(tmp_path / "s", GOOD_SPEC)}
+    path = names[which][alias]
+    before = names[which]["same"].read_bytes()
+    code, out, err = run(capsys, "verify", names["model"]["same"], names["spec"]["same"], "--result-file", path,
+                         "--domain", "box")
+    assert_refused(code, out, err, f"--result-file {path} is the input {which}; give another path")
+    assert names[which]["same"].read_bytes() == before
+
+
+def test_verify_result_file_beside_the_inputs_is_written(capsys, tmp_path):
+    """A result file that only shares the inputs' folder or name stem is fine."""
+    model, spec = tmp_path / SMALL.name, tmp_path / GOOD_SPEC.name
+    model.write_bytes(SMALL.read_bytes())
+    spec.write_bytes(GOOD_SPEC.read_bytes())
+    result = tmp_path / (SMALL.name + ".txt")
+    code, out, err = run(capsys, "verify", model, spec, "--result-file", result, "--domain", "box")
+    assert code == 0, err
+    assert result.read_text().split()[0] == out.strip().splitlines()[-1].split()[-1]
+
+
+@pytest.mark.parametrize("flag", ["--markdown", "--html", "--plot"])
+@pytest.mark.parametrize("which", ["results", "reference"])
+def test_report_output_that_is_an_input_is_refused(capsys, tmp_path, flag, which):
+    results = tmp_path / "results.csv"
+    results.write_text("benchmark,onnx,vnnlib,prepare_time,result,run_time\nb,onnx/n.onnx,vnnlib/p.vnnlib,0.1,unsat,1.0\n")
+    reference = tmp_path / "reference.csv"
+    reference.write_text("onnx/n.onnx,vnnlib/p.vnnlib,unsat\n")
+    named = results if which == "results" else reference
+    link = tmp_path / f"link_{named.name}"
+    link.symlink_to(named)
+    before = named.read_bytes()
+    for path in (named, link):
+        code, out, err = run(capsys, "report", results, "--reference", reference, flag, path)
+        what = "the input results CSV" if which == "results" else "the --reference CSV"
+        assert_refused(code, out, err, f"{flag} {path} is {what}")
+    assert named.read_bytes() == before

@@ -1,8 +1,14 @@
 """The ``verifier`` command line.
 
 Exit codes: 0 success (for ``verify``: any verdict), 1 ``check`` found a mismatch or
-``report`` found a wrong answer,
-2 bad input (one ``error:`` line on stderr), 3 internal error, 130 interrupted.
+``report`` found a wrong answer, 2 bad input (one ``error:`` line on stderr; also a
+failed write to stdout), 3 internal error, 130 interrupted by SIGINT (Ctrl-C), 143 by
+SIGTERM (``verify`` still writes ``--result-file`` and, with ``--json``, prints its one
+JSON object, both with the verdict ``timeout``; :mod:`verifier.cli_process`), 141 stdout
+closed by its reader (``| head``; nothing more is printed).
+
+torch is imported only by the commands that need it, after the signal handlers are in
+place (:func:`main`).
 """
 
 from __future__ import annotations
@@ -12,13 +18,35 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
+from collections.abc import Mapping
+from types import SimpleNamespace
 
-import torch
-
+from .cli_process import Interrupted, StdoutError, discard_stdout, guarded_stdout, interrupt_of, signals_raised
 from .errors import VerifierInputError
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+class _Dtypes(Mapping):
+    """``--dtype`` name → torch dtype; torch is imported on the first lookup, not with the CLI."""
+
+    NAMES = ("float32", "float64")
+
+    def __getitem__(self, name: str):
+        import torch
+
+        if name not in self.NAMES:
+            raise KeyError(name)
+        return getattr(torch, name)
+
+    def __iter__(self):
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+
+DTYPES = _Dtypes()
 MAX_CHECK_VALUES = 250_000_000  # check --samples: values of every IR node × samples (~2 GB in float64)
 
 
@@ -80,14 +108,40 @@ def _checked_domain_options(args) -> dict:
     return check_domain_options(args.domain, key_value_options(args.domain_option))
 
 
-def _load_with_spec(args):
-    """Model and spec; the fidelity check samples inside the spec's first input box."""
+def refuse_unsupported(name: str, graph, flag: str) -> None:
+    """Refuse, before any bound is computed, a model that the domain or complete method
+    ``name`` cannot handle: the nodes its ``supports(graph)`` names (a complete method's
+    whole-network needs included; :func:`verifier.coverage.support`). ``auto`` takes every
+    model (it reports what no method decides as ``unknown``). Raises
+    :class:`VerifierInputError` naming ``flag`` and up to three refused nodes."""
+    from .coverage import checker, support
+
+    found = checker(name)
+    if found is None or name == "auto":
+        return  # unknown names are refused by the option checks
+    missing = support(found, graph)
+    if missing.ok:
+        return
+    what = "decide" if flag == "--method" else "bound"
+    raise VerifierInputError(f"{flag} {name} cannot {what} this model: {missing.describe()}")
+
+
+def _load_with_spec(args, known: dict | None = None):
+    """Model and spec; the domain or complete method ``args.domain`` is checked against
+    the model (:func:`refuse_unsupported`) before the fidelity check, which samples inside
+    the spec's first input box. ``known`` (if given) receives ``regions``, the spec's
+    number of input regions, as soon as the spec is read."""
     from .api import load
     from .spec import read_vnnlib
 
     spec = read_vnnlib(args.spec)
+    if known is not None:
+        known["regions"] = len(spec.regions)
     model = load(args.model, check=False, cache=not args.no_cache)
     spec.check_model(model.input_size, model.output_size)
+    from .complete.methods import METHODS
+
+    refuse_unsupported(args.domain, model.graph, "--method" if args.domain in METHODS else "--domain")
     if not args.no_fidelity_check:
         region = spec.regions[0] if spec.regions else None
         model.check(None if region is None else region.lower, None if region is None else region.upper)
@@ -119,6 +173,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_bounds(args) -> int:
+    import torch
+
     from .api import compute_bounds
 
     from .domains import available_domains
@@ -147,36 +203,46 @@ def cmd_bounds(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .counterexample import write_result
-    from .deadline import Deadline, warm_up
-    from .outputs import check_output_file
-    from .verify import verify
-
+    """``verifier verify``: the checks that need no import first (timeout, seed, option
+    syntax, ``--result-file``), then the device and options, the model and spec, and the
+    search. SIGINT/SIGTERM at any point after those first checks still write the result
+    file and print the ``--json`` record, with the verdict ``timeout`` (:func:`_interrupted_verify`)."""
     from .options import check_seed
+    from .outputs import check_not_an_input, check_output_file
 
-    timeout, device = _timeout(args.timeout), checked_device(args.device)
-    seed = check_seed(args.seed, "--seed")
-    options = _checked_domain_options(args)
+    started = time.monotonic()
+    timeout, seed = _timeout(args.timeout), check_seed(args.seed, "--seed")
+    # what the record of an interrupted run can say: refined as the run gets further
+    known = {"device": args.device, "options": key_value_options(args.domain_option), "regions": 0, "load": None}
     if args.result_file is not None:  # '' is refused, not ignored
         check_output_file(args.result_file, "--result-file")
+        check_not_an_input(args.result_file, "--result-file",
+                           [("the input model", args.model), ("the input spec", args.spec)])
+    try:
+        return _verify(args, timeout, seed, known)
+    except Interrupted as exc:
+        return _interrupted_verify(args, timeout, seed, known, exc, time.monotonic() - started)
+
+
+def _verify(args, timeout: float | None, seed: int, known: dict) -> int:
+    """:func:`cmd_verify` after its import-free checks; fills ``known`` as it goes."""
+    from .counterexample import write_result
+    from .deadline import Deadline, warm_up
+    from .verify import verify
+
+    device = known["device"] = checked_device(args.device)
+    options = known["options"] = _checked_domain_options(args)
     warm_up(optimizers=False)  # one-time imports before the clock (verify() warms the optimisers it needs)
     deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
-    model, spec = _load_with_spec(args)
-    load_seconds = deadline.elapsed()
+    model, spec = _load_with_spec(args, known)
+    load_seconds = known["load"] = deadline.elapsed()
     result = verify(model, spec, domain=args.domain, deadline=deadline, device=device,
                     dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=seed,
                     domain_options=options)
     if args.result_file is not None:
         write_result(args.result_file, result.status, result.counterexample)
     if args.json:
-        from .records import verify_record
-
-        record = verify_record(result, model=args.model, spec=args.spec, regions=len(spec.regions),
-                               domain=args.domain, load_seconds=load_seconds, timeout=timeout,
-                               result_file=args.result_file, attack=not args.no_attack, seed=seed,
-                               device=device, dtype=args.dtype, domain_options=options,
-                               fidelity_check=not args.no_fidelity_check)
-        print(json.dumps(record, allow_nan=False))
+        print(json.dumps(_verify_json(args, result, timeout, seed, known), allow_nan=False))
         return 0
     for note in result.notes:
         print(note)
@@ -185,14 +251,74 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _verify_json(args, result, timeout: float | None, seed: int, known: dict) -> dict:
+    """The ``verify --json`` record (:func:`verifier.records.verify_record`) of ``result``."""
+    from .records import verify_record
+
+    return verify_record(result, model=args.model, spec=args.spec, regions=known["regions"], domain=args.domain,
+                         load_seconds=result.seconds if known["load"] is None else known["load"], timeout=timeout,
+                         result_file=args.result_file, attack=not args.no_attack, seed=seed,
+                         device=known["device"], dtype=args.dtype, domain_options=known["options"],
+                         fidelity_check=not args.no_fidelity_check)
+
+
+INTERRUPTED_VERDICT = "timeout"  # what VNN-COMP records for a run stopped before its answer (run_instance.sh)
+
+
+def _interrupted_verify(args, timeout: float | None, seed: int, known: dict, exc: Interrupted,
+                        seconds: float) -> int:
+    """Report a ``verify`` stopped by SIGINT/SIGTERM after ``seconds``: the result file and
+    the ``--json`` record say :data:`INTERRUPTED_VERDICT` with the note ``interrupted by
+    SIGNAL after S s; no verdict``; stderr gets one ``error:`` line; returns
+    ``exc.exit_code`` (130 / 143). Imports nothing heavy (the signal may have cut an import)."""
+    from .outputs import write_atomic
+
+    note = f"interrupted by {exc.name} after {seconds:.2f} s; no verdict"
+    if args.result_file is not None:
+        write_atomic(args.result_file, f"{INTERRUPTED_VERDICT}\n")
+    if args.json:
+        result = SimpleNamespace(status=INTERRUPTED_VERDICT, counterexample=None, seconds=seconds, notes=[note])
+        print(json.dumps(_verify_json(args, result, timeout, seed, known), allow_nan=False))
+    print(f"error: {note}" + (f" ({args.result_file} says {INTERRUPTED_VERDICT})" if args.result_file else ""),
+          file=sys.stderr)
+    return exc.exit_code
+
+
+def _check_vnncomp_output(args) -> None:
+    """Refuse an ``--output`` that is the benchmark's instances CSV or a model or spec file
+    one of its rows names (as written or with ``.gz``), before anything is written."""
+    from pathlib import Path
+
+    from .outputs import check_not_an_input
+    from .vnncomp import plan_benchmark, read_instances
+
+    plan = plan_benchmark(args.bench_dir, instances_csv=args.instances, timeout_scale=args.timeout_scale,
+                          output=args.output, results_dir=args.results_dir, domain=args.domain,
+                          limit=args.limit)  # validates; writes nothing
+    csv_path = Path(args.instances) if args.instances is not None else plan.bench_dir / "instances.csv"
+    inputs: list[tuple[str, str | os.PathLike]] = [("the benchmark's instances CSV", csv_path)]
+    for instance in read_instances(csv_path, plan.bench_dir):
+        for what, name in (("model", instance.onnx), ("spec", instance.vnnlib)):
+            path = plan.bench_dir / name
+            inputs += [(f"the {what} {name} that {csv_path} lists", candidate)
+                       for candidate in (path, path.with_name(path.name + ".gz")) if candidate.exists()]
+    check_not_an_input(plan.output, "--output", inputs)
+
+
 def cmd_vnncomp(args) -> int:
     from .vnncomp import RESULTS, run_benchmark
 
+    _check_vnncomp_output(args)  # before anything starts or is written
+    executor = None
+    if args.ray is not None:  # ray is imported only here (verifier/cluster, the 'cluster' extra)
+        from .cluster.ray_vnncomp import ray_executor
+
+        executor = ray_executor(args.ray)
     output, counts = run_benchmark(args.bench_dir, instances_csv=args.instances, timeout_scale=args.timeout_scale,
                                    output=args.output, results_dir=args.results_dir, domain=args.domain,
                                    limit=args.limit, resume=args.resume, device=checked_device(args.device),
                                    dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check,
-                                   cache=not args.no_cache,
+                                   cache=not args.no_cache, executor=executor,
                                    progress=sys.stderr.isatty())  # a bar on a terminal only, not in logs
     print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
     if counts["error"] and counts["error"] == sum(counts.values()):
@@ -205,13 +331,16 @@ def cmd_report(args) -> int:
     """``verifier report``: tables of a results CSV beside the published tools (stdout),
     optionally as markdown / HTML files and a cactus plot; exit 1 when one of our answers is
     wrong. Every path is checked before anything is read or written."""
-    from .outputs import check_output_file, write_atomic
+    from .outputs import check_not_an_input, check_output_file, write_atomic
     from .report import build_report, load_reference, read_results, render_html, render_markdown, render_text
 
     outputs = {flag: path for flag, path in (("--markdown", args.markdown), ("--html", args.html),
                                              ("--plot", args.plot)) if path is not None}
+    inputs = ([("the input results CSV", path) for path in args.results]
+              + [("the --reference CSV", path) for path in args.reference or []])
     for flag, path in outputs.items():
         check_output_file(path, flag)
+        check_not_an_input(path, flag, inputs)
     seen: dict[str, str] = {}
     for flag, path in outputs.items():
         if os.path.realpath(path) in seen:
@@ -304,7 +433,7 @@ def _method_or_domain(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="import a model, summarise its IR and compare it with onnxruntime")
@@ -368,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
     p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
     p.add_argument("--no-cache", action="store_true", help="import the models afresh (no IR cache; see README)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the instances on a Ray cluster at ADDRESS (alone: a local one with this machine's "
+                        "cores); needs the cluster extra (docs/scale.md)")
     p.set_defaults(func=cmd_vnncomp)
 
     p = sub.add_parser("report", help="tables (and a cactus plot) of a vnncomp results CSV beside the published tools")
@@ -388,22 +520,65 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ops", help="which domains and complete methods handle each IR op kind")
     p.set_defaults(func=cmd_ops)
     add_plugin_commands(sub)
+    for command in sub.choices.values():  # --debug after the command too (plugin commands included)
+        _add_debug(command, argparse.SUPPRESS)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, default) -> None:
+    """Give ``parser`` the ``--debug`` flag (unless it has one). Sub-commands get it with
+    ``default=argparse.SUPPRESS``, so that ``verifier --debug CMD`` is not reset by the
+    sub-command's own default."""
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action="store_true", default=default,
+                            help="show tracebacks of internal errors and library warnings")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``verifier`` command line ``argv`` (default ``sys.argv[1:]``); returns the
-    exit code (see the module docstring). Library warnings (torch, onnx, the plugins) are
-    not shown unless Python was asked for them (``-W``, ``PYTHONWARNINGS``) or ``--debug``."""
-    raw = sys.argv[1:] if argv is None else list(argv)
-    with warnings.catch_warnings():
-        if not sys.warnoptions and "--debug" not in raw:
-            warnings.simplefilter("ignore")
-        return _run(raw)
+    exit code (see the module docstring). First of all SIGINT and SIGTERM are made to raise
+    :class:`~verifier.cli_process.Interrupted` (restored on return), so an interrupt during
+    the imports, the parsing or a command ends with one ``error:`` line, never a
+    traceback. Library warnings (torch, onnx, the plugins) are not shown unless Python was
+    asked for them (``-W``, ``PYTHONWARNINGS``) or ``--debug`` (before or after the command)."""
+    try:
+        with signals_raised():
+            return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt as exc:  # only in the instants the handlers are installed or removed
+        return _report_interrupt(exc)
+
+
+def _report_interrupt(exc: KeyboardInterrupt) -> int:
+    """One ``error: interrupted by SIGNAL`` line; the exit code ``128 + signal number``."""
+    exc = interrupt_of(exc)
+    print(f"error: interrupted by {exc.name}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _main(raw: list[str]) -> int:
+    """:func:`main` with its signal handlers: warnings filter, guarded stdout, and the
+    answers to an interrupt, a failed stdout and a closed pipe."""
+    try:
+        with warnings.catch_warnings():
+            if not sys.warnoptions and "--debug" not in raw:
+                warnings.simplefilter("ignore")
+            with guarded_stdout():  # flushed inside: a full disk surfaces here, not at exit
+                return _run(raw)
+    except KeyboardInterrupt as exc:
+        return _report_interrupt(exc)
+    except StdoutError as exc:  # `verifier domains > /dev/full`: a bad output, not a bug
+        discard_stdout()  # the unwritten buffer must not fail again at interpreter exit
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # stdout closed early (`verifier ops | head`): stop quietly, as a pipe expects
+        discard_stdout()  # no second error at interpreter exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
 
 
 def _run(argv: list[str]) -> int:
-    """:func:`main` inside its warning filter."""
+    """:func:`main` inside its warning filter: parse, run the command, and turn bad input
+    into one ``error:`` line (exit 2) and a bug into an internal error (exit 3, the
+    traceback with ``--debug``)."""
     args = build_parser().parse_args(argv)
     try:
         _method_or_domain(args)
@@ -411,12 +586,8 @@ def _run(argv: list[str]) -> int:
     except VerifierInputError as exc:
         print(f"error: {_shown(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # stdout closed early (`verifier ops | head`): stop quietly, as a pipe expects
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
-        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+    except (StdoutError, BrokenPipeError):
+        raise  # answered by _main
     except Exception as exc:  # a bug: one line unless --debug
         if args.debug:
             raise

@@ -4,7 +4,8 @@ Every result file, CSV row, JSON record and checkpoint the project writes goes t
 this module, so that a reader never sees a torn file:
 
 - :func:`check_output_file` / :func:`check_output_dir` validate a path the user named
-  *before* the expensive work starts (a verdict is never lost to a bad ``--result-file``);
+  *before* the expensive work starts (a verdict is never lost to a bad ``--result-file``),
+  and :func:`check_not_an_input` refuses an output path that names one of the inputs;
 - :func:`write_atomic` writes a temporary file in the same folder, flushes and fsyncs it,
   then renames it over the target (``os.replace`` is atomic on POSIX and Windows): the
   target holds either the old or the new content, never a mix of two writers;
@@ -73,6 +74,31 @@ def check_output_file(path: str | os.PathLike, option: str) -> str:
         raise VerifierInputError(f"{option} {path}: file is not writable")
     _probe(folder, f"{option} {path}")  # what write_atomic will do: a temporary file in that folder
     return path
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths ``a`` and ``b`` name one file: ``os.path.samefile`` (same device and
+    inode: symlinks and hard links included) when both exist, else equal resolved paths
+    (``os.path.realpath``, symlinks followed as far as they exist)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:  # unreadable metadata: fall back to the names
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_an_input(path: str | os.PathLike, option: str,
+                       inputs: "list[tuple[str, str | os.PathLike]]") -> None:
+    """Refuse an output ``path`` that is one of the command's ``inputs`` (``(what, path)``
+    pairs, e.g. ``("the input model", "net.onnx")``): writing it would destroy that input.
+
+    Compares with :func:`same_file`. Raises :class:`VerifierInputError`
+    (``"--result-file X is the input model; give another path"``) naming ``option`` and the
+    first input it names."""
+    for what, source in inputs:
+        if same_file(path, source):
+            raise VerifierInputError(f"{option} {os.fspath(path)} is {what}; give another path")
 
 
 def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) -> str:

@@ -1,0 +1,137 @@
+"""What the ``verifier`` command line does as a process: signals and stdout failures.
+
+- :func:`signals_raised`: inside the block, SIGINT and SIGTERM raise :class:`Interrupted`
+  (a :class:`KeyboardInterrupt`, so no ``except Exception`` swallows it) in the main
+  thread, so every command ends cleanly: ``verify`` still reports (``--json``: one JSON
+  object, verdict ``timeout``), the others print one ``error: interrupted …`` line. Exit
+  code ``128 + signal number``, the shell convention: 130 for SIGINT, 143 for SIGTERM.
+- :func:`guarded_stdout`: inside the block a failing write to stdout (``> /dev/full``, a
+  disk that fills) raises :class:`StdoutError` (the CLI prints ``error: cannot write to
+  stdout …``, exit 2) instead of an internal error; a closed pipe (``| head``) keeps
+  raising ``BrokenPipeError``, which the CLI answers by stopping quietly.
+
+Only the standard library is imported here, so the handlers are in place before the
+first heavy import (torch takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from typing import Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: ``signum``, ``name`` (``'SIGINT'``/``'SIGTERM'``) and
+    ``exit_code`` (``128 + signum``: 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + self.signum
+        super().__init__(self.name)
+
+
+def interrupt_of(exc: KeyboardInterrupt) -> Interrupted:
+    """``exc`` as an :class:`Interrupted` (a plain ``KeyboardInterrupt``, raised by Python's
+    own handler before :func:`signals_raised` took over, is SIGINT)."""
+    return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    """The handler: ignore further SIGINT/SIGTERM while the command reports (a second
+    Ctrl-C must not cut the JSON record in half), then raise :class:`Interrupted`."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_raised() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread;
+    the previous handlers are restored on exit. Outside the main thread (where Python
+    cannot install handlers) and for a signal the parent process set to be ignored (a
+    background job's SIGINT), nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    for sig in SIGNALS:
+        if previous[sig] is not signal.SIG_IGN:
+            signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+class StdoutError(Exception):
+    """Writing to stdout failed (other than a closed pipe); the message names stdout and the
+    reason, e.g. ``cannot write to stdout (No space left on device)``."""
+
+
+class _GuardedStream:
+    """A proxy of a text stream whose ``write``/``flush`` turn an ``OSError`` other than
+    ``BrokenPipeError`` into :class:`StdoutError`; everything else is the stream's own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutError(f"cannot write to stdout ({exc.strerror or exc})") from None
+
+    def write(self, text: str) -> int:
+        return self._guard(self._stream.write, text)
+
+    def writelines(self, lines) -> None:
+        return self._guard(self._stream.writelines, lines)
+
+    def flush(self) -> None:
+        return self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """Within the block ``sys.stdout`` is a :class:`_GuardedStream` of itself; it is flushed
+    before the block ends (so a failure of buffered output surfaces here, not at interpreter
+    exit) and restored afterwards."""
+    stream = sys.stdout
+    if stream is None:  # pythonw, or stdout closed by the parent
+        yield
+        return
+    sys.stdout = _GuardedStream(stream)
+    try:
+        yield
+        sys.stdout.flush()
+    finally:
+        sys.stdout = stream
+
+
+def discard_stdout() -> None:
+    """Point the process's stdout at ``/dev/null`` after a failed or closed stdout, so that
+    the interpreter's last flush of the unwritten buffer does not fail a second time (and
+    print "Exception ignored …" with exit code 120). A stdout without a file descriptor
+    (captured by a test) is left alone."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
