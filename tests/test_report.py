@@ -273,7 +273,10 @@ def test_a_cut_last_row_is_dropped_as_vnncomp_resume_drops_it(tmp_path):
     notes: list[str] = []
     assert read_results(vnncomp_cut, notes) == read_done(vnncomp_cut)[0] and len(read_done(vnncomp_cut)[0]) == 4
     assert len(notes) == 1 and "cut by an interrupted run" in notes[0]
-    for cut in ("alpha,onnx/a.onnx,vnnlib/p3.vnnlib,0.1,unsat,1", 'alpha,"onnx/a.on', "alpha,onnx/a.onnx,vnnlib/p3.vnnlib,0.1,unsat,1.5\r"):
+    cuts = ("alpha,onnx/a.onnx,vnnlib/p3.vnnlib,0.1,unsat,1",  # six cells, run_time cut short
+            'alpha,"onnx/a.on',  # inside a quoted cell
+            "alpha,onnx/a.onnx,vnnlib/p3.vnnlib,0.1,unsat,1.5\r")  # between the CR and the LF
+    for cut in cuts:
         path = tmp_path / "results.csv"
         path.write_text(CLEAN + cut, newline="")
         notes = []
