@@ -135,3 +135,137 @@ def test_certify_ray_equals_certify(cluster):
     assert many == one
     assert all(c.certified_accuracy <= c.pgd_accuracy <= c.clean_accuracy for c in one)
     assert 0 < one[1].certified_accuracy < one[1].pgd_accuracy < one[1].clean_accuracy  # counts not trivial
+
+
+# --- distributed branch-and-bound ---------------------------------------------------------
+
+def gemm_relu_net(path: Path, layers: list[tuple[list, list]]) -> Path:
+    """An ONNX net ``x → (Gemm → Relu)* → Gemm`` with the given ``(W, b)`` layers."""
+    import numpy as np
+    import onnx
+    from onnx import helper as oh
+
+    nodes, inits, prev = [], [], "x"
+    for i, (w, b) in enumerate(layers):
+        w, b = np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)
+        inits += [onnx.numpy_helper.from_array(w, f"W{i}"), onnx.numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(oh.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"z{i}"], transB=1))
+        prev = f"z{i}"
+        if i < len(layers) - 1:
+            nodes.append(oh.make_node("Relu", [prev], [f"a{i}"]))
+            prev = f"a{i}"
+    graph = oh.make_graph(nodes, "net", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", len(layers[0][0][0])])],
+                          [oh.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, ["N", len(layers[-1][1])])], inits)
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)], ir_version=8), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hard_net(tmp_path_factory):
+    """``y = relu(x1) − 100·relu(x2 − 0.5)`` on ``x1 ∈ (0, 1]`` (strict at 0), ``x2 ∈ [0, 1]``, unsafe
+    ``y ≤ 0``: sat wherever ``x2 > 0.5 + x1/100``; where ``x2 ≤ 0.5``, ``y = x1`` has no
+    counterexample but boxes touching ``x1 = 0`` are never refuted (lb = 0), so a search there
+    halves down to float resolution (``unknown``, after seconds)."""
+    import verifier
+
+    path = gemm_relu_net(tmp_path_factory.mktemp("hard") / "hard.onnx",
+                         [([[1.0, 0.0], [0.0, 1.0]], [0.0, -0.5]), ([[1.0, -100.0]], [0.0])])
+    return verifier.load(path)
+
+
+def one_row_region(lower, upper, a: list[float], b: float, lower_strict=None):
+    """Unsafe ``a·y ≤ b`` over the box."""
+    import torch
+
+    from verifier.spec.model import Conjunction, InputRegion
+
+    return InputRegion(torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64),
+                       [Conjunction(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))],
+                       None if lower_strict is None else torch.tensor(lower_strict))
+
+
+@pytest.fixture(scope="module")
+def random_net(tmp_path_factory):
+    """A random 2-input ReLU net (12, 12 hidden) with its largest output 0 on a 301×301 grid."""
+    import numpy as np
+    import torch
+
+    import verifier
+    from test_domain_ordering import relu_mlp
+
+    path = tmp_path_factory.mktemp("bab") / "m.onnx"
+    relu_mlp(path, np.random.default_rng(7), (2, 12, 12, 2))
+    model = verifier.load(path)
+    axis = torch.linspace(-1, 1, 301, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    return model, float(model(grid)[:, 0].max())
+
+
+def test_distributed_bab_equals_single_process(cluster, random_net):
+    """"y_0 ≥ t" just below the sampled maximum (sat: a grid point is a witness) and just
+    above it (unsat by the one-process search): the same verdicts on 2 Ray workers; the
+    counterexample is real."""
+    import numpy as np
+    import torch
+
+    from verifier.cluster.ray_bab import ShardStats, WorkerPool, distributed_input_split
+    from verifier.complete.input_split import input_split_bab
+    from verifier.deadline import Deadline
+
+    model, top = random_net
+    pool = WorkerPool(model, workers=2)
+    try:
+        for offset in (-0.03, 0.03):
+            region = one_row_region([-1.0, -1.0], [1.0, 1.0], [-1.0, 0.0], -(top + offset))  # unsafe: y_0 ≥ t
+            single, _ = input_split_bab(model, region, Deadline(60))
+            stats = ShardStats()
+            status, cex = distributed_input_split(pool, region, Deadline(60), stats=stats)
+            assert status == single == ("sat" if offset < 0 else "unsat")
+            assert stats.workers == 2 and stats.boxes_bounded > 0 and stats.shards >= (1 if offset < 0 else 8)
+            if status == "sat":
+                assert float(cex.y[0]) >= top + offset and np.all(np.abs(cex.x) <= 1.0)
+                assert float(model(torch.as_tensor(cex.x, dtype=torch.float64)[None])[0, 0]) >= top + offset - 1e-5
+    finally:
+        pool.close()
+
+
+def test_counterexample_stops_the_other_workers(cluster, hard_net):
+    """Worker 1 searches a shard that takes seconds (it ends undecided at float resolution);
+    worker 0 finds a counterexample in another shard and posts it: worker 1 stops."""
+    import time as clock
+
+    from verifier.cluster.ray_bab import Board, WorkerPool, shard
+
+    region = one_row_region([0.0, 0.0], [1.0, 1.0], [1.0], 0.0, lower_strict=[True, False])
+    pool = WorkerPool(hard_net, workers=2)
+    try:
+        actors = pool.actors()
+        board = ray.remote(num_cpus=0)(Board).remote()
+        import torch
+
+        hard = shard(region, torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64))
+        sat = shard(region, torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64))
+        assert bool(hard.lower_strict[0]) and not bool(sat.lower_strict[0])  # only the shared face stays strict
+        slow = actors[1].search.remote(pool.shared, hard, 0, None, board, float("inf"), torch.float64, "cpu", {})
+        clock.sleep(1.0)  # worker 1 is deep in its shard
+        status, cex, _, _ = ray.get(actors[0].search.remote(pool.shared, sat, 0, None, board, float("inf"), torch.float64, "cpu", {}))
+        assert status == "sat" and float(cex.y[0]) <= 0 and cex.x[0] > 0
+        assert ray.get(slow, timeout=30)[0] == "stopped"
+        assert ray.get(board.poll.remote())[0]
+    finally:
+        pool.close()
+
+
+def test_verify_ray_gives_the_single_process_verdict(cluster, random_net):
+    """``verify_ray`` = ``verify`` on the whole pipeline (attack off: the search finds the
+    counterexample), with the distributed search's note."""
+    from verifier.cluster.ray_bab import verify_ray
+    from verifier.spec.model import Spec
+    from verifier.verify import verify
+
+    model, top = random_net
+    spec = Spec([one_row_region([-1.0, -1.0], [1.0, 1.0], [-1.0, 0.0], -(top - 0.03))], 2, 2)
+    result = verify_ray(model, spec, domain="input-split", attack=False, timeout=60, workers=2)
+    assert result.status == verify(model, spec, domain="input-split", attack=False, timeout=60).status == "sat"
+    assert any("Ray workers" in note for note in result.notes)
+    assert float(result.counterexample.y[0]) >= top - 0.03

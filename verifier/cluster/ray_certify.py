@@ -32,17 +32,20 @@ MAX_TASK_RETRIES = 2
 
 
 class CertifyActor:
-    """A Ray actor's state: the model, received once (``shared`` holds one object-store
-    reference, inside a list so that Ray passes the reference and the actor fetches it)."""
+    """A Ray actor's state: the model, fetched from the object store on the first call
+    (and again after a restart: the reference comes with every call, so the actor holds no
+    constructor argument that a restart could lose)."""
 
-    def __init__(self, shared: list):
+    def __init__(self):
+        self.model, self.key = None, None
+
+    def counts(self, shared: list, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...], states: list[torch.Tensor],
+               domain: str, dtype: torch.dtype, pgd_steps: int, clip, options: dict) -> tuple[int, list, list]:
+        """:func:`batch_counts` of one batch on the model ``shared[0]`` (an object-store reference)."""
         import ray
 
-        self.model = ray.get(shared[0])
-
-    def counts(self, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...], states: list[torch.Tensor],
-               domain: str, dtype: torch.dtype, pgd_steps: int, clip, options: dict) -> tuple[int, list, list]:
-        """:func:`batch_counts` of one batch on this actor's model."""
+        if self.key != shared[0].hex():
+            self.model, self.key = ray.get(shared[0]), shared[0].hex()
         return batch_counts(self.model, x, y, radii, states, domain, dtype, pgd_steps, clip, options)
 
 
@@ -138,12 +141,12 @@ def certify_curve_ray(model, x: torch.Tensor, y: torch.Tensor, eps, domain: str 
     count = min(ray_workers or cluster_cpus(ray), len(starts))
     remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(CertifyActor)
     shared = ray.put(portable_model(model))
-    actors = [remote.remote([shared]) for _ in range(count)]
+    actors = [remote.remote() for _ in range(count)]
     clean, pgd, certified = 0, [0] * len(radii), [0] * len(radii)
     try:
         jobs = [(x[s:s + batch], y[s:s + batch], states[i]) for i, s in enumerate(starts)]
         results = ActorPool(actors).map_unordered(
-            lambda actor, job: actor.counts.remote(job[0], job[1], radii, job[2], domain, dtype, pgd_steps, clip,
+            lambda actor, job: actor.counts.remote([shared], job[0], job[1], radii, job[2], domain, dtype, pgd_steps, clip,
                                                    options), jobs)
         for c, p, v in results:
             clean += c
