@@ -46,6 +46,10 @@ building an expression tree, and each conjunction's bounds are kept as numpy arr
 
 (The ``vnnlib`` package on PyPI, 1.0.2, was evaluated first: it implements the VNN-LIB 2
 grammar and rejects every VNN-COMP v1 file, so this module reads them itself.)
+
+**Version.** :func:`read_vnnlib` and :func:`parse_vnnlib` read VNN-LIB 2.0 files too: a text
+whose first form is ``(vnnlib-version …)`` or ``(declare-network …)`` goes to
+:mod:`verifier.spec.vnnlib2` (through that package, into the same :class:`Spec`).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from .vnnlib_tokens import (LINE_ATOM as _LINE_ATOM, NUMBER as _NUMBER, SCAN as 
                             leading_zero, number as _number, range_problem, read_number, shown)
 
 MAX_DISJUNCTS = 100_000
+_HEAD_CHARS = 1 << 16  # how much of a text is searched for its first form (the version check)
 
 _SKIPPED = frozenset(("set-logic", "check-sat", "get-model", "exit", "set-info", "set-option"))
 _COMPARISONS = frozenset(("<=", ">=", "<", ">", "="))
@@ -430,7 +435,12 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
     """Parse VNN-LIB text into a :class:`Spec` (see the module docstring).
 
     Raises :class:`SpecError` naming ``source:line`` for anything malformed or outside the
-    supported fragment; the returned spec has passed :meth:`Spec.validate`."""
+    supported fragment; the returned spec has passed :meth:`Spec.validate`. VNN-LIB 2.0
+    text (:func:`~verifier.spec.vnnlib2.is_vnnlib2`) goes to :mod:`verifier.spec.vnnlib2`."""
+    from .vnnlib2 import is_vnnlib2, parse_vnnlib2
+
+    if is_vnnlib2(text[:_HEAD_CHARS]):
+        return parse_vnnlib2(text, source)
     return _parse(io.StringIO(text), source)
 
 
@@ -466,9 +476,27 @@ def read_vnnlib(path: str | os.PathLike) -> Spec:
         else:
             fh = open(path, encoding="utf-8")
         with fh:
-            parser.feed(fh)
+            head = _head_lines(fh)
+            from .vnnlib2 import is_vnnlib2, parse_vnnlib2
+
+            if is_vnnlib2("".join(head)):  # VNN-LIB 2.0: read through the vnnlib package
+                text = "".join(head) + fh.read()
+            else:
+                parser.feed(itertools.chain(head, fh))
+                text = None
     except UnicodeDecodeError:
         raise SpecError(_not_utf8(path)) from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise SpecError(f"cannot read spec file {path}: {exc}") from None
-    return parser.finish()
+    return parser.finish() if text is None else parse_vnnlib2(text, path)
+
+
+def _head_lines(fh) -> list[str]:
+    """The lines of ``fh`` up to and including its first one with content (not blank, not
+    only a ``;`` comment), or all of them; the version check reads these."""
+    head = []
+    for line in fh:
+        head.append(line)
+        if line.split(";", 1)[0].strip().lstrip("\ufeff"):
+            break
+    return head
