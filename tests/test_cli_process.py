@@ -154,3 +154,36 @@ def test_debug_after_the_command_shows_the_traceback(capsys, monkeypatch):
     assert code == 3 and "internal error (RuntimeError: a bug)" in err
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["domains", "--debug"])
+
+
+def _imports_torch_eagerly() -> bool:
+    """Whether ``import verifier`` imports torch (then a Ctrl-C during that import, before
+    :func:`verifier.cli.main` runs, is Python's own KeyboardInterrupt with its traceback)."""
+    done = subprocess.run([sys.executable, "-c", "import sys, verifier; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("delay", [0.6, 1.5, 3.0])
+def test_a_real_ctrl_c_at_any_time_is_never_a_traceback(tmp_path, delay):
+    """A real SIGINT at several moments (imports, parsing, loading, the search) of a long
+    ``verify --json``: exit 130, one ``error:`` line, no traceback, stdout empty or one
+    valid JSON record. (Not in the first tenths of a second: no program can handle a signal
+    while the interpreter itself starts.)"""
+    if _imports_torch_eagerly():
+        pytest.skip("verifier/__init__.py imports torch before main() can install its handlers")
+    import time
+
+    argv = [sys.executable, "-m", "verifier", "verify", str(REPO / "models" / "mnist_small.onnx"),
+            str(REPO / "models" / "properties" / "mnist_5_eps0.3.vnnlib"), "--no-attack", "--domain", "alpha-crown",
+            "--domain-option", "iterations=1000000", "--json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: interrupted by SIGINT"), err
+    if out:
+        jsonschema.Draft202012Validator(VERIFY_SCHEMA).validate(json.loads(out))
