@@ -30,7 +30,10 @@ the flattened, row-major tensor is ``X_i``/``Y_i`` of the v1 reader), element ty
 values, sound for ``unsat``; counterexamples are checked against the float64 bounds).
 Refused with a message: hidden-node declarations, several networks, several inputs or
 outputs, ``!=`` (its set is not closed), constraints mixing inputs and outputs or over
-several inputs. VNN-LIB 2.0 numbers have no exponent (``0.00001``, not ``1e-05``).
+several inputs. VNN-LIB 2.0 numbers have no exponent (``0.00001``, not ``1e-05``). The
+package (1.0.2) refuses a constant times a ``Real`` variable (``(* 2.0 Y[0])`` is a type
+error there; with ``float32``/``float64`` tensors it is accepted), so write coefficients
+with typed tensors.
 
 The package has wheels for Linux x86_64, macOS and Windows, none for Linux aarch64; there
 reading a 2.0 file raises :class:`SpecError` saying so (v1 files are read as before).
