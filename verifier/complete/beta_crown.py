@@ -100,6 +100,9 @@ class BetaCrown:
         self.pre = relu_pre_activations(graph)
         self.crown = CrownDomain(norm=norm)
         self.source = input_node(graph)
+        # proof certificates (verify --proof): keep, per row, the α and β of the best step
+        # and no bound inherited from the parent, so every kept bound is re-derivable
+        self.track_best = False
 
     def clamp(self, splits: dict[str, torch.Tensor]) -> tuple[Bounds, torch.Tensor]:
         """The intermediate bounds of each subdomain and which are empty
@@ -160,7 +163,9 @@ class BetaCrown:
         bounds, empty = self.clamp(dom.splits)
         alpha = {n: a.clone().requires_grad_(True) for n, a in dom.alpha.items()}
         beta = {z: b.clone().requires_grad_(True) for z, b in dom.beta.items()}
-        best = dom.lb.clone()
+        best = torch.full_like(dom.lb, float("-inf")) if self.track_best else dom.lb.clone()
+        kept_alpha = {n: a.detach().clone() for n, a in alpha.items()} if self.track_best else None
+        kept_beta = {z: b.detach().clone() for z, b in beta.items()} if self.track_best else None
         params = [{"params": list(alpha.values()), "lr": self.lr_alpha}, {"params": list(beta.values()), "lr": self.lr_beta}]
         opt = torch.optim.Adam([g for g in params if g["params"]]) if (alpha or beta) else None
         for step in range(self.iterations + 1):
@@ -169,7 +174,11 @@ class BetaCrown:
             record = {} if final else None
             with torch.set_grad_enabled(not final):
                 current = self.evaluate(bounds, dom, alpha, beta, record)
-            best = torch.maximum(best, torch.nan_to_num(current.detach(), nan=float("-inf")))  # NaN: no bound
+            value = torch.nan_to_num(current.detach(), nan=float("-inf"))  # NaN: no bound
+            if self.track_best:
+                _keep_best(value > best, alpha, kept_alpha)
+                _keep_best(value > best, beta, kept_beta)
+            best = torch.maximum(best, value)
             if final:
                 break
             if threshold is not None and bool((best > threshold).any(dim=1).all()):
@@ -186,6 +195,16 @@ class BetaCrown:
                 for b in beta.values():
                     b.clamp_(min=0.0)
         best = torch.where(empty[:, None], torch.full_like(best, float("inf")), best)
+        if self.track_best:
+            alpha, beta = kept_alpha, kept_beta
         out = Subdomains(dom.splits, {n: a.detach() for n, a in alpha.items()},
                          {z: b.detach() for z, b in beta.items()}, best, dom.depth)
         return out, record or {}
+
+
+def _keep_best(better: torch.Tensor, current: dict, kept: dict) -> None:
+    """``kept[n] ← current[n]`` on the ``(N, k)`` entries where ``better`` (parameters
+    ``(N, k, *S)``)."""
+    for n, t in current.items():
+        mask = better.reshape(*better.shape, *([1] * (t.dim() - 2)))
+        kept[n] = torch.where(mask, t.detach(), kept[n])

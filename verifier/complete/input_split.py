@@ -34,6 +34,7 @@ from ..errors import VerifierInputError
 from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows
 from .methods import stacked_strict
+from ..proof.record import active
 
 
 SPLIT_RULES = ("lookahead", "coefficient", "gradient")
@@ -159,7 +160,8 @@ def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes, strict=None):
 
 
 class _Frontier:
-    """Open boxes (and their inherited intermediate bounds), newest last."""
+    """Open boxes (their inherited intermediate bounds, depths and proof-tree node ids),
+    newest last."""
 
     def __init__(self):
         self.parts: list[tuple] = []
@@ -167,18 +169,18 @@ class _Frontier:
     def __len__(self) -> int:
         return sum(len(p[0]) for p in self.parts)
 
-    def push(self, lo, hi, inter, depth):
-        self.parts.append((lo, hi, inter, depth))
+    def push(self, lo, hi, inter, depth, ids):
+        self.parts.append((lo, hi, inter, depth, ids))
 
     def pop(self, batch: int):
-        lo, hi, inter, depth = self.parts.pop()
+        lo, hi, inter, depth, ids = self.parts.pop()
         if len(lo) > batch:
             cut = len(lo) - batch
             self.parts.append((lo[:cut], hi[:cut], None if inter is None else {n: (l[:cut], u[:cut]) for n, (l, u) in inter.items()},
-                               depth[:cut]))
-            lo, hi, depth = lo[cut:], hi[cut:], depth[cut:]
+                               depth[:cut], ids[:cut]))
+            lo, hi, depth, ids = lo[cut:], hi[cut:], depth[cut:], ids[cut:]
             inter = None if inter is None else {n: (l[cut:], u[cut:]) for n, (l, u) in inter.items()}
-        return lo, hi, inter, depth
+        return lo, hi, inter, depth, ids
 
 
 def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domain: str = "crown",
@@ -211,11 +213,15 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     exhausted = 0  # open boxes that cannot be split further (float resolution)
     own = domain == "crown" and not domain_options
     frontier = _Frontier()
+    recorder = active()
+    tree = None if recorder is None else recorder.box_tree(region_index)  # verify --proof: the bisection tree
     frontier.push(region.lower.to(device=device, dtype=dtype)[None], region.upper.to(device=device, dtype=dtype)[None], None,
-                  torch.zeros(1, dtype=torch.long, device=device))
+                  torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long))
+    if tree is not None and not own:
+        recorder.cannot_certify(f"input splitting bounded by '{domain}' with options (the checker re-derives CROWN)")
     while len(frontier):
         deadline.check()
-        lo, hi, inherited, depth = frontier.pop(batch)
+        lo, hi, inherited, depth, ids = frontier.pop(batch)
         with torch.no_grad():
             if own:
                 lb, coeff, inter = bound_in_parts(
@@ -233,7 +239,7 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         keep = open_mask.any(dim=1)
         if not bool(keep.any()):
             continue
-        lo, hi, open_mask = lo[keep], hi[keep], open_mask[keep]
+        lo, hi, open_mask, ids = lo[keep], hi[keep], open_mask[keep], ids[keep.cpu()]
         centres, widths = (lo + hi) / 2, hi - lo
         hit = confirm_candidates(model, region, centres, region_index)
         if hit is not None:
@@ -269,6 +275,7 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             if not bool(keep2.any()):
                 continue
             lo, hi, centres, widths, scores, splittable = (t[keep2] for t in (lo, hi, centres, widths, scores, splittable))
+            ids = ids[keep2.cpu()]
             depth_kept, inter_kept = depth[keep][keep2], (None if inter is None else
                                                           {n: (l[keep][keep2], u[keep][keep2]) for n, (l, u) in inter.items()})
         else:
@@ -283,7 +290,9 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         right_lo[rows, dim] = mid
         child_inter = None if inter_kept is None else {n: (torch.cat([l, l]), torch.cat([u, u]))
                                                        for n, (l, u) in inter_kept.items()}
-        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter, (depth_kept + 1).repeat(2))
+        child_ids = ids.repeat(2) if tree is None else tree.split(ids, dim, mid)
+        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter, (depth_kept + 1).repeat(2),
+                      child_ids)
         stats.max_frontier = max(stats.max_frontier, len(frontier))
     if exhausted:
         return "unknown", None

@@ -33,6 +33,7 @@ from ..deadline import Deadline
 from ..errors import VerifierInputError
 from ..ops import AFFINE_KINDS
 from ..ops.relaxation import RELAXATIONS
+from ..proof.hooks import cannot_certify, record_trusted_disjunct
 from ..spec.model import InputRegion, refuted_rows
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def alpha_crown_root(model: Model, region: InputRegion, index: int, device: str,
     the whole box) and the disjuncts it leaves open (one note)."""
     from .relu_split import root_intermediate_bounds
 
-    root, lb = root_intermediate_bounds(model, region, device, dtype)
+    root, lb = root_intermediate_bounds(model, region, device, dtype, region_index=index)
     refuted = disjuncts_refuted(region, lb)
     notes.append(f"region {index}: {refuted.count(True)}/{len(refuted)} disjuncts refuted by alpha-crown")
     return root, [d for d, done in enumerate(refuted) if not done]
@@ -210,6 +211,8 @@ class Milp(CompleteMethod):
                 return status, cex
             if status == "unknown":
                 verdict = "unknown"
+            else:
+                record_trusted_disjunct(index, d, "HiGHS MILP (Tjeng et al. 2019), its dual bound")
         return verdict, None
 
 class ReluSplit(Milp):
@@ -254,6 +257,7 @@ class ActivationSplit(CompleteMethod):
         missing = self.supports(model.graph)
         if missing:
             raise VerifierInputError("; ".join(f"{reason} (node '{node}')" for node, reason in missing[:3]))
+        cannot_certify("activation-split branch-and-bound (the checker re-derives affine and ReLU bounds only)")
         root, open_disjuncts = alpha_crown_root(model, region, index, device, dtype, notes)
         if not open_disjuncts:
             return "unsat", None

@@ -29,6 +29,8 @@ from ..spec.model import InputRegion, refuted_rows
 from .memory import bound_in_parts
 from .beta_crown import BetaCrown, Subdomains, relu_pre_activations
 from .methods import METHODS
+from ..proof.hooks import record_relu_leaves, record_trusted_leaves
+from ..proof.record import active
 
 
 @dataclass
@@ -45,18 +47,30 @@ ReluBaBStats = SplitBaBStats
 
 
 def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dtype: torch.dtype,
-                             iterations: int = 20):
+                             iterations: int = 20, region_index: int | None = None):
     """α-CROWN's tightest intermediate bounds over the region's box, and its lower
-    bounds of every stacked spec row ``(k,)``."""
+    bounds of every stacked spec row ``(k,)``. Under ``verify --proof`` (with
+    ``region_index``) the slopes behind every kept bound are recorded
+    (:mod:`verifier.proof.alpha_record`)."""
     from ..domains.alpha_crown import AlphaCrownDomain
 
     graph = model.graph_for(device, dtype)
     C, _, _ = region.stacked()
     lower = model.as_batch(region.lower.to(device=device, dtype=dtype))
     upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
-    domain = AlphaCrownDomain(iterations=iterations)
+    recording = active() is not None and region_index is not None
+    if recording:
+        from ..proof.alpha_record import RecordingAlphaCrown
+
+        domain = RecordingAlphaCrown(iterations=iterations)
+    else:
+        domain = AlphaCrownDomain(iterations=iterations)
     lam = domain.spec_rows(graph, lower, C.to(lower))
     best, bounds = domain.optimise(graph, lower, upper, lam)
+    if recording:
+        from ..proof.hooks import record_relu_root
+
+        record_relu_root(region_index, graph, domain, bounds)
     return bounds, best[0]
 
 
@@ -115,11 +129,18 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
     METHODS["relu-split"].refuse_unsupported(graph)  # ReLUs, and no other activation
     pre = relu_pre_activations(graph)
     if root is None:
-        root, _ = root_intermediate_bounds(model, region, device, dtype)
+        root, _ = root_intermediate_bounds(model, region, device, dtype, region_index=region_index)
     lower = model.as_batch(region.lower.to(device=device, dtype=dtype))
     upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
-    return search_disjuncts(model, region, deadline, disjuncts, region_index,
-                            lambda lam: BetaCrown(graph, lower, upper, lam.to(lower), root, iterations=iterations),
+    proof = active() is not None
+
+    def make_engine(lam):
+        engine = BetaCrown(graph, lower, upper, lam.to(lower), root, iterations=iterations)
+        if proof:  # verify --proof: closed subdomains are recorded with re-derivable α, β
+            engine.track_best, engine.proof_region = True, region_index
+        return engine
+
+    return search_disjuncts(model, region, deadline, disjuncts, region_index, make_engine,
                             _Layout(pre, root), decide_linear, batch, stats, candidates)
 
 
@@ -178,6 +199,8 @@ def search_subdomains(model, region, region_index, engine: BetaCrown, layout, di
         dom.lb = torch.nan_to_num(dom.lb, nan=float("-inf"))  # a NaN bound refutes nothing
         open_rows = ~refuted_rows(dom.lb.double().cpu(), b.double().cpu(),
                                   None if strict is None else strict.cpu()).any(dim=1)
+        if getattr(engine, "proof_region", None) is not None and not bool(open_rows.all()):
+            record_relu_leaves(engine, disjunct, dom.select((~open_rows).nonzero().reshape(-1).to(dom.lb.device)))
         if bool(open_rows.any()):
             keep = open_rows.nonzero().reshape(-1).to(dom.lb.device)
             dom = dom.select(keep)
@@ -254,6 +277,8 @@ def decide_linear(model, region, region_index, disjunct, engine: BetaCrown, dom:
         found, cex = milp_disjunct(model, region, disjunct, {n: (l[i:i + 1], u[i:i + 1]) for n, (l, u) in bounds.items()},
                                    region_index, dtype=engine.lam.dtype, device=str(engine.lam.device), restricted=True)
         stats.exhausted += 1
+        if found == "unsat":
+            record_trusted_leaves(engine, disjunct, {z: s[i:i + 1] for z, s in dom.splits.items()})
         if found == "sat":
             return found, cex
         if found == "unknown":

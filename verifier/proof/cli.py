@@ -1,0 +1,89 @@
+"""Command-line pieces of proof certificates, registered by :mod:`verifier.cli`:
+``verify --proof FILE`` (:func:`add_proof_argument`, :func:`check_proof_output`,
+:func:`recorded_verify`) and ``verifier check-proof MODEL SPEC PROOF``
+(:func:`add_check_proof_command`). Exit codes of ``check-proof``: 0 ``proof valid``,
+1 the first leaf that fails (or a certificate that certifies nothing), 2 a certificate of
+another model or spec, or an unreadable file (one ``error:`` line)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from ..errors import VerifierInputError
+
+
+def add_proof_argument(parser) -> None:
+    """``--proof FILE`` on ``verify``."""
+    parser.add_argument("--proof", metavar="FILE",
+                        help="write a certificate of an unsat verdict that `verifier check-proof` re-checks "
+                             "(docs/proofs.md)")
+
+
+def check_proof_output(args) -> None:
+    """Refuse an unwritable ``--proof`` path, or one that is an input, before any work."""
+    if getattr(args, "proof", None) is None:
+        return
+    from .. import outputs
+
+    outputs.check_output_file(args.proof, "--proof")
+    if hasattr(outputs, "check_not_an_input"):
+        outputs.check_not_an_input(args.proof, "--proof", [("the input model", args.model), ("the input spec", args.spec)])
+
+
+def recorded_verify(args, regions: int, run: Callable[[], object]):
+    """``run()`` (the verification), recording its certificate when ``--proof`` is given;
+    writes the certificate and prints one ``proof: …`` line (stderr under ``--json``, so
+    stdout stays one JSON object). Returns ``run()``'s result."""
+    path = getattr(args, "proof", None)
+    if path is None:
+        return run()
+    from .record import ProofRecorder, recording
+    from .writer import build_certificate, write_certificate
+
+    recorder = ProofRecorder()
+    with recording(recorder):
+        result = run()
+    if result.status != "unsat":
+        line = f"proof: not written (the verdict is {result.status}; only unsat has a certificate)"
+    else:
+        index, arrays = build_certificate(recorder, args.model, args.spec, regions, result.status)
+        size = write_certificate(path, index, arrays)
+        if index["certified"]:
+            line = f"proof: {path} ({size / 1e6:.2f} MB; check it with `verifier check-proof`)"
+        else:
+            line = f"proof: {path} says the verdict is uncertified: {'; '.join(index['uncertified'])}"
+    print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+    return result
+
+
+def cmd_check_proof(args) -> int:
+    """``verifier check-proof MODEL SPEC PROOF``."""
+    import os
+
+    from ..proofcheck.check import ProofRefused, check_proof
+
+    for what, path in (("MODEL", args.model), ("SPEC", args.spec), ("PROOF", args.proof)):
+        if not os.path.isfile(path):
+            raise VerifierInputError(f"{what} {path}: no such file")
+    try:
+        report = check_proof(args.model, args.spec, args.proof)
+    except ProofRefused as exc:
+        raise VerifierInputError(str(exc)) from None
+    for item in report.trusted:
+        print(f"trusted (not re-derived): {item}")
+    print(f"checked {report.leaves} leaves in {report.seconds:.2f} s")
+    if report.valid and report.trusted:
+        print(f"{report.message} (with {len(report.trusted)} parts trusted to HiGHS)")
+    else:
+        print(report.message)
+    return 0 if report.valid else 1
+
+
+def add_check_proof_command(sub) -> None:
+    """The ``check-proof`` sub-command."""
+    p = sub.add_parser("check-proof", help="re-check a certificate of unsat written by `verify --proof`")
+    p.add_argument("model", help="the ONNX model the certificate is for")
+    p.add_argument("spec", help="the VNN-LIB spec the certificate is for")
+    p.add_argument("proof", help="the certificate (verify --proof FILE)")
+    p.set_defaults(func=cmd_check_proof)

@@ -1,0 +1,101 @@
+"""Writing a proof certificate from what a :class:`~verifier.proof.record.ProofRecorder`
+collected (the layout: docs/proofs.md; the reader: :mod:`verifier.proofcheck.certificate`).
+
+The archive is one zip file (``index.json`` + ``<key>.npy`` arrays, deflated), written
+atomically (:func:`verifier.outputs.write_atomic`). A verdict that the checker could not
+re-derive is still written, with ``"certified": false`` and the reasons, never as a
+certificate that claims more than it holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import torch
+
+from ..outputs import write_atomic
+from ..proofcheck.certificate import FORMAT
+from ..proofcheck.network import UnsupportedModel, file_sha256, load_network
+from .record import ProofRecorder
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, regions: int,
+                      result: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The index and arrays of the certificate of one verification (``regions``: the
+    spec's region count; ``result``: its verdict). Regions the recorder has nothing for
+    were refuted on their whole box (Box/CROWN, the batched screen): a one-node tree."""
+    from .. import __version__
+
+    index = {"format": FORMAT, "tool": f"verifier {__version__}", "result": result,
+             "model": {"file": os.path.basename(model_path), "sha256": file_sha256(model_path)},
+             "spec": {"file": os.path.basename(spec_path), "sha256": file_sha256(spec_path)},
+             "certified": result == "unsat", "uncertified": list(recorder.uncertified), "regions": []}
+    if result != "unsat":
+        index["uncertified"].append(f"the verdict is {result}: only unsat verdicts have certificates")
+    try:
+        load_network(model_path)
+    except UnsupportedModel as exc:
+        index["uncertified"].append(str(exc))
+    index["certified"] = not index["uncertified"]
+    arrays: dict[str, np.ndarray] = {}
+    if not index["certified"]:
+        return index, arrays
+    for r in range(regions):
+        if r in recorder.relu:
+            index["regions"].append(_relu_region(r, recorder.relu[r], arrays))
+            continue
+        tree = recorder.trees.get(r)
+        parts = tree.arrays() if tree is not None else {"dim": torch.tensor([-1]), "mid": torch.tensor([np.nan]),
+                                                       "left": torch.tensor([-1]), "right": torch.tensor([-1])}
+        for name, value in parts.items():
+            arrays[f"r{r}.tree.{name}"] = _np(value).astype(np.float64 if name == "mid" else np.int64)
+        index["regions"].append({"index": r, "kind": "box-tree", "nodes": int(len(parts["dim"]))})
+    return index, arrays
+
+
+def _relu_region(r: int, rec, arrays: dict) -> dict:
+    entry = {"index": r, "kind": "relu-split", "relus": [int(l.numel()) for l, _ in rec.claims],
+             "intermediate": sorted(int(t) for t in rec.inter_rows), "disjuncts": []}
+    for i, (l, u) in enumerate(rec.claims):
+        arrays[f"r{r}.claims.l{i}"], arrays[f"r{r}.claims.u{i}"] = _np(l), _np(u)
+        arrays[f"r{r}.final.alpha{i}"] = _np(rec.final_alpha[i])
+    for t, rows in rec.inter_rows.items():
+        arrays[f"r{r}.inter{t}.rows"] = _np(rows).astype(np.int64)
+        for i, a in enumerate(rec.inter_alpha[t]):
+            arrays[f"r{r}.inter{t}.alpha{i}"] = _np(a)
+    for d in sorted(set(rec.leaves) | set(rec.trusted) | set(rec.trusted_disjuncts)):
+        item = {"index": d, "leaves": 0, "trusted_leaves": 0, "milp": rec.trusted_disjuncts.get(d)}
+        if d in rec.leaves:
+            signs, alpha, beta = (torch.cat(parts) for parts in zip(*rec.leaves[d]))
+            arrays[f"r{r}.d{d}.signs"] = _np(signs).astype(np.int8)
+            arrays[f"r{r}.d{d}.alpha"] = _np(alpha).astype(np.float64)
+            arrays[f"r{r}.d{d}.beta"] = _np(beta).astype(np.float64)
+            item["leaves"] = int(signs.shape[0])
+        if d in rec.trusted:
+            arrays[f"r{r}.d{d}.trusted"] = _np(torch.cat(rec.trusted[d])).astype(np.int8)
+            item["trusted_leaves"] = int(arrays[f"r{r}.d{d}.trusted"].shape[0])
+        entry["disjuncts"].append(item)
+    return entry
+
+
+def write_certificate(path: str, index: dict, arrays: dict[str, np.ndarray]) -> int:
+    """Write the archive atomically; return its size in bytes."""
+
+    def fill(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("index.json", json.dumps(index, indent=1, allow_nan=False))
+            for key, value in arrays.items():
+                buffer = io.BytesIO()
+                np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
+                zf.writestr(f"{key}.npy", buffer.getvalue())
+
+    write_atomic(path, fill)
+    return os.path.getsize(path)

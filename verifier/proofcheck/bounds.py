@@ -1,0 +1,235 @@
+"""Rigorous bounds on a :class:`~verifier.proofcheck.network.Network` (numpy, float64,
+outward rounding through :mod:`verifier.proofcheck.rounding`).
+
+**The bound.** For a chain ``v_{i+1} = op_i(v_i)`` and an objective ``λ_K·v_K``, any
+multipliers ``λ_0, …, λ_{K−1}`` give the exact identity (telescoping)
+
+    λ_K·v_K = λ_0·v_0 + Σ_i [λ_{i+1}·op_i(v_i) − λ_i·v_i],
+
+so ``min λ_K·v_K ≥ min_{x ∈ box} λ_0·x + Σ_i min_{v_i ∈ [l_i, u_i]} T_i(v_i)`` for any valid
+bounds ``[l_i, u_i]`` of each ``v_i``: the Lagrangian relaxation of the network's equality
+constraints (Dvijotham et al. 2018; with the multipliers of a CROWN pass it is at least
+as tight as CROWN/β-CROWN, Wang et al. 2021, Thm. 3.1, because each ReLU's term is
+minimised over its exact graph, not over a relaxation). The multipliers are *any* floats:
+they come from a backward pass in plain float64 (CROWN's rule with the given slopes
+``α``, split multipliers ``β``), and soundness rests only on evaluating the right-hand
+side with outward rounding:
+
+* ``linear`` ``W``: ``λ_i = fl(λ_{i+1} W)``; the residual ``(λ_{i+1}W − λ_i)·v_i`` is at
+  least ``−Σ_j e_j max(|l_ij|, |u_ij|)`` with ``e`` the matmul error bound;
+* ``shift`` ``c``: ``λ_i = λ_{i+1}``, term ``λ_{i+1}·c`` rounded down;
+* ``scale``/``div`` ``c``: ``λ_i = fl(λ_{i+1}·c)`` (``/c``); the residual coefficient lies in
+  ``[down − fl, up − fl]``, bounded over ``[l_i, u_i]``;
+* ``relu``: ``Σ_j min_{z ∈ {l_j, u_j} ∪ {0 if l_j<0<u_j}} λ_{i+1,j} max(z,0) − λ_{ij} z``, the
+  exact minimum of a piecewise-linear function over an interval (split ReLUs: the
+  interval clamped to ``z ≥ 0`` / ``z ≤ 0``);
+* the input: ``Σ_j min(λ_0j xl_j, λ_0j xu_j)``.
+
+Intermediate bounds are the same bound with ``±e_j`` objectives (crossing entries), met
+with interval propagation (IBP), layer by layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .network import Network
+from .rounding import (ETA, down, gamma, interval_product_min, lower_or_inf, matmul, matmul_down, matmul_up,
+                       mul_down, mul_up, sum_down, up)
+
+Bounds = list[tuple[np.ndarray, np.ndarray]]  # per chain node v_i: (B, n_i) lower, upper
+
+
+def ibp_step(net: Network, i: int, l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rigorous interval bounds ``(B, n_{i+1})`` of ``op_i`` over ``[l, u]`` ``(B, n_i)``
+    (NaN, from ``∞ − ∞``, widened to ``∓∞``)."""
+    lo, hi = _ibp_step(net, i, l, u)
+    return lower_or_inf(lo), -lower_or_inf(-hi)
+
+
+def _ibp_step(net: Network, i: int, l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    op = net.ops[i]
+    if op.kind == "relu":
+        return np.maximum(l, 0.0), np.maximum(u, 0.0)
+    if op.kind == "shift":
+        with np.errstate(invalid="ignore"):
+            return down(l + op.value), up(u + op.value)
+    if op.kind == "linear":
+        pos, neg = np.maximum(op.value, 0.0).T, np.minimum(op.value, 0.0).T
+        both = np.concatenate([pos, neg], 0)
+        return matmul_down(np.concatenate([l, u], -1), both), matmul_up(np.concatenate([u, l], -1), both)
+    c = op.value
+    if op.kind == "scale":
+        lo = np.minimum(mul_down(l, c), mul_down(u, c))
+        hi = np.maximum(mul_up(l, c), mul_up(u, c))
+        return lo, hi
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # div by a nonzero constant
+        a, b = l / c, u / c
+    return np.minimum(down(a), down(b)), np.maximum(up(a), up(b))
+
+
+class Relaxation:
+    """How the backward pass picks ReLU multipliers (not a soundness matter, see the module
+    docstring): per ReLU ``r`` (in chain order) the bounds ``(l, u)`` ``(B, n)`` its lines are
+    built from, lower slopes ``alpha[r]`` ``(B, R, n)`` (``None``: CROWN's adaptive rule, 1 if
+    ``u > −l`` else 0), split signs ``signs[r]`` ``(B, n)`` in {−1, 0, 1} and multipliers
+    ``beta[r]`` ``(B, R, n)`` (``λ_z ← λ_z − β ⊙ s``, β-CROWN)."""
+
+    def __init__(self, shape_bounds: dict[int, tuple[np.ndarray, np.ndarray]], alpha: dict | None = None,
+                 signs: dict | None = None, beta: dict | None = None):
+        self.shape_bounds, self.alpha, self.signs, self.beta = shape_bounds, alpha or {}, signs or {}, beta or {}
+
+    def multipliers(self, r: int, lam: np.ndarray) -> np.ndarray:
+        """``λ`` at ReLU ``r``'s input from ``λ`` ``(B, R, n)`` at its output."""
+        l, u = self.shape_bounds[r]
+        l, u = l[:, None, :], u[:, None, :]
+        s = self.signs.get(r)
+        active, dead = l >= 0, u <= 0
+        if s is not None:
+            active, dead = active | (s[:, None, :] > 0), dead | (s[:, None, :] < 0)
+        alpha = self.alpha.get(r)
+        if alpha is None:
+            alpha = (u > -l).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chord = np.where(active | dead, 0.0, u / (u - l))
+        chord = np.nan_to_num(chord, nan=0.0, posinf=0.0, neginf=0.0)
+        crossing = np.maximum(lam, 0.0) * alpha + np.minimum(lam, 0.0) * chord
+        out = np.where(active, lam, np.where(dead, 0.0, crossing))
+        if s is not None and r in self.beta:
+            out = out - self.beta[r] * s[:, None, :]
+        return out
+
+
+def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, relax: Relaxation,
+                     domains: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+    """Rigorous lower bounds ``(B, R)`` of ``lam·v_top`` (``lam`` ``(B, R, n_top)``) over the
+    box ``bounds[0]`` (module docstring). ``bounds[i]``: sound bounds of ``v_i`` (``i < top``);
+    ``domains[i]``: the sets the ReLU terms minimise over (default ``bounds[i]``; split
+    subdomains pass their clamped intervals, which must be non-empty)."""
+    relu_index = {i: r for r, i in enumerate(net.relu_inputs)}
+    terms = []
+    L = lam
+    for i in reversed(range(top)):
+        op = net.ops[i]
+        l, u = bounds[i]
+        if op.kind == "linear":
+            prev = matmul(L, op.value)
+            terms.append(-_residual(L, op.abs_value.sum(0), l, u))
+        elif op.kind == "shift":
+            prev = L
+            terms.append(matmul_down(L, op.value[:, None], np.abs(op.value).sum(keepdims=True))[..., 0])
+        elif op.kind in ("scale", "div"):
+            with np.errstate(invalid="ignore", over="ignore"):
+                prev = L * op.value if op.kind == "scale" else L / op.value
+            lo, hi = down(prev) - prev, up(prev) - prev
+            terms.append(sum_down(interval_product_min(lo, hi, l[:, None, :], u[:, None, :])))
+        else:
+            prev = relax.multipliers(relu_index[i], L)
+            dl, du = (domains or {}).get(i, (l, u))
+            terms.append(relu_term(L, prev, dl, du))
+        L = prev
+    xl, xu = bounds[0]
+    terms.append(sum_down(np.minimum(mul_down(L, xl[:, None, :]), mul_down(L, xu[:, None, :]))))
+    return lower_or_inf(sum_down(np.stack(terms, -1)))
+
+
+def _residual(lam: np.ndarray, colsum: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Upper bound ``(B, R)`` of ``|(λ W − fl(λ W))·v|`` over ``v ∈ [l, u]`` ``(B, n)``:
+    ``Σ_j e_j max(|l_j|, |u_j|)`` with ``e_j ≤ γ_m max|λ| Σ_i |W_ij|`` (``colsum``, ``m``
+    rows of ``W``) plus the underflow term."""
+    m, n = lam.shape[-1], len(colsum)
+    size = np.maximum(np.abs(l), np.abs(u))
+    with np.errstate(invalid="ignore", over="ignore"):
+        weighted = up(matmul(size, colsum[:, None])[:, 0] * (1 + gamma(n)))
+        total = up(size.sum(-1) * (1 + gamma(n)))
+        scale = up(np.abs(lam).max(-1) * gamma(m))
+        return up(up(scale * weighted[:, None]) + up((m + 1) * ETA * total[:, None]))
+
+
+def relu_term(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Lower bound ``(B, R)`` of ``Σ_j min_{z ∈ [l_j, u_j]} out_j max(z, 0) − in_j z``
+    (``l``, ``u`` ``(B, n)``, non-empty), from its vertices."""
+    l, u = l[:, None, :], u[:, None, :]
+
+    def value(z):
+        return down(mul_down(out_lam, np.maximum(z, 0.0)) - mul_up(in_lam, z))
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        best = np.minimum(value(l), value(u))
+    best = np.where((l < 0) & (u > 0), np.minimum(best, 0.0), best)
+    return sum_down(best)
+
+
+def interval_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Bounds | None = None,
+                    upto: int | None = None) -> Bounds:
+    """IBP bounds of every chain node ``v_0 … v_upto`` for boxes ``(B, n_0)``, intersected
+    with ``known`` (sound bounds of the same nodes, e.g. a parent box's) node by node."""
+    upto = len(net.ops) if upto is None else upto
+    out = [(lower, upper)]
+    for i in range(upto):
+        l, u = ibp_step(net, i, *out[-1])
+        if known is not None:
+            l, u = np.maximum(l, known[i + 1][0]), np.minimum(u, known[i + 1][1])
+        out.append((l, u))
+    return out
+
+
+def refine(net: Network, bounds: Bounds, node: int, rows: np.ndarray, relax: Relaxation) -> None:
+    """Tighten ``bounds[node]`` in place on the flat entries ``rows`` (``(R,)`` for every
+    box, or ``(B, R)`` per box) by the Lagrangian bound of ``±v_node[j]`` (``relax`` with
+    ``(B, 2R, n)`` slopes if any)."""
+    l, u = bounds[node]
+    batch, size = l.shape
+    rows = np.broadcast_to(rows, (batch, rows.shape[-1]))
+    R = rows.shape[1]
+    if R == 0:
+        return
+    lam = np.zeros((batch, 2 * R, size))
+    b = np.arange(batch)[:, None]
+    k = np.arange(R)[None, :]
+    lam[b, k, rows] = 1.0
+    lam[b, R + k, rows] = -1.0
+    both = lagrangian_bound(net, node, lam, bounds, relax)
+    np.put_along_axis(l, rows, np.maximum(np.take_along_axis(l, rows, 1), both[:, :R]), 1)
+    np.put_along_axis(u, rows, np.minimum(np.take_along_axis(u, rows, 1), -both[:, R:]), 1)
+
+
+def crossing_rows(l: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``(B, R)``: each box's crossing entries (``l < 0 < u``) first, padded to the largest
+    count with other entries (bounding those too is harmless)."""
+    mask = (l < 0) & (u > 0)
+    R = int(mask.sum(1).max()) if mask.size else 0
+    return np.argsort(~mask, axis=1, kind="stable")[:, :R]
+
+
+def crown_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Bounds | None = None,
+                 extra: dict | None = None, shapes: dict | None = None) -> Bounds:
+    """Bounds of every chain node: IBP (∩ ``known``), then each pre-activation's crossing
+    entries (in any box of the batch) tightened by the Lagrangian bound with CROWN's
+    adaptive multipliers, layer by layer (CROWN's intermediate bounds, Zhang et al. 2018,
+    §3.3). ``extra[r] = (rows (R,), {r': slopes (B, 2R, n_r')})``: also tighten ReLU ``r``'s
+    input entries ``rows`` with those slopes (α-CROWN's intermediate passes), their lines
+    built from ``shapes`` (ReLU → bounds; default the bounds found here)."""
+    bounds = interval_bounds(net, lower, upper, known)
+    relus = net.relu_inputs
+    shape = {}
+    for r, node in enumerate(relus):
+        if node > 0:
+            refine(net, bounds, node, crossing_rows(*bounds[node]), Relaxation(shape))
+            if extra and r in extra:
+                rows, slopes = extra[r]
+                refine(net, bounds, node, rows, Relaxation({**shape, **(shapes or {})}, alpha=slopes))
+            for i in range(node, len(net.ops)):  # IBP again above the tightened node
+                l2, u2 = ibp_step(net, i, *bounds[i])
+                bounds[i + 1] = (np.maximum(l2, bounds[i + 1][0]), np.minimum(u2, bounds[i + 1][1]))
+        shape[r] = bounds[node]
+    return bounds
+
+
+def spec_interval_bound(C: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Rigorous lower bound ``(B, k)`` of ``C y`` for ``y ∈ [l, u]`` ``(B, n)``, ``C`` ``(k, n)``."""
+    return sum_down(np.minimum(mul_down(C[None], l[:, None, :]), mul_down(C[None], u[:, None, :])))
+
+
+__all__ = ["Bounds", "Relaxation", "crossing_rows", "crown_bounds", "ibp_step", "interval_bounds", "lagrangian_bound", "refine",
+           "relu_term", "spec_interval_bound"]

@@ -1,0 +1,341 @@
+"""The proof checker: re-derive every leaf of a certificate, independently of the search.
+
+``check_proof(MODEL, SPEC, PROOF)`` reads the model with its own ONNX reader
+(:mod:`~verifier.proofcheck.network`), the spec with the VNN-LIB parser, and the
+certificate (:mod:`~verifier.proofcheck.certificate`), refuses a certificate whose model
+or spec hash differs, then for every region of the spec:
+
+* ``box-tree`` (input splitting, or a region refuted on its whole box): the bisection
+  tree covers the box by construction (each split's midpoint must lie in its node's
+  range); every node's intermediate bounds are IBP ∩ its parent's, tightened by CROWN
+  passes for split nodes; every leaf must refute every disjunct by the best of IBP on the
+  outputs, the Lagrangian bound on the cheap bounds and on the CROWN-tightened bounds;
+* ``relu-split``: the root's bounds are IBP, CROWN and the recorded α-CROWN intermediate
+  passes; a disjunct is refuted at the root by the recorded final slopes, else its leaves'
+  split signs must cover every phase (a complete case split) and each leaf must refute the
+  disjunct with its α, β on the root bounds clamped by its splits (or be empty); leaves
+  and disjuncts closed by HiGHS are reported as trusted, not re-derived.
+
+All bounds are computed by :mod:`~verifier.proofcheck.bounds` in outward-rounded float64.
+A closed row needs ``lb > b`` (strict rows ``lb ≥ b``): no tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .bounds import Relaxation, crown_bounds, interval_bounds, lagrangian_bound, spec_interval_bound
+from .certificate import Certificate, CertificateError
+from .network import Network, UnsupportedModel, file_sha256, load_network
+
+BATCH = 256  # boxes or subdomains bounded together
+
+
+class ProofRefused(ValueError):
+    """The certificate does not belong to this model and spec, or cannot be read (exit 2)."""
+
+
+class LeafFailed(Exception):
+    """A leaf (or the cover) does not check; the message names it and why."""
+
+
+@dataclass
+class CheckReport:
+    """``valid``; ``message`` (``proof valid`` or the first failure); leaves re-derived;
+    ``trusted``: what was taken on HiGHS's word; ``seconds``."""
+
+    valid: bool
+    message: str
+    leaves: int = 0
+    trusted: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Region:
+    """One spec region in numpy: box ``(1, n)``, stacked rows ``C`` ``(k, m)``, ``b``,
+    ``strict`` ``(k,)`` and each disjunct's row count."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    C: np.ndarray
+    b: np.ndarray
+    strict: np.ndarray
+    sizes: list[int]
+
+    def closed(self, lb: np.ndarray, rows: slice | None = None) -> np.ndarray:
+        """``(B, D)``: disjunct closed (one refuted row) for lower bounds ``lb`` ``(B, k)``
+        of the stacked rows (or, with ``rows``, of one disjunct's rows: ``(B, 1)``)."""
+        b, strict = (self.b, self.strict) if rows is None else (self.b[rows], self.strict[rows])
+        refuted = np.where(strict, lb >= b, lb > b)
+        sizes = self.sizes if rows is None else [lb.shape[1]]
+        return np.stack([chunk.any(1) for chunk in np.split(refuted, np.cumsum(sizes)[:-1], axis=1)], 1)
+
+    def rows_of(self, d: int) -> slice:
+        start = sum(self.sizes[:d])
+        return slice(start, start + self.sizes[d])
+
+
+def read_regions(spec_path: str) -> list[Region]:
+    """The spec's regions, parsed by the project's VNN-LIB reader (which the checker trusts)."""
+    from ..spec import read_vnnlib
+
+    out = []
+    for region in read_vnnlib(spec_path).regions:
+        C, b, sizes = region.stacked()
+        strict = np.concatenate([np.zeros(d.A.shape[0], bool) if d.strict is None
+                                 else d.strict.reshape(-1).cpu().numpy().astype(bool) for d in region.disjuncts])
+        out.append(Region(region.lower.reshape(1, -1).double().cpu().numpy(),
+                          region.upper.reshape(1, -1).double().cpu().numpy(), C.double().cpu().numpy(),
+                          b.double().cpu().numpy(), strict, list(sizes)))
+    return out
+
+
+def check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckReport:
+    """Check the certificate ``proof_path`` of ``unsat`` for the model and spec (module
+    docstring). Raises :class:`ProofRefused` for a certificate of another model or spec, or
+    an unreadable one; returns a report whose ``valid`` is False naming the first failing
+    leaf otherwise."""
+    start = time.perf_counter()
+    try:
+        cert = Certificate(proof_path)
+    except CertificateError as exc:
+        raise ProofRefused(str(exc)) from None
+    index = cert.index
+    for what, path in (("model", model_path), ("spec", spec_path)):
+        want = (index.get(what) or {}).get("sha256")
+        got = file_sha256(path)
+        if want != got:
+            raise ProofRefused(f"{proof_path} certifies the {what} with SHA-256 {str(want)[:16]}…, not {path} "
+                               f"(SHA-256 {got[:16]}…)")
+    report = CheckReport(False, "", seconds=0.0)
+    try:
+        if index.get("result") != "unsat" or not index.get("certified"):
+            reasons = "; ".join(index.get("uncertified") or []) or "no reason given"
+            raise LeafFailed(f"the certificate is not a certified unsat ({reasons})")
+        try:
+            net = load_network(model_path)
+        except UnsupportedModel as exc:
+            raise LeafFailed(f"the checker cannot read the model: {exc}") from None
+        regions = read_regions(spec_path)
+        entries = {e.get("index"): e for e in index.get("regions", [])}
+        for r, region in enumerate(regions):
+            entry = entries.get(r)
+            if entry is None:
+                raise LeafFailed(f"region {r}: the certificate has nothing for it")
+            if entry.get("kind") == "box-tree":
+                report.leaves += check_box_tree(net, region, cert, r)
+            elif entry.get("kind") == "relu-split":
+                report.leaves += check_relu_split(net, region, cert, entry, report.trusted)
+            else:
+                raise LeafFailed(f"region {r}: unknown kind {entry.get('kind')!r}")
+        report.valid, report.message = True, "proof valid"
+    except CertificateError as exc:
+        report.message = f"proof invalid: {exc}"
+    except LeafFailed as exc:
+        report.message = f"proof invalid: {exc}"
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _relaxation(net: Network, bounds) -> Relaxation:
+    return Relaxation({r: bounds[i] for r, i in enumerate(net.relu_inputs)})
+
+
+def _leaf_bounds(net: Network, region: Region, lo, hi, known) -> np.ndarray:
+    """Lower bounds ``(B, k)`` of the stacked rows over boxes ``lo``/``hi``: the best of
+    IBP on the outputs and the Lagrangian bound on IBP ∩ ``known`` bounds; the boxes that
+    stay open are bounded again on CROWN-tightened bounds."""
+    K = len(net.ops)
+    lam = np.broadcast_to(region.C, (len(lo), *region.C.shape))
+    cheap = interval_bounds(net, lo, hi, known)
+    lb = np.maximum(spec_interval_bound(region.C, *cheap[-1]), lagrangian_bound(net, K, lam, cheap, _relaxation(net, cheap)))
+    still = ~region.closed(lb).all(1)
+    if still.any():
+        idx = np.nonzero(still)[0]
+        sub = None if known is None else [(l[idx], u[idx]) for l, u in known]
+        full = crown_bounds(net, lo[idx], hi[idx], sub)
+        lb2 = lagrangian_bound(net, K, lam[idx], full, _relaxation(net, full))
+        lb[idx] = np.maximum(lb[idx], np.maximum(lb2, spec_interval_bound(region.C, *full[-1])))
+    return lb
+
+
+def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> int:
+    """Check region ``r``'s bisection tree; return the number of leaves."""
+    dim, mid = cert.array(f"r{r}.tree.dim"), cert.array(f"r{r}.tree.mid")
+    left, right = cert.array(f"r{r}.tree.left"), cert.array(f"r{r}.tree.right")
+    M = len(dim)
+    if not (len(mid) == len(left) == len(right) == M >= 1):
+        raise LeafFailed(f"region {r}: tree arrays of different lengths")
+    n = region.lower.shape[1]
+    inner = dim >= 0
+    if np.any(dim[inner] >= n) or np.any((left[inner] < 0) | (left[inner] >= M) | (right[inner] < 0) | (right[inner] >= M)):
+        raise LeafFailed(f"region {r}: a split names an input or a child that does not exist")
+    children = np.concatenate([left[inner], right[inner]])
+    if len(np.unique(children)) != len(children) or np.any(children == 0) or len(children) != M - 1:
+        raise LeafFailed(f"region {r}: the split nodes do not form a tree")
+    pending = [(np.array([0]), region.lower.copy(), region.upper.copy(), None)]
+    leaves = 0
+    while pending:
+        ids, lo, hi, known = pending.pop()
+        if len(ids) > BATCH:
+            pending.append((ids[BATCH:], lo[BATCH:], hi[BATCH:], None if known is None else
+                            [(l[BATCH:], u[BATCH:]) for l, u in known]))
+            ids, lo, hi = ids[:BATCH], lo[:BATCH], hi[:BATCH]
+            known = None if known is None else [(l[:BATCH], u[:BATCH]) for l, u in known]
+        split = dim[ids] >= 0
+        if (~split).any():
+            leaf = np.nonzero(~split)[0]
+            sub = None if known is None else [(l[leaf], u[leaf]) for l, u in known]
+            lb = _leaf_bounds(net, region, lo[leaf], hi[leaf], sub)
+            closed = region.closed(lb)
+            bad = np.nonzero(~closed.all(1))[0]
+            if len(bad):
+                i, d = bad[0], int(np.nonzero(~closed[bad[0]])[0][0])
+                rows = region.rows_of(d)
+                raise LeafFailed(f"region {r}, input-split leaf {int(ids[leaf[i]])} (box {lo[leaf[i]].tolist()} .. "
+                                 f"{hi[leaf[i]].tolist()}): disjunct {d} not refuted (best row: lower bound "
+                                 f"{lb[i, rows].max():.9g}, needs > {region.b[rows][lb[i, rows].argmax()]:.9g})")
+            leaves += len(leaf)
+        if split.any():
+            node = np.nonzero(split)[0]
+            sub = None if known is None else [(l[node], u[node]) for l, u in known]
+            bounds = crown_bounds(net, lo[node], hi[node], sub)
+            d, m = dim[ids[node]], mid[ids[node]]
+            rows = np.arange(len(node))
+            low, high = lo[node], hi[node]
+            if np.any(~(low[rows, d] <= m) | ~(m <= high[rows, d])):
+                raise LeafFailed(f"region {r}: a split point lies outside its node's range")
+            left_hi, right_lo = high.copy(), low.copy()
+            left_hi[rows, d], right_lo[rows, d] = m, m
+            pending.append((np.concatenate([left[ids[node]], right[ids[node]]]), np.concatenate([low, right_lo]),
+                            np.concatenate([left_hi, high]), [(np.concatenate([l, l]), np.concatenate([u, u]))
+                                                              for l, u in bounds]))
+    return leaves
+
+
+def covers(signs: np.ndarray) -> bool:
+    """Whether partial sign assignments ``(M, T)`` (``±1`` fixed, ``0`` free) cover every
+    assignment of ``{−1, +1}^T``: a case split on the entry fixed most often, recursively."""
+    stack = [signs]
+    while stack:
+        S = stack.pop()
+        if len(S) == 0:
+            return False
+        if np.any(~S.any(1)):
+            continue
+        j = int((S != 0).sum(0).argmax())
+        for side in (1, -1):
+            part = S[S[:, j] != -side].copy()
+            part[:, j] = 0
+            stack.append(part)
+    return True
+
+
+def _per_relu(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Split the last axis of ``flat`` into each ReLU's entries."""
+    return np.split(flat, np.cumsum(sizes)[:-1], axis=-1)
+
+
+def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dict, trusted: list[str]) -> int:
+    """Check one ``relu-split`` region entry; append what is trusted to ``trusted``;
+    return the number of leaves re-derived."""
+    r = entry["index"]
+    relus = net.relu_inputs
+    sizes = [net.sizes[i] for i in relus]
+    if list(entry.get("relus", [])) != sizes:
+        raise LeafFailed(f"region {r}: the certificate's ReLU sizes {entry.get('relus')} are not the model's {sizes}")
+    claims = {i: (cert.array(f"r{r}.claims.l{i}")[None], cert.array(f"r{r}.claims.u{i}")[None])
+              for i in range(len(relus))}
+    extra = {}
+    for t in entry.get("intermediate", []):
+        rows = cert.array(f"r{r}.inter{t}.rows")
+        extra[int(t)] = (rows, {i: cert.array(f"r{r}.inter{t}.alpha{i}")[None] for i in range(int(t))})
+    for t, (rows, slopes) in extra.items():
+        if np.any((rows < 0) | (rows >= sizes[t])) or any(a.shape != (1, 2 * len(rows), sizes[i])
+                                                          for i, a in slopes.items()):
+            raise LeafFailed(f"region {r}: intermediate slopes of ReLU {t} have the wrong shape")
+    bounds = crown_bounds(net, region.lower, region.upper, extra=extra, shapes=claims)
+    K = len(net.ops)
+    final = {i: cert.array(f"r{r}.final.alpha{i}")[None] for i in range(len(relus))}
+    lam = region.C[None]
+    if any(a.shape != (1, len(region.b), sizes[i]) for i, a in final.items()):
+        raise LeafFailed(f"region {r}: final slopes have the wrong shape")
+    lb = np.maximum(lagrangian_bound(net, K, lam, bounds, Relaxation(claims, alpha=final)),
+                    lagrangian_bound(net, K, lam, bounds, _relaxation(net, bounds)))
+    lb = np.maximum(lb, spec_interval_bound(region.C, *bounds[-1]))
+    closed = region.closed(lb)[0]
+    records = {item["index"]: item for item in entry.get("disjuncts", [])}
+    leaves = 0
+    for d in range(len(region.sizes)):
+        if closed[d]:
+            continue
+        item = records.get(d)
+        if item is None:
+            rows = region.rows_of(d)
+            raise LeafFailed(f"region {r}, disjunct {d}: not refuted at the root (best row lower bound "
+                             f"{lb[0, rows].max():.9g}) and the certificate has no split for it")
+        if item.get("milp"):
+            trusted.append(f"region {r}, disjunct {d}: {item['milp']}")
+            continue
+        leaves += _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
+    return leaves
+
+
+def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted) -> int:
+    T = sum(sizes)
+    rows = region.rows_of(d)
+    k = rows.stop - rows.start
+    parts = []
+    if item.get("leaves"):
+        signs, alpha, beta = (cert.array(f"r{r}.d{d}.{name}") for name in ("signs", "alpha", "beta"))
+        N = len(signs)
+        if signs.shape != (N, T) or alpha.shape != (N, k, T) or beta.shape != (N, k, T):
+            raise LeafFailed(f"region {r}, disjunct {d}: leaf arrays of the wrong shape")
+        parts.append(signs)
+    else:
+        signs = np.zeros((0, T), np.int8)
+    if item.get("trusted_leaves"):
+        lp = cert.array(f"r{r}.d{d}.trusted")
+        if lp.shape[1:] != (T,):
+            raise LeafFailed(f"region {r}, disjunct {d}: trusted leaf array of the wrong shape")
+        parts.append(lp)
+        trusted.append(f"region {r}, disjunct {d}: {len(lp)} subdomains with every ReLU fixed, closed by a HiGHS LP")
+    every = np.concatenate(parts) if parts else np.zeros((0, T), np.int8)
+    if np.any(np.abs(every.astype(np.int16)) > 1):
+        raise LeafFailed(f"region {r}, disjunct {d}: split signs outside {{-1, 0, 1}}")
+    if not covers(every.astype(np.int8)):
+        raise LeafFailed(f"region {r}, disjunct {d}: the leaves' ReLU splits do not cover every phase")
+    K = len(net.ops)
+    C, b = region.C[rows], region.b[rows]
+    for start in range(0, len(signs), BATCH):
+        s = signs[start:start + BATCH].astype(np.float64)
+        n = len(s)
+        s_r = dict(enumerate(_per_relu(s, sizes)))
+        a_r = dict(enumerate(_per_relu(alpha[start:start + n], sizes)))
+        b_r = dict(enumerate(_per_relu(beta[start:start + n], sizes)))
+        domains, empty = {}, np.zeros(n, bool)
+        for i, node in enumerate(net.relu_inputs):
+            l, u = bounds[node]
+            l = np.where(s_r[i] > 0, np.maximum(l, 0.0), np.broadcast_to(l, s_r[i].shape))
+            u = np.where(s_r[i] < 0, np.minimum(u, 0.0), np.broadcast_to(u, s_r[i].shape))
+            empty |= (l > u).any(1)
+            domains[node] = (l, u)
+        live = np.nonzero(~empty)[0]
+        if len(live) == 0:
+            continue
+        relax = Relaxation({i: c for i, c in claims.items()}, alpha={i: a[live] for i, a in a_r.items()},
+                           signs={i: v[live] for i, v in s_r.items()}, beta={i: v[live] for i, v in b_r.items()})
+        lam = np.broadcast_to(C, (len(live), *C.shape))
+        lb = lagrangian_bound(net, K, lam, bounds, relax, {node: (l[live], u[live]) for node, (l, u) in domains.items()})
+        refuted = np.where(region.strict[rows], lb >= b, lb > b).any(1)
+        if not refuted.all():
+            i = int(np.nonzero(~refuted)[0][0])
+            leaf = start + int(live[i])
+            fixed = int(np.count_nonzero(signs[leaf]))
+            raise LeafFailed(f"region {r}, disjunct {d}, relu-split leaf {leaf} ({fixed} ReLUs fixed): not refuted "
+                             f"(best row lower bound {lb[i].max():.9g}, needs > {b[lb[i].argmax()]:.9g})")
+    return len(signs)
