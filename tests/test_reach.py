@@ -9,6 +9,8 @@ import argparse
 import sys
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
@@ -106,10 +108,12 @@ def test_every_sampled_output_lies_in_every_polygon(tmp_path, seed, inputs, hidd
     sets = reach_sets(model, lower, upper, pair, k=32, samples=4000, seed=seed)  # raises if a sample is outside
     assert set(sets.polygons) == {"box", "deepz", "crown"}
     assert len(sets.samples) == 4000 + (2 ** inputs)  # the corners too
+    assert sets.extremes.shape == (2 * 32, 2)
     x = lower.numpy() + (upper - lower).numpy() * rng.uniform(size=(2000, inputs))
     y = Reference(path).run(x.astype(np.float32))[:, list(pair)]  # onnxruntime, float32
     for name, polygon in sets.polygons.items():
         assert polygon_contains(polygon, sets.samples).all(), name
+        assert polygon_contains(polygon, sets.extremes).all(), name
         assert polygon_contains(polygon, y, tolerance=1e-5).all(), name
         assert polygon_area(polygon) > 0, name
     samples_box = np.ptp(sets.samples, 0).prod()
@@ -144,7 +148,7 @@ def test_cli_draws_the_sets(tmp_path, capsys, reach_cli):
     code, out, err = run(capsys, "reach", path, "--input-box", "-0.5:0.5,0:1", "--plot", plot, "--samples", "2000")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("outputs Y_0, Y_1: 2004 sampled outputs")
+    assert lines[0].startswith("outputs Y_0, Y_1: 2004 sampled and 64 attacked outputs")
     assert [line.split(":")[0] for line in lines[1:4]] == ["box", "deepz", "crown"]
     assert lines[-1] == f"plot: {plot}"
     png = plot.read_bytes()
@@ -160,7 +164,7 @@ def test_cli_takes_the_box_from_a_spec(tmp_path, capsys, reach_cli):
                     + "(assert (>= Y_0 Y_1))\n")
     code, out, err = run(capsys, "reach", path, "--spec", spec, "--outputs", "1,3", "--samples", "500")
     assert code == 0, err
-    assert out.startswith("outputs Y_1, Y_3: 508 sampled outputs")
+    assert out.startswith("outputs Y_1, Y_3: 508 sampled and 64 attacked outputs")
 
 
 def test_cli_bad_input_is_refused_before_any_work(tmp_path, capsys, reach_cli, monkeypatch):
@@ -182,3 +186,22 @@ def test_cli_bad_input_is_refused_before_any_work(tmp_path, capsys, reach_cli, m
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, out, err = run(capsys, "reach", two, *box, "--plot", tmp_path / "r.png")
     assert_refused(code, out, err, "--plot", "matplotlib")
+
+
+def test_on_a_linear_net_the_attack_reaches_the_exact_extremes_and_crown_deepz_are_exact(tmp_path):
+    """y = W x + b over a box: min c·y is attained at a corner (c·b + Σ_i min(v_i l_i, v_i u_i),
+    v = Wᵀc); the attacked outputs reach it in every direction, and the DeepZ zonotope and the
+    CROWN half-planes touch it (both are exact on affine nets), while every polygon holds them."""
+    g = GraphBuilder(np.random.default_rng(7), ("N", 3))
+    path = save_model(g.model(g.op("Gemm", g.x, g.weight(2, 3), g.rand(2), transB=1)), tmp_path)
+    lower, upper = torch.tensor([-1.0, 0.0, 0.5]), torch.tensor([0.5, 0.25, 2.0])
+    model = verifier.load(str(path), lower=lower, upper=upper)
+    sets = reach_sets(model, lower, upper, (0, 1), k=16, samples=100)
+    init = {t.name: t for t in onnx.load(str(path)).graph.initializer}
+    W, b = (onnx.numpy_helper.to_array(init[n]).astype(np.float64) for n in (g.nodes[0].input[1], g.nodes[0].input[2]))
+    for c in directions(16):
+        v = W.T @ c
+        exact = c @ b + np.minimum(v * lower.numpy(), v * upper.numpy()).sum()
+        assert (sets.extremes @ c).min() == pytest.approx(exact, abs=1e-9)
+        for name in ("deepz", "crown"):
+            assert (sets.polygons[name] @ c).min() == pytest.approx(exact, abs=1e-9), name

@@ -33,6 +33,7 @@ DEFAULT_DIRECTIONS = 32
 DEFAULT_SAMPLES = 10_000
 MAX_CORNER_INPUTS = 10  # every corner of the box is sampled for at most 2**10 corners
 CHUNK = 8192  # samples per forward pass
+ATTACK_STEPS, ATTACK_RESTARTS = 40, 2  # projected sign-gradient steps and starts per direction
 DOMAINS = ("box", "deepz", "crown")
 
 
@@ -43,12 +44,15 @@ class ReachSoundnessError(RuntimeError):
 @dataclass
 class ReachSets:
     """Outputs ``outputs = (i, j)`` over one input box: ``samples`` ``(N, 2)`` sampled outputs
-    (``Y_i``, ``Y_j``), and per domain (``box``, ``deepz``, ``crown``) a convex polygon as
-    ``(V, 2)`` vertices in counter-clockwise order (a segment or a point when the set is
-    flat). ``directions`` is the number of CROWN directions."""
+    (``Y_i``, ``Y_j``), ``extremes`` ``(M, 2)`` outputs at inputs found by pushing
+    ``c·(Y_i, Y_j)`` down along each direction ``c`` (:func:`extreme_outputs`), and per
+    domain (``box``, ``deepz``, ``crown``) a convex polygon as ``(V, 2)`` vertices in
+    counter-clockwise order (a segment or a point when the set is flat). ``directions`` is
+    the number of CROWN directions."""
 
     outputs: tuple[int, int]
     samples: np.ndarray
+    extremes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     polygons: dict[str, np.ndarray] = field(default_factory=dict)
     directions: int = DEFAULT_DIRECTIONS
 
@@ -243,6 +247,29 @@ def sample_outputs(model, lower: torch.Tensor, upper: torch.Tensor, outputs: tup
     return y[:, list(outputs)].numpy()
 
 
+def extreme_outputs(model, lower: torch.Tensor, upper: torch.Tensor, outputs: tuple[int, int], normals: np.ndarray,
+                    steps: int = ATTACK_STEPS, restarts: int = ATTACK_RESTARTS, seed: int = 0) -> np.ndarray:
+    """``(K·restarts, 2)`` real outputs ``(Y_i, Y_j)`` near the edge of the reachable set: for
+    each direction ``c_k`` of ``normals`` ``(K, 2)``, projected sign-gradient descent (Madry
+    et al. 2018) of ``c_k·(Y_i, Y_j)`` over inputs in ``[lower, upper]`` (``(n,)`` each, float64),
+    ``steps`` steps of a linearly shrinking size from a quarter of the box's width, from
+    ``restarts`` uniform random starts. An inner estimate of the set: every point is a model
+    output, so every sound polygon must contain it."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    lo, hi = lower.reshape(1, -1).double(), upper.reshape(1, -1).double()
+    c = torch.as_tensor(np.asarray(normals, dtype=np.float64)).repeat(restarts, 1)
+    x = lo + (hi - lo) * torch.rand((len(c), lo.shape[1]), generator=gen, dtype=torch.float64)
+    index = list(outputs)
+    for t in range(steps):
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad((model(x)[:, index] * c).sum(), x)
+        size = (hi - lo) * 0.25 * (1 - t / steps)
+        x = torch.min(torch.max(x.detach() - size * grad.sign(), lo), hi)
+    with torch.no_grad():
+        return model(x)[:, index].numpy()
+
+
 def _deepz_projection(model, lower: torch.Tensor, upper: torch.Tensor, outputs: tuple[int, int]):
     """The output zonotope of DeepZ projected on ``outputs``: centre ``(2,)`` and generators
     ``(m, 2)``."""
@@ -266,10 +293,11 @@ def reach_sets(model, lower: torch.Tensor, upper: torch.Tensor, outputs: tuple[i
     :class:`verifier.Model`) for outputs ``outputs = (i, j)`` over the input box
     ``[lower, upper]`` (float64, ``(input_size,)`` each), in float64 on the CPU; ``k`` CROWN
     directions (:func:`directions`), ``samples`` uniform samples (plus the corners, see
-    :func:`sample_outputs`) seeded with ``seed``.
+    :func:`sample_outputs`) and the attacked outputs of :func:`extreme_outputs`, seeded with
+    ``seed``.
 
     Raises :class:`VerifierInputError` for bad ``k`` and :class:`ReachSoundnessError` when a
-    sampled output lies outside a polygon (tolerance ``1e-9`` of its extent)."""
+    sampled or attacked output lies outside a polygon (tolerance ``1e-9`` of its extent)."""
     from .api import compute_bounds
 
     normals = directions(k)
@@ -283,14 +311,16 @@ def reach_sets(model, lower: torch.Tensor, upper: torch.Tensor, outputs: tuple[i
         C = torch.zeros((k, model.output_size), dtype=torch.float64)
         C[:, i], C[:, j] = torch.as_tensor(normals[:, 0]), torch.as_tensor(normals[:, 1])
         crown_lb, _ = compute_bounds(model, lo, hi, domain="crown", C=C)
-    sets = ReachSets(outputs, sample_outputs(model, lo[0], hi[0], outputs, samples, seed), directions=k)
+    sets = ReachSets(outputs, sample_outputs(model, lo[0], hi[0], outputs, samples, seed),
+                     extreme_outputs(model, lo[0], hi[0], outputs, normals, seed=seed), directions=k)
     sets.polygons = {"box": _dedupe(box), "deepz": zonotope_polygon(centre, gens),
                      "crown": halfplane_polygon(normals, crown_lb[0].numpy())}
+    points = np.concatenate([sets.samples, sets.extremes])
     for name, polygon in sets.polygons.items():
-        outside = int((~polygon_contains(polygon, sets.samples)).sum())
+        outside = int((~polygon_contains(polygon, points)).sum())
         if outside:
-            raise ReachSoundnessError(f"{outside} of {len(sets.samples)} sampled outputs lie outside the {name} "
-                                      f"polygon: {name} is unsound on this model (please report it)")
+            raise ReachSoundnessError(f"{outside} of {len(points)} sampled and attacked outputs lie outside the "
+                                      f"{name} polygon: {name} is unsound on this model (please report it)")
     return sets
 
 
@@ -330,9 +360,9 @@ def cmd_reach(args) -> int:
     model.check(lower, upper)
     sets = reach_sets(model, lower, upper, outputs, args.directions, samples, seed)
     i, j = outputs
-    ys = sets.samples
-    print(f"outputs Y_{i}, Y_{j}: {len(ys)} sampled outputs in Y_{i} ∈ [{ys[:, 0].min():.6g}, {ys[:, 0].max():.6g}], "
-          f"Y_{j} ∈ [{ys[:, 1].min():.6g}, {ys[:, 1].max():.6g}]")
+    ys = np.concatenate([sets.samples, sets.extremes])
+    print(f"outputs Y_{i}, Y_{j}: {len(sets.samples)} sampled and {len(sets.extremes)} attacked outputs in "
+          f"Y_{i} ∈ [{ys[:, 0].min():.6g}, {ys[:, 0].max():.6g}], Y_{j} ∈ [{ys[:, 1].min():.6g}, {ys[:, 1].max():.6g}]")
     for name, polygon in sets.polygons.items():
         extra = f", {sets.directions} directions" if name == "crown" else ""
         print(f"{name + ':':7s}{len(polygon)} vertices{extra}, Y_{i} ∈ [{polygon[:, 0].min():.6g}, "

@@ -19,7 +19,7 @@ STYLE = {"box": ("tab:red", "Box"), "deepz": ("tab:green", "DeepZ"), "crown": ("
 
 def reach_png(sets: ReachSets, title: str | None = None, dpi: int = 100) -> bytes:
     """PNG bytes (6 × 6 inches at ``dpi``) of ``sets``: the sampled outputs ``(Y_i, Y_j)`` as
-    small grey dots, each domain's polygon (:data:`STYLE`: Box red, DeepZ green, CROWN
+    small grey dots, the attacked ones as black crosses, each domain's polygon (:data:`STYLE`: Box red, DeepZ green, CROWN
     blue) as a closed outline with a light fill, its area in the legend. Raises
     :class:`~verifier.errors.VerifierInputError` when matplotlib is missing."""
     require_matplotlib()
@@ -33,7 +33,10 @@ def reach_png(sets: ReachSets, title: str | None = None, dpi: int = 100) -> byte
     ax = fig.add_subplot()
     ax.scatter(sets.samples[:, 0], sets.samples[:, 1], s=2, color="0.35", alpha=0.5, linewidths=0,
                label=f"{len(sets.samples)} sampled outputs", zorder=1, rasterized=True)
-    points = [sets.samples]
+    if len(sets.extremes):
+        ax.scatter(sets.extremes[:, 0], sets.extremes[:, 1], s=9, color="black", marker="x", linewidths=0.8,
+                   label=f"{len(sets.extremes)} attacked outputs (PGD along each direction)", zorder=4)
+    points = [sets.samples, sets.extremes]
     for name, polygon in sets.polygons.items():
         colour, label = STYLE.get(name, ("black", name))
         extra = f", {sets.directions} directions" if name == "crown" else ""
