@@ -30,6 +30,7 @@ from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS, Lines
 from .base import Domain
 from .box import BoxDomain
+from .patches import patch_bound, patchable
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
@@ -211,6 +212,7 @@ class BackwardDomain(Domain):
         widest = max(math.prod(graph.nodes[m]["shape"]) for m in topological_order(graph))
         chunk = max(1, MAX_ENTRIES // max(1, 2 * batch * widest))
         per_row = alpha is not None and any(a.shape[1] == 2 * R and R > 0 for a in alpha.values())
+        patches = patchable(self, graph, node_id)
         lbs, ubs = [], []
         for start in range(0, R, chunk):
             part = index[:, start:start + chunk]
@@ -218,8 +220,13 @@ class BackwardDomain(Domain):
             if per_row and part.shape[1] < R:
                 stop = start + part.shape[1]
                 slopes = {m: torch.cat([a[:, start:stop], a[:, R + start:R + stop]], 1) for m, a in alpha.items()}
-            lam = selection_rows(shape, part, lower)
-            both = self.backward_bound(graph, node_id, torch.cat([lam, -lam], 1), lower, upper, bounds, slopes)
+            if patches:  # a convolution's rows: coefficients as windows (verifier.domains.patches)
+                sign = torch.cat([torch.ones(part.shape[1]), -torch.ones(part.shape[1])])
+                both = patch_bound(self, graph, node_id, torch.cat([part, part], 1), sign,
+                                   BackwardPass(graph, bounds, self.policy, slopes), lower, upper, self.norm)
+            else:
+                lam = selection_rows(shape, part, lower)
+                both = self.backward_bound(graph, node_id, torch.cat([lam, -lam], 1), lower, upper, bounds, slopes)
             lbs.append(both[:, : part.shape[1]])
             ubs.append(-both[:, part.shape[1]:])
         return torch.cat(lbs, 1), torch.cat(ubs, 1)

@@ -38,11 +38,13 @@ from ..ops.relaxation import RELAXATIONS
 from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation, softmax_alpha_init
 from . import register_domain
 from .backward import BackwardDomain, BackwardPass, relaxed
+from .patches import patch_form
 
 MCCORMICK_MIX = 0.5  # CROWN's weight of the first lower / upper plane (α-CROWN starts here)
 
 
 @BackwardDomain.backward_transfer(ANY_AFFINE)
+@patch_form("affine")
 def crown_affine(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """``[Lᵢᵀ Λ]`` and ``Λ·f₀``."""
     node, shapes = context.graph.nodes[n], context.input_shapes(n)
@@ -53,6 +55,7 @@ def crown_affine(domain, context: BackwardPass, n: str, lam: torch.Tensor):
 @BackwardDomain.backward_transfer(ANY_ELEMENTWISE)
 @relaxed(optimisable=lambda node: RELAXATIONS[node["kind"]].optimisable,
          alpha_init=lambda node, bounds: RELAXATIONS[node["kind"]].alpha_init(node, *bounds))
+@patch_form("elementwise")
 def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """``Λ⁺ a_l + Λ⁻ a_u`` and ``Λ⁺·b_l + Λ⁻·b_u`` (lines per spec row when α is per row)."""
     rel = context.lines(n)

@@ -1,0 +1,156 @@
+"""The fast paths of the backward domains give the same bounds as the plain dense passes.
+
+The intermediate bounds of a convolution's crossing neurons run in patch form
+(:mod:`verifier.domains.patches`): each row's coefficients are kept as a window of the
+grid. On small random conv nets (strides, padding, dilation, groups, ReLU, LeakyReLU,
+sigmoid, two convolutions in a row, a flatten + dense head), in float64, every
+intermediate bound and the final bound of CROWN and of the dual LP, and one α-CROWN
+intermediate pass with random per-row slopes (values and gradients), must equal those of
+the dense passes (the patch path switched off) to 1e-9, and the patch path must have
+been taken.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import onnx.helper as oh
+import pytest
+import torch
+
+import verifier
+import verifier.domains.backward as backward
+import verifier.domains.patches as patches
+from verifier.domains import get_domain
+from verifier.linalg import per_sample_rows
+from onnx_builders import make_model, save_model
+
+F64 = torch.float64
+TOL = 1e-9
+
+
+def conv_net(tmp_path, rng, convs, act="Relu", head=True, channels=1, size=8):
+    """An ONNX model ``x (N, channels, size, size)`` → [Conv → act]* → (Flatten → Gemm);
+    ``convs``: ``(out_channels, kernel, stride, pad, dilation, group)`` per convolution;
+    ``act``: one ONNX activation for all, or a list (``None``: no activation there)."""
+    acts = act if isinstance(act, list) else [act] * len(convs)
+    nodes, inits, prev, c = [], {}, "x", channels
+    for i, (co, k, s, p, d, g) in enumerate(convs):
+        inits[f"w{i}"] = rng.normal(0, 1.0 / np.sqrt(k * k * c / g), (co, c // g, k, k)).astype(np.float32)
+        inits[f"b{i}"] = rng.normal(0, 0.1, co).astype(np.float32)
+        nodes.append(oh.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], strides=[s, s], pads=[p] * 4,
+                                  dilations=[d, d], group=g))
+        prev, c, act = f"c{i}", co, acts[i]
+        if act:
+            attrs = {"alpha": 0.1} if act == "LeakyRelu" else {}
+            nodes.append(oh.make_node(act, [prev], [f"a{i}"], **attrs))
+            prev = f"a{i}"
+    if head:
+        probe = verifier.load(save_model(make_model(nodes, ["N", channels, size, size], prev, inits), tmp_path),
+                              check=False)
+        n = int(np.prod(probe.graph.nodes[probe.graph.graph["output"]]["shape"]))
+        inits["wf"] = rng.normal(0, 1.0 / np.sqrt(n), (5, n)).astype(np.float32)
+        inits["bf"] = rng.normal(0, 0.1, 5).astype(np.float32)
+        nodes += [oh.make_node("Flatten", [prev], ["f"]), oh.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+        prev = "y"
+    return verifier.load(save_model(make_model(nodes, ["N", channels, size, size], prev, inits), tmp_path))
+
+
+NETS = {
+    "stride2-pad1": ([(4, 4, 2, 1, 1, 1), (6, 3, 2, 1, 1, 1)], "Relu", True),
+    "stride1-pad2-dilation2": ([(3, 3, 1, 2, 2, 1), (4, 3, 1, 0, 1, 1)], "Relu", True),
+    "groups": ([(4, 3, 1, 1, 1, 1), (4, 3, 2, 1, 1, 2)], "Relu", True),
+    "leaky-relu": ([(3, 3, 2, 0, 1, 1), (5, 2, 1, 1, 1, 1)], "LeakyRelu", True),
+    "sigmoid": ([(3, 3, 1, 1, 1, 1), (4, 3, 2, 1, 1, 1)], "Sigmoid", True),
+    "conv-conv": ([(3, 3, 1, 1, 1, 1), (4, 3, 2, 1, 1, 1), (3, 2, 1, 1, 1, 1)], [None, "Relu", "Relu"], False),
+}
+
+
+def _box(model, rng, batch=3, width=0.6):
+    x = torch.as_tensor(rng.normal(0, 1, (batch, *model.input_shape)), dtype=F64)
+    return x - width / 2, x + width / 2
+
+
+@pytest.fixture
+def dense(monkeypatch):
+    """Switch the patch path off (every pass dense) inside a ``with dense():`` block."""
+    class Switch:
+        def __enter__(self):
+            monkeypatch.setattr(backward, "patchable", lambda *a: False)
+
+        def __exit__(self, *exc):
+            monkeypatch.setattr(backward, "patchable", patches.patchable)
+
+    return Switch
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The number of patch-form passes run so far."""
+    calls = [0]
+    real = patches.patch_bound
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backward, "patch_bound", counting)
+    return calls
+
+
+@pytest.mark.parametrize("name", list(NETS))
+@pytest.mark.parametrize("domain", ["crown", "dual-lp"])
+def test_patch_passes_equal_dense_passes(tmp_path, name, domain, dense, counted):
+    convs, act, head = NETS[name]
+    if domain == "dual-lp" and act not in ("Relu", [None, "Relu", "Relu"]):
+        pytest.skip("the dual LP handles ReLU networks only")
+    rng = np.random.default_rng(len(name))
+    model = conv_net(tmp_path, rng, convs, act, head)
+    lower, upper = _box(model, rng)
+    graph, dom = model.graph_for("cpu", F64), get_domain(domain)
+    fast = dom.intermediate_bounds(graph, lower, upper)
+    fast_out = dom.bound(graph, lower, upper)
+    assert counted[0] > 0, "the patch path was not taken"
+    with dense():
+        slow = dom.intermediate_bounds(graph, lower, upper)
+        slow_out = dom.bound(graph, lower, upper)
+    for n in slow:
+        for a, b in zip(fast[n], slow[n]):
+            torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+    for a, b in zip(fast_out, slow_out):
+        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("name", ["stride2-pad1", "leaky-relu", "sigmoid", "groups"])
+def test_patch_pass_with_per_row_slopes_equals_dense(tmp_path, name, dense, counted):
+    """α-CROWN's intermediate passes: one slope per row and neuron; equal bounds and
+    equal gradients with respect to the slopes."""
+    convs, act, head = NETS[name]
+    rng = np.random.default_rng(7)
+    model = conv_net(tmp_path, rng, convs, act, head)
+    lower, upper = _box(model, rng, batch=2, width=1.0)
+    graph, dom = model.graph_for("cpu", F64), get_domain("alpha-crown")
+    bounds = get_domain("crown").intermediate_bounds(graph, lower, upper)
+    target = [n for n in backward.pre_activation_nodes(graph, dom) if graph.nodes[n]["kind"] == "conv"][1]
+    l, u = bounds[target]
+    index = per_sample_rows(torch.ones_like(l, dtype=torch.bool).reshape(l.shape[0], -1))[:, :7]
+    R = index.shape[1]
+    gen = torch.Generator().manual_seed(1)
+    below = nx.ancestors(graph, target)
+    alpha = {n: torch.rand((l.shape[0], 2 * R, *graph.nodes[n]["shape"]), dtype=F64, generator=gen).requires_grad_(True)
+             for n in dom.optimisable(graph) if n in below}
+    assert alpha, "no optimisable node below the target"
+
+    def run():
+        lb, ub = dom.bound_rows(graph, target, index, lower, upper, bounds, alpha)
+        grads = torch.autograd.grad((lb.sum() - 2 * ub.sum()), list(alpha.values()))
+        return lb.detach(), ub.detach(), grads
+
+    fast = run()
+    assert counted[0] > 0, "the patch path was not taken"
+    with dense():
+        slow = run()
+    torch.testing.assert_close(fast[0], slow[0], rtol=TOL, atol=TOL)
+    torch.testing.assert_close(fast[1], slow[1], rtol=TOL, atol=TOL)
+    for a, b in zip(fast[2], slow[2]):
+        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)

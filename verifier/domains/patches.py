@@ -1,0 +1,354 @@
+"""Backward passes from a convolution's outputs with coefficients in patch form
+(auto_LiRPA's "patches mode", Xu et al. 2020, "Automatic Perturbation Analysis for
+Scalable Certified Robustness and Beyond", §3.3 / App. A).
+
+The intermediate bound of one neuron ``(c, i, j)`` of a 2-D convolution's output starts
+from ``Λ = ±e_(c,i,j)``. Pushed back through convolutions and elementwise relaxations,
+its coefficients stay zero outside a window of the current node's grid: the
+neuron's receptive field. Each row is kept as that window only,
+
+    ``values`` ``(B, R, C, K₀, K₁)`` at origin ``(i·S₀ − P₀, j·S₁ − P₁)``,
+
+with ``K``, ``S``, ``P`` the receptive field's size, stride and padding so far (one
+geometry per node, the same for every row). The transfers are CROWN's
+(:mod:`verifier.domains.crown`) on the windows:
+
+* convolution ``y = W ⋆ x + b`` (stride ``s``, padding ``p``, dilation ``d``):
+  ``Λ_x = conv_transpose(Λ_y, W)`` on each window, ``K' = (K − 1)s + d(k − 1) + 1``,
+  ``S' = S·s``, ``P' = P·s + p``; entries that fall on ``x``'s zero padding are dropped
+  (they multiply no variable); constant ``Σ Λ_y·b``;
+* elementwise relaxations (lines ``a_l x + b_l ≤ f(x) ≤ a_u x + b_u``):
+  ``Λ⁺a_l + Λ⁻a_u`` and ``Σ Λ⁺b_l + Λ⁻b_u`` with the lines gathered at the window;
+* the input box: ``min Λ·x = Λ·c − |Λ|·r`` over the window (or ``− ε‖Λ‖₂``).
+
+At any other node the windows are scattered into dense ``(B, R, *shape)`` coefficients
+and the engine's backward walk (:func:`verifier.engine.propagate_backward`) goes on
+from there. A window holds ``C·K₀·K₁`` entries where the dense form holds the whole
+``C·H·W`` grid (Wong–Kolter's MNIST net: 256 against 3,136 after the second
+convolution), so the passes that bound a convolution's crossing neurons cost a
+fraction of the dense ones; the bounds are the same up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import networkx as nx
+import torch
+import torch.nn.functional as F
+
+from ..engine import concretize_linear, propagate_backward
+from ..ir.graph import input_node, predecessors_by_slot
+from ..linalg import centre_radius
+from ..ops import cached_while_constant
+from ..ops.relaxation import RELAXATIONS
+
+PATCH_FORMS = ("affine", "elementwise")
+
+
+def patch_form(form: str) -> Callable:
+    """Decorator: declare that a backward transfer is CROWN's ``form`` rule
+    (``"affine"`` or ``"elementwise"``), which :func:`patch_bound` may apply to windows
+    instead of calling it on dense coefficients."""
+    if form not in PATCH_FORMS:
+        raise ValueError(f"patch form must be one of {PATCH_FORMS}, not {form!r}")
+
+    def mark(fn):
+        fn.patch_form = form
+        return fn
+
+    return mark
+
+
+class Geometry(NamedTuple):
+    """The rows' windows in the current node's grid: size ``kernel``, origin of target
+    location ``(i, j)`` at ``(i·stride₀ − padding₀, j·stride₁ − padding₁)``; ``grid`` is
+    the current node's ``(H, W)``, ``target`` the target's."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    grid: tuple[int, int]
+    target: tuple[int, int]
+
+    def pads(self) -> tuple[int, int, int, int]:
+        """``(top, bottom, left, right)`` zero padding of the grid that holds every window."""
+        (k0, k1), (s0, s1), (p0, p1), (h, w), (th, tw) = self
+        return p0, max(0, (th - 1) * s0 - p0 + k0 - h), p1, max(0, (tw - 1) * s1 - p1 + k1 - w)
+
+
+def _grid_shape(shape: tuple) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of a node shape ``(1, …, 1, C, H, W)``, else ``None``."""
+    shape = tuple(shape)
+    if len(shape) < 3 or any(d != 1 for d in shape[:-3]):
+        return None
+    return shape[-3], shape[-2], shape[-1]
+
+
+def _conv_attrs(node: dict) -> tuple | None:
+    """``(weight, bias, stride, padding, dilation, groups)`` of a 2-D convolution with
+    symmetric pads, else ``None``."""
+    if node["kind"] != "conv":
+        return None
+    weight, a = node["params"]["weight"], node["attrs"]
+    pads = list(a["pads"])
+    if weight.dim() != 4 or pads[:2] != pads[2:]:
+        return None
+    return weight, node["params"].get("bias"), tuple(a["strides"]), tuple(pads[:2]), tuple(a["dilations"]), a["group"]
+
+
+class _Rows:
+    """The windows of every row at the current node, with the index that gathers them."""
+
+    def __init__(self, values: torch.Tensor, loc: torch.Tensor, geometry: Geometry, clean: bool = True):
+        self.values, self.loc, self.geometry, self.is_clean = values, loc, geometry, clean
+        self._index = None
+
+    def clean(self) -> torch.Tensor:
+        """The values with the entries outside the grid (on a convolution's zero padding,
+        which multiply no variable) set to zero."""
+        if not self.is_clean:
+            (k0, k1), (s0, s1), (p0, p1), (h, w), (_, tw) = self.geometry
+            if p0 > 0 or p1 > 0 or (self.geometry.target[0] - 1) * s0 + k0 > h or (tw - 1) * s1 + k1 > w:
+                device = self.loc.device
+                ys = ((self.loc // tw) * s0 - p0).unsqueeze(-1) + torch.arange(k0, device=device)
+                xs = ((self.loc % tw) * s1 - p1).unsqueeze(-1) + torch.arange(k1, device=device)
+                inside = ((ys >= 0) & (ys < h)).unsqueeze(-1) & ((xs >= 0) & (xs < w)).unsqueeze(-2)
+                self.values = self.values * inside.unsqueeze(2)
+            self.is_clean = True
+        return self.values
+
+    def index(self, channels: int) -> torch.Tensor:
+        """Flat positions ``(B, R, C·K₀·K₁)`` of each row's window in the padded
+        ``(C, H_p, W_p)`` grid."""
+        if self._index is None:
+            (k0, k1), (s0, s1), _, (h, w), (_, tw) = self.geometry
+            top, bottom, left, right = self.geometry.pads()
+            hp, wp = h + top + bottom, w + left + right
+            device = self.loc.device
+            origin = (self.loc // tw) * s0 * wp + (self.loc % tw) * s1  # i·s₀ − p₀ + top (top = p₀)
+            offsets = (torch.arange(channels, device=device)[:, None, None] * (hp * wp)
+                       + torch.arange(k0, device=device)[None, :, None] * wp
+                       + torch.arange(k1, device=device)[None, None, :]).reshape(-1)
+            self._index = origin.unsqueeze(-1) + offsets
+        return self._index
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` ``(B, C, H, W)`` (shared by the rows) or ``(B, R, C, H, W)`` (one per row)
+        at each row's window: ``(B, R, C, K₀, K₁)``, zero outside the grid."""
+        top, bottom, left, right = self.geometry.pads()
+        padded = F.pad(t, (left, right, top, bottom))
+        B, R = self.loc.shape
+        C = t.shape[-3]
+        index = self.index(C)
+        if t.dim() == 4:
+            out = padded.reshape(B, -1).gather(1, index.reshape(B, -1))
+        else:
+            out = padded.reshape(B, R, -1).gather(2, index)
+        return out.reshape(B, R, C, *self.geometry.kernel)
+
+    def gather_by_sign(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """``pos`` where a row's value is ≥ 0, ``neg`` where it is < 0, each ``(B, C, H, W)``
+        shared by the rows, at the windows (one gather of the two stacked)."""
+        top, bottom, left, right = self.geometry.pads()
+        B, R = self.loc.shape
+        both = F.pad(torch.stack([pos, neg], 1), (left, right, top, bottom)).reshape(B, -1)
+        index = self.index(pos.shape[1]) + (self.values < 0).reshape(B, R, -1) * (both.shape[1] // 2)
+        return both.gather(1, index.reshape(B, -1)).reshape(self.values.shape)
+
+    def dense(self, shape: tuple) -> torch.Tensor:
+        """The windows scattered into dense coefficients ``(B, R, *shape)``."""
+        C, H, W = _grid_shape(shape)
+        top, bottom, left, right = self.geometry.pads()
+        B, R = self.loc.shape
+        flat = self.values.new_zeros((B, R, C * (H + top + bottom) * (W + left + right)))
+        flat = flat.scatter(2, self.index(C), self.values.reshape(B, R, -1))
+        grid = flat.reshape(B, R, C, H + top + bottom, W + left + right)[..., top:top + H, left:left + W]
+        return grid.reshape(B, R, *shape)
+
+
+WINDOW_MATRIX_ENTRIES = 1 << 22  # a convolution's window map is a matrix up to this size (else conv_transpose)
+
+
+def _window_matrix(node: dict, shape: tuple, like: torch.Tensor) -> torch.Tensor | None:
+    """The transposed convolution of one ``(C_o, K₀, K₁)`` window as a matrix
+    ``(C_o·K₀·K₁, C_i·k₀'·k₁')`` (one GEMM for every row instead of a transposed
+    convolution per row, which torch runs as a loop of small ones), cached per window
+    size while the weights are constants; ``None`` when larger than
+    :data:`WINDOW_MATRIX_ENTRIES`."""
+    weight, _, stride, _, dilation, groups = _conv_attrs(node)
+    co, k0, k1 = shape
+    ci = weight.shape[1] * groups
+    out0, out1 = (k0 - 1) * stride[0] + dilation[0] * (weight.shape[2] - 1) + 1, \
+        (k1 - 1) * stride[1] + dilation[1] * (weight.shape[3] - 1) + 1
+    if co * k0 * k1 * ci * out0 * out1 > WINDOW_MATRIX_ENTRIES:
+        return None
+
+    def build():
+        eye = torch.eye(co * k0 * k1, dtype=like.dtype, device=like.device).reshape(-1, co, k0, k1)
+        return F.conv_transpose2d(eye, weight.to(like), None, stride, 0, 0, groups, dilation).reshape(co * k0 * k1, -1)
+
+    return cached_while_constant(node, ("patch window", k0, k1, like.dtype, like.device), (weight,), build)
+
+
+def _conv_step(rows: _Rows, node: dict, in_shape: tuple, start: torch.Tensor | None = None
+               ) -> tuple[_Rows, torch.Tensor]:
+    """CROWN's affine rule through a convolution, on the windows (module docstring).
+    ``start`` ``(B, R)`` of ±1: the rows are ``±e`` at the target (``rows.values`` one-hot),
+    whose windows are the signed kernels themselves."""
+    weight, bias, (s0, s1), (p0, p1), (d0, d1), groups = _conv_attrs(node)
+    v = rows.clean()
+    B, R, Co, K0, K1 = v.shape
+    if start is not None and groups == 1 and (d0, d1) == (1, 1):
+        channel = v.reshape(B, R, Co).abs().argmax(-1)
+        taps = weight.to(v).index_select(0, channel.reshape(-1)).reshape(B, R, *weight.shape[1:])
+        out = taps * start.to(v)[..., None, None, None]
+        constant = v.new_zeros((B, R)) if bias is None else bias.to(v)[channel] * start.to(v)
+        out = out.reshape(B * R, *out.shape[2:])
+    else:
+        constant = v.new_zeros((B, R)) if bias is None else torch.matmul(v.sum((-1, -2)), bias.to(v.dtype))
+        matrix = _window_matrix(node, (Co, K0, K1), v)
+        if matrix is None:
+            out = F.conv_transpose2d(v.reshape(B * R, Co, K0, K1).contiguous(memory_format=torch.channels_last),
+                                     weight.to(v), None, (s0, s1), 0, 0, groups, (d0, d1))
+        else:
+            k0 = (K0 - 1) * s0 + d0 * (weight.shape[2] - 1) + 1
+            k1 = (K1 - 1) * s1 + d1 * (weight.shape[3] - 1) + 1
+            out = (v.reshape(B * R, -1) @ matrix).reshape(B * R, -1, k0, k1)
+    _, Ci, k0, k1 = out.shape
+    g = rows.geometry
+    _, H, W = _grid_shape(in_shape)
+    geometry = Geometry((k0, k1), (g.stride[0] * s0, g.stride[1] * s1),
+                        (g.padding[0] * s0 + p0, g.padding[1] * s1 + p1), (H, W), g.target)
+    return _Rows(out.reshape(B, R, Ci, k0, k1), rows.loc, geometry, clean=False), constant
+
+
+def _per_row_or_shared(t: torch.Tensor, B: int, R: int, grid: tuple) -> torch.Tensor | None:
+    """A line tensor ``(B, *S)``, ``(B, 1, *S)`` or ``(B, R, *S)`` as ``(B, C, H, W)`` (shared)
+    or ``(B, R, C, H, W)`` (per row); ``None`` for any other shape."""
+    if not isinstance(t, torch.Tensor):
+        return None
+    n = math.prod(grid)
+    if t.numel() == B * n:
+        return t.reshape(B, *grid)
+    if t.numel() == B * R * n and t.dim() >= 2 and t.shape[1] == R:
+        return t.reshape(B, R, *grid)
+    return None
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an op on ``tensors`` (α-CROWN's steps)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows, torch.Tensor] | None:
+    """CROWN's elementwise rule on the windows, ``Λ⁺a_l + Λ⁻a_u``; with per-row slopes α,
+    the bounds and α are gathered first and the lines computed on the windows only.
+    Without autograd each line is picked by the sign of ``Λ`` in one gather; under
+    autograd the rule is the dense one's, ``clamp`` for clamp, so that its gradient at
+    ``Λ = 0`` is the same too. ``None`` where the lines have another layout."""
+    grid = _grid_shape(shape)
+    B, R = rows.loc.shape
+    alpha = context.free(n)
+    if alpha is not None and alpha.shape[1] != 1:
+        v = rows.clean()
+        (p,) = predecessors_by_slot(context.graph, n)
+        alpha = _per_row_or_shared(alpha, B, R, grid)
+        if alpha is None or alpha.dim() != 5:
+            return None
+        l, u = (_per_row_or_shared(t, B, R, grid) for t in context.bounds[p])
+        if l is None or u is None or l.dim() != 4:
+            return None
+        node = context.graph.nodes[n]
+        flat = lambda t: t.reshape(B, -1)  # noqa: E731  (entries of every window, elementwise)
+        lines = RELAXATIONS[node["kind"]].lines(node, flat(rows.gather(l)), flat(rows.gather(u)),
+                                                alpha=flat(rows.gather(alpha)).unsqueeze(1), policy=context.policy)
+        if any(t.numel() != v.numel() for t in lines):
+            return None
+        windows = [t.reshape(v.shape) for t in lines]
+    else:
+        lines = [_per_row_or_shared(t, B, R, grid) for t in context.lines(n)]
+        if any(t is None or t.dim() != 4 for t in lines):
+            return None
+        v = rows.values  # entries outside the grid meet zero lines there
+        if not needs_grad(v, *lines):
+            slope, offset = rows.gather_by_sign(lines[0], lines[2]), rows.gather_by_sign(lines[1], lines[3])
+            return _Rows(v * slope, rows.loc, rows.geometry), (v * offset).reshape(B, R, -1).sum(-1)
+        windows = [rows.gather(t) for t in lines]
+    a_l, b_l, a_u, b_u = windows
+    pos, neg = v.clamp(min=0), v.clamp(max=0)
+    constant = (pos * b_l + neg * b_u).reshape(B, R, -1).sum(-1)
+    return _Rows(pos * a_l + neg * a_u, rows.loc, rows.geometry), constant
+
+
+def _concretize(rows: _Rows, lower: torch.Tensor, upper: torch.Tensor, norm: float) -> torch.Tensor:
+    """``min Λ·x`` ``(B, R)`` over the input box (or the ℓ2 ball of radius ``max r``)."""
+    B, R = rows.loc.shape
+    C, H, W = _grid_shape(lower.shape[1:])
+    centre, radius = centre_radius(lower.reshape(B, C, H, W), upper.reshape(B, C, H, W))
+    v = rows.values.reshape(B, R, -1)
+    value = (v * rows.gather(centre).reshape(B, R, -1)).sum(-1)
+    if norm == float("inf"):
+        return value - (v.abs() * rows.gather(radius).reshape(B, R, -1)).sum(-1)
+    eps = radius.reshape(B, -1).max(dim=1).values
+    return value - eps[:, None] * v.norm(p=2, dim=-1)
+
+
+def _step_form(domain, graph: nx.DiGraph, n: str) -> str | None:
+    """How node ``n`` is crossed in patch form: ``"affine"`` (a 2-D convolution),
+    ``"elementwise"``, or ``None`` (the walk goes on densely from ``n``)."""
+    node = graph.nodes[n]
+    preds = predecessors_by_slot(graph, n)
+    if len(preds) != 1 or graph.nodes[preds[0]]["kind"] == "constant" or _grid_shape(node["shape"]) is None \
+            or _grid_shape(graph.nodes[preds[0]]["shape"]) is None:
+        return None
+    form = getattr(domain.backward_transfer_for(node["kind"]), "patch_form", None)
+    if form == "affine" and _conv_attrs(node) is not None:
+        return form
+    if form == "elementwise" and node["kind"] in RELAXATIONS:
+        return form
+    return None
+
+
+def patchable(domain, graph: nx.DiGraph, target: str) -> bool:
+    """Whether :func:`patch_bound` applies to rows of ``target``: a 2-D convolution whose
+    backward transfer in ``domain`` is CROWN's affine rule."""
+    return _step_form(domain, graph, target) == "affine"
+
+
+def patch_bound(domain, graph: nx.DiGraph, target: str, index: torch.Tensor, sign: torch.Tensor, context,
+                lower: torch.Tensor, upper: torch.Tensor, norm: float) -> torch.Tensor:
+    """Lower bounds ``(B, R)`` of ``sign·v_target[index]`` (``index`` ``(B, R)`` flattened
+    entries of the convolution ``target``, ``sign`` ``(R,)`` of ±1) over the input box,
+    by the backward pass in patch form (module docstring); the relaxations come from
+    ``context`` (:class:`~verifier.domains.backward.BackwardPass`). Equal to the dense
+    pass from ``Λ = sign·e_index`` up to float rounding."""
+    C, H, W = _grid_shape(graph.nodes[target]["shape"])
+    channel, loc = index // (H * W), index % (H * W)
+    B, R = index.shape
+    values = torch.zeros((B, R, C, 1, 1), dtype=lower.dtype, device=lower.device)
+    values.scatter_(2, channel.reshape(B, R, 1, 1, 1), sign.to(lower).reshape(1, R, 1, 1, 1).expand(B, R, 1, 1, 1))
+    rows = _Rows(values, loc, Geometry((1, 1), (1, 1), (0, 0), (H, W), (H, W)))
+    bias = values.new_zeros((B, R))
+    source, n = input_node(graph), target
+    start = sign.to(lower).expand(B, R)
+    while n != source:
+        form = _step_form(domain, graph, n)
+        (p,) = predecessors_by_slot(graph, n) if form is not None else (None,)
+        step = None
+        if form == "affine":
+            step = _conv_step(rows, graph.nodes[n], graph.nodes[p]["shape"], start)
+        elif form == "elementwise":
+            step = _elementwise_step(rows, context, n, graph.nodes[n]["shape"])
+        if step is None:  # from here on densely, by the engine
+            lam = rows.dense(tuple(graph.nodes[n]["shape"]))
+            lam_x, rest = propagate_backward(graph, domain, n, lam, context)
+            return concretize_linear(lam_x, bias + rest, lower, upper, norm)
+        rows, constant = step
+        bias, start = bias + constant, None
+        n = p
+    return _concretize(rows, lower, upper, norm) + bias
+
+
+__all__ = ["Geometry", "patch_bound", "patch_form", "patchable"]
