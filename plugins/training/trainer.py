@@ -8,11 +8,17 @@ model with its certificate in ``metadata_props``) and ``result.json``.
 Runs are deterministic given ``seed``: the batch order and every random start of an
 epoch come from generators seeded by ``(seed, epoch)``, so a resumed run reproduces the
 uninterrupted one.
+
+Called inside a ``torch.distributed`` process group (``verifier train --nproc N`` or
+``torchrun``; :mod:`.distributed`), ``train`` runs data-parallel: each global batch is
+split over the ranks, DistributedDataParallel averages the gradients, and rank 0 alone
+evaluates, writes the files and exports (same files, same form).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict
@@ -28,6 +34,7 @@ from verifier.outputs import append_line, check_output_dir, write_atomic
 from .architectures import build_model
 from .certify import certificate_metadata, certify_model, verified_mask, write_metadata
 from .data import Data, check_data, load_data
+from .distributed import current as current_group
 from .live import LiveModel, export_onnx, margin_matrix
 from .objectives import Context, box_around, make_objective, pgd_attack
 from .schedules import default_schedule
@@ -225,6 +232,8 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
     eval_domains, method_options = v["eval_domains"], v["method_options"]
     out = check_out_folder(out)
     device = _check_device(device)
+    ddp = current_group()  # None in one process; else this rank in DistributedDataParallel training
+    main = ddp is None or ddp.main  # the process that evaluates, writes files and exports
     torch.manual_seed(seed)
     need_test = bool(export or eval_count)
     if isinstance(data, Data):
@@ -259,12 +268,14 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
         state = load_checkpoint(ckpt_path, args, module, optimizer, epochs, device)
         start_epoch, step, log = state["epoch"], state["step"], state["log"]
     created = not os.path.isdir(out)
-    check_output_dir(out, "--out")  # every check passed: create the folder
+    if main:
+        check_output_dir(out, "--out")  # every check passed: create the folder
     x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
     x_eval, y_eval = dataset.x_test[:eval_count].to(device), dataset.y_test[:eval_count].to(device)
     steps_per_epoch = max(1, len(y_train) // batch)
     # the log is rewritten from the checkpoint: no lost or duplicated lines
-    write_atomic(log_path, "".join(json.dumps(entry) + "\n" for entry in log))
+    if main:
+        write_atomic(log_path, "".join(json.dumps(entry) + "\n" for entry in log))
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -278,10 +289,11 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
         ctx = Context(eps=0.0, epoch=epoch, epochs=epochs, steps_per_epoch=steps_per_epoch, generator=gen,
                       clip=dataset.clip)
         objective.prepare_epoch(ctx)
+        step_loss = objective.loss if ddp is None else ddp.wrap(module, objective)  # after any freezing
         perm = torch.randperm(len(y_train), generator=gen).to(device)
         module.train()
         bar = range(steps_per_epoch)
-        if tqdm is not None and progress:
+        if tqdm is not None and progress and main:
             bar = tqdm(bar, desc=f"epoch {epoch + 1}/{epochs} [{method}]", leave=False, disable=None)  # a bar only on a terminal
         total_loss = 0.0
         for i in bar:
@@ -293,27 +305,37 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
             ctx.kappa = schedule.kappa_at(step, steps_per_epoch)
             ctx.beta = schedule.beta_at(step, steps_per_epoch)
             ctx.step, ctx.stats = step, {}
-            loss, _ = objective.loss(x_train[idx], y_train[idx], ctx)
-            if not bool(torch.isfinite(loss.detach()).all()):  # stop before a non-finite step
-                _forget_run(out, created, log_path, log)
-                raise _diverged(epoch, step, f"the loss is {float(loss.detach())}", schedule.lr_at(epoch), out,
-                                len(log))
+            xb, yb = x_train[idx], y_train[idx]
+            if ddp is None:
+                loss, _ = step_loss(xb, yb, ctx)
+                value = float(loss.detach())
+            else:  # this rank's shard, weighted so that the averaged gradient is the whole batch's
+                xb, yb, weight = ddp.shard(xb, yb)
+                loss, _ = step_loss(xb, yb, ctx)
+                loss = loss * weight
+                value = ddp.total(loss) / ddp.world  # the whole batch's loss, on every rank
+            if not math.isfinite(value):  # stop before a non-finite step (every rank sees the same value)
+                if main:
+                    _forget_run(out, created, log_path, log)
+                raise _diverged(epoch, step, f"the loss is {value}", schedule.lr_at(epoch), out, len(log))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            value = float(loss.detach())
             total_loss += value
             step += 1
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{value:.3f}", eps=f"{ctx.eps:.3f}")
         bad = _non_finite_parameter(module)
         if bad is not None:  # the last step threw a weight to inf/NaN: never evaluate, save or export it
-            _forget_run(out, created, log_path, log)
+            if main:
+                _forget_run(out, created, log_path, log)
             raise _diverged(epoch, step - 1, f"weight '{bad}' became NaN or infinite", schedule.lr_at(epoch), out,
                             len(log))
         if interrupted:
             break
         train_seconds = time.time() - t0
+        if not main:  # rank 0 evaluates, logs and saves; the others go on to the next epoch
+            continue
         report = accuracy_report(live, x_eval, y_eval, eps_test, eval_domains, pgd_steps=pgd_steps, seed=seed,
                                  clip=dataset.clip) if eval_count else {}
         entry = {"epoch": epoch + 1, "eps": ctx.eps, "kappa": ctx.kappa, "beta": ctx.beta, "lr": schedule.lr_at(epoch),
@@ -328,7 +350,7 @@ def train(model="wong-kolter", method="crown-ibp", eps=0.1, epochs=10, out="runs
     for p in module.parameters():
         p.requires_grad_(True)
     result = {"args": args, "log": log, "interrupted": interrupted, "module": module, "live": live}
-    if interrupted or not export:
+    if interrupted or not export or not main:
         return result
     module.eval()
     onnx_path = os.path.join(out, "model.onnx")
