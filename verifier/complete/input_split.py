@@ -237,6 +237,8 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         lb = torch.nan_to_num(lb, nan=float("-inf"))
         open_mask = _open_disjuncts(lb, b, sizes, strict)
         keep = open_mask.any(dim=1)
+        if tree is not None and not bool(keep.all()):
+            tree.close(ids[(~keep).cpu()], lb[~keep])
         if not bool(keep.any()):
             continue
         lo, hi, open_mask, ids = lo[keep], hi[keep], open_mask[keep], ids[keep.cpu()]

@@ -52,7 +52,9 @@ def record_relu_root(region: int, graph: nx.DiGraph, domain, bounds: dict) -> No
         i = position[t]
         rows[i] = domain.rows[t][0].detach().cpu().long()
         alphas[i] = [slopes(per, relu, j, 2 * len(rows[i])) for j, (relu, _) in enumerate(order[:i])]
-    recorder.relu_root(region, claims, final, rows, alphas)
+    value = domain.best_final_value
+    recorder.relu_root(region, claims, final, rows, alphas,
+                       None if value is None else value[0].detach().cpu().double())
 
 
 def record_relu_leaves(engine, disjunct: int, dom) -> None:
@@ -64,7 +66,7 @@ def record_relu_leaves(engine, disjunct: int, dom) -> None:
     order = relu_order(engine.graph)
     relus, pres = [r for r, _ in order], [z for _, z in order]
     recorder.relu_leaves(region, disjunct, _flat(dom.splits, pres, 1).to(torch.int8),
-                         _flat(dom.alpha, relus, 2).double(), _flat(dom.beta, pres, 2).double())
+                         _flat(dom.alpha, relus, 2).double(), _flat(dom.beta, pres, 2).double(), dom.lb)
 
 
 def record_trusted_leaves(engine, disjunct: int, splits: dict) -> None:

@@ -58,6 +58,12 @@ class BoxTree:
         self.parent: list[torch.Tensor] = [torch.tensor([-1])]
         self.count = 1
         self._splits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._closed: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def close(self, ids: torch.Tensor, lower: torch.Tensor) -> None:
+        """Leaves ``ids`` ``(N,)`` closed with these lower bounds ``(N, k)`` of the stacked
+        spec rows (the claims the checker compares its own bounds with)."""
+        self._closed.append((ids.detach().cpu().long(), lower.detach().cpu().double()))
 
     def split(self, ids: torch.Tensor, dims: torch.Tensor, mids: torch.Tensor) -> torch.Tensor:
         """Record that nodes ``ids`` ``(N,)`` are split on ``dims`` at ``mids``; return the
@@ -70,7 +76,8 @@ class BoxTree:
         return children
 
     def arrays(self) -> dict[str, torch.Tensor]:
-        """``dim``, ``mid``, ``left``, ``right`` ``(M,)`` per node (``−1``: none)."""
+        """``dim``, ``mid``, ``left``, ``right`` ``(M,)`` per node (``−1``: none) and ``claims``
+        ``(M, k)``: each closed leaf's lower bounds (NaN elsewhere)."""
         dim = torch.full((self.count,), -1, dtype=torch.long)
         mid = torch.full((self.count,), float("nan"), dtype=torch.float64)
         left = torch.full((self.count,), -1, dtype=torch.long)
@@ -82,7 +89,11 @@ class BoxTree:
             left[ids] = torch.arange(first, first + n)
             right[ids] = torch.arange(first + n, first + 2 * n)
             first += 2 * n
-        return {"dim": dim, "mid": mid, "left": left, "right": right}
+        k = self._closed[0][1].shape[1] if self._closed else 1
+        claims = torch.full((self.count, k), float("nan"), dtype=torch.float64)
+        for ids, lower in self._closed:
+            claims[ids] = lower
+        return {"dim": dim, "mid": mid, "left": left, "right": right, "claims": claims}
 
 
 @dataclass
@@ -93,7 +104,8 @@ class ReluRegion:
     final_alpha: list[torch.Tensor] = field(default_factory=list)
     inter_rows: dict[int, torch.Tensor] = field(default_factory=dict)
     inter_alpha: dict[int, list[torch.Tensor]] = field(default_factory=dict)
-    leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    final_lower: torch.Tensor | None = None
+    leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
     trusted: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     trusted_disjuncts: dict[int, str] = field(default_factory=dict)
 
@@ -112,19 +124,23 @@ class ProofRecorder:
         return self.trees[region]
 
     def relu_root(self, region: int, claims: list[tuple[torch.Tensor, torch.Tensor]], final_alpha: list[torch.Tensor],
-                  inter_rows: dict[int, torch.Tensor], inter_alpha: dict[int, list[torch.Tensor]]) -> None:
+                  inter_rows: dict[int, torch.Tensor], inter_alpha: dict[int, list[torch.Tensor]],
+                  final_lower: torch.Tensor | None = None) -> None:
         """The root of ReLU splitting on ``region``: per ReLU (in topological order) the
         claimed bounds of its input ``(n,)`` each, the final pass's slopes ``(k, n)`` (one row
         per stacked spec row); per ReLU ``t`` whose input was tightened by optimised passes,
         the tightened entries ``(R,)`` and the slopes ``(2R, n_r)`` of each earlier ReLU ``r``
-        (``R`` lower rows, then ``R`` upper rows)."""
-        self.relu[region] = ReluRegion(claims, final_alpha, inter_rows, inter_alpha)
+        (``R`` lower rows, then ``R`` upper rows); ``final_lower`` ``(k,)``: the final bounds
+        claimed."""
+        self.relu[region] = ReluRegion(claims, final_alpha, inter_rows, inter_alpha, final_lower)
 
     def relu_leaves(self, region: int, disjunct: int, signs: torch.Tensor, alpha: torch.Tensor,
-                    beta: torch.Tensor) -> None:
+                    beta: torch.Tensor, lower: torch.Tensor) -> None:
         """Closed subdomains of ``disjunct``: split signs ``(N, T)`` (``T`` every ReLU's
-        entries, in order), ``α``/``β`` ``(N, k, T)`` for the disjunct's ``k`` rows."""
-        self.relu[region].leaves.setdefault(disjunct, []).append((signs.cpu(), alpha.cpu(), beta.cpu()))
+        entries, in order), ``α``/``β`` ``(N, k, T)`` for the disjunct's ``k`` rows, and the
+        lower bounds ``(N, k)`` they gave (claims)."""
+        self.relu[region].leaves.setdefault(disjunct, []).append((signs.cpu(), alpha.cpu(), beta.cpu(),
+                                                                  lower.detach().cpu().double()))
 
     def trusted_leaves(self, region: int, disjunct: int, signs: torch.Tensor) -> None:
         """Subdomains ``(N, T)`` of ``disjunct`` that an LP (HiGHS) closed with every ReLU fixed."""

@@ -54,9 +54,10 @@ def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, 
             continue
         tree = recorder.trees.get(r)
         parts = tree.arrays() if tree is not None else {"dim": torch.tensor([-1]), "mid": torch.tensor([np.nan]),
-                                                       "left": torch.tensor([-1]), "right": torch.tensor([-1])}
+                                                       "left": torch.tensor([-1]), "right": torch.tensor([-1]),
+                                                       "claims": torch.tensor([[np.nan]])}
         for name, value in parts.items():
-            arrays[f"r{r}.tree.{name}"] = _np(value).astype(np.float64 if name == "mid" else np.int64)
+            arrays[f"r{r}.tree.{name}"] = _np(value).astype(np.float64 if name in ("mid", "claims") else np.int64)
         index["regions"].append({"index": r, "kind": "box-tree", "nodes": int(len(parts["dim"]))})
     return index, arrays
 
@@ -67,6 +68,8 @@ def _relu_region(r: int, rec, arrays: dict) -> dict:
     for i, (l, u) in enumerate(rec.claims):
         arrays[f"r{r}.claims.l{i}"], arrays[f"r{r}.claims.u{i}"] = _np(l), _np(u)
         arrays[f"r{r}.final.alpha{i}"] = _np(rec.final_alpha[i])
+    if rec.final_lower is not None:
+        arrays[f"r{r}.final.lower"] = _np(rec.final_lower)
     for t, rows in rec.inter_rows.items():
         arrays[f"r{r}.inter{t}.rows"] = _np(rows).astype(np.int64)
         for i, a in enumerate(rec.inter_alpha[t]):
@@ -74,7 +77,8 @@ def _relu_region(r: int, rec, arrays: dict) -> dict:
     for d in sorted(set(rec.leaves) | set(rec.trusted) | set(rec.trusted_disjuncts)):
         item = {"index": d, "leaves": 0, "trusted_leaves": 0, "milp": rec.trusted_disjuncts.get(d)}
         if d in rec.leaves:
-            signs, alpha, beta = (torch.cat(parts) for parts in zip(*rec.leaves[d]))
+            signs, alpha, beta, lower = (torch.cat(parts) for parts in zip(*rec.leaves[d]))
+            arrays[f"r{r}.d{d}.lower"] = _np(lower).astype(np.float64)
             arrays[f"r{r}.d{d}.signs"] = _np(signs).astype(np.int8)
             arrays[f"r{r}.d{d}.alpha"] = _np(alpha).astype(np.float64)
             arrays[f"r{r}.d{d}.beta"] = _np(beta).astype(np.float64)

@@ -27,11 +27,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .blas import single_thread
 from .bounds import Relaxation, crown_bounds, interval_bounds, lagrangian_bound, spec_interval_bound
 from .certificate import Certificate, CertificateError
 from .network import Network, UnsupportedModel, file_sha256, load_network
 
 BATCH = 256  # boxes or subdomains bounded together
+CLAIM_TOLERANCE = 1e-7  # re-derived bounds may fall this far (relative) below the certificate's claims
+
+
+def below_claim(found: np.ndarray, claim: np.ndarray) -> np.ndarray:
+    """Where a re-derived lower bound falls short of the certificate's claim (NaN claims:
+    none made) by more than :data:`CLAIM_TOLERANCE` ``· (1 + |claim|)``."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(claim) & (found < claim - CLAIM_TOLERANCE * (1 + np.abs(claim)))
 
 
 class ProofRefused(ValueError):
@@ -96,9 +105,15 @@ def read_regions(spec_path: str) -> list[Region]:
 
 def check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckReport:
     """Check the certificate ``proof_path`` of ``unsat`` for the model and spec (module
-    docstring). Raises :class:`ProofRefused` for a certificate of another model or spec, or
-    an unreadable one; returns a report whose ``valid`` is False naming the first failing
+    docstring), with one BLAS thread (:func:`~verifier.proofcheck.blas.single_thread`).
+    Raises :class:`ProofRefused` for a certificate of another model or spec, or an
+    unreadable one; returns a report whose ``valid`` is False naming the first failing
     leaf otherwise."""
+    with single_thread():
+        return _check_proof(model_path, spec_path, proof_path)
+
+
+def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckReport:
     start = time.perf_counter()
     try:
         cert = Certificate(proof_path)
@@ -145,15 +160,16 @@ def _relaxation(net: Network, bounds) -> Relaxation:
     return Relaxation({r: bounds[i] for r, i in enumerate(net.relu_inputs)})
 
 
-def _leaf_bounds(net: Network, region: Region, lo, hi, known) -> np.ndarray:
+def _leaf_bounds(net: Network, region: Region, lo, hi, known, claims) -> np.ndarray:
     """Lower bounds ``(B, k)`` of the stacked rows over boxes ``lo``/``hi``: the best of
     IBP on the outputs and the Lagrangian bound on IBP ∩ ``known`` bounds; the boxes that
-    stay open are bounded again on CROWN-tightened bounds."""
+    stay open, or below their ``claims`` ``(B, k)``, are bounded again on CROWN-tightened
+    bounds."""
     K = len(net.ops)
     lam = np.broadcast_to(region.C, (len(lo), *region.C.shape))
     cheap = interval_bounds(net, lo, hi, known)
     lb = np.maximum(spec_interval_bound(region.C, *cheap[-1]), lagrangian_bound(net, K, lam, cheap, _relaxation(net, cheap)))
-    still = ~region.closed(lb).all(1)
+    still = ~region.closed(lb).all(1) | below_claim(lb, claims).any(1)
     if still.any():
         idx = np.nonzero(still)[0]
         sub = None if known is None else [(l[idx], u[idx]) for l, u in known]
@@ -167,8 +183,11 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
     """Check region ``r``'s bisection tree; return the number of leaves."""
     dim, mid = cert.array(f"r{r}.tree.dim"), cert.array(f"r{r}.tree.mid")
     left, right = cert.array(f"r{r}.tree.left"), cert.array(f"r{r}.tree.right")
+    claims = cert.array(f"r{r}.tree.claims")
     M = len(dim)
-    if not (len(mid) == len(left) == len(right) == M >= 1):
+    if claims.shape == (1, 1) and M == 1:
+        claims = np.full((1, len(region.b)), np.nan)
+    if not (len(mid) == len(left) == len(right) == M >= 1) or claims.shape != (M, len(region.b)):
         raise LeafFailed(f"region {r}: tree arrays of different lengths")
     n = region.lower.shape[1]
     inner = dim >= 0
@@ -190,7 +209,14 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
         if (~split).any():
             leaf = np.nonzero(~split)[0]
             sub = None if known is None else [(l[leaf], u[leaf]) for l, u in known]
-            lb = _leaf_bounds(net, region, lo[leaf], hi[leaf], sub)
+            claim = claims[ids[leaf]]
+            lb = _leaf_bounds(net, region, lo[leaf], hi[leaf], sub, claim)
+            short = np.nonzero(below_claim(lb, claim).any(1))[0]
+            if len(short):
+                i = short[0]
+                row = int(np.nonzero(below_claim(lb[i], claim[i]))[0][0])
+                raise LeafFailed(f"region {r}, input-split leaf {int(ids[leaf[i]])}: re-derived bound {lb[i, row]:.12g} of "
+                                 f"row {row} is below the certificate's claim {claim[i, row]:.12g}")
             closed = region.closed(lb)
             bad = np.nonzero(~closed.all(1))[0]
             if len(bad):
@@ -259,6 +285,15 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
                                                           for i, a in slopes.items()):
             raise LeafFailed(f"region {r}: intermediate slopes of ReLU {t} have the wrong shape")
     bounds = crown_bounds(net, region.lower, region.upper, extra=extra, shapes=claims)
+    for i, node in enumerate(relus):
+        (l, u), (cl, cu) = bounds[node], claims[i]
+        if cl.shape != l.shape or cu.shape != u.shape:
+            raise LeafFailed(f"region {r}: claimed bounds of ReLU {i} have the wrong shape")
+        bad = np.nonzero((below_claim(l, cl) | below_claim(-u, -cu))[0])[0]
+        if len(bad):
+            j = int(bad[0])
+            raise LeafFailed(f"region {r}: re-derived bounds [{l[0, j]:.12g}, {u[0, j]:.12g}] of ReLU {i} input {j} "
+                             f"are looser than the certificate's claim [{cl[0, j]:.12g}, {cu[0, j]:.12g}]")
     K = len(net.ops)
     final = {i: cert.array(f"r{r}.final.alpha{i}")[None] for i in range(len(relus))}
     lam = region.C[None]
@@ -267,6 +302,14 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
     lb = np.maximum(lagrangian_bound(net, K, lam, bounds, Relaxation(claims, alpha=final)),
                     lagrangian_bound(net, K, lam, bounds, _relaxation(net, bounds)))
     lb = np.maximum(lb, spec_interval_bound(region.C, *bounds[-1]))
+    if cert.has(f"r{r}.final.lower"):
+        claim = cert.array(f"r{r}.final.lower")
+        if claim.shape != (len(region.b),):
+            raise LeafFailed(f"region {r}: claimed root bounds have the wrong shape")
+        short = np.nonzero(below_claim(lb[0], claim))[0]
+        if len(short):
+            raise LeafFailed(f"region {r}: re-derived root bound {lb[0, short[0]]:.12g} of row {int(short[0])} is below "
+                             f"the certificate's claim {claim[short[0]]:.12g}")
     closed = region.closed(lb)[0]
     records = {item["index"]: item for item in entry.get("disjuncts", [])}
     leaves = 0
@@ -291,9 +334,9 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
     k = rows.stop - rows.start
     parts = []
     if item.get("leaves"):
-        signs, alpha, beta = (cert.array(f"r{r}.d{d}.{name}") for name in ("signs", "alpha", "beta"))
+        signs, alpha, beta, lower = (cert.array(f"r{r}.d{d}.{name}") for name in ("signs", "alpha", "beta", "lower"))
         N = len(signs)
-        if signs.shape != (N, T) or alpha.shape != (N, k, T) or beta.shape != (N, k, T):
+        if signs.shape != (N, T) or alpha.shape != (N, k, T) or beta.shape != (N, k, T) or lower.shape != (N, k):
             raise LeafFailed(f"region {r}, disjunct {d}: leaf arrays of the wrong shape")
         parts.append(signs)
     else:
@@ -332,6 +375,14 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
         lam = np.broadcast_to(C, (len(live), *C.shape))
         lb = lagrangian_bound(net, K, lam, bounds, relax, {node: (l[live], u[live]) for node, (l, u) in domains.items()})
         refuted = np.where(region.strict[rows], lb >= b, lb > b).any(1)
+        claim = lower[start:start + n][live]
+        claim = np.where(np.isfinite(claim), claim, np.nan)
+        short = np.nonzero(below_claim(lb, claim).any(1))[0]
+        if len(short):
+            i = int(short[0])
+            row = int(np.nonzero(below_claim(lb[i], claim[i]))[0][0])
+            raise LeafFailed(f"region {r}, disjunct {d}, relu-split leaf {start + int(live[i])}: re-derived bound "
+                             f"{lb[i, row]:.12g} of row {row} is below the certificate's claim {claim[i, row]:.12g}")
         if not refuted.all():
             i = int(np.nonzero(~refuted)[0][0])
             leaf = start + int(live[i])
