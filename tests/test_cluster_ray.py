@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e \".[cluster]\"); the --ray paths are not tested")
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e \".[cluster]\"): "
+                                      "the --ray paths are not tested")
 
 from verifier.cli import main  # noqa: E402
 from verifier.cluster.ray_session import connect  # noqa: E402
@@ -50,7 +51,7 @@ def make_bench(root: Path, copies: int = 1, broken: bool = True) -> Path:
             rows.append(("onnx/net.onnx", name))
     if broken:
         (root / "onnx" / "broken.onnx").write_bytes(b"not an onnx model")
-        rows.append(("onnx/broken.onnx", f"vnnlib/sat_0.vnnlib"))
+        rows.append(("onnx/broken.onnx", "vnnlib/sat_0.vnnlib"))
     (root / "instances.csv").write_text("".join(f"{o},{v},30\n" for o, v in rows))
     return root
 
@@ -101,14 +102,14 @@ def test_killed_worker_loses_nothing(cluster, tmp_path):
 
     def run():
         done["value"] = run_benchmark(bench, output=out, progress=False,
-                                      executor=ray_executor(workers=2, actor_prefix="kill-test-"))
+                                      executor=ray_executor(workers=2))
 
     thread = threading.Thread(target=run)
     thread.start()
     killed, start = False, time.monotonic()
     while thread.is_alive() and time.monotonic() - start < 60:
         if out.is_file() and len(rows_of(out)) >= 2:  # one instance finished: the rest are queued or running
-            ray.kill(ray.get_actor("kill-test-0"), no_restart=False)
+            ray.kill(ray.get_actor("verifier-worker-0"), no_restart=False)  # as if its process crashed
             killed = True
             break
         time.sleep(0.05)
@@ -154,7 +155,8 @@ def gemm_relu_net(path: Path, layers: list[tuple[list, list]]) -> Path:
         if i < len(layers) - 1:
             nodes.append(oh.make_node("Relu", [prev], [f"a{i}"]))
             prev = f"a{i}"
-    graph = oh.make_graph(nodes, "net", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", len(layers[0][0][0])])],
+    inputs = [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", len(layers[0][0][0])])]
+    graph = oh.make_graph(nodes, "net", inputs,
                           [oh.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, ["N", len(layers[-1][1])])], inits)
     onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)], ir_version=8), path)
     return path
@@ -214,19 +216,16 @@ def test_distributed_bab_equals_single_process(cluster, random_net):
 
     model, top = random_net
     pool = WorkerPool(model, workers=2)
-    try:
-        for offset in (-0.03, 0.03):
-            region = one_row_region([-1.0, -1.0], [1.0, 1.0], [-1.0, 0.0], -(top + offset))  # unsafe: y_0 ≥ t
-            single, _ = input_split_bab(model, region, Deadline(60))
-            stats = ShardStats()
-            status, cex = distributed_input_split(pool, region, Deadline(60), stats=stats)
-            assert status == single == ("sat" if offset < 0 else "unsat")
-            assert stats.workers == 2 and stats.boxes_bounded > 0 and stats.shards >= (1 if offset < 0 else 8)
-            if status == "sat":
-                assert float(cex.y[0]) >= top + offset and np.all(np.abs(cex.x) <= 1.0)
-                assert float(model(torch.as_tensor(cex.x, dtype=torch.float64)[None])[0, 0]) >= top + offset - 1e-5
-    finally:
-        pool.close()
+    for offset in (-0.03, 0.03):
+        region = one_row_region([-1.0, -1.0], [1.0, 1.0], [-1.0, 0.0], -(top + offset))  # unsafe: y_0 ≥ t
+        single, _ = input_split_bab(model, region, Deadline(60))
+        stats = ShardStats()
+        status, cex = distributed_input_split(pool, region, Deadline(60), stats=stats)
+        assert status == single == ("sat" if offset < 0 else "unsat")
+        assert stats.workers == 2 and stats.boxes_bounded > 0 and stats.shards >= (1 if offset < 0 else 8)
+        if status == "sat":
+            assert float(cex.y[0]) >= top + offset and np.all(np.abs(cex.x) <= 1.0)
+            assert float(model(torch.as_tensor(cex.x, dtype=torch.float64)[None])[0, 0]) >= top + offset - 1e-5
 
 
 def test_counterexample_stops_the_other_workers(cluster, hard_net):
@@ -234,26 +233,23 @@ def test_counterexample_stops_the_other_workers(cluster, hard_net):
     worker 0 finds a counterexample in another shard and posts it: worker 1 stops."""
     import time as clock
 
+    import torch
+
     from verifier.cluster.ray_bab import Board, WorkerPool, shard
 
     region = one_row_region([0.0, 0.0], [1.0, 1.0], [1.0], 0.0, lower_strict=[True, False])
     pool = WorkerPool(hard_net, workers=2)
-    try:
-        actors = pool.actors()
-        board = ray.remote(num_cpus=0)(Board).remote()
-        import torch
-
-        hard = shard(region, torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64))
-        sat = shard(region, torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64))
-        assert bool(hard.lower_strict[0]) and not bool(sat.lower_strict[0])  # only the shared face stays strict
-        slow = actors[1].search.remote(pool.shared, hard, 0, None, board, float("inf"), torch.float64, "cpu", {})
-        clock.sleep(1.0)  # worker 1 is deep in its shard
-        status, cex, _, _ = ray.get(actors[0].search.remote(pool.shared, sat, 0, None, board, float("inf"), torch.float64, "cpu", {}))
-        assert status == "sat" and float(cex.y[0]) <= 0 and cex.x[0] > 0
-        assert ray.get(slow, timeout=30)[0] == "stopped"
-        assert ray.get(board.poll.remote())[0]
-    finally:
-        pool.close()
+    actors = pool.actors()
+    board = ray.remote(num_cpus=0)(Board).remote()
+    low, mid, high = (torch.tensor(v, dtype=torch.float64) for v in ([0.0, 0.0], [0.5, 0.5], [1.0, 1.0]))
+    hard, sat = shard(region, low, mid), shard(region, mid, high)
+    assert bool(hard.lower_strict[0]) and not bool(sat.lower_strict[0])  # only the shared face stays strict
+    slow = pool.search(actors[1], hard, 0, None, board, float("inf"), torch.float64, "cpu", {})
+    clock.sleep(1.0)  # worker 1 is deep in its shard
+    status, cex, _, _ = ray.get(pool.search(actors[0], sat, 0, None, board, float("inf"), torch.float64, "cpu", {}))
+    assert status == "sat" and float(cex.y[0]) <= 0 and cex.x[0] > 0
+    assert ray.get(slow, timeout=30)[0] == "stopped"
+    assert ray.get(board.poll.remote())[0]
 
 
 def test_verify_ray_gives_the_single_process_verdict(cluster, random_net):

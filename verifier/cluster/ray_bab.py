@@ -40,13 +40,11 @@ import torch
 
 from ..deadline import Deadline, Timeout
 from ..spec.model import InputRegion
-from .ray_session import LOCAL, cluster_cpus, connect, portable_model, require_ray
+from .ray_session import LOCAL, cluster_cpus, connect, model_from, portable_model, require_ray, workers
 
 POLL_S = 0.05          # a worker asks the board whether to stop at most this often
 SLICE_S = 1.0          # a shard searched this long is handed back for splitting while workers idle
 SHARDS_PER_WORKER = 4  # initial shards per worker
-MAX_RESTARTS = 4
-MAX_TASK_RETRIES = 2
 
 
 @dataclass
@@ -118,40 +116,29 @@ class ClusterDeadline(Deadline):
         return self.reason is not None
 
 
-class BaBActor:
-    """A Ray actor: :meth:`search` for shards, on a model fetched from the object store on
-    the first call (and again after a restart; the reference comes with every call, so the
-    actor holds no constructor argument that a restart could lose)."""
+def search_on_worker(state: dict, shared: list, region: InputRegion, index: int, end_wall: float | None, board,
+                     slice_s: float, dtype: torch.dtype, device: str, options: dict) -> tuple[str, object, int, int]:
+    """In a worker (:class:`~verifier.cluster.ray_session.Worker`):
+    ``(status, counterexample, boxes bounded, boxes exhausted)`` of
+    :func:`~verifier.complete.input_split.input_split_bab` on one shard of the model
+    ``shared[0]`` (fetched once per worker); status is its verdict, or the
+    :class:`ClusterDeadline` reason that ended it. A counterexample is posted to ``board``
+    before returning."""
+    from ..complete.input_split import BaBStats, input_split_bab
+    from ..deadline import warm_up
 
-    def __init__(self):
-        from ..deadline import warm_up
-
-        self.model, self.key = None, None
-        warm_up(optimizers=False)
-
-    def search(self, shared: list, region: InputRegion, index: int, end_wall: float | None, board, slice_s: float,
-               dtype: torch.dtype, device: str, options: dict) -> tuple[str, object, int, int]:
-        """``(status, counterexample, boxes bounded, boxes exhausted)`` of
-        :func:`~verifier.complete.input_split.input_split_bab` on one shard of the model
-        ``shared[0]`` (an object-store reference); status is its verdict, or the
-        :class:`ClusterDeadline` reason that ended it. A counterexample is posted to
-        ``board`` before returning."""
-        import ray
-
-        from ..complete.input_split import BaBStats, input_split_bab
-
-        if self.key != shared[0].hex():
-            self.model, self.key = ray.get(shared[0]), shared[0].hex()
-        deadline, stats = ClusterDeadline(end_wall, board, slice_s), BaBStats()
-        try:
-            with deadline.active():
-                status, cex = input_split_bab(self.model, region, deadline, domain="crown", region_index=index,
-                                              dtype=dtype, device=device, stats=stats, **options)
-        except Timeout:
-            status, cex = deadline.reason or "timeout", None
-        if status == "sat":
-            board.found.remote(cex)
-        return status, cex, stats.boxes_bounded, stats.exhausted
+    model = model_from(state, shared)
+    warm_up(optimizers=False)
+    deadline, stats = ClusterDeadline(end_wall, board, slice_s), BaBStats()
+    try:
+        with deadline.active():
+            status, cex = input_split_bab(model, region, deadline, domain="crown", region_index=index,
+                                          dtype=dtype, device=device, stats=stats, **options)
+    except Timeout:
+        status, cex = deadline.reason or "timeout", None
+    if status == "sat":
+        board.found.remote(cex)
+    return status, cex, stats.boxes_bounded, stats.exhausted
 
 
 def shard(region: InputRegion, lo: torch.Tensor, hi: torch.Tensor) -> InputRegion:
@@ -194,27 +181,24 @@ def initial_shards(region: InputRegion, count: int) -> list[tuple[torch.Tensor, 
 
 
 class WorkerPool:
-    """Ray actors holding the model, started on first use (:meth:`actors`), killed by :meth:`close`."""
+    """The model in the object store and the Ray workers
+    (:func:`~verifier.cluster.ray_session.workers`) that search its shards; connects on
+    first use (:meth:`actors`)."""
 
     def __init__(self, model, address: str | None = LOCAL, workers: int | None = None):
         self.model, self.address, self.workers, self._actors = model, address, workers, None
 
     def actors(self) -> list:
+        """The workers (default: one per CPU of the cluster)."""
         if self._actors is None:
             ray = connect(self.address)
-            count = self.workers or cluster_cpus(ray)
-            remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(BaBActor)
             self.shared = [ray.put(portable_model(self.model))]  # sent by reference with every shard
-            self._actors = [remote.remote() for _ in range(count)]
+            self._actors = workers(ray, self.workers or cluster_cpus(ray))
         return self._actors
 
-    def close(self) -> None:
-        if self._actors is not None:
-            import ray
-
-            for actor in self._actors:
-                ray.kill(actor, no_restart=True)
-            self._actors = None
+    def search(self, actor, region: InputRegion, *args):
+        """Submit :func:`search_on_worker` of one shard to ``actor``; its object reference."""
+        return actor.call.remote(search_on_worker, self.shared, region, *args)
 
 
 def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Deadline, index: int = 0,
@@ -242,7 +226,7 @@ def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Dea
             deadline.check()
             while queue and idle:
                 ((lo, hi), own_slice), actor = queue.pop(0), idle.pop()
-                ref = actor.search.remote(pool.shared, shard(region, lo, hi), index, end_wall, board, own_slice, dtype, device,
+                ref = pool.search(actor, shard(region, lo, hi), index, end_wall, board, own_slice, dtype, device,
                                           options)
                 pending[ref] = (actor, lo, hi)
                 stats.shards += 1
@@ -258,7 +242,8 @@ def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Dea
                 stats.boxes_bounded += bounded
                 stats.exhausted += exhausted
                 if status == "sat":
-                    confirmed = confirm_candidates(pool.model, region, torch.tensor(cex.x, dtype=torch.float64)[None], index)
+                    x = torch.tensor(cex.x, dtype=torch.float64)[None]
+                    confirmed = confirm_candidates(pool.model, region, x, index)
                     if confirmed is not None:
                         return "sat", confirmed
                     unknown = True  # never answered sat without the whole region's confirmation
@@ -330,7 +315,6 @@ def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, 
                         seed=seed, domain_options=domain_options, deadline=deadline)
     finally:
         methods.METHODS["input-split"] = base
-        pool.close()
     if not any("Ray workers" in note for note in result.notes):
         result.notes.append("note: --ray distributes input-split branch-and-bound only; this property was decided "
                             "in this process")

@@ -12,10 +12,11 @@ one ``torch.rand`` of the batch's shape per batch and radius, which is what
 :func:`~verifier_plugins.training.objectives.pgd_attack` draws with one restart). The
 counts are summed and divided by the number of points as there.
 
-Each actor receives the model once (:func:`~verifier.cluster.ray_session.portable_model`
-through the object store) and keeps it for all its batches; a task sends one batch of
-points and the generator states (5 kB per radius) and returns three counts per radius.
-A killed actor is restarted and its batch rerun (``max_restarts``/``max_task_retries``).
+Each worker (:func:`~verifier.cluster.ray_session.workers`) fetches the model once
+(:func:`~verifier.cluster.ray_session.portable_model` through the object store) and keeps
+it for all its batches; a task sends one batch of points and the generator states (5 kB
+per radius) and returns three counts per radius. A killed worker is restarted and its
+batch rerun (``max_restarts``/``max_task_retries``).
 
 This module belongs to the core only by location: it imports the training plugin
 (``verifier_plugins.training``), and only when called.
@@ -25,28 +26,15 @@ from __future__ import annotations
 
 import torch
 
-from .ray_session import LOCAL, cluster_cpus, connect, portable_model, require_ray
-
-MAX_RESTARTS = 4
-MAX_TASK_RETRIES = 2
+from .ray_session import LOCAL, cluster_cpus, connect, model_from, portable_model, require_ray, workers
 
 
-class CertifyActor:
-    """A Ray actor's state: the model, fetched from the object store on the first call
-    (and again after a restart: the reference comes with every call, so the actor holds no
-    constructor argument that a restart could lose)."""
-
-    def __init__(self):
-        self.model, self.key = None, None
-
-    def counts(self, shared: list, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...], states: list[torch.Tensor],
-               domain: str, dtype: torch.dtype, pgd_steps: int, clip, options: dict) -> tuple[int, list, list]:
-        """:func:`batch_counts` of one batch on the model ``shared[0]`` (an object-store reference)."""
-        import ray
-
-        if self.key != shared[0].hex():
-            self.model, self.key = ray.get(shared[0]), shared[0].hex()
-        return batch_counts(self.model, x, y, radii, states, domain, dtype, pgd_steps, clip, options)
+def counts_on_worker(state: dict, shared: list, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...],
+                     states: list[torch.Tensor], domain: str, dtype: torch.dtype, pgd_steps: int, clip,
+                     options: dict) -> tuple[int, list, list]:
+    """In a worker (:class:`~verifier.cluster.ray_session.Worker`): :func:`batch_counts` of one
+    batch on the model ``shared[0]`` (fetched once per worker)."""
+    return batch_counts(model_from(state, shared), x, y, radii, states, domain, dtype, pgd_steps, clip, options)
 
 
 def batch_counts(model, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...], states: list[torch.Tensor],
@@ -118,7 +106,8 @@ def certify_curve_ray(model, x: torch.Tensor, y: torch.Tensor, eps, domain: str 
     if not isinstance(model, verifier.Model):
         raise VerifierInputError(f"model must be a verifier.Model (verifier.load(path)), not {type(model).__name__}")
     radii = check_eps_values("--eps", eps)
-    batch, pgd_steps, seed = check_int("batch", batch, 1), check_int("pgd_steps", pgd_steps, 0), check_seed("seed", seed)
+    batch, pgd_steps = check_int("batch", batch, 1), check_int("pgd_steps", pgd_steps, 0)
+    seed = check_seed("seed", seed)
     if ray_workers is not None:
         check_int("ray_workers", ray_workers, 1)
     if dtype not in (torch.float32, torch.float64):
@@ -138,23 +127,17 @@ def certify_curve_ray(model, x: torch.Tensor, y: torch.Tensor, eps, domain: str 
     from ray.util import ActorPool
 
     starts = list(range(0, len(y), batch))
-    count = min(ray_workers or cluster_cpus(ray), len(starts))
-    remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(CertifyActor)
-    shared = ray.put(portable_model(model))
-    actors = [remote.remote() for _ in range(count)]
+    actors = workers(ray, min(ray_workers or cluster_cpus(ray), len(starts)))
+    shared = [ray.put(portable_model(model))]
     clean, pgd, certified = 0, [0] * len(radii), [0] * len(radii)
-    try:
-        jobs = [(x[s:s + batch], y[s:s + batch], states[i]) for i, s in enumerate(starts)]
-        results = ActorPool(actors).map_unordered(
-            lambda actor, job: actor.counts.remote([shared], job[0], job[1], radii, job[2], domain, dtype, pgd_steps, clip,
-                                                   options), jobs)
-        for c, p, v in results:
-            clean += c
-            pgd = [a + b for a, b in zip(pgd, p)]
-            certified = [a + b for a, b in zip(certified, v)]
-    finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
+    jobs = [(x[s:s + batch], y[s:s + batch], states[i]) for i, s in enumerate(starts)]
+    results = ActorPool(actors).map_unordered(
+        lambda actor, job: actor.call.remote(counts_on_worker, shared, job[0], job[1], radii, job[2], domain, dtype,
+                                             pgd_steps, clip, options), jobs)
+    for c, p, v in results:
+        clean += c
+        pgd = [a + b for a, b in zip(pgd, p)]
+        certified = [a + b for a, b in zip(certified, v)]
     n, kind = len(y), str(dtype).replace("torch.", "")
     return [Certificate(clean / n, pgd[k] / n, certified[k] / n, domain, float(r), n, kind, data)
             for k, r in enumerate(radii)]

@@ -69,3 +69,57 @@ def portable_model(model):
     for _, data in graph.nodes(data=True):
         data.pop(CACHE, None)
     return Model(graph, model.fidelity)
+
+
+MAX_RESTARTS = 4      # a worker process that dies is restarted this many times
+MAX_TASK_RETRIES = 2  # a call whose worker died is run again this many times, then fails with RayActorError
+_POOLS: dict[str, list] = {}  # Ray job id → this driver's workers
+
+
+class Worker:
+    """The one Ray actor class of the cluster paths: runs a module-level function
+    ``fn(state, *args)`` with ``state`` a dict that lives as long as the actor process
+    (loaded models, a vnncomp run's :class:`~verifier.vnncomp.InstanceRunner`, …). A worker
+    is started once per driver process and Ray session and reused by every later
+    ``--ray`` call (process start and imports, seconds, are paid once); a restarted worker
+    starts with an empty state, which every function rebuilds on demand."""
+
+    def __init__(self):
+        self.state: dict = {}
+
+    def call(self, fn, *args):
+        """``fn(state, *args)``."""
+        return fn(self.state, *args)
+
+
+def workers(ray, count: int) -> list:
+    """``count`` :class:`Worker` actors of this driver (one CPU each, named
+    ``verifier-worker-<i>``; ``ray.get_actor`` finds them), started on first use and
+    reused; a worker that dies is restarted (:data:`MAX_RESTARTS`) and its call rerun
+    (:data:`MAX_TASK_RETRIES`)."""
+    pool = _POOLS.setdefault(ray.get_runtime_context().get_job_id(), [])
+    remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(Worker)
+    while len(pool) < count:
+        pool.append(remote.options(name=f"verifier-worker-{len(pool)}").remote())
+    return pool[:count]
+
+
+def retire(ray, actor) -> None:
+    """Drop a worker that died for good from the pool (the next call starts another)."""
+    for pool in _POOLS.values():
+        if actor in pool:
+            pool.remove(actor)
+    ray.kill(actor, no_restart=True)
+
+
+def model_from(state: dict, shared: list):
+    """In a worker: the model behind the object-store reference ``shared[0]`` (a
+    :func:`portable_model`), fetched once per worker process and kept in ``state``."""
+    import ray
+
+    key = ("model", shared[0].hex())
+    if key not in state:
+        for old in [k for k in state if isinstance(k, tuple) and k[0] == "model"]:
+            del state[old]  # one model at a time per worker
+        state[key] = ray.get(shared[0])
+    return state[key]

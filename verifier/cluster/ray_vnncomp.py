@@ -32,36 +32,36 @@ from typing import Iterator
 
 from ..errors import VerifierInputError
 from ..vnncomp import Executor, Instance, InstanceRunner, Outcome, RunSettings, result_name
-from .ray_session import LOCAL, cluster_cpus, connect, require_ray
+from .ray_session import LOCAL, MAX_TASK_RETRIES, cluster_cpus, connect, require_ray, retire, workers as worker_pool
 
-MAX_RESTARTS = 4       # an actor process that dies is restarted this many times
-MAX_TASK_RETRIES = 2   # an instance whose actor died is run again this many times, then written as error
 _RUNS = itertools.count()
 
 
-class InstanceActor:
-    """A Ray actor's state: one :class:`~verifier.vnncomp.InstanceRunner` for the whole run."""
-
-    def __init__(self, settings: RunSettings):
-        self.runner = InstanceRunner(settings)
-        self.result_file = Path(tempfile.mkdtemp(prefix="verifier_ray_result_")) / "result.txt"
-
-    def run(self, instance: Instance) -> tuple[tuple[float, str, float, str], str]:
-        """``((prepare_time s, result, run_time s, message), result file text)`` of one instance."""
-        outcome = self.runner.run(instance, self.result_file)
-        return outcome, self.result_file.read_text()
-
-    def pid(self) -> int:
-        """This actor's process id (for tests and monitoring)."""
-        return os.getpid()
+def run_instance_on_worker(state: dict, key: str, settings: RunSettings,
+                           instance: Instance) -> tuple[tuple[float, str, float, str], str]:
+    """In a worker (:class:`~verifier.cluster.ray_session.Worker`): run ``instance`` with the
+    run's :class:`~verifier.vnncomp.InstanceRunner` (made on the worker's first instance of
+    run ``key``, kept in ``state``); returns ``((prepare_time s, result, run_time s,
+    message), result file text)``."""
+    if key not in state:
+        state[key] = (InstanceRunner(settings), Path(tempfile.mkdtemp(prefix="verifier_ray_result_")) / "result.txt")
+    runner, result_file = state[key]
+    outcome = runner.run(instance, result_file)
+    return outcome, result_file.read_text()
 
 
-def ray_executor(address: str | None = LOCAL, workers: int | None = None,
-                 actor_prefix: str | None = None) -> Executor:
+def end_run_on_worker(state: dict, key: str) -> None:
+    """In a worker: forget run ``key`` (its models, its decompressed files)."""
+    runner, _ = state.pop(key, (None, None))
+    if runner is not None:
+        runner.close()
+
+
+def ray_executor(address: str | None = LOCAL, workers: int | None = None) -> Executor:
     """An executor for :func:`verifier.vnncomp.run_benchmark` that runs the instances on
     Ray: ``address`` as in :func:`~verifier.cluster.ray_session.connect` (``"local"``: start
-    Ray here), ``workers`` actors (default: the cluster's CPUs, at most one per instance),
-    each named ``<actor_prefix><i>`` when a prefix is given (``ray.get_actor`` finds them).
+    Ray here), ``workers`` actors (default: the cluster's CPUs, at most one per instance;
+    :func:`~verifier.cluster.ray_session.workers`).
 
     Checks that ``ray`` is installed now (:class:`~verifier.errors.VerifierInputError`
     otherwise); connects when the run starts, after the benchmark was validated."""
@@ -73,19 +73,19 @@ def ray_executor(address: str | None = LOCAL, workers: int | None = None,
         if not todo:
             return
         ray = connect(address)
-        count = min(workers or cluster_cpus(ray), len(todo))
-        remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(InstanceActor)
-        actors = [(remote.options(name=f"{actor_prefix}{i}") if actor_prefix else remote).remote(settings) for i in range(count)]
+        actors = worker_pool(ray, min(workers or cluster_cpus(ray), len(todo)))
+        key = f"vnncomp-{os.getpid()}-{next(_RUNS)}"
         try:
-            yield from _dispatch(ray, actors, todo, results_dir)
+            yield from _dispatch(ray, actors, todo, results_dir, key, settings)
         finally:
             for actor in actors:
-                ray.kill(actor, no_restart=True)
+                actor.call.remote(end_run_on_worker, key)
 
     return execute
 
 
-def _dispatch(ray, actors: list, todo: list[Instance], results_dir: Path) -> Iterator[Outcome]:
+def _dispatch(ray, actors: list, todo: list[Instance], results_dir: Path, key: str,
+              settings: RunSettings) -> Iterator[Outcome]:
     """Keep one instance in flight per actor; yield each as it finishes (writing its result
     file here). An instance whose actor died more than :data:`MAX_TASK_RETRIES` times is
     yielded as ``error`` and that actor is retired; with every actor retired the run stops
@@ -98,7 +98,7 @@ def _dispatch(ray, actors: list, todo: list[Instance], results_dir: Path) -> Ite
     while queue or pending:
         while queue and idle:
             actor, instance = idle.pop(), queue.pop(0)
-            pending[actor.run.remote(instance)] = (instance, actor)
+            pending[actor.call.remote(run_instance_on_worker, key, settings, instance)] = (instance, actor)
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         instance, actor = pending.pop(ref)
         idle.append(actor)
@@ -107,10 +107,12 @@ def _dispatch(ray, actors: list, todo: list[Instance], results_dir: Path) -> Ite
             outcome, text = ray.get(ref)
         except ray.exceptions.RayError as exc:  # the actor died on every try (or cannot start)
             first = (str(exc).splitlines() or [""])[0][:200]
-            outcome = (0.0, "error", 0.0, f"Ray worker lost {MAX_TASK_RETRIES + 1} times ({type(exc).__name__}: {first})")
+            lost = f"Ray worker lost {MAX_TASK_RETRIES + 1} times ({type(exc).__name__}: {first})"
+            outcome = (0.0, "error", 0.0, lost)
             write_result(target, "error", None)
             idle.remove(actor)
             actors = [a for a in actors if a is not actor]
+            retire(ray, actor)
         else:
             write_atomic(target, text)
         yield instance, outcome
