@@ -5,7 +5,6 @@ the PNG is real, and bad input is refused before any work."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -15,30 +14,14 @@ import pytest
 import torch
 
 import verifier
-import verifier.cli as cli
 from verifier.errors import VerifierInputError
-from verifier.reach import (add_reach_command, directions, halfplane_polygon, parse_input_box, parse_outputs,
-                            polygon_area, polygon_contains, reach_sets, zonotope_polygon)
+from verifier.reach import (directions, halfplane_polygon, parse_input_box, parse_outputs, polygon_area,
+                            polygon_contains, reach_sets, zonotope_polygon)
 
 from cli_helpers import assert_refused, run
 from onnx_builders import GraphBuilder, Reference, save_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def reach_cli(monkeypatch):
-    """The CLI with ``reach`` registered (a no-op once ``verifier/cli.py`` registers it)."""
-    original = cli.build_parser
-
-    def build():
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "reach" not in sub.choices:
-            add_reach_command(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", build)
 
 
 def mlp(tmp_path, seed: int, inputs: int, hidden: list[int], outputs: int, activation: str = "Relu"):
@@ -142,7 +125,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_cli_draws_the_sets(tmp_path, capsys, reach_cli):
+def test_cli_draws_the_sets(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="the reach plot needs matplotlib: pip install -e '.[plots]'")
     path, plot = mlp(tmp_path, 0, 2, [8, 8], 2), tmp_path / "reach.png"
     code, out, err = run(capsys, "reach", path, "--input-box", "-0.5:0.5,0:1", "--plot", plot, "--samples", "2000")
@@ -155,7 +138,7 @@ def test_cli_draws_the_sets(tmp_path, capsys, reach_cli):
     assert png_size(png) == (600, 600) and len(png) > 10_000
 
 
-def test_cli_takes_the_box_from_a_spec(tmp_path, capsys, reach_cli):
+def test_cli_takes_the_box_from_a_spec(tmp_path, capsys):
     path = mlp(tmp_path, 1, 3, [10], 4)
     spec = tmp_path / "p.vnnlib"
     spec.write_text("".join(f"(declare-const X_{i} Real)\n" for i in range(3))
@@ -167,7 +150,7 @@ def test_cli_takes_the_box_from_a_spec(tmp_path, capsys, reach_cli):
     assert out.startswith("outputs Y_1, Y_3: 508 sampled and 64 attacked outputs")
 
 
-def test_cli_bad_input_is_refused_before_any_work(tmp_path, capsys, reach_cli, monkeypatch):
+def test_cli_bad_input_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     two, three = mlp(tmp_path, 0, 2, [4], 2), mlp(tmp_path, 1, 2, [4], 3)
     box = ["--input-box", "0:1,0:1"]
     for argv, words in (([two], ["--input-box", "--spec"]),
