@@ -187,3 +187,27 @@ def test_a_real_ctrl_c_at_any_time_is_never_a_traceback(tmp_path, delay):
     assert err.startswith("error: interrupted by SIGINT"), err
     if out:
         jsonschema.Draft202012Validator(VERIFY_SCHEMA).validate(json.loads(out))
+
+
+def test_a_signal_after_the_verdict_keeps_the_verdict(capsys, monkeypatch, tmp_path):
+    """SIGTERM while the result file is being written: the verdict already reached is what
+    the file and the JSON record say, not ``timeout``."""
+    import verifier.counterexample
+
+    write = verifier.counterexample.write_result
+    calls = []
+
+    def terminated_write(*args, **kwargs):
+        calls.append(args)
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored the second time: the report is being written
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(verifier.counterexample, "write_result", terminated_write)
+    result_file = tmp_path / "result.txt"
+    code, out, err = run(capsys, "verify", SMALL, GOOD_SPEC, "--json", "--result-file", result_file,
+                         "--domain", "box")
+    record = json.loads(out)
+    assert code == 143 and len(calls) == 2, err
+    assert record["result"] in ("sat", "unsat", "unknown") and not any("interrupted" in n for n in record["notes"])
+    assert result_file.read_text().split()[0] == record["result"]
+    assert err.startswith(f"error: interrupted by SIGTERM after the verdict ({record['result']})")

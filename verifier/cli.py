@@ -20,33 +20,12 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping
-from types import SimpleNamespace
 
 from .cli_process import Interrupted, StdoutError, discard_stdout, guarded_stdout, interrupt_of, signals_raised
 from .errors import VerifierInputError
+from .options import DTYPES, key_value_options  # the training plugin imports both from here too
 
 
-class _Dtypes(Mapping):
-    """``--dtype`` name → torch dtype; torch is imported on the first lookup, not with the CLI."""
-
-    NAMES = ("float32", "float64")
-
-    def __getitem__(self, name: str):
-        import torch
-
-        if name not in self.NAMES:
-            raise KeyError(name)
-        return getattr(torch, name)
-
-    def __iter__(self):
-        return iter(self.NAMES)
-
-    def __len__(self) -> int:
-        return len(self.NAMES)
-
-
-DTYPES = _Dtypes()
 MAX_CHECK_VALUES = 250_000_000  # check --samples: values of every IR node × samples (~2 GB in float64)
 
 
@@ -81,49 +60,11 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def key_value_options(pairs: list[str] | None, flag: str = "--domain-option") -> dict:
-    """``key=value`` strings of a repeatable ``flag`` → keyword arguments (numbers parsed,
-    the rest kept as text; :func:`verifier.options.check_domain_options` converts and
-    checks them). Raises :class:`VerifierInputError` for a pair without ``=`` or key."""
-    options = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise VerifierInputError(f"{flag} expects key=value, got '{pair}'")
-        for cast in (int, float):
-            try:
-                options[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            options[key] = value
-    return options
-
-
 def _checked_domain_options(args) -> dict:
     """``--domain`` and ``--domain-option`` checked before any work."""
     from .options import check_domain_options
 
     return check_domain_options(args.domain, key_value_options(args.domain_option))
-
-
-def refuse_unsupported(name: str, graph, flag: str) -> None:
-    """Refuse, before any bound is computed, a model that the domain or complete method
-    ``name`` cannot handle: the nodes its ``supports(graph)`` names (a complete method's
-    whole-network needs included; :func:`verifier.coverage.support`). ``auto`` takes every
-    model (it reports what no method decides as ``unknown``). Raises
-    :class:`VerifierInputError` naming ``flag`` and up to three refused nodes."""
-    from .coverage import checker, support
-
-    found = checker(name)
-    if found is None or name == "auto":
-        return  # unknown names are refused by the option checks
-    missing = support(found, graph)
-    if missing.ok:
-        return
-    what = "decide" if flag == "--method" else "bound"
-    raise VerifierInputError(f"{flag} {name} cannot {what} this model: {missing.describe()}")
 
 
 def _load_with_spec(args, known: dict | None = None):
@@ -140,6 +81,8 @@ def _load_with_spec(args, known: dict | None = None):
     model = load(args.model, check=False, cache=not args.no_cache)
     spec.check_model(model.input_size, model.output_size)
     from .complete.methods import METHODS
+
+    from .coverage import refuse_unsupported
 
     refuse_unsupported(args.domain, model.graph, "--method" if args.domain in METHODS else "--domain")
     if not args.no_fidelity_check:
@@ -206,7 +149,8 @@ def cmd_verify(args) -> int:
     """``verifier verify``: the checks that need no import first (timeout, seed, option
     syntax, ``--result-file``), then the device and options, the model and spec, and the
     search. SIGINT/SIGTERM at any point after those first checks still write the result
-    file and print the ``--json`` record, with the verdict ``timeout`` (:func:`_interrupted_verify`)."""
+    file and print the ``--json`` record, with the verdict ``timeout``
+    (:func:`verifier.cli_results.interrupted_verify`)."""
     from .options import check_seed
     from .outputs import check_not_an_input, check_output_file
 
@@ -218,15 +162,19 @@ def cmd_verify(args) -> int:
         check_output_file(args.result_file, "--result-file")
         check_not_an_input(args.result_file, "--result-file",
                            [("the input model", args.model), ("the input spec", args.spec)])
+    from .proof.cli import check_proof_output
+
+    check_proof_output(args)  # --proof FILE: writable, not an input
     try:
         return _verify(args, timeout, seed, known)
     except Interrupted as exc:
-        return _interrupted_verify(args, timeout, seed, known, exc, time.monotonic() - started)
+        from .cli_results import interrupted_verify
+
+        return interrupted_verify(args, timeout, seed, known, exc, time.monotonic() - started)
 
 
 def _verify(args, timeout: float | None, seed: int, known: dict) -> int:
     """:func:`cmd_verify` after its import-free checks; fills ``known`` as it goes."""
-    from .counterexample import write_result
     from .deadline import Deadline, warm_up
     from .verify import verify
 
@@ -235,80 +183,28 @@ def _verify(args, timeout: float | None, seed: int, known: dict) -> int:
     warm_up(optimizers=False)  # one-time imports before the clock (verify() warms the optimisers it needs)
     deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
     model, spec = _load_with_spec(args, known)
-    load_seconds = known["load"] = deadline.elapsed()
-    result = verify(model, spec, domain=args.domain, deadline=deadline, device=device,
-                    dtype=DTYPES[args.dtype], attack=not args.no_attack, seed=seed,
-                    domain_options=options)
-    if args.result_file is not None:
-        write_result(args.result_file, result.status, result.counterexample)
-    if args.json:
-        print(json.dumps(_verify_json(args, result, timeout, seed, known), allow_nan=False))
-        return 0
-    for note in result.notes:
-        print(note)
-    print(f"time: {result.seconds:.3f} s")
-    print(f"result: {result.status}")
+    known["load"] = deadline.elapsed()  # seconds spent reading the files and checking fidelity
+    if args.ray is not None:  # ray is imported only here (verifier/cluster, the 'cluster' extra)
+        from .cluster.ray_bab import verify_ray as verify
+    from .proof.cli import recorded_verify
+
+    result = recorded_verify(args, len(spec.regions), lambda: verify(
+        model, spec, domain=args.domain, deadline=deadline, device=device, dtype=DTYPES[args.dtype],
+        attack=not args.no_attack, seed=seed, domain_options=options,
+        **({} if args.ray is None else {"address": args.ray})))
+    known["result"] = result  # from here on an interrupt reports this verdict, not timeout
+    from .cli_results import report_verify
+
+    report_verify(args, result, timeout, seed, known)
     return 0
-
-
-def _verify_json(args, result, timeout: float | None, seed: int, known: dict) -> dict:
-    """The ``verify --json`` record (:func:`verifier.records.verify_record`) of ``result``."""
-    from .records import verify_record
-
-    return verify_record(result, model=args.model, spec=args.spec, regions=known["regions"], domain=args.domain,
-                         load_seconds=result.seconds if known["load"] is None else known["load"], timeout=timeout,
-                         result_file=args.result_file, attack=not args.no_attack, seed=seed,
-                         device=known["device"], dtype=args.dtype, domain_options=known["options"],
-                         fidelity_check=not args.no_fidelity_check)
-
-
-INTERRUPTED_VERDICT = "timeout"  # what VNN-COMP records for a run stopped before its answer (run_instance.sh)
-
-
-def _interrupted_verify(args, timeout: float | None, seed: int, known: dict, exc: Interrupted,
-                        seconds: float) -> int:
-    """Report a ``verify`` stopped by SIGINT/SIGTERM after ``seconds``: the result file and
-    the ``--json`` record say :data:`INTERRUPTED_VERDICT` with the note ``interrupted by
-    SIGNAL after S s; no verdict``; stderr gets one ``error:`` line; returns
-    ``exc.exit_code`` (130 / 143). Imports nothing heavy (the signal may have cut an import)."""
-    from .outputs import write_atomic
-
-    note = f"interrupted by {exc.name} after {seconds:.2f} s; no verdict"
-    if args.result_file is not None:
-        write_atomic(args.result_file, f"{INTERRUPTED_VERDICT}\n")
-    if args.json:
-        result = SimpleNamespace(status=INTERRUPTED_VERDICT, counterexample=None, seconds=seconds, notes=[note])
-        print(json.dumps(_verify_json(args, result, timeout, seed, known), allow_nan=False))
-    print(f"error: {note}" + (f" ({args.result_file} says {INTERRUPTED_VERDICT})" if args.result_file else ""),
-          file=sys.stderr)
-    return exc.exit_code
-
-
-def _check_vnncomp_output(args) -> None:
-    """Refuse an ``--output`` that is the benchmark's instances CSV or a model or spec file
-    one of its rows names (as written or with ``.gz``), before anything is written."""
-    from pathlib import Path
-
-    from .outputs import check_not_an_input
-    from .vnncomp import plan_benchmark, read_instances
-
-    plan = plan_benchmark(args.bench_dir, instances_csv=args.instances, timeout_scale=args.timeout_scale,
-                          output=args.output, results_dir=args.results_dir, domain=args.domain,
-                          limit=args.limit)  # validates; writes nothing
-    csv_path = Path(args.instances) if args.instances is not None else plan.bench_dir / "instances.csv"
-    inputs: list[tuple[str, str | os.PathLike]] = [("the benchmark's instances CSV", csv_path)]
-    for instance in read_instances(csv_path, plan.bench_dir):
-        for what, name in (("model", instance.onnx), ("spec", instance.vnnlib)):
-            path = plan.bench_dir / name
-            inputs += [(f"the {what} {name} that {csv_path} lists", candidate)
-                       for candidate in (path, path.with_name(path.name + ".gz")) if candidate.exists()]
-    check_not_an_input(plan.output, "--output", inputs)
 
 
 def cmd_vnncomp(args) -> int:
     from .vnncomp import RESULTS, run_benchmark
 
-    _check_vnncomp_output(args)  # before anything starts or is written
+    from .cli_results import check_vnncomp_output
+
+    check_vnncomp_output(args)  # before anything starts or is written
     executor = None
     if args.ray is not None:  # ray is imported only here (verifier/cluster, the 'cluster' extra)
         from .cluster.ray_vnncomp import ray_executor
@@ -332,7 +228,7 @@ def cmd_report(args) -> int:
     optionally as markdown / HTML files and a cactus plot; exit 1 when one of our answers is
     wrong. Every path is checked before anything is read or written."""
     from .outputs import check_not_an_input, check_output_file, write_atomic
-    from .report import build_report, load_reference, read_results, render_html, render_markdown, render_text
+    from .report import build_report, load_reference, read_all_results, render_html, render_markdown, render_text
 
     outputs = {flag: path for flag, path in (("--markdown", args.markdown), ("--html", args.html),
                                              ("--plot", args.plot)) if path is not None}
@@ -348,13 +244,13 @@ def cmd_report(args) -> int:
                                      f"give each output its own file")
         seen[os.path.realpath(path)] = flag
     if args.plot is not None:
-        from .report_plot import require_matplotlib
+        from .report_plot import check_plot_path
 
-        require_matplotlib("--plot")
+        check_plot_path(args.plot, "--plot")
     if args.bench_root is not None and not os.path.isdir(args.bench_root):
         raise VerifierInputError(f"--bench-root {args.bench_root}: not a folder (it holds <benchmark>/reference.csv)")
     notes: list[str] = []
-    rows = [row for path in args.results for row in read_results(path, notes)]
+    rows = read_all_results(args.results, notes)
     if not rows:
         raise VerifierInputError(f"{', '.join(args.results)}: no result rows (expected "
                                  f"benchmark,onnx,vnnlib,prepare_time,result,run_time lines)")
@@ -475,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (verdict, times, counterexample, per-region notes, what decided; "
                         "schema: docs/outputs.md) instead of text")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="input-split branch-and-bound on a Ray cluster at ADDRESS (alone: a local one with this "
+                        "machine's cores); needs the cluster extra (docs/scale.md)")
+    from .proof.cli import add_check_proof_command, add_proof_argument
+
+    add_proof_argument(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("vnncomp", help="run every instance of a VNN-COMP benchmark folder into a results CSV")
@@ -511,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="OUT.md", help="also write the report as markdown")
     p.add_argument("--html", metavar="OUT.html", help="also write the report as one HTML page")
     p.add_argument("--plot", metavar="OUT.png",
-                   help="write the cactus plot (instances solved vs time) as PNG; needs matplotlib (extra 'plots')")
+                   help="write the cactus plot (instances solved vs time) as PNG, SVG or PDF (by the extension); "
+                        "needs matplotlib (extra 'plots')")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("domains", help="list the installed abstract domains and complete methods")
@@ -519,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ops", help="which domains and complete methods handle each IR op kind")
     p.set_defaults(func=cmd_ops)
+    add_check_proof_command(sub)
+    from .reach_cli import add_reach_command
+
+    add_reach_command(sub)
     add_plugin_commands(sub)
     for command in sub.choices.values():  # --debug after the command too (plugin commands included)
         _add_debug(command, argparse.SUPPRESS)

@@ -117,6 +117,24 @@ def support(checker, graph: nx.DiGraph) -> Support:
     return result
 
 
+def refuse_unsupported(name: str, graph: nx.DiGraph, flag: str) -> None:
+    """Refuse, before any bound is computed, a model (IR ``graph``) that the domain or
+    complete method ``name`` cannot handle: :func:`support` of the graph (refused nodes and
+    a method's whole-network needs), what ``verifier check MODEL --ops`` prints. ``auto``
+    takes every model (what no method decides ends ``unknown``); an unknown name is left to
+    the option checks. Raises :class:`~verifier.errors.VerifierInputError` naming ``flag``
+    and up to three refused nodes."""
+    from .errors import VerifierInputError
+
+    found = checker(name)
+    if found is None or name == "auto":
+        return
+    missing = support(found, graph)
+    if not missing.ok:
+        what = "decide" if flag == "--method" else "bound"
+        raise VerifierInputError(f"{flag} {name} cannot {what} this model: {missing.describe()}")
+
+
 YES, NO, YES_IF_NEEDS = "yes", "-", "yes*"
 
 
@@ -265,4 +283,5 @@ def onnx_ops_table() -> str:
 
 __all__ = ["END", "ONNX_END", "ONNX_START", "START", "Support", "all_domains", "built_in_domains", "checker",
            "checkers", "coverage_cells", "coverage_rows", "domain_transfer", "kind_cell", "method_handles",
-           "model_report", "onnx_ops_table", "op_kinds", "op_table", "registry_report", "support"]
+           "model_report", "onnx_ops_table", "op_kinds", "op_table", "refuse_unsupported", "registry_report",
+           "support"]

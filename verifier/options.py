@@ -12,7 +12,8 @@ constructing the domain once with the options (:func:`check_domain_construction`
 every value is known valid before a model is read or an attack runs.
 
 :func:`check_device`, :func:`check_seed` and :func:`check_samples` are the shared rules
-for ``--device``/``device=``, ``--seed``/``seed=`` and ``--samples``/``samples=``.
+for ``--device``/``device=``, ``--seed``/``seed=`` and ``--samples``/``samples=``;
+:data:`DTYPES` maps ``--dtype`` names to torch dtypes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import inspect
 import math
 import typing
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from .errors import VerifierInputError
@@ -44,6 +46,28 @@ def _split_rules() -> tuple[str, ...]:
     from .complete.input_split import SPLIT_RULES
 
     return SPLIT_RULES
+
+class _Dtypes(Mapping):
+    """``--dtype`` name (``float32``, ``float64``) → torch dtype; torch is imported on the
+    first lookup, so the command line starts (and installs its signal handlers) without it."""
+
+    NAMES = ("float32", "float64")
+
+    def __getitem__(self, name: str):
+        import torch
+
+        if name not in self.NAMES:
+            raise KeyError(name)
+        return getattr(torch, name)
+
+    def __iter__(self):
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+
+DTYPES: Mapping = _Dtypes()  # the bound arithmetic ``--dtype`` selects
 
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes at most a signed 64-bit value
 MAX_SAMPLES = 100_000  # fidelity-check samples run as one batch: bounded to keep memory in reach
@@ -101,6 +125,26 @@ def check_samples(samples, option: str = "samples") -> int:
         raise VerifierInputError(f"{option} must be an integer in [1, {MAX_SAMPLES}] (the samples run as one "
                                  f"batch; more would not fit in memory for typical models), got {samples}")
     return samples
+
+
+def key_value_options(pairs: list[str] | None, flag: str = "--domain-option") -> dict:
+    """``key=value`` strings of a repeatable ``flag`` → keyword arguments (numbers parsed,
+    the rest kept as text; :func:`verifier.options.check_domain_options` converts and
+    checks them). Raises :class:`VerifierInputError` for a pair without ``=`` or key."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise VerifierInputError(f"{flag} expects key=value, got '{pair}'")
+        for cast in (int, float):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = value
+    return options
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
