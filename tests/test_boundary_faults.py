@@ -346,3 +346,13 @@ def test_report_output_that_is_an_input_is_refused(capsys, tmp_path, flag, which
         what = "the input results CSV" if which == "results" else "the --reference CSV"
         assert_refused(code, out, err, f"{flag} {path} is {what}")
     assert named.read_bytes() == before
+
+
+def test_verify_proof_and_result_file_must_differ(capsys, tmp_path):
+    out = tmp_path / "out.txt"
+    link = tmp_path / "link.txt"
+    link.symlink_to(out)
+    for proof in (out, link):
+        code, stdout, err = run(capsys, "verify", SMALL, GOOD_SPEC, "--result-file", out, "--proof", proof)
+        assert_refused(code, stdout, err, f"--proof {proof} is the --result-file; give another path")
+    assert not out.exists()

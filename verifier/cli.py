@@ -165,6 +165,8 @@ def cmd_verify(args) -> int:
     from .proof.cli import check_proof_output
 
     check_proof_output(args)  # --proof FILE: writable, not an input
+    if getattr(args, "proof", None) is not None and args.result_file is not None:
+        check_not_an_input(args.proof, "--proof", [("the --result-file", args.result_file)])
     try:
         return _verify(args, timeout, seed, known)
     except Interrupted as exc:
