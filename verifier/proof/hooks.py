@@ -50,6 +50,8 @@ def record_relu_root(region: int, graph: nx.DiGraph, domain, bounds: dict) -> No
         if t not in position:
             continue
         i = position[t]
+        if i == 0:  # no ReLU below the first: its bounds need no slopes
+            continue
         rows[i] = domain.rows[t][0].detach().cpu().long()
         alphas[i] = [slopes(per, relu, j, 2 * len(rows[i])) for j, (relu, _) in enumerate(order[:i])]
     value = domain.best_final_value

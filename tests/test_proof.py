@@ -1,0 +1,264 @@
+"""Proof certificates (``verify --proof``) and the independent checker (``check-proof``):
+certificates of unsat on small ReLU nets check (input splitting, ReLU splitting, MILP
+parts reported as trusted); every single-value perturbation of one is rejected; the
+checker's arithmetic rounds outward; the checker imports nothing from the search."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import assert_refused, run
+from proof_helpers import certify, read_archive, relu_net, robustness_spec, write_archive
+from verifier.proofcheck.check import ProofRefused, check_proof, covers
+from verifier.proofcheck import rounding
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("proofs")
+
+
+@pytest.fixture(scope="module")
+def input_split(work):
+    """3 inputs, 15 boxes bounded by input splitting."""
+    model = relu_net(work, 0, 3, [10, 10])
+    spec = robustness_spec(work / "in.vnnlib", model, 0, 3, 0.6)
+    status, index = certify(model, spec, str(work / "in.proof"), "input-split")
+    assert status == "unsat" and index["certified"]
+    return model, spec, str(work / "in.proof")
+
+
+@pytest.fixture(scope="module")
+def relu_split(work):
+    """8 inputs, two hidden layers of 20: α-CROWN leaves disjuncts open, β-CROWN splits
+    (hundreds of subdomains, some closed with nonzero β)."""
+    model = relu_net(work, 4, 8, [20, 20])
+    spec = robustness_spec(work / "relu.vnnlib", model, 4, 8, 0.15)
+    status, index = certify(model, spec, str(work / "relu.proof"), "relu-split")
+    assert status == "unsat" and index["certified"]
+    return model, spec, str(work / "relu.proof")
+
+
+def _leaf_disjunct(arrays):
+    return next(k for k in arrays if k.endswith(".signs")).rsplit(".", 1)[0]
+
+
+def test_input_split_certificate_checks(input_split):
+    report = check_proof(*input_split)
+    assert report.valid, report.message
+    assert report.message == "proof valid" and report.leaves > 1 and not report.trusted
+    index, arrays = read_archive(input_split[2])
+    assert index["regions"][0]["kind"] == "box-tree" and (arrays["r0.tree.dim"] >= 0).sum() == report.leaves - 1
+
+
+def test_relu_split_certificate_checks(relu_split):
+    report = check_proof(*relu_split)
+    assert report.valid, report.message
+    assert report.leaves > 100
+    # subdomains with every ReLU fixed that an LP closed are named, not re-derived
+    assert all("closed by a HiGHS LP" in item for item in report.trusted)
+    index, arrays = read_archive(relu_split[2])
+    entry = index["regions"][0]
+    assert entry["kind"] == "relu-split" and entry["intermediate"]  # α-CROWN's intermediate slopes are recorded
+    key = _leaf_disjunct(arrays)
+    every = np.concatenate([arrays[f"{key}.signs"], arrays.get(f"{key}.trusted", np.zeros((0, 40), np.int8))])
+    assert covers(every) and not covers(every[1:])
+
+
+def test_milp_parts_are_reported_as_trusted(work, relu_split):
+    model, spec, _ = relu_split
+    status, index = certify(model, spec, str(work / "milp.proof"), "milp")
+    assert status == "unsat"
+    report = check_proof(model, spec, str(work / "milp.proof"))
+    assert report.valid, report.message
+    assert report.trusted and all("HiGHS" in t for t in report.trusted)
+
+
+def test_covers_is_an_exact_case_split():
+    full = np.array([[1, 0, 0], [-1, 1, 0], [-1, -1, 1], [-1, -1, -1]], np.int8)
+    assert covers(full)
+    for i in range(len(full)):
+        assert not covers(np.delete(full, i, 0))
+    assert covers(np.zeros((1, 3), np.int8)) and not covers(np.zeros((0, 3), np.int8))
+    assert covers(np.array([[1, 1], [1, -1], [-1, 0]], np.int8))  # splits in another order
+    assert not covers(np.array([[1, 1], [-1, -1]], np.int8))
+
+
+def _perturbed(source: str, target: Path, change) -> str:
+    index, arrays = read_archive(source)
+    change(index, arrays)
+    return write_archive(str(target), index, arrays)
+
+
+def _set(arrays, key, where, value):
+    a = arrays[key].copy()
+    a[where] = value
+    arrays[key] = a
+
+
+def _inner(values: np.ndarray):
+    """The first entry strictly inside (0, 1) (a slope the optimiser moved)."""
+    hits = np.argwhere((values > 1e-3) & (values < 1 - 1e-3))
+    assert len(hits), "no optimised slope to perturb"
+    return tuple(hits[0])
+
+
+def _positive(values: np.ndarray):
+    hits = np.argwhere(values > 1e-6)
+    assert len(hits), "no multiplier to perturb"
+    return tuple(hits[0])
+
+
+INPUT_SPLIT_PERTURBATIONS = {
+    "a split turned into a leaf": lambda i, a: _set(a, "r0.tree.dim", 0, -1),
+    "a leaf dropped": lambda i, a: _set(a, "r0.tree.right", 0, -1),
+    "a split point moved off its box": lambda i, a: _set(a, "r0.tree.mid", 0, 10.0),
+    "a leaf's bound raised": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
+                                             a["r0.tree.claims"][~np.isnan(a["r0.tree.claims"])][0] + 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPUT_SPLIT_PERTURBATIONS))
+def test_input_split_perturbations_are_rejected(work, input_split, name):
+    model, spec, proof = input_split
+    bad = _perturbed(proof, work / f"in-{name.replace(' ', '_')}.proof", INPUT_SPLIT_PERTURBATIONS[name])
+    report = check_proof(model, spec, bad)
+    assert not report.valid and report.message.startswith("proof invalid: region 0"), report.message
+
+
+def _drop_leaf(index, arrays):
+    key = _leaf_disjunct(arrays)
+    for name in ("signs", "alpha", "beta", "lower"):
+        arrays[f"{key}.{name}"] = arrays[f"{key}.{name}"][1:]
+    d = int(key.rsplit(".d", 1)[1])
+    next(item for item in index["regions"][0]["disjuncts"] if item["index"] == d)["leaves"] -= 1
+
+
+def _leaf(name):
+    def change(index, arrays):
+        key = f"{_leaf_disjunct(arrays)}.{name}"
+        if name == "alpha":
+            _set(arrays, key, _inner(arrays[key]), 50.0)
+        elif name == "beta":
+            where = _positive(arrays[key])
+            _set(arrays, key, where, arrays[key][where] * 100 + 10)
+        elif name == "lower":
+            _set(arrays, key, (0, 0), arrays[key][0, 0] + 1.0)
+        else:  # a split sign flipped
+            where = tuple(np.argwhere(arrays[key] != 0)[0])
+            _set(arrays, key, where, -arrays[key][where])
+    return change
+
+
+def _root_claim(index, arrays):
+    l, u = arrays["r0.claims.l1"], arrays["r0.claims.u1"]
+    j = int(np.argmax((l < 0) & (u > 0)))
+    _set(arrays, "r0.claims.l1", j, (l[j] + u[j]) / 2)
+
+
+def _inter_slope(index, arrays):
+    t = index["regions"][0]["intermediate"][-1]
+    key = f"r0.inter{t}.alpha0"
+    _set(arrays, key, _inner(arrays[key]), -50.0)
+
+
+RELU_SPLIT_PERTURBATIONS = {
+    "a leaf dropped": _drop_leaf,
+    "a leaf's slope": _leaf("alpha"),
+    "a leaf's split multiplier": _leaf("beta"),
+    "a leaf's bound raised": _leaf("lower"),
+    "a leaf's split sign flipped": _leaf("signs"),
+    "a root intermediate bound tightened": _root_claim,
+    "an intermediate pass's slope": _inter_slope,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELU_SPLIT_PERTURBATIONS))
+def test_relu_split_perturbations_are_rejected(work, relu_split, name):
+    model, spec, proof = relu_split
+    bad = _perturbed(proof, work / f"relu-{name.replace(' ', '_')}.proof", RELU_SPLIT_PERTURBATIONS[name])
+    report = check_proof(model, spec, bad)
+    assert not report.valid and report.message.startswith("proof invalid: region 0"), report.message
+
+
+def test_a_certificate_for_another_model_or_spec_is_refused(work, input_split, relu_split):
+    with pytest.raises(ProofRefused, match="certifies the model"):
+        check_proof(relu_split[0], input_split[1], input_split[2])
+    with pytest.raises(ProofRefused, match="certifies the spec"):
+        check_proof(input_split[0], relu_split[1], input_split[2])
+    (work / "junk.proof").write_bytes(b"not a zip")
+    with pytest.raises(ProofRefused, match="not a proof certificate"):
+        check_proof(*input_split[:2], str(work / "junk.proof"))
+
+
+def test_other_activations_are_not_certified(work):
+    model = relu_net(work, 3, 3, [6], activation="Sigmoid")
+    spec = robustness_spec(work / "sig.vnnlib", model, 3, 3, 0.01)
+    status, index = certify(model, spec, str(work / "sig.proof"), "auto")
+    assert status == "unsat" and not index["certified"]
+    assert any("Sigmoid" in reason for reason in index["uncertified"])
+    report = check_proof(model, spec, str(work / "sig.proof"))
+    assert not report.valid and "Sigmoid" in report.message
+
+
+def test_cli_verify_proof_and_check_proof(work, input_split, capsys):
+    model, spec, _ = input_split
+    proof = work / "cli.proof"
+    code, out, err = run(capsys, "verify", model, spec, "--method", "input-split", "--proof", proof, "--no-cache")
+    assert code == 0 and "result: unsat" in out and f"proof: {proof}" in out, (out, err)
+    code, out, err = run(capsys, "check-proof", model, spec, proof)
+    assert code == 0 and out.strip().endswith("proof valid"), (out, err)
+    bad = _perturbed(str(proof), work / "cli-bad.proof", INPUT_SPLIT_PERTURBATIONS["a split turned into a leaf"])
+    code, out, err = run(capsys, "check-proof", model, spec, bad)
+    assert code == 1 and "proof invalid: region 0" in out
+    other = shutil.copy(model, work / "other.onnx")
+    Path(other).write_bytes(Path(model).read_bytes() + b"\0")
+    assert_refused(*run(capsys, "check-proof", other, spec, proof), "certifies the model")
+    assert_refused(*run(capsys, "verify", model, spec, "--proof", work / "no" / "such" / "dir.proof"), "--proof")
+
+
+def test_outward_rounding_encloses_exact_values():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 40)) * 10.0 ** rng.integers(-8, 8, size=(3, 40))
+    b = rng.normal(size=(40, 5))
+    exact = [[sum(Fraction(x) * Fraction(y) for x, y in zip(a[i], b[:, j])) for j in range(5)] for i in range(3)]
+    lo, hi = rounding.matmul_down(a, b), rounding.matmul_up(a, b)
+    for i in range(3):
+        for j in range(5):
+            assert Fraction(lo[i, j]) <= exact[i][j] <= Fraction(hi[i, j])
+    t = a[0]
+    exact_sum = sum(Fraction(x) for x in t)
+    assert Fraction(rounding.sum_down(t)) <= exact_sum <= Fraction(rounding.sum_up(t))
+    x, y = a[1], a[2]
+    for k in range(40):
+        product = Fraction(x[k]) * Fraction(y[k])
+        assert Fraction(rounding.mul_down(x[k], y[k])) <= product <= Fraction(rounding.mul_up(x[k], y[k]))
+    tiny = np.array([5e-324, -5e-324, 1e-310])
+    assert np.all(rounding.down(tiny) < tiny) and np.all(rounding.up(tiny) > tiny)
+
+
+ALLOWED = {"__future__", "numpy", "onnx", "json", "hashlib", "zipfile", "io", "ctypes", "re", "contextlib", "typing",
+           "time", "dataclasses", "math"}
+
+
+def test_the_checker_imports_nothing_from_the_search():
+    for path in sorted((REPO / "verifier" / "proofcheck").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 1:
+                    continue  # the checker's own modules
+                names = [("." * node.level) + (node.module or "")]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in ALLOWED or name == "..spec", f"{path.name} imports {name}"
