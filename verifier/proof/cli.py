@@ -38,6 +38,15 @@ def recorded_verify(args, regions: int, run: Callable[[], object]):
     path = getattr(args, "proof", None)
     if path is None:
         return run()
+    result, line = recorded(path, args.model, args.spec, regions, run)
+    print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+    return result
+
+
+def recorded(path: str, model_path: str, spec_path: str, regions: int, run: Callable[[], object]):
+    """``(run(), line)``: the verification run with a recorder active, its certificate
+    written to ``path`` when the verdict is ``unsat`` (``vnncomp --proofs DIR`` calls this
+    per instance), and one line saying what was written."""
     from .record import ProofRecorder, recording
     from .writer import build_certificate, write_certificate
 
@@ -45,16 +54,12 @@ def recorded_verify(args, regions: int, run: Callable[[], object]):
     with recording(recorder):
         result = run()
     if result.status != "unsat":
-        line = f"proof: not written (the verdict is {result.status}; only unsat has a certificate)"
-    else:
-        index, arrays = build_certificate(recorder, args.model, args.spec, regions, result.status)
-        size = write_certificate(path, index, arrays)
-        if index["certified"]:
-            line = f"proof: {path} ({size / 1e6:.2f} MB; check it with `verifier check-proof`)"
-        else:
-            line = f"proof: {path} says the verdict is uncertified: {'; '.join(index['uncertified'])}"
-    print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
-    return result
+        return result, f"proof: not written (the verdict is {result.status}; only unsat has a certificate)"
+    index, arrays = build_certificate(recorder, model_path, spec_path, regions, result.status)
+    size = write_certificate(path, index, arrays)
+    if index["certified"]:
+        return result, f"proof: {path} ({size / 1e6:.2f} MB; check it with `verifier check-proof`)"
+    return result, f"proof: {path} says the verdict is uncertified: {'; '.join(index['uncertified'])}"
 
 
 def cmd_check_proof(args) -> int:
