@@ -38,7 +38,7 @@ from ..ops.relaxation import RELAXATIONS
 from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation, softmax_alpha_init
 from . import register_domain
 from .backward import BackwardDomain, BackwardPass, relaxed
-from .patches import patch_form
+from .patches import needs_grad, patch_form
 
 MCCORMICK_MIX = 0.5  # CROWN's weight of the first lower / upper plane (α-CROWN starts here)
 
@@ -59,12 +59,16 @@ def crown_affine(domain, context: BackwardPass, n: str, lam: torch.Tensor):
 def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """``Λ⁺ a_l + Λ⁻ a_u`` and ``Λ⁺·b_l + Λ⁻·b_u`` (lines per spec row when α is per row)."""
     rel = context.lines(n)
-    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
     a_l, b_l, a_u, b_u = rel
     if a_l.dim() == lam.dim() - 1:  # shared by the rows: (B, *S) → (B, 1, *S)
         a_l, a_u = a_l.unsqueeze(1), a_u.unsqueeze(1)
     if b_l.dim() == lam.dim() - 1:
         b_l, b_u = b_l.unsqueeze(1), b_u.unsqueeze(1)
+    if not needs_grad(lam, *rel):  # the same values, each line picked by the sign of Λ (fewer passes)
+        up = lam >= 0
+        constant = (lam * torch.where(up, b_l, b_u)).reshape(*lam.shape[:2], -1).sum(-1)
+        return [lam * torch.where(up, a_l, a_u)], constant
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)  # under autograd: clamp's gradient at Λ = 0 (α-CROWN)
     constant = (pos * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
     return [pos * a_l + neg * a_u], constant
 

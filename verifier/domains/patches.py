@@ -136,26 +136,20 @@ class _Rows:
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` ``(B, C, H, W)`` (shared by the rows) or ``(B, R, C, H, W)`` (one per row)
-        at each row's window: ``(B, R, C, K₀, K₁)``, zero outside the grid."""
+        at each row's window: ``(B, R, C, K₀, K₁)``, zero outside the grid. Shared ones are
+        cut into the target's ``H_t·W_t`` windows once (``unfold``), then each row copies its own."""
+        (k0, k1), (s0, s1), _, _, (th, tw) = self.geometry
         top, bottom, left, right = self.geometry.pads()
         padded = F.pad(t, (left, right, top, bottom))
         B, R = self.loc.shape
         C = t.shape[-3]
-        index = self.index(C)
         if t.dim() == 4:
-            out = padded.reshape(B, -1).gather(1, index.reshape(B, -1))
+            padded = padded[..., :(th - 1) * s0 + k0, :(tw - 1) * s1 + k1]
+            cols = F.unfold(padded, (k0, k1), stride=(s0, s1)).transpose(1, 2).contiguous()  # (B, H_t·W_t, C·K₀·K₁)
+            out = cols[torch.arange(B, device=t.device)[:, None], self.loc]
         else:
-            out = padded.reshape(B, R, -1).gather(2, index)
-        return out.reshape(B, R, C, *self.geometry.kernel)
-
-    def gather_by_sign(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """``pos`` where a row's value is ≥ 0, ``neg`` where it is < 0, each ``(B, C, H, W)``
-        shared by the rows, at the windows (one gather of the two stacked)."""
-        top, bottom, left, right = self.geometry.pads()
-        B, R = self.loc.shape
-        both = F.pad(torch.stack([pos, neg], 1), (left, right, top, bottom)).reshape(B, -1)
-        index = self.index(pos.shape[1]) + (self.values < 0).reshape(B, R, -1) * (both.shape[1] // 2)
-        return both.gather(1, index.reshape(B, -1)).reshape(self.values.shape)
+            out = padded.reshape(B, R, -1).gather(2, self.index(C))
+        return out.reshape(B, R, C, k0, k1)
 
     def dense(self, shape: tuple) -> torch.Tensor:
         """The windows scattered into dense coefficients ``(B, R, *shape)``."""
@@ -245,7 +239,7 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows, torch.Tensor] | None:
     """CROWN's elementwise rule on the windows, ``Λ⁺a_l + Λ⁻a_u``; with per-row slopes α,
     the bounds and α are gathered first and the lines computed on the windows only.
-    Without autograd each line is picked by the sign of ``Λ`` in one gather; under
+    Without autograd each line is picked by the sign of ``Λ``; under
     autograd the rule is the dense one's, ``clamp`` for clamp, so that its gradient at
     ``Λ = 0`` is the same too. ``None`` where the lines have another layout."""
     grid = _grid_shape(shape)
@@ -273,7 +267,8 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
             return None
         v = rows.values  # entries outside the grid meet zero lines there
         if not needs_grad(v, *lines):
-            slope, offset = rows.gather_by_sign(lines[0], lines[2]), rows.gather_by_sign(lines[1], lines[3])
+            up = v >= 0  # the same values as below, each line picked by the sign of Λ
+            slope, offset = (torch.where(up, rows.gather(lo), rows.gather(hi)) for lo, hi in (lines[::2], lines[1::2]))
             return _Rows(v * slope, rows.loc, rows.geometry), (v * offset).reshape(B, R, -1).sum(-1)
         windows = [rows.gather(t) for t in lines]
     a_l, b_l, a_u, b_u = windows
