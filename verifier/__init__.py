@@ -21,7 +21,26 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"  # before the imports below: verifier.ir.cache keys entries by it
 
-from .api import Model, compute_bounds, load  # noqa: E402
 from .errors import VerifierInputError  # noqa: E402
+
+_API = ("Model", "compute_bounds", "load")
+
+
+def __getattr__(name: str):
+    """``Model``, ``compute_bounds`` and ``load`` import :mod:`verifier.api` (and torch) on first
+    use, and a submodule (``verifier.ops``, …) on first access (PEP 562), so that
+    :mod:`verifier.cli` installs its signal handlers before the seconds-long torch import."""
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 __all__ = ["Model", "VerifierInputError", "compute_bounds", "load"]
