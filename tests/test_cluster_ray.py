@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -265,3 +267,26 @@ def test_verify_ray_gives_the_single_process_verdict(cluster, random_net):
     assert result.status == verify(model, spec, domain="input-split", attack=False, timeout=60).status == "sat"
     assert any("Ray workers" in note for note in result.notes)
     assert float(result.counterexample.y[0]) >= top - 0.03
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+def test_ray_flag_without_the_extra_is_one_error_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    bench = make_bench(tmp_path / "tiny", broken=False)
+    assert main(["vnncomp", str(bench), "--output", str(tmp_path / "out.csv"), "--ray"]) == 2
+    err = capsys.readouterr().err
+    assert err == 'error: --ray needs the cluster extra: pip install -e ".[cluster]"\n'
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_unreachable_address_is_refused_before_any_work(tmp_path):
+    """In a fresh process (no Ray session): an address where no cluster answers, or that
+    is not an address, is one error line, exit 2, and no output file."""
+    bench = make_bench(tmp_path / "tiny", broken=False)
+    for address, words in (("127.0.0.1:1", "no Ray cluster answers"), ("nonsense", "not an address")):
+        done = subprocess.run([sys.executable, "-m", "verifier.cli", "vnncomp", str(bench), "--output",
+                               str(tmp_path / "out.csv"), "--ray", address], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2 and done.stderr.startswith(f"error: --ray {address}: {words}")
+        assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "out.csv").exists()

@@ -40,7 +40,7 @@ import torch
 
 from ..deadline import Deadline, Timeout
 from ..spec.model import InputRegion
-from .ray_session import LOCAL, cluster_cpus, connect, model_from, portable_model, require_ray, workers
+from .ray_session import LOCAL, check_address, cluster_cpus, connect, model_from, portable_model, require_ray, workers
 
 POLL_S = 0.05          # a worker asks the board whether to stop at most this often
 SLICE_S = 1.0          # a shard searched this long is handed back for splitting while workers idle
@@ -258,10 +258,13 @@ def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Dea
         return ("unknown" if unknown else "unsat"), None
     finally:
         board.halt.remote()
-        if pending:  # the workers stop within a poll; count those the broadcast stopped
+        if pending:  # the workers stop within a poll; count their boxes and those the broadcast stopped
             for ref in ray.wait(list(pending), num_returns=len(pending), timeout=10)[0]:
                 with contextlib.suppress(ray.exceptions.RayError):
-                    stats.stopped += ray.get(ref)[0] == "stopped"
+                    status, _, bounded, exhausted = ray.get(ref)
+                    stats.stopped += status == "stopped"
+                    stats.boxes_bounded += bounded
+                    stats.exhausted += exhausted
         ray.kill(board)
 
 
@@ -303,6 +306,7 @@ def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, 
     from ..verify import verify
 
     require_ray()
+    check_address(address)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         from ..errors import VerifierInputError
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .ray_session import LOCAL, cluster_cpus, connect, model_from, portable_model, require_ray, workers
+from .ray_session import LOCAL, check_address, cluster_cpus, connect, model_from, portable_model, require_ray, workers
 
 
 def counts_on_worker(state: dict, shared: list, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...],
@@ -103,6 +103,7 @@ def certify_curve_ray(model, x: torch.Tensor, y: torch.Tensor, eps, domain: str 
     from verifier_plugins.training.validation import DataError, check_arrays, check_domain, check_int, check_seed
 
     require_ray()
+    check_address(ray_address)
     if not isinstance(model, verifier.Model):
         raise VerifierInputError(f"model must be a verifier.Model (verifier.load(path)), not {type(model).__name__}")
     radii = check_eps_values("--eps", eps)

@@ -37,6 +37,7 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+    check_address(address)
     try:
         if address in (None, "", LOCAL):
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **quiet)
@@ -48,6 +49,36 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None):
                                  f"`ray start --head` and give its address (HOST:PORT, auto or ray://HOST:10001), "
                                  f"or give --ray alone for a local one") from None
     return ray
+
+
+def check_address(address: str | None, seconds: float = 10.0) -> None:
+    """Refuse (:class:`VerifierInputError`) a ``--ray`` address that is neither ``local``
+    (or ``None``), ``auto``, nor a ``HOST:PORT`` / ``ray://HOST:PORT`` where something accepts
+    a TCP connection within ``seconds`` (``ray.init`` would retry an unreachable address for
+    minutes). A session already open in this process is reused whatever the address."""
+    import socket
+
+    if address in (None, "", LOCAL, "auto") or is_connected():
+        return
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise VerifierInputError(f"--ray {address}: not an address; give HOST:PORT of a head started with "
+                                 f"`ray start --head`, auto, ray://HOST:10001, or --ray alone for a local cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise VerifierInputError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+                                 f"with `ray start --head` and give its address, or --ray alone for a local "
+                                 f"cluster") from None
+
+
+def is_connected() -> bool:
+    """Whether this process has a Ray session open (without importing ``ray`` otherwise)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def cluster_cpus(ray) -> int:

@@ -1,13 +1,14 @@
 """``verifier vnncomp BENCH --ray [ADDRESS]``: a benchmark's instances as Ray actor tasks.
 
-One actor per worker CPU holds an :class:`~verifier.vnncomp.InstanceRunner` (a
-:class:`~verifier.vnncomp.ModelCache`: each model imported once per actor, through the
-on-disk IR cache, and reused by every instance of it that actor runs). The driver keeps one
-instance in flight per actor, takes the results as they finish (:func:`ray.wait`) and hands
-them to :func:`verifier.vnncomp.run_benchmark`, which appends the CSV rows (one atomic write
-each, in the order the instances finish) and moves the progress bar, exactly as in a
-single-process run; the actor sends back each result file's text and the driver writes it
-into ``--results-dir``, so only the driver writes output files.
+Each worker (:func:`~verifier.cluster.ray_session.workers`, one actor per CPU) holds for
+the run an :class:`~verifier.vnncomp.InstanceRunner`: a
+:class:`~verifier.vnncomp.ModelCache` (each model imported once per worker, through the
+on-disk IR cache, and reused by every instance of it that worker runs). The driver keeps
+one instance in flight per worker, takes the results as they finish (:func:`ray.wait`) and
+hands them to :func:`verifier.vnncomp.run_benchmark`, which appends the CSV rows (one
+atomic write each, in the order the instances finish) and moves the progress bar, exactly
+as in a single-process run; the worker sends back each result file's text and the driver
+writes it into ``--results-dir``, so only the driver writes output files.
 
 Failures: an actor whose process dies (killed, out of memory, a lost node) is restarted by
 Ray (``max_restarts``) and the instance it was running is run again
@@ -16,8 +17,9 @@ written as ``error``. A row is written only when its instance has finished, so a
 instance is never lost or written twice; a killed driver leaves complete rows that
 ``--resume`` keeps (the CSV's done-set) while the rest run again.
 
-Over the network go the run settings (once per actor), each instance's two paths and
-timeout, and back the four numbers/words of its row and its result file's text. Model
+Over the network go, per instance, the run settings (a few hundred bytes) and the
+instance's two paths and timeout, and back the four values of its row and its result
+file's text. Model
 and spec files are read by the workers from ``BENCH`` itself: on a cluster of several
 machines it must be on a shared file system (the same path on every node).
 """
@@ -32,7 +34,8 @@ from typing import Iterator
 
 from ..errors import VerifierInputError
 from ..vnncomp import Executor, Instance, InstanceRunner, Outcome, RunSettings, result_name
-from .ray_session import LOCAL, MAX_TASK_RETRIES, cluster_cpus, connect, require_ray, retire, workers as worker_pool
+from .ray_session import (LOCAL, MAX_TASK_RETRIES, check_address, cluster_cpus, connect, require_ray, retire,
+                          workers as worker_pool)
 
 _RUNS = itertools.count()
 
@@ -66,6 +69,7 @@ def ray_executor(address: str | None = LOCAL, workers: int | None = None) -> Exe
     Checks that ``ray`` is installed now (:class:`~verifier.errors.VerifierInputError`
     otherwise); connects when the run starts, after the benchmark was validated."""
     require_ray()
+    check_address(address)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise VerifierInputError(f"workers must be a whole number >= 1, not {workers!r}")
 
