@@ -162,15 +162,17 @@ def relu_term(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndar
 
 def interval_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Bounds | None = None,
                     upto: int | None = None) -> Bounds:
-    """IBP bounds of every chain node ``v_0 … v_upto`` for boxes ``(B, n_0)``, intersected
-    with ``known`` (sound bounds of the same nodes, e.g. a parent box's) node by node."""
+    """IBP bounds of every chain node ``v_0 … v_upto`` for boxes ``(B, n_0)``, each then
+    intersected with ``known`` (sound bounds of the same nodes, e.g. a parent box's). The
+    propagation itself does not use ``known``: the verifier's cascade does the same, and
+    CROWN's adaptive slopes depend on which entries look crossing, so matching it keeps
+    the re-derived bounds equal to the certificate's claims."""
     upto = len(net.ops) if upto is None else upto
     out = [(lower, upper)]
     for i in range(upto):
-        l, u = ibp_step(net, i, *out[-1])
-        if known is not None:
-            l, u = np.maximum(l, known[i + 1][0]), np.minimum(u, known[i + 1][1])
-        out.append((l, u))
+        out.append(ibp_step(net, i, *out[-1]))
+    if known is not None:
+        out = [(np.maximum(l, kl), np.minimum(u, ku)) for (l, u), (kl, ku) in zip(out, known)]
     return out
 
 
@@ -219,9 +221,6 @@ def crown_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Boun
             if extra and r in extra:
                 rows, slopes = extra[r]
                 refine(net, bounds, node, rows, Relaxation({**shape, **(shapes or {})}, alpha=slopes))
-            for i in range(node, len(net.ops)):  # IBP again above the tightened node
-                l2, u2 = ibp_step(net, i, *bounds[i])
-                bounds[i + 1] = (np.maximum(l2, bounds[i + 1][0]), np.minimum(u2, bounds[i + 1][1]))
         shape[r] = bounds[node]
     return bounds
 
