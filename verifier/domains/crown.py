@@ -64,10 +64,15 @@ def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
         a_l, a_u = a_l.unsqueeze(1), a_u.unsqueeze(1)
     if b_l.dim() == lam.dim() - 1:
         b_l, b_u = b_l.unsqueeze(1), b_u.unsqueeze(1)
-    if not needs_grad(lam, *rel):  # the same values, each line picked by the sign of Λ (fewer passes)
-        up = lam >= 0
-        constant = (lam * torch.where(up, b_l, b_u)).reshape(*lam.shape[:2], -1).sum(-1)
-        return [lam * torch.where(up, a_l, a_u)], constant
+    if not needs_grad(lam, *rel):  # the same values in fewer passes: one slope (dual LP), zero b_l (ReLU)
+        neg = lam.clamp(max=0)
+        if rel[0] is rel[2]:
+            lam_x = lam * a_l
+        else:
+            lam_x = torch.where(lam >= 0, a_l, a_u) * lam
+        if b_l.shape[1] == 1 and not bool(b_l.any()):
+            return [lam_x], dot(neg, b_u.squeeze(1)) if b_u.shape[1] == 1 else _bias_dot(neg, b_u)
+        return [lam_x], (lam.clamp(min=0) * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
     pos, neg = lam.clamp(min=0), lam.clamp(max=0)  # under autograd: clamp's gradient at Λ = 0 (α-CROWN)
     constant = (pos * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
     return [pos * a_l + neg * a_u], constant

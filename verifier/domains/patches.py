@@ -135,21 +135,26 @@ class _Rows:
         return self._index
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` ``(B, C, H, W)`` (shared by the rows) or ``(B, R, C, H, W)`` (one per row)
-        at each row's window: ``(B, R, C, K₀, K₁)``, zero outside the grid. Shared ones are
-        cut into the target's ``H_t·W_t`` windows once (``unfold``), then each row copies its own."""
+        """``t`` ``(B, *E, C, H, W)`` (shared by the rows; ``E`` extra leading axes, e.g. a
+        stack of lines) or ``(B, R, C, H, W)`` with ``per_row`` at each row's window:
+        ``(B, R, *E, C, K₀, K₁)``, zero outside the grid."""
         (k0, k1), (s0, s1), _, _, (th, tw) = self.geometry
         top, bottom, left, right = self.geometry.pads()
-        padded = F.pad(t, (left, right, top, bottom))
-        B, R = self.loc.shape
-        C = t.shape[-3]
-        if t.dim() == 4:
-            padded = padded[..., :(th - 1) * s0 + k0, :(tw - 1) * s1 + k1]
-            cols = F.unfold(padded, (k0, k1), stride=(s0, s1)).transpose(1, 2).contiguous()  # (B, H_t·W_t, C·K₀·K₁)
-            out = cols[torch.arange(B, device=t.device)[:, None], self.loc]
-        else:
-            out = padded.reshape(B, R, -1).gather(2, self.index(C))
-        return out.reshape(B, R, C, k0, k1)
+        padded = F.pad(t, (left, right, top, bottom)).contiguous()
+        B = padded.shape[0]
+        lead, (hp, wp) = padded.shape[1:-2], padded.shape[-2:]
+        strides = padded.stride()
+        # every window of the target's grid as a strided view, then each row copies its own
+        windows = padded.as_strided((B, th, tw, *lead, k0, k1),
+                                    (strides[0], s0 * wp, s1, *strides[1:-2], wp, 1))
+        return windows[torch.arange(B, device=t.device)[:, None], self.loc // tw, self.loc % tw]
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` ``(B, R, C, H, W)`` (one per row) at each row's window ``(B, R, C, K₀, K₁)``."""
+        top, bottom, left, right = self.geometry.pads()
+        B, R, C = t.shape[:3]
+        out = F.pad(t, (left, right, top, bottom)).reshape(B, R, -1).gather(2, self.index(C))
+        return out.reshape(B, R, C, *self.geometry.kernel)
 
     def dense(self, shape: tuple) -> torch.Tensor:
         """The windows scattered into dense coefficients ``(B, R, *shape)``."""
@@ -237,11 +242,13 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows, torch.Tensor] | None:
-    """CROWN's elementwise rule on the windows, ``Λ⁺a_l + Λ⁻a_u``; with per-row slopes α,
-    the bounds and α are gathered first and the lines computed on the windows only.
-    Without autograd each line is picked by the sign of ``Λ``; under
-    autograd the rule is the dense one's, ``clamp`` for clamp, so that its gradient at
-    ``Λ = 0`` is the same too. ``None`` where the lines have another layout."""
+    """CROWN's elementwise rule on the windows, ``Λ⁺a_l + Λ⁻a_u`` and ``Σ Λ⁺b_l + Λ⁻b_u``;
+    with per-row slopes α, the bounds and α are gathered first and the lines computed on
+    the windows only. Without autograd the four lines are gathered in one copy and each
+    picked by the sign of ``Λ`` (equal slopes — the dual LP's — and zero lower offsets —
+    ReLU's — skip theirs); under autograd the rule is the dense one's, clamp for clamp,
+    so that its gradient at ``Λ = 0`` is the same too. ``None`` where the lines have
+    another layout."""
     grid = _grid_shape(shape)
     B, R = rows.loc.shape
     alpha = context.free(n)
@@ -257,19 +264,27 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
         node = context.graph.nodes[n]
         flat = lambda t: t.reshape(B, -1)  # noqa: E731  (entries of every window, elementwise)
         lines = RELAXATIONS[node["kind"]].lines(node, flat(rows.gather(l)), flat(rows.gather(u)),
-                                                alpha=flat(rows.gather(alpha)).unsqueeze(1), policy=context.policy)
+                                                alpha=flat(rows.gather_rows(alpha)).unsqueeze(1),
+                                                policy=context.policy)
         if any(t.numel() != v.numel() for t in lines):
             return None
         windows = [t.reshape(v.shape) for t in lines]
     else:
-        lines = [_per_row_or_shared(t, B, R, grid) for t in context.lines(n)]
+        lines = context.lines(n)
+        same_slope = lines[0] is lines[2]
+        lines = [_per_row_or_shared(t, B, R, grid) for t in lines]
         if any(t is None or t.dim() != 4 for t in lines):
             return None
         v = rows.values  # entries outside the grid meet zero lines there
         if not needs_grad(v, *lines):
-            up = v >= 0  # the same values as below, each line picked by the sign of Λ
-            slope, offset = (torch.where(up, rows.gather(lo), rows.gather(hi)) for lo, hi in (lines[::2], lines[1::2]))
-            return _Rows(v * slope, rows.loc, rows.geometry), (v * offset).reshape(B, R, -1).sum(-1)
+            a_l, b_l, a_u, b_u = lines
+            zero_low = not bool(b_l.any())
+            stack = [a_l] + ([] if same_slope else [a_u]) + [b_u] + ([] if zero_low else [b_l])
+            w = rows.gather(torch.stack(stack, 1)).unbind(2)
+            up = v >= 0
+            slope = w[0] if same_slope else torch.where(up, w[0], w[1])
+            offset = v.clamp(max=0) * w[-1] if zero_low else v * torch.where(up, w[-1], w[-2])
+            return _Rows(v * slope, rows.loc, rows.geometry), offset.reshape(B, R, -1).sum(-1)
         windows = [rows.gather(t) for t in lines]
     a_l, b_l, a_u, b_u = windows
     pos, neg = v.clamp(min=0), v.clamp(max=0)
