@@ -277,13 +277,36 @@ def decide_linear(model, region, region_index, disjunct, engine: BetaCrown, dom:
         found, cex = milp_disjunct(model, region, disjunct, {n: (l[i:i + 1], u[i:i + 1]) for n, (l, u) in bounds.items()},
                                    region_index, dtype=engine.lam.dtype, device=str(engine.lam.device), restricted=True)
         stats.exhausted += 1
-        if found == "unsat":
-            record_trusted_leaves(engine, disjunct, {z: s[i:i + 1] for z, s in dom.splits.items()})
+        if found == "unsat" and getattr(engine, "proof_region", None) is not None:
+            _record_linear_leaf(engine, region, disjunct, dom.select(torch.tensor([i], device=dom.lb.device)))
         if found == "sat":
             return found, cex
         if found == "unknown":
             verdict = "unknown"
     return verdict, None
+
+
+PROOF_ITERATIONS = 200  # β steps that try to re-derive an LP-closed leaf for its certificate
+
+
+def _record_linear_leaf(engine: BetaCrown, region: InputRegion, disjunct: int, dom: Subdomains) -> None:
+    """``verify --proof``: an LP closed subdomain ``dom`` (every ReLU fixed). With every
+    ReLU fixed the β-CROWN bound is the Lagrangian dual of that LP, so enough β steps
+    reach a bound that closes it: then it is recorded as an ordinary leaf (its α, β
+    re-derivable); otherwise as trusted to HiGHS."""
+    conj = region.disjuncts[disjunct]
+    b = conj.b.to(engine.lam)
+    strict = None if conj.strict is None else conj.strict.reshape(-1).to(dtype=torch.bool)
+    steps = engine.iterations
+    try:
+        engine.iterations = PROOF_ITERATIONS
+        bounded, _ = engine.bound(dom, _threshold(b, None if strict is None else strict.to(b.device)))
+    finally:
+        engine.iterations = steps
+    if bool(refuted_rows(bounded.lb.double().cpu(), b.double().cpu(), None if strict is None else strict.cpu()).any()):
+        record_relu_leaves(engine, disjunct, bounded)
+    else:
+        record_trusted_leaves(engine, disjunct, dom.splits)
 
 
 def _merge_bounded(parts):
