@@ -41,9 +41,14 @@ batches as ``t · (B / B_prev)^k`` with the measured exponent ``k`` (1.5 when on
 smaller batch is known, clamped to [1, 2]): the backward domains scale super-linearly in
 the batch here, as they bound the union over the batch of the unstable neurons.
 
+4. ``anchors``: the nets and inputs of ``../shared/anchors`` (``--anchors``) on which
+   auto_LiRPA and convex_adversarial were timed, our times beside their recorded ones as
+   ratios (:mod:`anchor_cases`; skipped, with a message, when the folder is absent).
+
 Usage (from the repository root)::
 
     python benchmarks/domains_speed.py [--quick] [--threads N] [--markdown PATH]
+    python benchmarks/domains_speed.py --models anchors --threads 2   # the anchors only
     python benchmarks/domains_speed.py --max-call-s 0      # everything, batch 100 included (slow)
 """
 
@@ -63,13 +68,16 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the anchors were timed; read when OpenMP starts
 
-import verifier
-from verifier.datasets import load_mnist
-from verifier.domains import available_domains
+import torch  # noqa: E402
+
+import verifier  # noqa: E402
+from verifier.datasets import load_mnist  # noqa: E402
+from verifier.domains import available_domains  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import anchor_cases  # noqa: E402  (the peers' nets and times)
 from bounds_speed import calibrate, sync, time_block  # noqa: E402  (shared timing helpers)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +86,7 @@ CONV_MODEL = REPO_ROOT / "models" / "mnist_small.onnx"
 FC_MODEL = Path("mnist_fc") / "onnx" / "mnist-net_256x6.onnx"  # under the bench dir
 DOMAINS = ("box", "deepz", "crown", "crown-ibp", "alpha-crown", "dual-lp")
 DOMAIN_OPTIONS = {"alpha-crown": {"iterations": 20}}
-MODELS = ("conv", "fc", "oval21")
+MODELS = ("conv", "fc", "oval21", "anchors")
 DEFAULT_EXPONENT = 1.5
 FORWARD_BLOCKS = 5  # forward blocks at the start of each (model, batch), before the domains'
 
@@ -342,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="batch sizes 1 and 10 only")
     p.add_argument("--domains", default=",".join(DOMAINS), help="comma-separated domains (default: %(default)s)")
     p.add_argument("--models", default=",".join(MODELS),
-                   help="which of conv, fc, oval21 to run (default: %(default)s)")
+                   help="which of conv, fc, oval21, anchors to run (default: %(default)s)")
+    p.add_argument("--anchors", default=str(anchor_cases.DEFAULT_ANCHORS),
+                   help="folder of the bound-speed anchors (default: %(default)s)")
     p.add_argument("--eps", type=float, default=0.02, help="box half-width, clamped to [0, 1] (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test-image permutation (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=7, help="most timed blocks per case (default: %(default)s)")
@@ -473,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(f"| {label} | {batch} | {domain} | {fmt_ms(t)}{note} | {t / t_fwd:,.1f} | {width:.4g} |")
                     print(rows[-1], flush=True)
 
+    anchor_lines: list[str] = []
+    if "anchors" in models:
+        anchor_lines, found = anchor_cases.run(Path(args.anchors), batches,
+                                               [d for d in domains if d in anchor_cases.DOMAINS])
+        problems += found
     elapsed = time.perf_counter() - t_start
 
     out = ["", "\n".join(rows)]
@@ -516,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         path = Path(args.markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + "\n" + "\n".join(out) + "\n")
+        anchor_block = ["\n".join(anchor_lines)] if anchor_lines else []
+        path.write_text(header + "\n" + "\n".join(out[:2] + anchor_block + out[2:]) + "\n")
         print(f"report written to {path}")
     return 1 if problems else 0
 
