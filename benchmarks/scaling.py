@@ -19,7 +19,7 @@ Prints one table (markdown) for ``docs/scale.md``. The numbers are wall-clock ti
 whatever machine runs it: on a shared or loaded machine they are noisy.
 
     python benchmarks/scaling.py                     # everything, ~5 minutes on 2 cores
-    python benchmarks/scaling.py --skip ddp --instances 10
+    python benchmarks/scaling.py --skip ddp --skip bab --first 60   # the 20 first 256x6 instances
 """
 
 from __future__ import annotations
@@ -38,25 +38,30 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "benchmarks" / "vnncomp"
 
 
-def vnncomp_rates(bench: Path, count: int, scale: float, workers: list[int]) -> list[tuple[str, float, str]]:
-    """Instances per second, one process and on each number of Ray workers."""
+def vnncomp_rates(bench: Path, first: int, count: int, scale: float,
+                  workers: list[int]) -> list[tuple[str, float, str]]:
+    """Instances per second over rows ``first .. first + count - 1`` of ``instances.csv``,
+    one process and on each number of Ray workers."""
     from verifier.cluster.ray_vnncomp import ray_executor
     from verifier.vnncomp import run_benchmark
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        lines = (bench / "instances.csv").read_text().splitlines()[first:first + count]
+        chosen = Path(tmp) / "instances.csv"
+        chosen.write_text("\n".join(lines) + "\n")
+        common = dict(instances_csv=chosen, timeout_scale=scale, progress=False)
         # warm-up (not timed): the IR cache, one-time imports here and in the workers
-        run_benchmark(bench, output=Path(tmp) / "warm.csv", limit=max(workers), timeout_scale=scale, progress=False)
-        run_benchmark(bench, output=Path(tmp) / "warm.csv", limit=max(workers), timeout_scale=scale, progress=False,
-                      executor=ray_executor(workers=max(workers)))
+        run_benchmark(bench, output=Path(tmp) / "warm.csv", limit=max(workers), **common)
+        run_benchmark(bench, output=Path(tmp) / "warm.csv", limit=max(workers),
+                      executor=ray_executor(workers=max(workers)), **common)
         for label, executor in [("one process, 1 thread", None)] + [(f"{n} Ray worker(s)", ray_executor(workers=n))
                                                                      for n in workers]:
             start = time.perf_counter()
-            _, counts = run_benchmark(bench, output=Path(tmp) / f"{len(rows)}.csv", limit=count, timeout_scale=scale,
-                                      progress=False, executor=executor)
+            _, counts = run_benchmark(bench, output=Path(tmp) / f"{len(rows)}.csv", executor=executor, **common)
             seconds = time.perf_counter() - start
             summary = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-            rows.append((f"vnncomp {bench.name}, {count} instances, {label}", count / seconds,
+            rows.append((f"vnncomp {bench.name} rows {first + 1}-{first + len(lines)}, {label}", len(lines) / seconds,
                          f"inst/s ({seconds:.1f} s; {summary})"))
     return rows
 
@@ -154,8 +159,8 @@ def ddp_rates(steps: int) -> list[tuple[str, float, str]]:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             log = launch(1, out=os.path.join(tmp, f"one{threads}"), **kwargs)["log"]
-            rows.append((f"DDP crown-ibp-a ibp, 1 process × {threads} thread(s)", steps * batch / log[0]["train_seconds"],
-                         "samples/s"))
+            rows.append((f"DDP crown-ibp-a ibp, 1 process × {threads} thread(s)",
+                         steps * batch / log[0]["train_seconds"], "samples/s"))
         log = launch(2, out=os.path.join(tmp, "two"), **kwargs)["log"]
         rows.append(("DDP, 2 gloo processes × 1 thread", steps * batch / log[0]["train_seconds"], "samples/s"))
     return rows
@@ -165,6 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, default=SHARED / "mnist_fc")
     parser.add_argument("--instances", type=int, default=20)
+    parser.add_argument("--first", type=int, default=0, help="first instances.csv row (0-based; 60: the 256x6 net)")
     parser.add_argument("--timeout-scale", type=float, default=0.05)
     parser.add_argument("--bab-bench", type=Path, default=SHARED / "acasxu")
     parser.add_argument("--bab-onnx", default="onnx/ACASXU_run2a_5_8_batch_2000.onnx")
@@ -186,7 +192,7 @@ def main() -> None:
     if "overhead" not in args.skip:
         rows += ray_overheads(args.bab_bench, args.bab_onnx, args.bab_vnnlib)
     if "vnncomp" not in args.skip:
-        rows += vnncomp_rates(args.bench, args.instances, args.timeout_scale, [1, 2])
+        rows += vnncomp_rates(args.bench, args.first, args.instances, args.timeout_scale, [1, 2])
     if "bab" not in args.skip:
         rows += bab_rates(args.bab_bench, args.bab_onnx, args.bab_vnnlib, args.bab_seconds, [1, 2])
     if "ddp" not in args.skip:
