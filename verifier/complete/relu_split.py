@@ -67,9 +67,10 @@ def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dty
         domain = AlphaCrownDomain(iterations=iterations)
     lam = domain.spec_rows(graph, lower, C.to(lower))
     best, bounds = domain.optimise(graph, lower, upper, lam)
-    if recording:
+    if recording:  # the search starts from bounds the certificate can re-derive
         from ..proof.hooks import record_relu_root
 
+        bounds, best = domain.reproducible(graph, lower, upper, lam)
         record_relu_root(region_index, graph, domain, bounds)
     return bounds, best[0]
 

@@ -7,6 +7,13 @@ kept bound are what a checker needs to re-derive it, so :class:`RecordingAlphaCr
 pass and keeps, per row, the slopes of the best step so far: ``best_inter[t][relu]``
 ``(B, 2R, *S)`` for the ``R`` tightened entries of pre-activation ``t`` (lower rows, then
 upper rows) and ``best_final[relu]`` ``(B, k, *S)``.
+
+A kept bound came from a step whose other bounds (and so its relaxations' lines) differ
+from the final ones, and CROWN-style bounds are not monotone in those, so the kept bounds
+are not exactly re-derivable. :meth:`RecordingAlphaCrown.reproducible` therefore
+recomputes, once, the bounds that the recorded slopes give in one layer-by-layer pass
+(IBP ∩ the first CROWN pass ∩ the recorded passes) and the final bound on them: the
+certificate claims these, and the search under ``--proof`` starts from them.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ class RecordingAlphaCrown(AlphaCrownDomain):
         self.best_final: dict = {}
         self.best_final_value: torch.Tensor | None = None
         self._relus: list[str] = []
+        self.initial: dict | None = None
+        self._replaying = False
 
     def _intermediate_slopes(self, graph, bounds, lower):
         rows, inner = super()._intermediate_slopes(graph, bounds, lower)
@@ -41,7 +50,9 @@ class RecordingAlphaCrown(AlphaCrownDomain):
 
     def intermediate_bounds(self, graph, lower, upper, alpha=None, rows=None, per_target=False, known=None):
         out = super().intermediate_bounds(graph, lower, upper, alpha, rows, per_target, known)
-        if per_target and alpha and rows:
+        if alpha is None and self.initial is None:
+            self.initial = {n: (l.detach().clone(), u.detach().clone()) for n, (l, u) in out.items()}
+        if per_target and alpha and rows and not self._replaying:
             with torch.no_grad():
                 for t, index in rows.items():
                     if t not in self.best_inter or t not in alpha:
@@ -62,7 +73,7 @@ class RecordingAlphaCrown(AlphaCrownDomain):
 
     def final_pass(self, graph, lower, upper, lam, bounds, alpha=None, visit=None):
         value = super().final_pass(graph, lower, upper, lam, bounds, alpha, visit)
-        if alpha:
+        if alpha and not self._replaying:
             with torch.no_grad():
                 current = value.detach()
                 if self.best_final_value is None:
@@ -77,3 +88,19 @@ class RecordingAlphaCrown(AlphaCrownDomain):
                     old = self.best_final.get(n)
                     self.best_final[n] = a.clone() if old is None else torch.where(mask, a, old)
         return value
+
+    def reproducible(self, graph, lower, upper, lam):
+        """The bounds the recorded slopes give (class docstring): intermediate bounds (node →
+        ``(l, u)``) and the final lower bounds ``(B, k)``."""
+        self._replaying = True
+        try:
+            with torch.no_grad():
+                inner = {t: dict(per) for t, per in self.best_inter.items()}
+                bounds = self.intermediate_bounds(graph, lower, upper, inner or None, self.rows or None,
+                                                  bool(inner), self.initial)
+                alpha = {n: a for n, a in self.best_final.items()}
+                final = self.final_pass(graph, lower, upper, lam, bounds, alpha or None)
+        finally:
+            self._replaying = False
+        self.best_final_value = final
+        return bounds, final

@@ -219,22 +219,31 @@ def crossing_rows(l: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def crown_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Bounds | None = None,
-                 extra: dict | None = None, shapes: dict | None = None) -> Bounds:
+                 extra: dict | None = None) -> Bounds:
     """Bounds of every chain node: IBP (∩ ``known``), then each pre-activation's crossing
-    entries (in any box of the batch) tightened by the Lagrangian bound with CROWN's
-    adaptive multipliers, layer by layer (CROWN's intermediate bounds, Zhang et al. 2018,
-    §3.3). ``extra[r] = (rows (R,), {r': slopes (B, 2R, n_r')})``: also tighten ReLU ``r``'s
-    input entries ``rows`` with those slopes (α-CROWN's intermediate passes), their lines
-    built from ``shapes`` (ReLU → bounds; default the bounds found here)."""
+    entries tightened by the Lagrangian bound with CROWN's adaptive multipliers, layer by
+    layer (CROWN's intermediate bounds, Zhang et al. 2018, §3.3).
+
+    ``extra[r] = (rows (R,), {r': slopes (B, 2R, n_r')})``: α-CROWN's recorded
+    intermediate passes. As the verifier replays them
+    (:meth:`~verifier.proof.alpha_record.RecordingAlphaCrown.reproducible`), a second pass
+    starts from IBP ∩ those CROWN bounds and tightens ReLU ``r``'s input entries ``rows``
+    with the slopes, layer by layer, the lines built from this pass's bounds."""
     bounds = interval_bounds(net, lower, upper, known)
     relus = net.relu_inputs
     shape = {}
     for r, node in enumerate(relus):
         if node > 0:
             _refine_crossing(net, bounds, node, shape)
-            if extra and r in extra:
-                rows, slopes = extra[r]
-                refine(net, bounds, node, rows, Relaxation({**shape, **(shapes or {})}, alpha=slopes))
+        shape[r] = bounds[node]
+    if not extra:
+        return bounds
+    bounds = interval_bounds(net, lower, upper, bounds)
+    shape = {}
+    for r, node in enumerate(relus):
+        if r in extra:
+            rows, slopes = extra[r]
+            refine(net, bounds, node, rows, Relaxation(dict(shape), alpha=slopes))
         shape[r] = bounds[node]
     return bounds
 
