@@ -132,7 +132,8 @@ def run(anchors: Path, batches: list[int], domains: list[str], repeats: int = 5)
                     problems.append(f"{net} batch {batch} {domain}: {problem}")
                 anchor = recorded.get((net, batch, domain))
                 ratio = "—" if anchor is None else f"{seconds * 1e3 / anchor:.2f}"
-                mark = "" if anchor is None or domain == "box" else (" ✓" if seconds * 1e3 / anchor <= TARGET else " ✗")
+                mark = "" if anchor is None or domain == "box" else \
+                    (" ✓" if seconds * 1e3 / anchor <= TARGET else " ✗")
                 print(f"| {net} | {batch} | {domain} | {seconds * 1e3:,.1f}{' ⚠' if problem else ''} | "
                       f"{'—' if anchor is None else f'{anchor:,.1f}'} | {ratio}{mark} |", flush=True)
     print(f"(✓/✗: ours / anchor ≤ {TARGET}; load average {os.getloadavg()[0]:.2f} at the end)", flush=True)

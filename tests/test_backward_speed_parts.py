@@ -100,7 +100,19 @@ def counted(monkeypatch):
 
 @pytest.mark.parametrize("name", list(NETS))
 @pytest.mark.parametrize("domain", ["crown", "dual-lp"])
-def test_patch_passes_equal_dense_passes(tmp_path, name, domain, dense, counted):
+@pytest.mark.parametrize("layout", ["chosen rows", "all rows"])
+def test_patch_passes_equal_dense_passes(tmp_path, name, domain, layout, dense, counted, monkeypatch):
+    """Both layouts: one window per chosen row, or all of a convolution's entries with one
+    window per location (what the passes use when most entries are asked for)."""
+    monkeypatch.setattr(backward, "ALL_ROWS_FRACTION", 2.0 if layout == "chosen rows" else 0.0)
+    if layout == "all rows":
+        real, calls = patches.patch_bound_all, counted
+
+        def counting(*args, **kwargs):
+            calls[0] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(backward, "patch_bound_all", counting)
     convs, act, head = NETS[name]
     if domain == "dual-lp" and act not in ("Relu", [None, "Relu", "Relu"]):
         pytest.skip("the dual LP handles ReLU networks only")
@@ -154,3 +166,24 @@ def test_patch_pass_with_per_row_slopes_equals_dense(tmp_path, name, dense, coun
     torch.testing.assert_close(fast[1], slow[1], rtol=TOL, atol=TOL)
     for a, b in zip(fast[2], slow[2]):
         torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("ci,co,k,s,p,d,g,size", [
+    (1, 16, 4, 2, 1, 1, 1, 28), (3, 8, 3, 2, 1, 1, 1, 9), (2, 5, 5, 3, 2, 1, 1, 11), (4, 6, 2, 2, 0, 1, 1, 8),
+    (1, 3, 3, 1, 1, 1, 1, 7), (16, 32, 4, 2, 1, 1, 1, 14), (4, 4, 3, 2, 1, 2, 1, 10), (4, 6, 3, 1, 1, 1, 2, 6),
+    (1, 2, (3, 2), 2, 0, 1, 1, 9),
+])
+def test_conv_adjoint_equals_convolution_backward(ci, co, k, s, p, d, g, size):
+    """The dense conv adjoint (sub-pixel convolution onto few channels, channels-last
+    transposed convolution otherwise) equals torch's convolution_backward."""
+    from verifier.ops.conv import conv2d_transpose_map
+
+    k0, k1 = (k, k) if isinstance(k, int) else k
+    gen = torch.Generator().manual_seed(ci * 100 + co)
+    weight = torch.randn((co, ci // g, k0, k1), dtype=F64, generator=gen)
+    x = torch.randn((1, ci, size, size), dtype=F64, generator=gen)
+    out = torch.nn.functional.conv2d(x, weight, None, s, p, d, g)
+    lam = torch.randn((5, *out.shape[1:]), dtype=F64, generator=gen)
+    got = conv2d_transpose_map(lam, weight, (s, s), (p, p), (d, d), g, (size, size))
+    want = torch.nn.grad.conv2d_input((5, ci, size, size), weight, lam, s, p, d, g)
+    torch.testing.assert_close(got, want, rtol=TOL, atol=TOL)

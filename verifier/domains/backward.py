@@ -30,10 +30,11 @@ from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS, Lines
 from .base import Domain
 from .box import BoxDomain
-from .patches import patch_bound, patchable
+from .patches import patch_bound, patch_bound_all, patchable, window_entries
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
+ALL_ROWS_FRACTION = 0.5  # a convolution's entries are all bounded, in patch form, when this many are asked for
 
 
 class Relaxed(NamedTuple):
@@ -213,6 +214,10 @@ class BackwardDomain(Domain):
         chunk = max(1, MAX_ENTRIES // max(1, 2 * batch * widest))
         per_row = alpha is not None and any(a.shape[1] == 2 * R and R > 0 for a in alpha.values())
         patches = patchable(self, graph, node_id)
+        if patches and not per_row and R >= ALL_ROWS_FRACTION * math.prod(shape):
+            found = self._all_rows(graph, node_id, index, lower, upper, bounds, alpha)
+            if found is not None:
+                return found
         lbs, ubs = [], []
         for start in range(0, R, chunk):
             part = index[:, start:start + chunk]
@@ -230,6 +235,28 @@ class BackwardDomain(Domain):
             lbs.append(both[:, : part.shape[1]])
             ubs.append(-both[:, part.shape[1]:])
         return torch.cat(lbs, 1), torch.cat(ubs, 1)
+
+    def _all_rows(self, graph: nx.DiGraph, node_id: str, index: torch.Tensor, lower: torch.Tensor,
+                  upper: torch.Tensor, bounds: Bounds, alpha: dict | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:meth:`bound_rows` for most of a convolution's entries: all of them in patch form
+        (:func:`~verifier.domains.patches.patch_bound_all`, samples in chunks), then the
+        asked ones; ``None`` where that form does not reach the input."""
+        window = window_entries(self, graph, node_id)
+        if window is None:
+            return None
+        n = math.prod(graph.nodes[node_id]["shape"])
+        step = max(1, MAX_ENTRIES // (2 * n * window))
+        lbs, ubs = [], []
+        for start in range(0, lower.shape[0], step):
+            part = slice(start, start + step)
+            context = BackwardPass(graph, {m: (l[part], u[part]) for m, (l, u) in bounds.items()}, self.policy,
+                                   None if alpha is None else {m: a[part] for m, a in alpha.items()})
+            found = patch_bound_all(self, graph, node_id, context, lower[part], upper[part], self.norm)
+            if found is None:
+                return None
+            lbs.append(found[0])
+            ubs.append(found[1])
+        return torch.cat(lbs).gather(1, index), torch.cat(ubs).gather(1, index)
 
     # --- the final pass -------------------------------------------------------------
     def spec_rows(self, graph: nx.DiGraph, lower: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:

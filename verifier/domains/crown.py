@@ -70,8 +70,9 @@ def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
             lam_x = lam * a_l
         else:
             lam_x = torch.where(lam >= 0, a_l, a_u) * lam
+        # the offsets summed as below (same rounding: α-CROWN's steps meet these bounds as near-ties)
         if b_l.shape[1] == 1 and not bool(b_l.any()):
-            return [lam_x], dot(neg, b_u.squeeze(1)) if b_u.shape[1] == 1 else _bias_dot(neg, b_u)
+            return [lam_x], (neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
         return [lam_x], (lam.clamp(min=0) * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
     pos, neg = lam.clamp(min=0), lam.clamp(max=0)  # under autograd: clamp's gradient at Λ = 0 (α-CROWN)
     constant = (pos * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)

@@ -99,11 +99,19 @@ def _conv_attrs(node: dict) -> tuple | None:
 
 
 class _Rows:
-    """The windows of every row at the current node, with the index that gathers them."""
+    """The rows' windows at the current node, in groups that share a location:
+    ``values`` ``(B, G, M, C, K₀, K₁)`` (``M`` rows per group), ``loc`` ``(B, G)`` the
+    groups' locations in the target's grid. One row per group when the rows are chosen
+    neurons; every channel and sign of a location when they are all neurons."""
 
     def __init__(self, values: torch.Tensor, loc: torch.Tensor, geometry: Geometry, clean: bool = True):
         self.values, self.loc, self.geometry, self.is_clean = values, loc, geometry, clean
         self._index = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(B, G, M)``."""
+        return tuple(self.values.shape[:3])
 
     def clean(self) -> torch.Tensor:
         """The values with the entries outside the grid (on a convolution's zero padding,
@@ -115,12 +123,12 @@ class _Rows:
                 ys = ((self.loc // tw) * s0 - p0).unsqueeze(-1) + torch.arange(k0, device=device)
                 xs = ((self.loc % tw) * s1 - p1).unsqueeze(-1) + torch.arange(k1, device=device)
                 inside = ((ys >= 0) & (ys < h)).unsqueeze(-1) & ((xs >= 0) & (xs < w)).unsqueeze(-2)
-                self.values = self.values * inside.unsqueeze(2)
+                self.values = self.values * inside[:, :, None, None]
             self.is_clean = True
         return self.values
 
     def index(self, channels: int) -> torch.Tensor:
-        """Flat positions ``(B, R, C·K₀·K₁)`` of each row's window in the padded
+        """Flat positions ``(B, G, C·K₀·K₁)`` of each group's window in the padded
         ``(C, H_p, W_p)`` grid."""
         if self._index is None:
             (k0, k1), (s0, s1), _, (h, w), (_, tw) = self.geometry
@@ -136,35 +144,42 @@ class _Rows:
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` ``(B, *E, C, H, W)`` (shared by the rows; ``E`` extra leading axes, e.g. a
-        stack of lines) or ``(B, R, C, H, W)`` with ``per_row`` at each row's window:
-        ``(B, R, *E, C, K₀, K₁)``, zero outside the grid."""
+        stack of lines) at each group's window: ``(B, G, 1, *E, C, K₀, K₁)``, zero outside
+        the grid."""
         (k0, k1), (s0, s1), _, _, (th, tw) = self.geometry
         top, bottom, left, right = self.geometry.pads()
         padded = F.pad(t, (left, right, top, bottom)).contiguous()
-        B = padded.shape[0]
-        lead, (hp, wp) = padded.shape[1:-2], padded.shape[-2:]
+        B, G = self.loc.shape
+        lead, wp = padded.shape[1:-2], padded.shape[-1]
         strides = padded.stride()
-        # every window of the target's grid as a strided view, then each row copies its own
-        windows = padded.as_strided((B, th, tw, *lead, k0, k1),
-                                    (strides[0], s0 * wp, s1, *strides[1:-2], wp, 1))
-        return windows[torch.arange(B, device=t.device)[:, None], self.loc // tw, self.loc % tw]
+        # every window of the target's grid as a strided view, copied once; then each group takes its own
+        windows = padded.as_strided((B, th, tw, *lead, k0, k1), (strides[0], s0 * wp, s1, *strides[1:-2], wp, 1))
+        windows = windows.reshape(B * th * tw, -1)
+        if G != th * tw or not self.every_location:
+            rows = (torch.arange(B, device=t.device)[:, None] * (th * tw) + self.loc).reshape(-1)
+            windows = windows.index_select(0, rows)
+        return windows.reshape(B, G, 1, *lead, k0, k1)
+
+    every_location = False  # the groups are the target's locations in order (no selection needed)
 
     def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` ``(B, R, C, H, W)`` (one per row) at each row's window ``(B, R, C, K₀, K₁)``."""
+        """``t`` ``(B, G, C, H, W)`` (one per row, ``M = 1``) at each row's window
+        ``(B, G, 1, C, K₀, K₁)``."""
         top, bottom, left, right = self.geometry.pads()
-        B, R, C = t.shape[:3]
-        out = F.pad(t, (left, right, top, bottom)).reshape(B, R, -1).gather(2, self.index(C))
-        return out.reshape(B, R, C, *self.geometry.kernel)
+        B, G, C = t.shape[:3]
+        out = F.pad(t, (left, right, top, bottom)).reshape(B, G, -1).gather(2, self.index(C))
+        return out.reshape(B, G, 1, C, *self.geometry.kernel)
 
     def dense(self, shape: tuple) -> torch.Tensor:
-        """The windows scattered into dense coefficients ``(B, R, *shape)``."""
+        """The windows scattered into dense coefficients ``(B, G·M, *shape)``."""
         C, H, W = _grid_shape(shape)
         top, bottom, left, right = self.geometry.pads()
-        B, R = self.loc.shape
-        flat = self.values.new_zeros((B, R, C * (H + top + bottom) * (W + left + right)))
-        flat = flat.scatter(2, self.index(C), self.values.reshape(B, R, -1))
-        grid = flat.reshape(B, R, C, H + top + bottom, W + left + right)[..., top:top + H, left:left + W]
-        return grid.reshape(B, R, *shape)
+        B, G, M = self.shape
+        flat = self.values.new_zeros((B, G, M, C * (H + top + bottom) * (W + left + right)))
+        index = self.index(C).unsqueeze(2).expand(B, G, M, -1)
+        flat = flat.scatter(3, index, self.values.reshape(B, G, M, -1))
+        grid = flat.reshape(B, G * M, C, H + top + bottom, W + left + right)[..., top:top + H, left:left + W]
+        return grid.reshape(B, G * M, *shape)
 
 
 WINDOW_MATRIX_ENTRIES = 1 << 22  # a convolution's window map is a matrix up to this size (else conv_transpose)
@@ -194,33 +209,42 @@ def _window_matrix(node: dict, shape: tuple, like: torch.Tensor) -> torch.Tensor
 def _conv_step(rows: _Rows, node: dict, in_shape: tuple, start: torch.Tensor | None = None
                ) -> tuple[_Rows, torch.Tensor]:
     """CROWN's affine rule through a convolution, on the windows (module docstring).
-    ``start`` ``(B, R)`` of ±1: the rows are ``±e`` at the target (``rows.values`` one-hot),
-    whose windows are the signed kernels themselves."""
+    ``start`` ``(B, G)`` of ±1: the rows are ``±e`` at the target (``rows.values`` one-hot,
+    ``M = 1``), whose windows are the signed kernels themselves."""
     weight, bias, (s0, s1), (p0, p1), (d0, d1), groups = _conv_attrs(node)
     v = rows.clean()
-    B, R, Co, K0, K1 = v.shape
+    B, G, M, Co, K0, K1 = v.shape
     if start is not None and groups == 1 and (d0, d1) == (1, 1):
-        channel = v.reshape(B, R, Co).abs().argmax(-1)
-        taps = weight.to(v).index_select(0, channel.reshape(-1)).reshape(B, R, *weight.shape[1:])
-        out = taps * start.to(v)[..., None, None, None]
-        constant = v.new_zeros((B, R)) if bias is None else bias.to(v)[channel] * start.to(v)
-        out = out.reshape(B * R, *out.shape[2:])
+        channel = v.reshape(B, G, Co).abs().argmax(-1)
+        taps = weight.to(v).index_select(0, channel.reshape(-1)).reshape(B, G, 1, *weight.shape[1:])
+        out = taps * start.to(v)[..., None, None, None, None]
+        constant = (v.new_zeros((B, G)) if bias is None else bias.to(v)[channel] * start.to(v)).unsqueeze(-1)
     else:
-        constant = v.new_zeros((B, R)) if bias is None else torch.matmul(v.sum((-1, -2)), bias.to(v.dtype))
+        constant = v.new_zeros((B, G, M)) if bias is None else torch.matmul(v.sum((-1, -2)), bias.to(v.dtype))
         matrix = _window_matrix(node, (Co, K0, K1), v)
+        flat = v.reshape(B * G * M, Co, K0, K1)
         if matrix is None:
-            out = F.conv_transpose2d(v.reshape(B * R, Co, K0, K1).contiguous(memory_format=torch.channels_last),
-                                     weight.to(v), None, (s0, s1), 0, 0, groups, (d0, d1))
+            out = F.conv_transpose2d(flat.contiguous(memory_format=torch.channels_last), weight.to(v), None, (s0, s1),
+                                     0, 0, groups, (d0, d1))
         else:
             k0 = (K0 - 1) * s0 + d0 * (weight.shape[2] - 1) + 1
             k1 = (K1 - 1) * s1 + d1 * (weight.shape[3] - 1) + 1
-            out = (v.reshape(B * R, -1) @ matrix).reshape(B * R, -1, k0, k1)
-    _, Ci, k0, k1 = out.shape
+            out = (flat.reshape(B * G * M, -1) @ matrix).reshape(B * G * M, -1, k0, k1)
+        out = out.reshape(B, G, M, *out.shape[1:])
+    return _after_conv(rows, out, (s0, s1), (p0, p1), in_shape), constant
+
+
+def _after_conv(rows: _Rows, values: torch.Tensor, stride: tuple, padding: tuple, in_shape: tuple) -> _Rows:
+    """The rows with ``values`` ``(B, G, M, C_i, k₀, k₁)`` on the input grid of a convolution
+    (``stride``, ``padding``) whose output grid they were on."""
     g = rows.geometry
     _, H, W = _grid_shape(in_shape)
-    geometry = Geometry((k0, k1), (g.stride[0] * s0, g.stride[1] * s1),
-                        (g.padding[0] * s0 + p0, g.padding[1] * s1 + p1), (H, W), g.target)
-    return _Rows(out.reshape(B, R, Ci, k0, k1), rows.loc, geometry, clean=False), constant
+    geometry = Geometry(tuple(values.shape[-2:]), (g.stride[0] * stride[0], g.stride[1] * stride[1]),
+                        (g.padding[0] * stride[0] + padding[0], g.padding[1] * stride[1] + padding[1]), (H, W),
+                        g.target)
+    out = _Rows(values, rows.loc, geometry, clean=False)
+    out.every_location = rows.every_location
+    return out
 
 
 def _per_row_or_shared(t: torch.Tensor, B: int, R: int, grid: tuple) -> torch.Tensor | None:
@@ -243,22 +267,22 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 
 def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows, torch.Tensor] | None:
     """CROWN's elementwise rule on the windows, ``Λ⁺a_l + Λ⁻a_u`` and ``Σ Λ⁺b_l + Λ⁻b_u``;
-    with per-row slopes α, the bounds and α are gathered first and the lines computed on
-    the windows only. Without autograd the four lines are gathered in one copy and each
-    picked by the sign of ``Λ`` (equal slopes — the dual LP's — and zero lower offsets —
-    ReLU's — skip theirs); under autograd the rule is the dense one's, clamp for clamp,
-    so that its gradient at ``Λ = 0`` is the same too. ``None`` where the lines have
-    another layout."""
+    with per-row slopes α (one row per group), the bounds and α are gathered first and the
+    lines computed on the windows only. Without autograd the four lines are gathered in
+    one copy and each picked by the sign of ``Λ`` (equal slopes — the dual LP's — and zero
+    lower offsets — ReLU's — skip theirs); under autograd the rule is the dense one's,
+    clamp for clamp, so that its gradient at ``Λ = 0`` is the same too. ``None`` where the
+    lines have another layout."""
     grid = _grid_shape(shape)
-    B, R = rows.loc.shape
+    B, G, M = rows.shape
     alpha = context.free(n)
     if alpha is not None and alpha.shape[1] != 1:
         v = rows.clean()
         (p,) = predecessors_by_slot(context.graph, n)
-        alpha = _per_row_or_shared(alpha, B, R, grid)
-        if alpha is None or alpha.dim() != 5:
+        alpha = _per_row_or_shared(alpha, B, G, grid)
+        if M != 1 or alpha is None or alpha.dim() != 5:
             return None
-        l, u = (_per_row_or_shared(t, B, R, grid) for t in context.bounds[p])
+        l, u = (_per_row_or_shared(t, B, G, grid) for t in context.bounds[p])
         if l is None or u is None or l.dim() != 4:
             return None
         node = context.graph.nodes[n]
@@ -272,7 +296,7 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
     else:
         lines = context.lines(n)
         same_slope = lines[0] is lines[2]
-        lines = [_per_row_or_shared(t, B, R, grid) for t in lines]
+        lines = [_per_row_or_shared(t, B, G, grid) for t in lines]
         if any(t is None or t.dim() != 4 for t in lines):
             return None
         v = rows.values  # entries outside the grid meet zero lines there
@@ -280,29 +304,44 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
             a_l, b_l, a_u, b_u = lines
             zero_low = not bool(b_l.any())
             stack = [a_l] + ([] if same_slope else [a_u]) + [b_u] + ([] if zero_low else [b_l])
-            w = rows.gather(torch.stack(stack, 1)).unbind(2)
+            w = rows.gather(torch.stack(stack, 1)).unbind(3)
             up = v >= 0
             slope = w[0] if same_slope else torch.where(up, w[0], w[1])
-            offset = v.clamp(max=0) * w[-1] if zero_low else v * torch.where(up, w[-1], w[-2])
-            return _Rows(v * slope, rows.loc, rows.geometry), offset.reshape(B, R, -1).sum(-1)
+            if zero_low:
+                constant = _dot(v.clamp(max=0), w[-1])
+            else:
+                constant = (v * torch.where(up, w[-1], w[-2])).reshape(B, G, M, -1).sum(-1)
+            out = _Rows(v * slope, rows.loc, rows.geometry)
+            out.every_location = rows.every_location
+            return out, constant
         windows = [rows.gather(t) for t in lines]
     a_l, b_l, a_u, b_u = windows
     pos, neg = v.clamp(min=0), v.clamp(max=0)
-    constant = (pos * b_l + neg * b_u).reshape(B, R, -1).sum(-1)
-    return _Rows(pos * a_l + neg * a_u, rows.loc, rows.geometry), constant
+    constant = (pos * b_l + neg * b_u).reshape(B, G, M, -1).sum(-1)
+    out = _Rows(pos * a_l + neg * a_u, rows.loc, rows.geometry)
+    out.every_location = rows.every_location
+    return out, constant
+
+
+def _dot(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``Σ v·w`` over the window ``(B, G, M)`` for ``v`` ``(B, G, M, …)`` and ``w``
+    ``(B, G, 1, …)`` (one batched matrix-vector product)."""
+    B, G, M = v.shape[:3]
+    v = v.expand(B, G, M, *v.shape[3:])
+    return torch.matmul(v.reshape(B * G, M, -1), w.reshape(B * G, -1, 1)).reshape(B, G, M)
 
 
 def _concretize(rows: _Rows, lower: torch.Tensor, upper: torch.Tensor, norm: float) -> torch.Tensor:
-    """``min Λ·x`` ``(B, R)`` over the input box (or the ℓ2 ball of radius ``max r``)."""
-    B, R = rows.loc.shape
+    """``min Λ·x`` ``(B, G, M)`` over the input box (or the ℓ2 ball of radius ``max r``)."""
+    B, G, M = rows.shape
     C, H, W = _grid_shape(lower.shape[1:])
     centre, radius = centre_radius(lower.reshape(B, C, H, W), upper.reshape(B, C, H, W))
-    v = rows.values.reshape(B, R, -1)
-    value = (v * rows.gather(centre).reshape(B, R, -1)).sum(-1)
+    v = rows.values
+    value = _dot(v, rows.gather(centre))
     if norm == float("inf"):
-        return value - (v.abs() * rows.gather(radius).reshape(B, R, -1)).sum(-1)
+        return value - _dot(v.abs(), rows.gather(radius))
     eps = radius.reshape(B, -1).max(dim=1).values
-    return value - eps[:, None] * v.norm(p=2, dim=-1)
+    return value - eps[:, None, None] * v.reshape(B, G, M, -1).norm(p=2, dim=-1)
 
 
 def _step_form(domain, graph: nx.DiGraph, n: str) -> str | None:
@@ -327,22 +366,12 @@ def patchable(domain, graph: nx.DiGraph, target: str) -> bool:
     return _step_form(domain, graph, target) == "affine"
 
 
-def patch_bound(domain, graph: nx.DiGraph, target: str, index: torch.Tensor, sign: torch.Tensor, context,
-                lower: torch.Tensor, upper: torch.Tensor, norm: float) -> torch.Tensor:
-    """Lower bounds ``(B, R)`` of ``sign·v_target[index]`` (``index`` ``(B, R)`` flattened
-    entries of the convolution ``target``, ``sign`` ``(R,)`` of ±1) over the input box,
-    by the backward pass in patch form (module docstring); the relaxations come from
-    ``context`` (:class:`~verifier.domains.backward.BackwardPass`). Equal to the dense
-    pass from ``Λ = sign·e_index`` up to float rounding."""
-    C, H, W = _grid_shape(graph.nodes[target]["shape"])
-    channel, loc = index // (H * W), index % (H * W)
-    B, R = index.shape
-    values = torch.zeros((B, R, C, 1, 1), dtype=lower.dtype, device=lower.device)
-    values.scatter_(2, channel.reshape(B, R, 1, 1, 1), sign.to(lower).reshape(1, R, 1, 1, 1).expand(B, R, 1, 1, 1))
-    rows = _Rows(values, loc, Geometry((1, 1), (1, 1), (0, 0), (H, W), (H, W)))
-    bias = values.new_zeros((B, R))
-    source, n = input_node(graph), target
-    start = sign.to(lower).expand(B, R)
+def _walk(domain, graph: nx.DiGraph, n: str, rows: _Rows, bias: torch.Tensor, context, lower: torch.Tensor,
+          upper: torch.Tensor, norm: float, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Lower bounds ``(B, G, M)`` of the rows at node ``n``'s output plus ``bias``: the
+    patch-form steps down to the input, or densely by the engine from the first node they
+    do not cover."""
+    source = input_node(graph)
     while n != source:
         form = _step_form(domain, graph, n)
         (p,) = predecessors_by_slot(graph, n) if form is not None else (None,)
@@ -354,11 +383,75 @@ def patch_bound(domain, graph: nx.DiGraph, target: str, index: torch.Tensor, sig
         if step is None:  # from here on densely, by the engine
             lam = rows.dense(tuple(graph.nodes[n]["shape"]))
             lam_x, rest = propagate_backward(graph, domain, n, lam, context)
-            return concretize_linear(lam_x, bias + rest, lower, upper, norm)
+            return concretize_linear(lam_x, bias.reshape(rest.shape) + rest, lower, upper, norm).reshape(rows.shape)
         rows, constant = step
         bias, start = bias + constant, None
         n = p
     return _concretize(rows, lower, upper, norm) + bias
 
 
-__all__ = ["Geometry", "patch_bound", "patch_form", "patchable"]
+def patch_bound(domain, graph: nx.DiGraph, target: str, index: torch.Tensor, sign: torch.Tensor, context,
+                lower: torch.Tensor, upper: torch.Tensor, norm: float) -> torch.Tensor:
+    """Lower bounds ``(B, R)`` of ``sign·v_target[index]`` (``index`` ``(B, R)`` flattened
+    entries of the convolution ``target``, ``sign`` ``(R,)`` of ±1) over the input box,
+    by the backward pass in patch form (module docstring), one row per group; the
+    relaxations come from ``context`` (:class:`~verifier.domains.backward.BackwardPass`).
+    Equal to the dense pass from ``Λ = sign·e_index`` up to float rounding."""
+    C, H, W = _grid_shape(graph.nodes[target]["shape"])
+    channel, loc = index // (H * W), index % (H * W)
+    B, R = index.shape
+    values = torch.zeros((B, R, 1, C, 1, 1), dtype=lower.dtype, device=lower.device)
+    values.scatter_(3, channel.reshape(B, R, 1, 1, 1, 1), 1.0)
+    rows = _Rows(values * sign.to(lower).reshape(1, R, 1, 1, 1, 1), loc,
+                 Geometry((1, 1), (1, 1), (0, 0), (H, W), (H, W)))
+    bias = values.new_zeros((B, R, 1))
+    return _walk(domain, graph, target, rows, bias, context, lower, upper, norm,
+                 sign.to(lower).expand(B, R)).reshape(B, R)
+
+
+def patch_bound_all(domain, graph: nx.DiGraph, target: str, context, lower: torch.Tensor, upper: torch.Tensor,
+                    norm: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Lower and upper bounds ``(B, N)`` of every entry of the convolution ``target``
+    (flattened), all channels of a location in one group: the first step's windows are
+    the kernel itself, shared by every location and sample, and each later one gathers
+    the lines once per location. ``None`` when the target is not a plain convolution
+    (groups, dilation)."""
+    node = graph.nodes[target]
+    weight, bias, stride, padding, dilation, groups = _conv_attrs(node)
+    if groups != 1 or tuple(dilation) != (1, 1):
+        return None
+    C, H, W = _grid_shape(node["shape"])
+    B, L = lower.shape[0], H * W
+    (p,) = predecessors_by_slot(graph, target)
+    kernel = weight.to(lower)
+    values = torch.cat([kernel, -kernel]).reshape(1, 1, 2 * C, *kernel.shape[1:]).expand(B, L, -1, -1, -1, -1)
+    offset = torch.zeros(C, dtype=lower.dtype, device=lower.device) if bias is None else bias.to(lower)
+    constant = torch.cat([offset, -offset]).reshape(1, 1, 2 * C).expand(B, L, 2 * C)
+    start = _Rows(values, torch.arange(L, device=lower.device).expand(B, L), Geometry((1, 1), (1, 1), (0, 0), (H, W),
+                                                                                       (H, W)))
+    start.every_location = True
+    rows = _after_conv(start, values, stride, padding, graph.nodes[p]["shape"])
+    both = _walk(domain, graph, p, rows, constant, context, lower, upper, norm)  # (B, L, 2C)
+    lb, ub = both[..., :C], -both[..., C:]
+    return lb.transpose(1, 2).reshape(B, C * L), ub.transpose(1, 2).reshape(B, C * L)
+
+
+def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
+    """The largest window ``C·K₀·K₁`` of a pass from ``target`` in patch form down to the
+    input, or ``None`` when some node on the way is not crossed in patch form (the pass
+    would go dense there)."""
+    n, source, (k0, k1), largest = target, input_node(graph), (1, 1), 1
+    while n != source:
+        form = _step_form(domain, graph, n)
+        if form is None:
+            return None
+        (p,) = predecessors_by_slot(graph, n)
+        if form == "affine":
+            weight, _, (s0, s1), _, (d0, d1), _ = _conv_attrs(graph.nodes[n])
+            k0, k1 = (k0 - 1) * s0 + d0 * (weight.shape[2] - 1) + 1, (k1 - 1) * s1 + d1 * (weight.shape[3] - 1) + 1
+            largest = max(largest, _grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
+        n = p
+    return largest
+
+
+__all__ = ["Geometry", "needs_grad", "patch_bound", "patch_bound_all", "patch_form", "patchable", "window_entries"]
