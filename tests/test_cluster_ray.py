@@ -252,6 +252,29 @@ def test_counterexample_stops_the_other_workers(cluster, hard_net):
     assert status == "sat" and float(cex.y[0]) <= 0 and cex.x[0] > 0
     assert ray.get(slow, timeout=30)[0] == "stopped"
     assert ray.get(board.poll.remote())[0]
+    # idle workers and a shard searched past its slice: it is handed back to be split
+    board = ray.remote(num_cpus=0)(Board).remote()
+    ray.get(board.set_hungry.remote(1))
+    assert ray.get(pool.search(actors[1], hard, 0, None, board, 0.3, torch.float64, "cpu", {}), timeout=30)[0] == "sliced"
+
+
+def test_shards_cover_the_box():
+    """The initial shards tile the region's box (volumes add up, each inside it); a box at
+    float resolution is not bisected."""
+    import math
+
+    import torch
+
+    from verifier.cluster.ray_bab import bisect, initial_shards
+
+    region = one_row_region([-1.0, 0.0, 2.0], [1.0, 0.5, 2.0], [1.0], 0.0)
+    boxes = initial_shards(region, 8)
+    assert len(boxes) == 8
+    assert math.isclose(sum(float((hi - lo)[:2].prod()) for lo, hi in boxes), 2.0 * 0.5)
+    assert all(bool((lo >= region.lower).all() and (hi <= region.upper).all()) for lo, hi in boxes)
+    assert all(float(lo[2]) == float(hi[2]) == 2.0 for lo, hi in boxes)  # a point range is never split
+    tiny = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    assert bisect(tiny, torch.nextafter(tiny, torch.full_like(tiny, 2.0)), torch.ones(2, dtype=torch.float64)) is None
 
 
 def test_verify_ray_gives_the_single_process_verdict(cluster, random_net):

@@ -21,6 +21,10 @@ actor, :class:`Board`:
 * the timeout is one wall-clock end for the whole cluster (``time.time()``; clocks of the
   nodes are assumed synchronised).
 
+Input splitting has no global bound to share: a box is closed by its own bounds, never by
+another box's, so the board carries only the stop (a counterexample, or the driver's end)
+and the idle count; a best-bound broadcast belongs to ReLU splitting, not distributed here.
+
 Verdicts: ``sat`` as soon as one shard gives a confirmed counterexample, ``unsat`` when
 every shard is refuted, ``unknown`` when some shard ends undecided at float resolution,
 ``timeout`` past the deadline: the same answers as the one-process search (the
