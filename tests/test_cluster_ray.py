@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -303,13 +302,15 @@ def test_ray_flag_without_the_extra_is_one_error_line(monkeypatch, tmp_path, cap
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_unreachable_address_is_refused_before_any_work(tmp_path):
-    """In a fresh process (no Ray session): an address where no cluster answers, or that
+def test_unreachable_address_is_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    """As in a process without a Ray session: an address where no cluster answers, or that
     is not an address, is one error line, exit 2, and no output file."""
+    import verifier.cluster.ray_session as session
+
+    monkeypatch.setattr(session, "is_connected", lambda: False)
     bench = make_bench(tmp_path / "tiny", broken=False)
     for address, words in (("127.0.0.1:1", "no Ray cluster answers"), ("nonsense", "not an address")):
-        done = subprocess.run([sys.executable, "-m", "verifier.cli", "vnncomp", str(bench), "--output",
-                               str(tmp_path / "out.csv"), "--ray", address], capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 2 and done.stderr.startswith(f"error: --ray {address}: {words}")
-        assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "out.csv").exists()
+        assert main(["vnncomp", str(bench), "--output", str(tmp_path / "out.csv"), "--ray", address]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --ray {address}: {words}") and len(err.splitlines()) == 1
+        assert not (tmp_path / "out.csv").exists()
