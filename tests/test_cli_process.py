@@ -211,3 +211,36 @@ def test_a_signal_after_the_verdict_keeps_the_verdict(capsys, monkeypatch, tmp_p
     assert record["result"] in ("sat", "unsat", "unknown") and not any("interrupted" in n for n in record["notes"])
     assert result_file.read_text().split()[0] == record["result"]
     assert err.startswith(f"error: interrupted by SIGTERM after the verdict ({record['result']})")
+
+
+def _swallowed_signal_then_failure(signum: int):
+    """What a signal landing inside an extension module's initialisation does: the library
+    swallows the exception, and the run fails later on the half-imported module (seen for
+    real: a Ctrl-C about 1 s into ``verify`` gave ``RecursionError`` in numpy's
+    ``__getattr__``, exit 3)."""
+    def command(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signum)
+        except KeyboardInterrupt:
+            pass  # swallowed, as C code can
+        raise RecursionError("maximum recursion depth exceeded")
+
+    return command
+
+
+def test_a_failure_after_a_swallowed_signal_is_the_interrupt_not_an_internal_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "_verify", _swallowed_signal_then_failure(signal.SIGINT))
+    result_file = tmp_path / "result.txt"
+    code, out, err = run(capsys, "verify", SMALL, GOOD_SPEC, "--json", "--result-file", result_file)
+    assert code == 130, err
+    record = json.loads(out)
+    assert record["result"] == "timeout" and record["notes"][0].startswith("interrupted by SIGINT")
+    assert result_file.read_text() == "timeout\n"
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: interrupted by SIGINT"), err
+
+    monkeypatch.setattr(cli, "cmd_domains", _swallowed_signal_then_failure(signal.SIGTERM))
+    code, out, err = run(capsys, "domains")
+    assert code == 143 and err == "error: interrupted by SIGTERM\n"
+    monkeypatch.setattr(cli, "cmd_domains", lambda args: 1 / 0)  # no signal this time: an internal error
+    code, out, err = run(capsys, "domains")
+    assert code == 3 and "ZeroDivisionError" in err

@@ -21,7 +21,8 @@ import sys
 import time
 import warnings
 
-from .cli_process import Interrupted, StdoutError, discard_stdout, guarded_stdout, interrupt_of, signals_raised
+from .cli_process import (Interrupted, StdoutError, discard_stdout, guarded_stdout, interrupt_of, received_interrupt,
+                          signals_raised)
 from .errors import VerifierInputError
 from .options import DTYPES, key_value_options  # the training plugin imports both from here too
 
@@ -169,7 +170,11 @@ def cmd_verify(args) -> int:
         check_not_an_input(args.proof, "--proof", [("the --result-file", args.result_file)])
     try:
         return _verify(args, timeout, seed, known)
-    except Interrupted as exc:
+    except (Interrupted, Exception) as exc:
+        if not isinstance(exc, Interrupted):
+            if received_interrupt() is None or isinstance(exc, (StdoutError, BrokenPipeError)):
+                raise
+            exc = received_interrupt()  # a signal some library swallowed; this failure followed it
         from .cli_results import interrupted_verify
 
         return interrupted_verify(args, timeout, seed, known, exc, time.monotonic() - started)
@@ -492,12 +497,15 @@ def _run(argv: list[str]) -> int:
     try:
         _method_or_domain(args)
         return args.func(args)
-    except VerifierInputError as exc:
-        print(f"error: {_shown(str(exc))}", file=sys.stderr)
-        return 2
     except (StdoutError, BrokenPipeError):
         raise  # answered by _main
-    except Exception as exc:  # a bug: one line unless --debug
+    except Exception as exc:
+        if received_interrupt() is not None:  # a signal some library swallowed (received_interrupt)
+            raise received_interrupt() from None  # answered by _main: one "interrupted" line
+        if isinstance(exc, VerifierInputError):
+            print(f"error: {_shown(str(exc))}", file=sys.stderr)
+            return 2
+        # a bug: one line unless --debug
         if args.debug:
             raise
         first = _shown(str(exc).splitlines()[0]) if str(exc) else ""

@@ -5,6 +5,8 @@
   thread, so every command ends cleanly: ``verify`` still reports (``--json``: one JSON
   object, verdict ``timeout``), the others print one ``error: interrupted …`` line. Exit
   code ``128 + signal number``, the shell convention: 130 for SIGINT, 143 for SIGTERM.
+  :func:`received_interrupt` tells whether one came, for a failure that follows a signal
+  some C code swallowed.
 - :func:`guarded_stdout`: inside the block a failing write to stdout (``> /dev/full``, a
   disk that fills) raises :class:`StdoutError` (the CLI prints ``error: cannot write to
   stdout …``, exit 2) instead of an internal error; a closed pipe (``| head``) keeps
@@ -43,12 +45,26 @@ def interrupt_of(exc: KeyboardInterrupt) -> Interrupted:
     return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
 
 
+_RECEIVED: list[int] = []  # the signals _raise_interrupted took since signals_raised() began
+
+
 def _raise_interrupted(signum: int, frame) -> None:
-    """The handler: ignore further SIGINT/SIGTERM while the command reports (a second
-    Ctrl-C must not cut the JSON record in half), then raise :class:`Interrupted`."""
+    """The handler: record the signal, ignore further SIGINT/SIGTERM while the command
+    reports (a second Ctrl-C must not cut the JSON record in half), then raise
+    :class:`Interrupted`."""
+    _RECEIVED.append(int(signum))
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
+
+
+def received_interrupt() -> Interrupted | None:
+    """The :class:`Interrupted` of the first SIGINT/SIGTERM taken inside the current
+    :func:`signals_raised` block, or ``None``. A signal can land inside library code that
+    swallows the exception (an extension module's initialisation during an import): the run
+    then fails later on a half-imported module (a ``RecursionError`` in numpy's
+    ``__getattr__``), and that failure is the interrupt's doing, not an internal error."""
+    return Interrupted(_RECEIVED[0]) if _RECEIVED else None
 
 
 @contextlib.contextmanager
@@ -61,6 +77,7 @@ def signals_raised() -> Iterator[None]:
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    _RECEIVED.clear()
     for sig in SIGNALS:
         if previous[sig] is not signal.SIG_IGN:
             signal.signal(sig, _raise_interrupted)
