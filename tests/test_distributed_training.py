@@ -72,3 +72,19 @@ def test_two_processes_killed_and_resumed_follow_the_one_process_curve(tmp_path)
     weights = torch.load(ckpt, weights_only=False)["module"]
     for name, value in reference["module"].state_dict().items():
         assert torch.allclose(weights[name], value, rtol=1e-3, atol=1e-5), name
+
+
+def test_bad_options_are_refused_before_any_process_starts(tmp_path, monkeypatch):
+    import torch.multiprocessing as mp
+
+    from verifier.errors import VerifierInputError
+
+    def no_spawn(*args, **kwargs):
+        raise AssertionError("a process was started for bad options")
+
+    monkeypatch.setattr(mp, "start_processes", no_spawn)
+    with pytest.raises(VerifierInputError, match="--eps"):
+        launch(2, out=str(tmp_path / "x"), **{**_kwargs(), "eps": -1.0})
+    with pytest.raises(VerifierInputError, match="--nproc"):
+        launch(0, out=str(tmp_path / "x"), **_kwargs())
+    assert not (tmp_path / "x").exists()

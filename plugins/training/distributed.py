@@ -149,6 +149,22 @@ def _worker(rank: int, world: int, port: int, device: str, kwargs: dict, results
         dist.destroy_process_group()
 
 
+def _check_before_spawn(kwargs: dict) -> None:
+    """The option checks of ``train`` that need no data or model (its hyper-parameters and
+    ``out``), here before any process starts; the rest are checked in the processes and
+    their error raised again by :func:`launch`."""
+    import inspect
+
+    from .validation import check_out_folder, check_train_options
+
+    from .trainer import train
+
+    given = {k: p.default for k, p in inspect.signature(train).parameters.items()} | kwargs  # train's defaults
+    names = inspect.signature(check_train_options).parameters
+    check_train_options(**{k: v for k, v in given.items() if k in names})
+    check_out_folder(given["out"])
+
+
 def launch(nproc: int, device: str = "cpu", **kwargs) -> dict:
     """:func:`~verifier_plugins.training.trainer.train` (same keyword arguments) on
     ``nproc`` processes of this machine; returns rank 0's summary (without the module).
@@ -164,6 +180,7 @@ def launch(nproc: int, device: str = "cpu", **kwargs) -> dict:
                                  f"(one process per GPU)")
     if nproc == 1:
         return train(device=device, **kwargs)
+    _check_before_spawn(kwargs)
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
