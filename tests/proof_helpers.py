@@ -41,7 +41,7 @@ def robustness_spec(path: Path, model_path: str, seed: int, n_in: int, eps: floa
     return str(path)
 
 
-def certify(model_path: str, spec_path: str, proof_path: str, domain: str) -> tuple[str, dict]:
+def certify(model_path: str, spec_path: str, proof_path: str, domain: str, dtype=torch.float64) -> tuple[str, dict]:
     """``verify`` with a recorder, then the certificate written; returns the verdict and the index."""
     import verifier
     from verifier.proof.record import ProofRecorder, recording
@@ -52,7 +52,7 @@ def certify(model_path: str, spec_path: str, proof_path: str, domain: str) -> tu
     model, spec = verifier.load(model_path), read_vnnlib(spec_path)
     recorder = ProofRecorder()
     with recording(recorder):
-        result = verify(model, spec, domain=domain, timeout=120)
+        result = verify(model, spec, domain=domain, timeout=120, dtype=dtype)
     index, arrays = build_certificate(recorder, model_path, spec_path, len(spec.regions), result.status)
     write_certificate(proof_path, index, arrays)
     return result.status, index

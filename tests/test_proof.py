@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cli_helpers import assert_refused, run
 from proof_helpers import certify, read_archive, relu_net, robustness_spec, write_archive
@@ -71,6 +72,17 @@ def test_relu_split_certificate_checks(relu_split):
     key = _leaf_disjunct(arrays)
     every = np.concatenate([arrays[f"{key}.signs"], arrays.get(f"{key}.trusted", np.zeros((0, 40), np.int8))])
     assert covers(every) and not covers(every[1:])
+
+
+def test_float32_searches_are_certified(work, input_split):
+    """Bounds computed in float32 are claims of float32 precision; the checker's own
+    float64 outward-rounded bounds still close every leaf (the verifier's refutation margin
+    covers float32 rounding here)."""
+    model, spec, _ = input_split
+    status, index = certify(model, spec, str(work / "f32.proof"), "input-split", dtype=torch.float32)
+    assert status == "unsat" and index["claims_dtype"] == "float32"
+    report = check_proof(model, spec, str(work / "f32.proof"))
+    assert report.valid, report.message
 
 
 def test_milp_parts_are_reported_as_trusted(work, relu_split):

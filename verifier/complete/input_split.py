@@ -215,6 +215,8 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     frontier = _Frontier()
     recorder = active()
     tree = None if recorder is None else recorder.box_tree(region_index)  # verify --proof: the bisection tree
+    if recorder is not None:
+        recorder.arithmetic(dtype)
     frontier.push(region.lower.to(device=device, dtype=dtype)[None], region.upper.to(device=device, dtype=dtype)[None], None,
                   torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long))
     if tree is not None and not own:

@@ -66,7 +66,11 @@ def disjuncts_refuted(region: InputRegion, lower_bounds: torch.Tensor) -> list[b
 
 def bound_region(model: Model, region: InputRegion, domain: str, device: str, dtype: torch.dtype,
                  **domain_options) -> list[bool]:
-    """Which of the region's disjuncts ``domain`` proves empty over the region's box."""
+    """Which of the region's disjuncts ``domain`` proves empty over the region's box.
+    Under ``verify --proof`` a domain other than Box, CROWN and CROWN-IBP (whose bounds the
+    checker re-derives on the whole box) makes the verdict uncertified."""
+    if domain not in ("box", "crown", "crown-ibp"):
+        cannot_certify(f"bounds of the domain '{domain}' on a whole box (the checker re-derives IBP and CROWN)")
     C, _, _ = region.stacked()
     lower = region.lower.to(device=device, dtype=dtype)
     upper = region.upper.to(device=device, dtype=dtype)

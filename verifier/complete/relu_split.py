@@ -72,6 +72,7 @@ def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dty
 
         bounds, best = domain.reproducible(graph, lower, upper, lam)
         record_relu_root(region_index, graph, domain, bounds)
+        active().arithmetic(dtype)
     return bounds, best[0]
 
 

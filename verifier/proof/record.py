@@ -117,6 +117,12 @@ class ProofRecorder:
         self.trees: dict[int, BoxTree] = {}
         self.relu: dict[int, ReluRegion] = {}
         self.uncertified: list[str] = []
+        self.dtypes: set[str] = set()
+
+    def arithmetic(self, dtype: torch.dtype) -> None:
+        """Note the dtype the recorded bounds were computed in (float32 claims are compared
+        with a wider tolerance by the checker)."""
+        self.dtypes.add(str(dtype).replace("torch.", ""))
 
     def box_tree(self, region: int) -> BoxTree:
         """A fresh bisection tree for ``region`` (replacing any earlier one)."""

@@ -37,7 +37,8 @@ def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, 
     index = {"format": FORMAT, "tool": f"verifier {__version__}", "result": result,
              "model": {"file": os.path.basename(model_path), "sha256": file_sha256(model_path)},
              "spec": {"file": os.path.basename(spec_path), "sha256": file_sha256(spec_path)},
-             "certified": result == "unsat", "uncertified": list(recorder.uncertified), "regions": []}
+             "certified": result == "unsat", "uncertified": list(recorder.uncertified),
+             "claims_dtype": "float32" if "float32" in recorder.dtypes else "float64", "regions": []}
     if result != "unsat":
         index["uncertified"].append(f"the verdict is {result}: only unsat verdicts have certificates")
     try:

@@ -34,13 +34,18 @@ from .network import Network, UnsupportedModel, file_sha256, load_network
 
 BATCH = 256  # boxes or subdomains bounded together
 CLAIM_TOLERANCE = 1e-6  # re-derived bounds may fall this far (relative) below the claims: the refutation margin
+CLAIM_TOLERANCE_FLOAT32 = 1e-4  # claims computed in float32 (verify --dtype float32) are that much less precise
+_tolerance = [CLAIM_TOLERANCE]
 
 
 def below_claim(found: np.ndarray, claim: np.ndarray) -> np.ndarray:
     """Where a re-derived lower bound falls short of the certificate's claim (NaN claims:
-    none made) by more than :data:`CLAIM_TOLERANCE` ``· (1 + |claim|)``."""
+    none made) by more than the tolerance (:data:`CLAIM_TOLERANCE`, or
+    :data:`CLAIM_TOLERANCE_FLOAT32` for float32 claims) ``· (1 + |claim|)``. Not a soundness
+    matter (a leaf is closed only by the checker's own bound); it rejects certificates
+    whose parameters do not give what they claim."""
     with np.errstate(invalid="ignore"):
-        return ~np.isnan(claim) & (found < claim - CLAIM_TOLERANCE * (1 + np.abs(claim)))
+        return ~np.isnan(claim) & (found < claim - _tolerance[0] * (1 + np.abs(claim)))
 
 
 class ProofRefused(ValueError):
@@ -135,6 +140,7 @@ def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckRepor
             net = load_network(model_path)
         except UnsupportedModel as exc:
             raise LeafFailed(f"the checker cannot read the model: {exc}") from None
+        _tolerance[0] = CLAIM_TOLERANCE_FLOAT32 if index.get("claims_dtype") == "float32" else CLAIM_TOLERANCE
         regions = read_regions(spec_path)
         entries = {e.get("index"): e for e in index.get("regions", [])}
         for r, region in enumerate(regions):
