@@ -300,6 +300,8 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
         if any(t is None or t.dim() != 4 for t in lines):
             return None
         v = rows.values  # entries outside the grid meet zero lines there
+        if v.stride(0) == 0 and v.stride(1) == 0:  # the same rows at every location (a kernel): products by GEMM
+            return _shared_rows_step(rows, lines, same_slope)
         if not needs_grad(v, *lines):
             a_l, b_l, a_u, b_u = lines
             zero_low = not bool(b_l.any())
@@ -321,6 +323,25 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
     out = _Rows(pos * a_l + neg * a_u, rows.loc, rows.geometry)
     out.every_location = rows.every_location
     return out, constant
+
+
+def _shared_rows_step(rows: _Rows, lines: list, same_slope: bool) -> tuple[_Rows, torch.Tensor]:
+    """The elementwise rule when every group holds the same rows ``V`` ``(M, D)`` (the
+    kernel, after the target's convolution): ``V⁺ ⊙ a_l + V⁻ ⊙ a_u`` by broadcasting, and
+    the offsets ``Σ V⁺ b_l + V⁻ b_u`` as one matrix product over all groups."""
+    v = rows.values
+    B, G, M = rows.shape
+    base = v[0, 0]
+    pos, neg = base.clamp(min=0), base.clamp(max=0)
+    a_l, b_l, a_u, b_u = lines
+    stack = [a_l, b_u, b_l] + ([] if same_slope else [a_u])
+    w = rows.gather(torch.stack(stack, 1)).unbind(3)  # each (B, G, 1, C, K₀, K₁)
+    values = base * w[0] if same_slope else pos * w[0] + neg * w[3]
+    flat = lambda t: t.reshape(B * G, -1)  # noqa: E731
+    constant = flat(w[1]) @ neg.reshape(M, -1).t() + flat(w[2]) @ pos.reshape(M, -1).t()
+    out = _Rows(values, rows.loc, rows.geometry)
+    out.every_location = rows.every_location
+    return out, constant.reshape(B, G, M)
 
 
 def _dot(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
