@@ -154,10 +154,10 @@ def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckRepor
             else:
                 raise LeafFailed(f"region {r}: unknown kind {entry.get('kind')!r}")
         report.valid, report.message = True, "proof valid"
-    except CertificateError as exc:
+    except (CertificateError, LeafFailed) as exc:
         report.message = f"proof invalid: {exc}"
-    except LeafFailed as exc:
-        report.message = f"proof invalid: {exc}"
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:  # arrays of the wrong kind
+        report.message = f"proof invalid: malformed certificate ({type(exc).__name__}: {exc})"
     report.seconds = time.perf_counter() - start
     return report
 
