@@ -54,8 +54,9 @@ SHARDS_PER_WORKER = 4  # initial shards per worker
 @dataclass
 class ShardStats:
     """What a distributed search did: shards searched (``shards``), handed back to be split
-    (``sliced``), stopped by a counterexample found elsewhere (``stopped``), boxes bounded
-    by all workers and open boxes left at float resolution (``exhausted``)."""
+    (``sliced``), stopped early by a counterexample found elsewhere or the end of the search
+    (``stopped``), boxes bounded by all workers and open boxes left at float resolution
+    (``exhausted``)."""
 
     workers: int = 0
     shards: int = 0
@@ -231,7 +232,7 @@ def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Dea
             while queue and idle:
                 ((lo, hi), own_slice), actor = queue.pop(0), idle.pop()
                 ref = pool.search(actor, shard(region, lo, hi), index, end_wall, board, own_slice, dtype, device,
-                                          options)
+                                  options)
                 pending[ref] = (actor, lo, hi)
                 stats.shards += 1
             now_hungry = 0 if queue else len(idle)
@@ -251,13 +252,16 @@ def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Dea
                     if confirmed is not None:
                         return "sat", confirmed
                     unknown = True  # never answered sat without the whole region's confirmation
-                elif status == "unknown":
+                elif status in ("unknown", "stopped"):
+                    # "stopped": another worker posted a counterexample (its "sat" is on its way
+                    # here); if that one is not confirmed, this shard stays undecided
                     unknown = True
+                    stats.stopped += status == "stopped"
                 elif status == "sliced":
                     halves = bisect(lo, hi, scale)
                     stats.sliced += 1
                     queue += [(box, slice_s) for box in halves] if halves else [((lo, hi), math.inf)]
-                elif status in ("timeout", "stopped"):
+                elif status == "timeout":
                     raise Timeout()
         return ("unknown" if unknown else "unsat"), None
     finally:
@@ -293,7 +297,7 @@ class RayInputSplit:
         finally:
             notes.append(f"region {index}: input-split branch-and-bound on {stats.workers} Ray workers bounded "
                          f"{stats.boxes_bounded} boxes in {stats.shards} shards ({stats.sliced} handed back and "
-                         f"split, {stats.stopped} stopped by a counterexample found elsewhere)")
+                         f"split, {stats.stopped} stopped early by a counterexample or the end of the search)")
 
 
 def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, device: str = "cpu",
