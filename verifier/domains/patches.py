@@ -300,7 +300,7 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
         if any(t is None or t.dim() != 4 for t in lines):
             return None
         v = rows.values  # entries outside the grid meet zero lines there
-        if v.stride(0) == 0 and v.stride(1) == 0:  # the same rows at every location (a kernel): products by GEMM
+        if all(v.stride(i) == 0 or v.shape[i] == 1 for i in (0, 1)):  # the same rows everywhere (a kernel): GEMMs
             return _shared_rows_step(rows, lines, same_slope)
         if not needs_grad(v, *lines):
             a_l, b_l, a_u, b_u = lines
