@@ -72,3 +72,17 @@ def write_archive(path: str, index: dict, arrays: dict[str, np.ndarray]) -> str:
 
     write_certificate(path, index, arrays)
     return path
+
+
+def conv_net(directory: Path, seed: int, channels: int = 2, side: int = 6, n_out: int = 3) -> str:
+    """Conv (3×3, stride 2, padded) → ReLU → Flatten → Gemm → ReLU → Gemm on one
+    ``side × side`` image; returns the ONNX path."""
+    rng = np.random.default_rng(seed)
+    g = GraphBuilder(rng, (1, 1, side, side))
+    h = g.op("Relu", g.op("Conv", g.x, g.weight(channels, 1, 3, 3), g.rand(channels, scale=0.1), strides=[2, 2],
+                          pads=[1, 1, 1, 1]))
+    h = g.op("Flatten", h)
+    width = channels * ((side + 1) // 2) ** 2
+    h = g.op("Relu", g.op("Gemm", h, g.weight(8, width), g.rand(8, scale=0.1), transB=1))
+    h = g.op("Gemm", h, g.weight(n_out, 8), g.rand(n_out, scale=0.1), transB=1)
+    return str(save_model(g.model(h), directory))

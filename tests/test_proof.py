@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from cli_helpers import assert_refused, run
-from proof_helpers import certify, read_archive, relu_net, robustness_spec, write_archive
+from onnx_builders import GraphBuilder, save_model
+from proof_helpers import certify, conv_net, read_archive, relu_net, robustness_spec, write_archive
 from verifier.proofcheck.check import ProofRefused, check_proof, covers
 from verifier.proofcheck import rounding
 
@@ -92,6 +93,36 @@ def test_milp_parts_are_reported_as_trusted(work, relu_split):
     report = check_proof(model, spec, str(work / "milp.proof"))
     assert report.valid, report.message
     assert report.trusted and all("HiGHS" in t for t in report.trusted)
+
+
+def test_conv_net_certificate_checks(work):
+    model = conv_net(work, 0)
+    spec = robustness_spec(work / "conv.vnnlib", model, 0, 36, 0.16)
+    status, index = certify(model, spec, str(work / "conv.proof"), "auto")
+    assert status == "unsat" and index["certified"] and index["regions"][0]["kind"] == "relu-split"
+    report = check_proof(model, spec, str(work / "conv.proof"))
+    assert report.valid and report.leaves > 0, report.message
+
+
+@pytest.mark.parametrize("C,H,W,M,k,stride,pad,group,dilation",
+                         [(3, 7, 6, 4, 3, 2, 1, 1, 1), (4, 6, 6, 4, 2, 1, 0, 2, 1), (2, 8, 8, 3, 3, 1, 2, 1, 2)])
+def test_the_checker_reads_convolutions_as_onnxruntime_runs_them(work, C, H, W, M, k, stride, pad, group, dilation):
+    import onnxruntime as ort
+
+    from verifier.proofcheck.network import load_network
+
+    rng = np.random.default_rng(C + H)
+    g = GraphBuilder(rng, (1, C, H, W))
+    h = g.op("Conv", g.x, g.weight(M, C // group, k, k), g.rand(M), strides=[stride, stride],
+             pads=[pad, pad, pad + 1, pad], group=group, dilations=[dilation, dilation])
+    path = str(save_model(g.model(g.op("Flatten", g.op("Relu", h))), work))
+    x = rng.normal(size=(4, C, H, W)).astype(np.float32)
+    session = ort.InferenceSession(path)
+    expected = np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(4)]).reshape(4, -1)
+    v = x.reshape(4, -1).astype(np.float64)
+    for op in load_network(path).ops:
+        v = v @ op.value.T if op.kind == "linear" else v + op.value if op.kind == "shift" else np.maximum(v, 0.0)
+    assert np.allclose(v, expected, atol=1e-5)
 
 
 def test_covers_is_an_exact_case_split():

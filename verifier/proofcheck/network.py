@@ -8,6 +8,8 @@ Op kinds (opset semantics of the ONNX operator reference):
 
 * ``Gemm`` (``transA = 0``, ``alpha = beta = 1``), ``MatMul`` by a constant matrix on the
   right → ``linear`` (``y = W x``, ``W`` ``(out, in)``) and, for Gemm's ``C``, ``shift``;
+* ``Conv`` (2-D, any pads, strides, dilations and groups) → ``linear`` with the dense
+  matrix of the convolution on the row-major ``(C, H, W)`` vector, and its bias → ``shift``;
 * ``Add``/``Sub`` of a constant (either side for Add; ``x − c`` for Sub) → ``shift``;
 * ``Mul``/``Div`` by a constant → ``scale``/``div`` (elementwise, broadcast);
 * ``Relu`` → ``relu``; ``Flatten``, ``Reshape``, ``Identity``, ``Dropout`` (inference) →
@@ -28,7 +30,8 @@ import onnx
 from onnx import numpy_helper
 
 PASS_THROUGH = frozenset({"Flatten", "Reshape", "Identity", "Dropout"})
-SUPPORTED = frozenset({"Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu"}) | PASS_THROUGH
+SUPPORTED = frozenset({"Gemm", "MatMul", "Conv", "Add", "Sub", "Mul", "Div", "Relu"}) | PASS_THROUGH
+MAX_DENSE = 1 << 25  # entries of a convolution's dense matrix (256 MiB in float64)
 
 
 class UnsupportedModel(ValueError):
@@ -126,6 +129,8 @@ def load_network(path: str) -> Network:
             ops.append(Op("relu", None, where))
         elif kind in ("Gemm", "MatMul"):
             shape = _linear(kind, node, attrs, shape, consts, ops, where)
+        elif kind == "Conv":
+            shape = _conv(node, attrs, shape, consts, ops, where)
         else:
             pos = 0 if node.input[0] == current else 1
             c = consts[node.input[1 - pos]]
@@ -190,3 +195,45 @@ def _linear(kind, node, attrs, shape, consts, ops, where) -> tuple[int, ...]:
     if len(node.input) > 2 and node.input[2]:
         ops.append(Op("shift", _broadcast(np.asarray(consts[node.input[2]]), (1, W.shape[0]), where), where))
     return (1, W.shape[0])
+
+
+def _conv(node, attrs, shape, consts, ops, where) -> tuple[int, ...]:
+    """A 2-D ``Conv`` as the dense matrix of its linear map (ONNX Conv semantics: output
+    ``[m, oh, ow] = Σ_{c, i, j} w[m, c, i, j] · x[g·C_g + c, oh·s_h − p_top + i·d_h, ow·s_w − p_left + j·d_w]``
+    over in-range input positions, ``g`` the output channel's group)."""
+    if len(shape) != 4 or shape[0] != 1:
+        raise UnsupportedModel(f"{where}: the checker handles 2-D convolutions of one image (shape {shape})")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedModel(f"{where}: auto_pad is not supported (explicit pads are)")
+    w = np.asarray(consts[node.input[1]], dtype=np.float64)
+    _, C, H, W = shape
+    M, Cg, kh, kw = w.shape
+    group = int(attrs.get("group", 1))
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+    if Cg * group != C or M % group:
+        raise UnsupportedModel(f"{where}: weight of shape {w.shape} for input {shape} and group {group}")
+    OH = (H + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if M * OH * OW * C * H * W > MAX_DENSE:
+        raise UnsupportedModel(f"{where}: the convolution's dense matrix ({M * OH * OW} × {C * H * W}) is too large "
+                               f"for the checker")
+    dense = np.zeros((M * OH * OW, C * H * W))
+    oh, ow = np.meshgrid(np.arange(OH), np.arange(OW), indexing="ij")
+    channels = np.arange(Cg)[:, None]
+    for i in range(kh):
+        for j in range(kw):
+            ih, iw = oh * sh - pt + i * dh, ow * sw - pl + j * dw
+            ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            out_pos, in_pos = (oh * OW + ow)[ok], (ih * W + iw)[ok]
+            for m in range(M):
+                first = (m // (M // group)) * Cg  # the group's first input channel
+                rows = np.broadcast_to(m * OH * OW + out_pos, (Cg, len(out_pos)))
+                cols = (first + channels) * H * W + in_pos[None, :]
+                dense[rows, cols] = w[m, :, i, j][:, None]
+    ops.append(Op("linear", dense, where))
+    if len(node.input) > 2 and node.input[2]:
+        bias = np.asarray(consts[node.input[2]], dtype=np.float64)
+        ops.append(Op("shift", np.repeat(bias, OH * OW), where))
+    return (1, M, OH, OW)
