@@ -314,3 +314,17 @@ def test_unreachable_address_is_refused_before_any_work(monkeypatch, tmp_path, c
         err = capsys.readouterr().err
         assert err.startswith(f"error: --ray {address}: {words}") and len(err.splitlines()) == 1
         assert not (tmp_path / "out.csv").exists()
+
+
+def test_proof_recording_and_ray_are_refused_together(random_net):
+    """The workers' search records no certificate: ``verify --proof --ray`` is refused
+    before the search instead of writing a proof without its leaves."""
+    from verifier.cluster.ray_bab import verify_ray
+    from verifier.errors import VerifierInputError
+    from verifier.proof.record import ProofRecorder, recording
+    from verifier.spec.model import Spec
+
+    model, top = random_net
+    spec = Spec([one_row_region([-1.0, -1.0], [1.0, 1.0], [-1.0, 0.0], -(top + 0.03))], 2, 2)
+    with recording(ProofRecorder()), pytest.raises(VerifierInputError, match="--proof and --ray"):
+        verify_ray(model, spec, domain="input-split", timeout=60, workers=2)

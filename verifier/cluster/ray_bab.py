@@ -309,16 +309,22 @@ def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, 
     Ray at ``address`` (``"local"``: a local Ray instance with this machine's cores) with
     ``workers`` actors (default: the cluster's CPUs). Other methods (relu-split for larger
     inputs, milp, single domains) run in this process, with a note saying so. Raises
-    :class:`~verifier.errors.VerifierInputError` without ``ray`` installed."""
+    :class:`~verifier.errors.VerifierInputError` without ``ray`` installed, for an address
+    where no cluster answers, and inside ``verify --proof`` (the workers record no
+    certificate)."""
     from ..complete import methods
     from ..verify import verify
+
+    from ..errors import VerifierInputError
+    from ..proof.record import active
 
     require_ray()
     check_address(address)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        from ..errors import VerifierInputError
-
         raise VerifierInputError(f"workers must be a whole number >= 1, not {workers!r}")
+    if active() is not None:  # the workers' search would leave the certificate without its leaves
+        raise VerifierInputError("--proof and --ray: the distributed search records no certificate; "
+                                 "drop --ray to write a proof")
     pool = WorkerPool(model, address, workers)
     base = methods.METHODS["input-split"]
     methods.METHODS["input-split"] = RayInputSplit(base, pool)  # for this call only (restored below)
