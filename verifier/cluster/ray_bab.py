@@ -322,6 +322,9 @@ def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, 
     check_address(address)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise VerifierInputError(f"workers must be a whole number >= 1, not {workers!r}")
+    if str(device) != "cpu":
+        raise VerifierInputError(f"--ray searches on CPU workers; --device {device} is not available there "
+                                 f"(drop one of them)")
     if active() is not None:  # the workers' search would leave the certificate without its leaves
         raise VerifierInputError("--proof and --ray: the distributed search records no certificate; "
                                  "drop --ray to write a proof")

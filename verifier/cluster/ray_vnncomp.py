@@ -76,6 +76,9 @@ def ray_executor(address: str | None = LOCAL, workers: int | None = None) -> Exe
     def execute(todo: list[Instance], settings: RunSettings, results_dir: Path) -> Iterator[Outcome]:
         if not todo:
             return
+        if str(settings.device) != "cpu":
+            raise VerifierInputError(f"--ray runs the instances on CPU workers; --device {settings.device} is not "
+                                     f"available there (drop one of them)")
         ray = connect(address)
         actors = worker_pool(ray, min(workers or cluster_cpus(ray), len(todo)))
         key = f"vnncomp-{os.getpid()}-{next(_RUNS)}"
