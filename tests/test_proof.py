@@ -289,6 +289,27 @@ def test_outward_rounding_encloses_exact_values():
     assert np.all(rounding.down(tiny) < tiny) and np.all(rounding.up(tiny) > tiny)
 
 
+def test_relu_terms_skip_only_exact_zeros_and_stay_below_the_exact_minimum():
+    from verifier.proofcheck.bounds import Relaxation, relu_term
+
+    rng = np.random.default_rng(1)
+    B, R, n = 3, 4, 12
+    l = rng.normal(size=(B, n))
+    u = l + rng.uniform(0, 2, size=(B, n))
+    L = rng.normal(size=(B, R, n))
+    relax = Relaxation({0: (l, u)})
+    P = relax.multipliers(0, L)
+    zero = relax.exact_zero(0, l, u)
+    assert zero.any() and not zero.all()
+    sparse, dense = relu_term(L, P, l, u, zero), relu_term(L, P, l, u)
+    assert np.allclose(sparse, dense, atol=1e-12)
+    for b in range(B):
+        for r in range(R):
+            exact = sum(min(Fraction(L[b, r, j]) * max(Fraction(z), 0) - Fraction(P[b, r, j]) * Fraction(z)
+                            for z in [l[b, j], u[b, j]] + ([0.0] if l[b, j] < 0 < u[b, j] else [])) for j in range(n))
+            assert Fraction(sparse[b, r]) <= exact and Fraction(dense[b, r]) <= exact
+
+
 ALLOWED = {"__future__", "numpy", "onnx", "json", "hashlib", "zipfile", "io", "ctypes", "re", "contextlib", "typing",
            "time", "dataclasses", "math"}
 

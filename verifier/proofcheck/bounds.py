@@ -34,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 from .network import Network
-from .rounding import (ETA, down, gamma, interval_product_min, lower_or_inf, matmul, matmul_down, matmul_up,
-                       mul_down, mul_up, sum_down, up)
+from .rounding import (ETA, sum_error, down, gamma, interval_product_min, lower_or_inf, matmul, matmul_down,
+                       matmul_up, mul_down, mul_up, sum_down, up)
 
 Bounds = list[tuple[np.ndarray, np.ndarray]]  # per chain node v_i: (B, n_i) lower, upper
 
@@ -103,6 +103,20 @@ class Relaxation:
             out = out - self.beta[r] * s[:, None, :]
         return out
 
+    def exact_zero(self, r: int, dl: np.ndarray, du: np.ndarray) -> np.ndarray:
+        """``(B, n)``: entries whose ReLU term is exactly 0 whatever ``λ``: the multiplier is
+        ``λ`` itself (active: ``λ·1``) on a domain ``z ≥ 0``, or ``0`` (dead: ``λ·0``) on a
+        domain ``z ≤ 0``, and no ``β`` moves it (:meth:`multipliers`)."""
+        l, u = self.shape_bounds[r]
+        s = self.signs.get(r)
+        active, dead = l >= 0, u <= 0
+        if s is not None:
+            active, dead = active | (s > 0), dead | (s < 0)
+        zero = (active & (dl >= 0)) | (~active & dead & (du <= 0))
+        if s is not None and r in self.beta:
+            zero &= s == 0
+        return zero
+
 
 def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, relax: Relaxation,
                      domains: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
@@ -130,7 +144,7 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
         else:
             prev = relax.multipliers(relu_index[i], L)
             dl, du = (domains or {}).get(i, (l, u))
-            terms.append(relu_term(L, prev, dl, du))
+            terms.append(relu_term(L, prev, dl, du, relax.exact_zero(relu_index[i], dl, du)))
         L = prev
     xl, xu = bounds[0]
     terms.append(sum_down(np.minimum(mul_down(L, xl[:, None, :]), mul_down(L, xu[:, None, :]))))
@@ -150,12 +164,33 @@ def _residual(lam: np.ndarray, colsum: np.ndarray, l: np.ndarray, u: np.ndarray)
         return up(up(scale * weighted[:, None]) + up((m + 1) * ETA * total[:, None]))
 
 
-def relu_term(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+def relu_term(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndarray,
+              zero: np.ndarray | None = None) -> np.ndarray:
     """Lower bound ``(B, R)`` of ``Σ_j min_{z ∈ [l_j, u_j]} out_j max(z, 0) − in_j z``
     (``l``, ``u`` ``(B, n)``, non-empty), from its vertices. Each vertex value
     ``a − b`` (``a = fl(out·max(z, 0))``, ``b = fl(in·z)``) is lowered by ``4u(|a| + |b|)``,
-    more than its three roundings (``u = 2⁻⁵³``), plus an underflow allowance."""
-    l, u = l[:, None, :], u[:, None, :]
+    more than its three roundings (``u = 2⁻⁵³``), plus an underflow allowance. Entries
+    marked in ``zero`` ``(B, n)`` (exactly 0, :meth:`Relaxation.exact_zero`) are skipped."""
+    batch, rows, n = out_lam.shape
+    l, u = np.broadcast_to(l, (batch, n)), np.broadcast_to(u, (batch, n))
+    if zero is None or not zero.any():
+        return sum_down(_vertex_min(out_lam, in_lam, l[:, None, :], u[:, None, :]))
+    box, entry = np.nonzero(~np.broadcast_to(zero, (batch, n)))  # box-major order
+    total = np.zeros((batch, rows))
+    if len(box) == 0:
+        return total
+    values = _vertex_min(out_lam[box, :, entry], in_lam[box, :, entry], l[box, entry][:, None], u[box, entry][:, None])
+    counts = np.bincount(box, minlength=batch)
+    has = counts > 0
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[has]
+    magnitude = np.zeros((batch, rows))
+    total[has] = np.add.reduceat(values, starts, axis=0)
+    magnitude[has] = np.add.reduceat(np.abs(values), starts, axis=0)
+    return down(total - sum_error(magnitude, int(counts.max())))
+
+
+def _vertex_min(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Elementwise lower bound of ``min_{z ∈ {l, u} ∪ {0 if l < 0 < u}} out·max(z, 0) − in·z``."""
 
     def value(z):
         a, b = out_lam * np.maximum(z, 0.0), in_lam * z
@@ -169,9 +204,9 @@ def relu_term(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndar
         return v
 
     with np.errstate(invalid="ignore", over="ignore"):
-        best = np.minimum(value(l), value(u), out=None)
+        best = np.minimum(value(l), value(u))
         np.minimum(best, np.where((l < 0) & (u > 0), 0.0, np.inf), out=best)
-    return sum_down(best)
+    return best
 
 
 def interval_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Bounds | None = None,

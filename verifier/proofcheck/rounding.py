@@ -51,7 +51,7 @@ def gamma(n: int) -> float:
     return float(up(up(2.0 * nu) / down(1.0 - nu)))
 
 
-def _slack(magnitude: np.ndarray, n: int) -> np.ndarray:
+def sum_error(magnitude: np.ndarray, n: int) -> np.ndarray:
     """Upper bound of the rounding error of an ``n``-term sum whose terms' absolute values
     sum (computed) to ``magnitude``."""
     return up(up(magnitude * gamma(n)) + (n + 1) * ETA)
@@ -61,7 +61,7 @@ def sum_down(t: np.ndarray, axis: int = -1) -> np.ndarray:
     """Lower bound of the exact sum of ``t`` along ``axis``."""
     n = t.shape[axis]
     with np.errstate(invalid="ignore", over="ignore"):
-        return down(t.sum(axis) - _slack(np.abs(t).sum(axis), n))
+        return down(t.sum(axis) - sum_error(np.abs(t).sum(axis), n))
 
 
 def sum_up(t: np.ndarray, axis: int = -1) -> np.ndarray:
