@@ -126,16 +126,21 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
     subdomains pass their clamped intervals, which must be non-empty)."""
     relu_index = {i: r for r, i in enumerate(net.relu_inputs)}
     terms = []
-    L = lam
+    L, peak = lam, None  # peak: max |λ| per row of the current λ, shared by its error bounds
     for i in reversed(range(top)):
         op = net.ops[i]
         l, u = bounds[i]
+        if op.kind in ("linear", "shift") and peak is None:
+            peak = np.abs(L).max(-1)
         if op.kind == "linear":
             prev = matmul(L, op.value)
-            terms.append(-_residual(L, op.abs_value.sum(0), l, u))
+            terms.append(-_residual(peak, L.shape[-1], op.abs_value.sum(0), l, u))
         elif op.kind == "shift":
             prev = L
-            terms.append(matmul_down(L, op.value[:, None], np.abs(op.value).sum(keepdims=True))[..., 0])
+            m = L.shape[-1]
+            with np.errstate(invalid="ignore", over="ignore"):
+                error = up(up(up(peak * gamma(m)) * up(np.abs(op.value).sum() * (1 + gamma(m)))) + (m + 1) * ETA)
+                terms.append(down(matmul(L, op.value[:, None])[..., 0] - error))
         elif op.kind in ("scale", "div"):
             with np.errstate(invalid="ignore", over="ignore"):
                 prev = L * op.value if op.kind == "scale" else L / op.value
@@ -145,22 +150,23 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
             prev = relax.multipliers(relu_index[i], L)
             dl, du = (domains or {}).get(i, (l, u))
             terms.append(relu_term(L, prev, dl, du, relax.exact_zero(relu_index[i], dl, du)))
-        L = prev
+        if prev is not L:
+            L, peak = prev, None
     xl, xu = bounds[0]
     terms.append(sum_down(np.minimum(mul_down(L, xl[:, None, :]), mul_down(L, xu[:, None, :]))))
     return lower_or_inf(sum_down(np.stack(terms, -1)))
 
 
-def _residual(lam: np.ndarray, colsum: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+def _residual(peak: np.ndarray, m: int, colsum: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Upper bound ``(B, R)`` of ``|(λ W − fl(λ W))·v|`` over ``v ∈ [l, u]`` ``(B, n)``:
-    ``Σ_j e_j max(|l_j|, |u_j|)`` with ``e_j ≤ γ_m max|λ| Σ_i |W_ij|`` (``colsum``, ``m``
-    rows of ``W``) plus the underflow term."""
-    m, n = lam.shape[-1], len(colsum)
+    ``Σ_j e_j max(|l_j|, |u_j|)`` with ``e_j ≤ γ_m max|λ| Σ_i |W_ij|`` (``peak = max|λ|`` per
+    row, ``colsum``, ``m`` rows of ``W``) plus the underflow term."""
+    n = len(colsum)
     size = np.maximum(np.abs(l), np.abs(u))
     with np.errstate(invalid="ignore", over="ignore"):
         weighted = up(matmul(size, colsum[:, None])[:, 0] * (1 + gamma(n)))
         total = up(size.sum(-1) * (1 + gamma(n)))
-        scale = up(np.abs(lam).max(-1) * gamma(m))
+        scale = up(peak * gamma(m))
         return up(up(scale * weighted[:, None]) + up((m + 1) * ETA * total[:, None]))
 
 
