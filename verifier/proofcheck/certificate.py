@@ -30,6 +30,7 @@ class Certificate:
             raise CertificateError(f"{path}: format {index.get('format') if isinstance(index, dict) else None!r} "
                                    f"is not {FORMAT!r}")
         self.index, self.path = index, path
+        self.tolerance = 1e-6  # how far re-derived bounds may fall below the claims (set by the checker)
 
     def array(self, key: str) -> np.ndarray:
         """The array stored under ``key``; :class:`CertificateError` if it is missing or unreadable."""

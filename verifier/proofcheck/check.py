@@ -35,17 +35,16 @@ from .network import Network, UnsupportedModel, file_sha256, load_network
 BATCH = 256  # boxes or subdomains bounded together
 CLAIM_TOLERANCE = 1e-6  # re-derived bounds may fall this far (relative) below the claims: the refutation margin
 CLAIM_TOLERANCE_FLOAT32 = 1e-4  # claims computed in float32 (verify --dtype float32) are that much less precise
-_tolerance = [CLAIM_TOLERANCE]
 
 
-def below_claim(found: np.ndarray, claim: np.ndarray) -> np.ndarray:
+def below_claim(found: np.ndarray, claim: np.ndarray, tolerance: float = CLAIM_TOLERANCE) -> np.ndarray:
     """Where a re-derived lower bound falls short of the certificate's claim (NaN claims:
-    none made) by more than the tolerance (:data:`CLAIM_TOLERANCE`, or
-    :data:`CLAIM_TOLERANCE_FLOAT32` for float32 claims) ``· (1 + |claim|)``. Not a soundness
-    matter (a leaf is closed only by the checker's own bound); it rejects certificates
-    whose parameters do not give what they claim."""
+    none made) by more than ``tolerance · (1 + |claim|)`` (:data:`CLAIM_TOLERANCE`, or
+    :data:`CLAIM_TOLERANCE_FLOAT32` for float32 claims). Not a soundness matter (a leaf is
+    closed only by the checker's own bound); it rejects certificates whose parameters do
+    not give what they claim."""
     with np.errstate(invalid="ignore"):
-        return ~np.isnan(claim) & (found < claim - _tolerance[0] * (1 + np.abs(claim)))
+        return ~np.isnan(claim) & (found < claim - tolerance * (1 + np.abs(claim)))
 
 
 class ProofRefused(ValueError):
@@ -126,11 +125,13 @@ def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckRepor
         raise ProofRefused(str(exc)) from None
     index = cert.index
     for what, path in (("model", model_path), ("spec", spec_path)):
-        want = (index.get(what) or {}).get("sha256")
+        entry = index.get(what)
+        want = entry.get("sha256") if isinstance(entry, dict) else None
         got = file_sha256(path)
         if want != got:
             raise ProofRefused(f"{proof_path} certifies the {what} with SHA-256 {str(want)[:16]}…, not {path} "
                                f"(SHA-256 {got[:16]}…)")
+    regions = read_regions(spec_path)  # a malformed spec is bad input (SpecError), not a bad certificate
     report = CheckReport(False, "", seconds=0.0)
     try:
         if index.get("result") != "unsat" or not index.get("certified"):
@@ -140,8 +141,7 @@ def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckRepor
             net = load_network(model_path)
         except UnsupportedModel as exc:
             raise LeafFailed(f"the checker cannot read the model: {exc}") from None
-        _tolerance[0] = CLAIM_TOLERANCE_FLOAT32 if index.get("claims_dtype") == "float32" else CLAIM_TOLERANCE
-        regions = read_regions(spec_path)
+        cert.tolerance = CLAIM_TOLERANCE_FLOAT32 if index.get("claims_dtype") == "float32" else CLAIM_TOLERANCE
         entries = {e.get("index"): e for e in index.get("regions", [])}
         for r, region in enumerate(regions):
             entry = entries.get(r)
@@ -170,7 +170,7 @@ def _relaxation(net: Network, bounds) -> Relaxation:
     return Relaxation(_shapes(net, bounds))
 
 
-def _leaf_bounds(net: Network, region: Region, lo, hi, known, claims) -> np.ndarray:
+def _leaf_bounds(net: Network, region: Region, lo, hi, known, claims, tolerance: float) -> np.ndarray:
     """Lower bounds ``(B, k)`` of the stacked rows over boxes ``lo``/``hi``: the best of
     IBP on the outputs and the Lagrangian bound on IBP ∩ ``known`` bounds; the boxes that
     stay open, or below their ``claims`` ``(B, k)``, are bounded again on CROWN-tightened
@@ -179,7 +179,7 @@ def _leaf_bounds(net: Network, region: Region, lo, hi, known, claims) -> np.ndar
     lam = np.broadcast_to(region.C, (len(lo), *region.C.shape))
     cheap = interval_bounds(net, lo, hi, known)
     lb = np.maximum(spec_interval_bound(region.C, *cheap[-1]), lagrangian_bound(net, K, lam, cheap, _relaxation(net, cheap)))
-    still = ~region.closed(lb).all(1) | below_claim(lb, claims).any(1)
+    still = ~region.closed(lb).all(1) | below_claim(lb, claims, tolerance).any(1)
     if still.any():
         idx = np.nonzero(still)[0]
         sub = None if known is None else [(l[idx], u[idx]) for l, u in known]
@@ -220,11 +220,11 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
             leaf = np.nonzero(~split)[0]
             sub = None if known is None else [(l[leaf], u[leaf]) for l, u in known]
             claim = claims[ids[leaf]]
-            lb = _leaf_bounds(net, region, lo[leaf], hi[leaf], sub, claim)
-            short = np.nonzero(below_claim(lb, claim).any(1))[0]
+            lb = _leaf_bounds(net, region, lo[leaf], hi[leaf], sub, claim, cert.tolerance)
+            short = np.nonzero(below_claim(lb, claim, cert.tolerance).any(1))[0]
             if len(short):
                 i = short[0]
-                row = int(np.nonzero(below_claim(lb[i], claim[i]))[0][0])
+                row = int(np.nonzero(below_claim(lb[i], claim[i], cert.tolerance))[0][0])
                 raise LeafFailed(f"region {r}, input-split leaf {int(ids[leaf[i]])}: re-derived bound {lb[i, row]:.12g} of "
                                  f"row {row} is below the certificate's claim {claim[i, row]:.12g}")
             closed = region.closed(lb)
@@ -299,7 +299,7 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
         (l, u), (cl, cu) = bounds[node], claims[i]
         if cl.shape != l.shape or cu.shape != u.shape:
             raise LeafFailed(f"region {r}: claimed bounds of ReLU {i} have the wrong shape")
-        bad = np.nonzero((below_claim(l, cl) | below_claim(-u, -cu))[0])[0]
+        bad = np.nonzero((below_claim(l, cl, cert.tolerance) | below_claim(-u, -cu, cert.tolerance))[0])[0]
         if len(bad):
             j = int(bad[0])
             raise LeafFailed(f"region {r}: re-derived bounds [{l[0, j]:.12g}, {u[0, j]:.12g}] of ReLU {i} input {j} "
@@ -316,7 +316,7 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
         claim = cert.array(f"r{r}.final.lower")
         if claim.shape != (len(region.b),):
             raise LeafFailed(f"region {r}: claimed root bounds have the wrong shape")
-        short = np.nonzero(below_claim(lb[0], claim))[0]
+        short = np.nonzero(below_claim(lb[0], claim, cert.tolerance))[0]
         if len(short):
             raise LeafFailed(f"region {r}: re-derived root bound {lb[0, short[0]]:.12g} of row {int(short[0])} is below "
                              f"the certificate's claim {claim[short[0]]:.12g}")
@@ -387,10 +387,10 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
         refuted = np.where(region.strict[rows], lb >= b, lb > b).any(1)
         claim = lower[start:start + n][live]
         claim = np.where(np.isfinite(claim), claim, np.nan)
-        short = np.nonzero(below_claim(lb, claim).any(1))[0]
+        short = np.nonzero(below_claim(lb, claim, cert.tolerance).any(1))[0]
         if len(short):
             i = int(short[0])
-            row = int(np.nonzero(below_claim(lb[i], claim[i]))[0][0])
+            row = int(np.nonzero(below_claim(lb[i], claim[i], cert.tolerance))[0][0])
             raise LeafFailed(f"region {r}, disjunct {d}, relu-split leaf {start + int(live[i])}: re-derived bound "
                              f"{lb[i, row]:.12g} of row {row} is below the certificate's claim {claim[i, row]:.12g}")
         if not refuted.all():
