@@ -126,7 +126,7 @@ def test_certify_ray_equals_certify(cluster):
     """Same Certificate, bit for bit, with the batches on two actors (PGD random starts
     included: the last batch is short, so the generator replay is exercised)."""
     import verifier
-    from verifier.cluster.ray_certify import certify_curve_ray
+    from verifier_plugins.training.ray_certify import certify_curve_ray
     from verifier.datasets import load_mnist
     from verifier_plugins.training.certify import certify_curve
 

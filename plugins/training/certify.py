@@ -94,6 +94,23 @@ def certify_curve(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps, 
     ``>= 0`` and given once (:func:`check_eps_values`), ``domain`` installed and
     ``options`` its own, ``(x, y)`` non-empty, finite, inside ``clip``, of the model's
     input size, labels in ``0..outputs-1``."""
+    radii, batch, pgd_steps, seed, x, y = check_certify_inputs(model, x, y, eps, domain, batch, dtype, pgd_steps,
+                                                                seed, clip, data, options)
+    clean, pgd, certified = 0, [0] * len(radii), [0] * len(radii)
+    generators = [torch.Generator().manual_seed(seed) for _ in radii]
+    for start in range(0, len(y), batch):
+        c, p, v = batch_counts(model, x[start:start + batch], y[start:start + batch], radii, generators, domain,
+                               dtype, pgd_steps, clip, options)
+        clean, pgd, certified = clean + c, [a + b for a, b in zip(pgd, p)], [a + b for a, b in zip(certified, v)]
+    n, kind = len(y), str(dtype).replace("torch.", "")
+    return [Certificate(clean / n, pgd[k] / n, certified[k] / n, domain, float(r), n, kind, data)
+            for k, r in enumerate(radii)]
+
+
+def check_certify_inputs(model, x, y, eps, domain: str, batch: int, dtype: torch.dtype, pgd_steps: int, seed: int,
+                         clip, data: str, options: dict) -> tuple:
+    """The checks of :func:`certify_curve` (errors named there); returns ``(radii, batch,
+    pgd_steps, seed, x, y)`` converted (``y`` as int64)."""
     from .validation import DataError, check_arrays, check_domain, check_int, check_seed
 
     if not isinstance(model, verifier.Model):
@@ -112,32 +129,35 @@ def certify_curve(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps, 
     if int(y.max()) >= model.output_size:
         raise DataError(f"test data ({data}) has label {int(y.max())} but the model has {model.output_size} "
                         f"outputs; labels must be in 0..{model.output_size - 1}")
-    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
-    classes = model.output_size
-    clean = 0
-    pgd, certified = [0] * len(radii), [0] * len(radii)
-    generators = [torch.Generator().manual_seed(seed) for _ in radii]
-    graph_shape = model.input_shape
+    return radii, batch, pgd_steps, seed, torch.as_tensor(x), torch.as_tensor(y).long()
+
+
+def batch_counts(model, x: torch.Tensor, y: torch.Tensor, radii, generators: list, domain: str, dtype: torch.dtype,
+                 pgd_steps: int, clip, options: dict) -> tuple[int, list[int], list[int]]:
+    """``(clean, [pgd per radius], [certified per radius])`` counts of one batch ``x``
+    ``(B, *sample)``, ``y`` ``(B,)``: Madry et al.'s PGD from ``generators[k]`` (advanced by
+    one draw per radius), and the domain's lower bounds on the margins ``f_y − f_j``
+    (certified when all are positive). The step of :func:`certify_curve`, also run by the
+    Ray workers of ``certify --ray`` (:mod:`verifier_plugins.training.ray_certify`)."""
+    shape = model.input_shape
 
     def forward(t):
-        return model(t.reshape(t.shape[0], *graph_shape).to(dtype))
+        return model(t.reshape(t.shape[0], *shape).to(dtype))
 
-    for start in range(0, len(y), batch):
-        xb, yb = x[start:start + batch].to(dtype), y[start:start + batch]
+    x = x.to(dtype)
+    with torch.no_grad():
+        clean = int((forward(x).argmax(1) == y).sum())
+    C = margin_matrix(y, model.output_size).to(dtype)
+    pgd, certified = [], []
+    for eps, generator in zip(radii, generators):
+        adv = pgd_attack(forward, x, y, eps, pgd_steps, clip=clip, generator=generator)
         with torch.no_grad():
-            clean += int((forward(xb).argmax(1) == yb).sum())
-        C = margin_matrix(yb, classes).to(dtype)
-        for k, eps_k in enumerate(radii):
-            adv = pgd_attack(forward, xb, yb, eps_k, pgd_steps, clip=clip, generator=generators[k])
-            with torch.no_grad():
-                pgd[k] += int((forward(adv).argmax(1) == yb).sum())
-                lo, hi = box_around(xb, eps_k, clip)
-                lb, _ = compute_bounds(model, lo.reshape(lo.shape[0], *graph_shape),
-                                       hi.reshape(hi.shape[0], *graph_shape), domain=domain, C=C, **options)
-                certified[k] += int(verified_mask(lb, yb).sum())
-    n, kind = len(y), str(dtype).replace("torch.", "")
-    return [Certificate(clean / n, pgd[k] / n, certified[k] / n, domain, float(r), n, kind, data)
-            for k, r in enumerate(radii)]
+            pgd.append(int((forward(adv).argmax(1) == y).sum()))
+            lo, hi = box_around(x, eps, clip)
+            lb, _ = compute_bounds(model, lo.reshape(lo.shape[0], *shape), hi.reshape(hi.shape[0], *shape),
+                                   domain=domain, C=C, **options)
+            certified.append(int(verified_mask(lb, y).sum()))
+    return clean, pgd, certified
 
 
 def certify_model(model: verifier.Model, x: torch.Tensor, y: torch.Tensor, eps: float, domain: str = "crown",

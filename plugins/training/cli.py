@@ -19,7 +19,10 @@ METHODS = ["standard", "pgd", "ibp", "crown-ibp", "dual-lp", "colt", "double-mar
 
 
 def cmd_train(args) -> int:
-    """``verifier train``: options checked up front (:mod:`.validation`), then :func:`.trainer.train`."""
+    """``verifier train``: options checked up front (:mod:`.validation`), then :func:`.trainer.train`
+    in this process, on ``--nproc`` processes (:func:`.distributed.launch`), or as one rank of
+    the process group ``torchrun`` started (:func:`.distributed.init_from_env`)."""
+    from .distributed import init_from_env, launch
     from .trainer import CHECKPOINT, train
     from .validation import CheckpointError, check_out_folder
 
@@ -31,14 +34,17 @@ def cmd_train(args) -> int:
         ckpt = os.path.join(check_out_folder(args.out), CHECKPOINT)
         if not os.path.isfile(ckpt):
             raise CheckpointError(f"--resume: no checkpoint {ckpt} to resume from; run without --resume to start")
-    result = train(args.model, args.method, args.eps, args.epochs, args.out, data=args.data, eps_test=args.eps_test,
-                   device=checked_device(args.device), resume=args.resume, batch_size=args.batch_size, lr=args.lr,
-                   train_count=args.train_count, test_count=args.test_count, eval_count=args.eval_count,
-                   seed=args.seed, warmup=args.warmup, ramp=args.ramp, ramp_shape=args.ramp_shape,
-                   kappa=tuple(args.kappa) if args.kappa else None, beta=tuple(args.beta) if args.beta else None,
-                   decay_every=args.decay_every, decay_factor=args.decay_factor, projections=args.projections,
-                   certify_domain=args.certify_domain, eval_domains=args.eval_domains,
-                   progress=not args.quiet, method_options=options)
+    device = checked_device(args.device)
+    # launched by torchrun: join its group; else --nproc processes here (1: this process)
+    run = train if init_from_env(device) is not None else (lambda **kw: launch(args.nproc, **kw))
+    result = run(model=args.model, method=args.method, eps=args.eps, epochs=args.epochs, out=args.out, data=args.data,
+                 eps_test=args.eps_test, device=device, resume=args.resume, batch_size=args.batch_size, lr=args.lr,
+                 train_count=args.train_count, test_count=args.test_count, eval_count=args.eval_count,
+                 seed=args.seed, warmup=args.warmup, ramp=args.ramp, ramp_shape=args.ramp_shape,
+                 kappa=tuple(args.kappa) if args.kappa else None, beta=tuple(args.beta) if args.beta else None,
+                 decay_every=args.decay_every, decay_factor=args.decay_factor, projections=args.projections,
+                 certify_domain=args.certify_domain, eval_domains=args.eval_domains,
+                 progress=not args.quiet, method_options=options)
     if "onnx" in result:
         print(f"model: {result['onnx']}")
     return 0
@@ -85,12 +91,19 @@ def cmd_certify(args) -> int:
     data = load_data(args.data, test_count=count, need_train=False)
     for path, model in zip(paths, models):
         check_model_fits(path, model.input_shape, model.output_size, data, use_train=False)
+    curve_of = certify_curve
+    if args.ray is not None:  # ray is imported only here (verifier/cluster, the 'cluster' extra)
+        from functools import partial
+
+        from .ray_certify import certify_curve_ray
+
+        curve_of = partial(certify_curve_ray, ray_address=args.ray)  # the same certificates, batches on Ray
     curves = []
     for path, model in zip(paths, models):
         began = time.monotonic()
-        certs = certify_curve(model, data.x_test, data.y_test, radii, args.domain, batch=CERTIFY_BATCH,
-                              dtype=DTYPES[args.dtype], pgd_steps=CERTIFY_PGD_STEPS, seed=CERTIFY_SEED,
-                              data=data.name, **options)
+        certs = curve_of(model, data.x_test, data.y_test, radii, args.domain, batch=CERTIFY_BATCH,
+                         dtype=DTYPES[args.dtype], pgd_steps=CERTIFY_PGD_STEPS, seed=CERTIFY_SEED,
+                         data=data.name, **options)
         stored = read_metadata(path).get("certificate")
         status = None if stored is None else stored_certificate_status(stored, certs)[0]
         curves.append(ModelCurve(path, certs, stored, status, time.monotonic() - began))
@@ -166,6 +179,10 @@ def add_commands(sub) -> None:
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="method option, e.g. latent_steps=5, l1=1e-5, stages=2 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train on N processes of this machine with DistributedDataParallel (gloo on CPU, one GPU "
+                        "each on CUDA; same loss curve as one process); under torchrun the group comes from the "
+                        "environment (docs/scale.md)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("certify", help="clean, PGD and certified accuracy of an ONNX classifier on a test set")
@@ -183,4 +200,7 @@ def add_commands(sub) -> None:
                    help="write accuracy vs eps (clean, PGD, certified) as PNG; needs matplotlib (extra 'plots')")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of text (schema: docs/outputs.md)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="certify the batches on a Ray cluster at ADDRESS (alone: a local one with this machine's "
+                        "cores): the same certificates; needs the cluster extra (docs/scale.md)")
     p.set_defaults(func=cmd_certify)

@@ -2,7 +2,8 @@
 
 * :mod:`.ray_vnncomp` — ``verifier vnncomp BENCH --ray [ADDRESS]``: the instances of a
   benchmark run as Ray actor tasks (each actor imports a model once and reuses it).
-* :mod:`.ray_certify` — ``verifier certify ... --ray``: test points in batches on Ray actors.
+* ``verifier certify ... --ray`` (test points in batches on Ray actors) is the training plugin's
+  :mod:`verifier_plugins.training.ray_certify`, built on :mod:`.ray_session`.
 * :mod:`.ray_bab` — ``verifier verify ... --ray``: input-splitting branch-and-bound of one
   property with its frontier sharded over Ray workers.
 

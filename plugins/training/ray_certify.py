@@ -18,58 +18,29 @@ it for all its batches; a task sends one batch of points and the generator state
 per radius) and returns three counts per radius. A killed worker is restarted and its
 batch rerun (``max_restarts``/``max_task_retries``).
 
-This module belongs to the core only by location: it imports the training plugin
-(``verifier_plugins.training``), and only when called.
+It lives in the training plugin (the core never imports the plugins) and uses the core's
+Ray session (:mod:`verifier.cluster.ray_session`); ray is imported only when called.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .ray_session import LOCAL, check_address, cluster_cpus, connect, model_from, portable_model, require_ray, workers
+from verifier.cluster.ray_session import LOCAL, check_address, cluster_cpus, connect, model_from, portable_model, require_ray, workers
 
 
 def counts_on_worker(state: dict, shared: list, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...],
                      states: list[torch.Tensor], domain: str, dtype: torch.dtype, pgd_steps: int, clip,
                      options: dict) -> tuple[int, list, list]:
-    """In a worker (:class:`~verifier.cluster.ray_session.Worker`): :func:`batch_counts` of one
-    batch on the model ``shared[0]`` (fetched once per worker)."""
-    return batch_counts(model_from(state, shared), x, y, radii, states, domain, dtype, pgd_steps, clip, options)
+    """In a worker (:class:`~verifier.cluster.ray_session.Worker`):
+    :func:`~verifier_plugins.training.certify.batch_counts` of one batch on the model
+    ``shared[0]`` (fetched once per worker), the PGD generators set to ``states``."""
+    from .certify import batch_counts
 
-
-def batch_counts(model, x: torch.Tensor, y: torch.Tensor, radii: tuple[float, ...], states: list[torch.Tensor],
-                 domain: str, dtype: torch.dtype, pgd_steps: int, clip, options: dict) -> tuple[int, list, list]:
-    """``(clean, [pgd per radius], [certified per radius])`` counts of one batch: ``x``
-    ``(B, *sample)`` in input units, ``y`` ``(B,)`` labels, ``states[k]`` the PGD generator's
-    state for radius ``radii[k]`` at this batch. The per-batch step of
-    :func:`~verifier_plugins.training.certify.certify_curve` (Madry et al.'s PGD; the
-    domain's lower bounds on the margins ``f_y − f_j``, certified when all are positive)."""
-    from verifier.api import compute_bounds
-    from verifier_plugins.training.certify import verified_mask
-    from verifier_plugins.training.live import margin_matrix
-    from verifier_plugins.training.objectives import box_around, pgd_attack
-
-    shape = model.input_shape
-
-    def forward(t):
-        return model(t.reshape(t.shape[0], *shape).to(dtype))
-
-    x = x.to(dtype)
-    with torch.no_grad():
-        clean = int((forward(x).argmax(1) == y).sum())
-    C = margin_matrix(y, model.output_size).to(dtype)
-    pgd, certified = [], []
-    for eps, state in zip(radii, states):
-        generator = torch.Generator()
-        generator.set_state(state)
-        adv = pgd_attack(forward, x, y, eps, pgd_steps, clip=clip, generator=generator)
-        with torch.no_grad():
-            pgd.append(int((forward(adv).argmax(1) == y).sum()))
-            lo, hi = box_around(x, eps, clip)
-            lb, _ = compute_bounds(model, lo.reshape(lo.shape[0], *shape), hi.reshape(hi.shape[0], *shape),
-                                   domain=domain, C=C, **options)
-            certified.append(int(verified_mask(lb, y).sum()))
-    return clean, pgd, certified
+    generators = [torch.Generator() for _ in states]
+    for generator, saved in zip(generators, states):
+        generator.set_state(saved)
+    return batch_counts(model_from(state, shared), x, y, radii, generators, domain, dtype, pgd_steps, clip, options)
 
 
 def generator_states(x: torch.Tensor, radii: tuple[float, ...], batch: int, pgd_steps: int,
@@ -97,31 +68,15 @@ def certify_curve_ray(model, x: torch.Tensor, y: torch.Tensor, eps, domain: str 
     run on Ray at ``ray_address`` (``"local"``: a local Ray instance with this machine's
     cores) by ``ray_workers`` actors (default: the cluster's CPUs, at most one per batch).
     Raises :class:`~verifier.errors.VerifierInputError` without ``ray`` installed."""
-    import verifier
-    from verifier.errors import VerifierInputError
-    from verifier_plugins.training.certify import Certificate, check_eps_values
-    from verifier_plugins.training.validation import DataError, check_arrays, check_domain, check_int, check_seed
+    from .certify import Certificate, check_certify_inputs
+    from .validation import check_int
 
     require_ray()
     check_address(ray_address)
-    if not isinstance(model, verifier.Model):
-        raise VerifierInputError(f"model must be a verifier.Model (verifier.load(path)), not {type(model).__name__}")
-    radii = check_eps_values("--eps", eps)
-    batch, pgd_steps = check_int("batch", batch, 1), check_int("pgd_steps", pgd_steps, 0)
-    seed = check_seed("seed", seed)
     if ray_workers is not None:
         check_int("ray_workers", ray_workers, 1)
-    if dtype not in (torch.float32, torch.float64):
-        raise VerifierInputError(f"dtype {dtype}: use torch.float32 or torch.float64")
-    check_domain("--domain", domain, options)
-    check_arrays(f"test data ({data})", "x_test", x, "y_test", y, clip)
-    if x[0].numel() != model.input_size:
-        raise DataError(f"test data ({data}) has samples of shape {list(x.shape[1:])} ({x[0].numel()} values) but "
-                        f"the model takes {model.input_size} values of shape {list(model.input_shape)}")
-    if int(y.max()) >= model.output_size:
-        raise DataError(f"test data ({data}) has label {int(y.max())} but the model has {model.output_size} "
-                        f"outputs; labels must be in 0..{model.output_size - 1}")
-    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
+    radii, batch, pgd_steps, seed, x, y = check_certify_inputs(model, x, y, eps, domain, batch, dtype, pgd_steps,
+                                                                seed, clip, data, options)
     states = generator_states(x, radii, batch, pgd_steps, seed)
 
     ray = connect(ray_address)
