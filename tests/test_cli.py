@@ -213,3 +213,25 @@ def test_closed_output_pipe_is_not_an_internal_error():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "internal error" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["verify", DEFAULT_MODEL, ROBUST, "--timeout", "5", "--timeout=600"], "--timeout"),
+    (["verify", DEFAULT_MODEL, ROBUST, "--domain", "box", "--domain", "crown"], "--domain"),
+    (["report", "r.csv", "--plot", "a.png", "--plot", "b.png"], "--plot"),
+    (["certify", DEFAULT_MODEL, "--eps", "0.1", "--eps", "0.2"], "--eps"),
+])
+def test_a_single_valued_option_given_twice_is_refused(capsys, tmp_path, argv, option):
+    """argparse keeps the last of two values silently (``--timeout 5 --timeout 600`` would
+    run for ten minutes); the command line refuses it, naming the option, before any work."""
+    from cli_helpers import assert_refused, run as run_exiting
+
+    code, out, err = run_exiting(capsys, *argv)
+    assert_refused(code, out, err, option, "given twice")
+    assert not any(tmp_path.iterdir())
+
+
+def test_repeatable_options_may_repeat(capsys):
+    code, out, err = run(capsys, "verify", DEFAULT_MODEL, ROBUST, "--domain", "box", "--domain-option",
+                         "intermediate=x", "--domain-option", "intermediate=y")
+    assert code == 2 and "given twice" not in err  # refused for the value, not for the repetition

@@ -595,3 +595,21 @@ def test_verify_imports_dynamo_only_for_a_search_that_uses_an_optimiser(cache_di
     assert "result: sat" in runs[0].stdout and "result: unsat" in runs[0].stdout
     assert runs[0].stdout.split()[-7:] == ["no-dynamo", "importer", "dynamo", "importer", "0", "0", "0"]
     assert runs[1].stdout.split()[-7:] == ["no-dynamo", "no-importer", "dynamo", "no-importer", "0", "0", "0"]
+
+
+def test_the_command_line_shows_the_caches_warning_as_one_line(cache_dir, capsys, monkeypatch):
+    """The CLI hides library warnings, but not the cache's own (README: a folder others can
+    write "is not used (one warning …)"): one ``warning:`` line on stderr, the verdict as usual."""
+    import verifier.cli
+
+    assert verifier.cli.CACHE_WARNING == cache_folder.WARNING_PREFIX
+    verifier.load(MNIST, check=False, cache=True)
+    cache_dir.chmod(0o777)
+    monkeypatch.setattr(cache_folder, "_WARNED", set())
+    code, out, err = run(capsys, "verify", MNIST, MNIST_SPEC, "--domain", "box")
+    cache_dir.chmod(0o700)
+    assert code == 0 and out.splitlines()[-1] == "result: unsat"
+    assert err.splitlines() == [err.strip()] and err.startswith("warning: IR cache: other users can write"), err
+    monkeypatch.setattr(cache_folder, "_WARNED", set())
+    code, out, err = run(capsys, "verify", MNIST, MNIST_SPEC, "--domain", "box")  # a private folder: silent
+    assert code == 0 and err == ""

@@ -159,10 +159,14 @@ def unlink(file: Path) -> None:
 
 
 _WARNED: set[str] = set()  # the messages already given
+# starts every cache warning: the command line, which hides library warnings, shows these
+# (verifier.cli.CACHE_WARNING is the same text; it cannot import this module before torch)
+WARNING_PREFIX = "IR cache: "
 
 
 def warn_once(message: str) -> None:
-    """Warn (``RuntimeWarning``) with ``message`` unless this process already did."""
+    """Warn (``RuntimeWarning``, the text :data:`WARNING_PREFIX` + ``message``) unless this
+    process already did."""
     if message not in _WARNED:
         _WARNED.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(WARNING_PREFIX + message, RuntimeWarning, stacklevel=3)
