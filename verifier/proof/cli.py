@@ -38,19 +38,25 @@ def recorded_verify(args, regions: int, run: Callable[[], object]):
     path = getattr(args, "proof", None)
     if path is None:
         return run()
-    result, line = recorded(path, args.model, args.spec, regions, run)
+    remote = getattr(args, "ray", None) is not None  # shards of the search run in other processes, unrecorded
+    result, line = recorded(path, args.model, args.spec, regions, run,
+                            ["--ray: the search ran on a Ray cluster, whose workers record nothing"] if remote else [])
     print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
     return result
 
 
-def recorded(path: str, model_path: str, spec_path: str, regions: int, run: Callable[[], object]):
+def recorded(path: str, model_path: str, spec_path: str, regions: int, run: Callable[[], object],
+             unrecorded: list[str] | None = None):
     """``(run(), line)``: the verification run with a recorder active, its certificate
     written to ``path`` when the verdict is ``unsat`` (``vnncomp --proofs DIR`` calls this
-    per instance), and one line saying what was written."""
+    per instance), and one line saying what was written. ``unrecorded``: reasons the run
+    cannot be certified whatever it records (the certificate says so)."""
     from .record import ProofRecorder, recording
     from .writer import build_certificate, write_certificate
 
     recorder = ProofRecorder()
+    for reason in unrecorded or []:
+        recorder.cannot_certify(reason)
     with recording(recorder):
         result = run()
     if result.status != "unsat":
