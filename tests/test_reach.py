@@ -162,7 +162,9 @@ def test_cli_bad_input_is_refused_before_any_work(tmp_path, capsys, monkeypatch)
                         ([two, *box, "--directions", "10"], ["--directions"]),
                         ([two, *box, "--plot", tmp_path], ["--plot", "folder"]),
                         ([two, "--spec", tmp_path / "none.vnnlib"], ["none.vnnlib"]),
-                        ([tmp_path / "none.onnx", *box], ["none.onnx"])):
+                        ([tmp_path / "none.onnx", *box], ["none.onnx"]),
+                        ([two, *box, "--region", "3"], ["--region", "--spec"]),  # was silently ignored
+                        ([two, "--spec", tmp_path / "p.pdf", "--plot", tmp_path / "p.pdf"], ["--plot", "input spec"])):
         code, out, err = run(capsys, "reach", *argv)
         assert_refused(code, out, err, *words)
         assert out == ""

@@ -21,12 +21,16 @@ def cmd_reach(args) -> int:
 
     from .api import load
     from .options import check_samples, check_seed
-    from .outputs import check_output_file
+    from .outputs import check_not_an_input, check_output_file
     from .reach import directions, parse_input_box, parse_outputs, polygon_area, reach_sets
 
     if (args.input_box is None) == (args.spec is None):
         raise VerifierInputError("reach: give the input box with exactly one of --input-box l1:u1,l2:u2,... "
                                  "or --spec FILE.vnnlib")
+    if args.region is not None and args.spec is None:
+        raise VerifierInputError(f"--region {args.region}: only with --spec (it picks one of the spec's input "
+                                 f"regions); --input-box gives a single box")
+    region = 0 if args.region is None else args.region
     samples = check_samples(args.samples, "--samples")
     seed = check_seed(args.seed, "--seed")
     directions(args.directions)
@@ -34,6 +38,8 @@ def cmd_reach(args) -> int:
         from .report_plot import check_plot_path
 
         check_output_file(args.plot, "--plot")
+        check_not_an_input(args.plot, "--plot", [("the input model", args.model)]
+                           + ([] if args.spec is None else [("the input spec", args.spec)]))
         check_plot_path(args.plot, "--plot")
     model = load(args.model, check=False)
     if args.spec is not None:
@@ -41,10 +47,10 @@ def cmd_reach(args) -> int:
 
         spec = read_vnnlib(args.spec)
         spec.check_model(model.input_size, model.output_size)
-        if not 0 <= args.region < len(spec.regions):
-            raise VerifierInputError(f"--region {args.region}: the spec {args.spec} has {len(spec.regions)} input "
+        if not 0 <= region < len(spec.regions):
+            raise VerifierInputError(f"--region {region}: the spec {args.spec} has {len(spec.regions)} input "
                                      f"region(s), 0..{len(spec.regions) - 1}")
-        lower, upper = (t.reshape(-1).double() for t in spec.regions[args.region].float64_range())
+        lower, upper = (t.reshape(-1).double() for t in spec.regions[region].float64_range())
     else:
         lower, upper = parse_input_box(args.input_box, model.input_size)
     outputs = parse_outputs(args.outputs, model.output_size)
@@ -76,7 +82,7 @@ def add_reach_command(sub) -> None:
     p.add_argument("model")
     p.add_argument("--input-box", metavar="L1:U1,L2:U2,...", help="one low:high pair per model input")
     p.add_argument("--spec", metavar="FILE.vnnlib", help="take the input box from a VNN-LIB spec instead")
-    p.add_argument("--region", type=int, default=0, help="the spec's input region (default 0)")
+    p.add_argument("--region", type=int, help="with --spec: the spec's input region (default 0)")
     p.add_argument("--outputs", metavar="I,J", help="the two outputs drawn (default 0,1 for a two-output model)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                    help=f"uniform input samples (default {DEFAULT_SAMPLES}; box corners are added for ≤ "
