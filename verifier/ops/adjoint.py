@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import AFFINE_KINDS, FORWARD, Node, cached_while_constant
+from .conv import conv2d_transpose_map
 from .index import index_tensor
 
 AdjointFn = Callable[[Node, torch.Tensor, list], "list[torch.Tensor] | None"]
@@ -80,17 +80,8 @@ def _conv_adjoint(node: Node, lam: torch.Tensor, input_shapes: list[tuple]) -> l
     lead = flat.shape[1:-3]  # per-sample axes before (C, H, W), e.g. an ONNX batch axis of 1
     grad_out = flat.reshape(-1, *flat.shape[-3:])
     in_shape = input_shapes[0]
-    extra = [size - ((o - 1) * s - 2 * p + d * (k - 1) + 1)  # output_padding that recovers the input size
-             for size, o, s, p, d, k in zip(in_shape[-2:], grad_out.shape[-2:], a["strides"], pads[:spatial],
-                                            a["dilations"], weight.shape[-2:])]
-    if all(0 <= e < max(s, d) for e, s, d in zip(extra, a["strides"], a["dilations"])):
-        # the transposed convolution itself, channels-last: oneDNN's kernel, several times faster on
-        # many rows than convolution_backward's
-        out = F.conv_transpose2d(grad_out.contiguous(memory_format=torch.channels_last), weight, None, a["strides"],
-                                 pads[:spatial], extra, a["group"], a["dilations"])
-    else:
-        out = torch.nn.grad.conv2d_input((grad_out.shape[0], *in_shape[-3:]), weight, grad_out, a["strides"],
-                                         pads[:spatial], a["dilations"], a["group"])
+    out = conv2d_transpose_map(grad_out, weight, tuple(a["strides"]), tuple(pads[:spatial]), tuple(a["dilations"]),
+                               a["group"], tuple(in_shape[-2:]))
     return [_unfold(out.reshape(flat.shape[0], *lead, *out.shape[1:]), bk)]
 
 
