@@ -31,6 +31,9 @@ MAX_SLOPES = 1 << 25  # per-target intermediate slopes beyond this are shared pe
 class AlphaCrownDomain(BackwardDomain):
     name = "alpha-crown"
     description = "CROWN with ReLU slopes and sigmoid/tanh tangent points optimised per neuron and row"
+    # the chosen-rows layout, as in the optimisation steps: the starting bounds must be the steps' to the
+    # last bit, or the near-ties between them (torch.maximum's gradient) fall by the rounding
+    all_rows = False
 
     def __init__(self, intermediate: str = "crown", norm: float = float("inf"), iterations: int = 20,
                  lr: float = 0.1, patience: int = 5, optimise_intermediate: bool = True):

@@ -152,6 +152,7 @@ class BackwardDomain(Domain):
 
     policy = "adaptive"
     backward = True
+    all_rows = True  # bound most of a convolution's entries as all of them (patch form, one group per location)
 
     def __init__(self, intermediate: str = "crown", norm: float = float("inf")):
         if intermediate not in ("crown", "ibp"):
@@ -214,7 +215,7 @@ class BackwardDomain(Domain):
         chunk = max(1, MAX_ENTRIES // max(1, 2 * batch * widest))
         per_row = alpha is not None and any(a.shape[1] == 2 * R and R > 0 for a in alpha.values())
         patches = patchable(self, graph, node_id)
-        if patches and not per_row and R >= ALL_ROWS_FRACTION * math.prod(shape):
+        if patches and self.all_rows and not per_row and R >= ALL_ROWS_FRACTION * math.prod(shape):
             found = self._all_rows(graph, node_id, index, lower, upper, bounds, alpha)
             if found is not None:
                 return found

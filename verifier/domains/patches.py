@@ -309,8 +309,8 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
             w = rows.gather(torch.stack(stack, 1)).unbind(3)
             up = v >= 0
             slope = w[0] if same_slope else torch.where(up, w[0], w[1])
-            if zero_low:
-                constant = _dot(v.clamp(max=0), w[-1])
+            if zero_low:  # summed as under autograd below (α-CROWN meets these bounds as near-ties)
+                constant = (v.clamp(max=0) * w[-1]).reshape(B, G, M, -1).sum(-1)
             else:
                 constant = (v * torch.where(up, w[-1], w[-2])).reshape(B, G, M, -1).sum(-1)
             out = _Rows(v * slope, rows.loc, rows.geometry)
