@@ -155,10 +155,14 @@ def test_bad_input_is_refused_before_any_work(capsys, tmp_path, linear, monkeypa
     for extra, words in ((["--eps", "0.1,abc"], ["--eps", "abc"]), (["--eps", "0.1,0.1"], ["--eps", "twice"]),
                          (["--eps", "0.1", "--plot", tmp_path], ["--plot", "folder"]),
                          (["--eps", "0.1", "--compare", linear], ["--compare", "twice"]),
-                         (["--eps", "0.1", "--compare", tmp_path / "none.onnx"], ["none.onnx"])):
+                         (["--eps", "0.1", "--compare", tmp_path / "none.onnx"], ["none.onnx"]),
+                         (["--eps", "0.1", "--plot", tmp_path / "curve.txt"], ["--plot", ".png, .svg or .pdf"]),
+                         # the plot used to replace the model it certified (a PNG named .onnx)
+                         (["--eps", "0.1", "--plot", linear], ["--plot", "input model"])):
+        before = linear.read_bytes()
         code, out, err = run(capsys, *base, *extra)
         assert_refused(code, out, err, *words)
-        assert out == ""
+        assert out == "" and linear.read_bytes() == before and not (tmp_path / "curve.txt").exists()
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     code, out, err = run(capsys, *base, "--eps", "0.1", "--plot", tmp_path / "c.png", "--json")
     assert_refused(code, out, err, "--plot", "matplotlib")
@@ -192,3 +196,14 @@ def test_the_schema_rejects_broken_records():
                    {k: v for k, v in good.items() if k != "time"}):
         with pytest.raises(jsonschema.ValidationError):
             validate(broken)
+
+
+@pytest.mark.parametrize("suffix,magic", [(".svg", b"<?xml"), (".PDF", b"%PDF")])
+def test_the_plot_is_written_in_the_format_its_extension_names(capsys, tmp_path, linear, suffix, magic):
+    """``--plot curve.svg`` is an SVG file (it used to hold PNG bytes whatever the name)."""
+    pytest.importorskip("matplotlib", reason="the curve plot needs matplotlib: pip install -e '.[plots]'")
+    plot = tmp_path / f"curve{suffix}"
+    code, out, err = run(capsys, "certify", linear, "--eps", "0.01,0.02", "--domain", "box", "--count", COUNT,
+                         "--plot", plot)
+    assert code == 0, err
+    assert plot.read_bytes().startswith(magic)

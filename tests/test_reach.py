@@ -190,3 +190,13 @@ def test_on_a_linear_net_the_attack_reaches_the_exact_extremes_and_crown_deepz_a
         assert (sets.extremes @ c).min() == pytest.approx(exact, abs=1e-9)
         for name in ("deepz", "crown"):
             assert (sets.polygons[name] @ c).min() == pytest.approx(exact, abs=1e-9), name
+
+
+@pytest.mark.parametrize("suffix,magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_the_plot_is_written_in_the_format_its_extension_names(tmp_path, capsys, suffix, magic):
+    """``--plot reach.svg`` is an SVG file, as ``--help`` says (it used to hold PNG bytes)."""
+    pytest.importorskip("matplotlib", reason="the reach plot needs matplotlib: pip install -e '.[plots]'")
+    path, plot = mlp(tmp_path, 0, 2, [4], 2), tmp_path / f"reach{suffix}"
+    code, out, err = run(capsys, "reach", path, "--input-box", "0:1,0:1", "--plot", plot, "--samples", "200")
+    assert code == 0, err
+    assert plot.read_bytes().startswith(magic)

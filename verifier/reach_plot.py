@@ -5,23 +5,24 @@ extra), imported only when a plot is drawn."""
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 
 from .outputs import write_atomic
 from .reach import ReachSets, polygon_area
-from .report_plot import require_matplotlib
+from .report_plot import check_plot_path, figure_bytes, require_matplotlib
 
 STYLE = {"box": ("tab:red", "Box"), "deepz": ("tab:green", "DeepZ"), "crown": ("tab:blue", "CROWN")}
 
 
-def reach_png(sets: ReachSets, title: str | None = None, dpi: int = 100) -> bytes:
-    """PNG bytes (6 × 6 inches at ``dpi``) of ``sets``: the sampled outputs ``(Y_i, Y_j)`` as
+def reach_image(sets: ReachSets, fmt: str = "png", title: str | None = None, dpi: int = 100) -> bytes:
+    """The bytes of a ``fmt`` file (``png``, ``svg`` or ``pdf``; 6 × 6 inches, pixels at
+    ``dpi`` for PNG) of ``sets``: the sampled outputs ``(Y_i, Y_j)`` as
     small grey dots, the attacked ones as black crosses, each domain's polygon (:data:`STYLE`: Box red, DeepZ green, CROWN
     blue) as a closed outline with a light fill, its area in the legend. Raises
-    :class:`~verifier.errors.VerifierInputError` when matplotlib is missing."""
+    :class:`~verifier.errors.VerifierInputError` when matplotlib is missing, ``ValueError``
+    for another ``fmt``."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -57,14 +58,14 @@ def reach_png(sets: ReachSets, title: str | None = None, dpi: int = 100) -> byte
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small", framealpha=0.9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_bytes(fig, fmt)
 
 
 def write_reach_plot(sets: ReachSets, path: str | os.PathLike, title: str | None = None) -> bytes:
-    """Write :func:`reach_png` to ``path`` atomically and return the PNG bytes. Raises as
-    :func:`reach_png`, and ``OSError`` from the file system."""
-    png = reach_png(sets, title)
-    write_atomic(path, png)
-    return png
+    """Write :func:`reach_image` to ``path`` atomically, as PNG, SVG or PDF by its extension
+    (:func:`~verifier.report_plot.check_plot_path`), and return the bytes written. Raises as
+    :func:`reach_image` and :func:`~verifier.report_plot.check_plot_path`, and ``OSError``
+    from the file system."""
+    image = reach_image(sets, check_plot_path(path), title)
+    write_atomic(path, image)
+    return image

@@ -34,10 +34,22 @@ def check_plot_path(path: str | os.PathLike, option: str = "--plot") -> str:
     :func:`require_matplotlib` does; so a plot is refused before any work."""
     fmt = Path(path).suffix[1:].lower()
     if fmt not in PLOT_FORMATS:
-        raise VerifierInputError(f"{option} {path}: the cactus plot is written as .png, .svg or .pdf; give a file "
-                                 f"name ending in one of them")
+        raise VerifierInputError(f"{option} {path}: the plot is written as .png, .svg or .pdf (by the extension); "
+                                 f"give a file name ending in one of them")
     require_matplotlib(option)
     return fmt
+
+
+def figure_bytes(fig, fmt: str) -> bytes:
+    """The matplotlib ``Figure`` ``fig`` saved as ``fmt`` (one of :data:`PLOT_FORMATS`): the
+    bytes of a PNG, SVG or PDF file. Raises ``ValueError`` for another ``fmt``. Shared by
+    every ``--plot`` (``report``, ``reach``, ``certify``), so each writes what its file's
+    extension says."""
+    if fmt not in PLOT_FORMATS:
+        raise ValueError(f"plot format {fmt!r} is not one of {', '.join(PLOT_FORMATS)}")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
+    return buffer.getvalue()
 
 
 def cactus_series(report: Report) -> dict[str, list[float]]:
@@ -94,9 +106,7 @@ def cactus_image(report: Report, fmt: str = "png", title: str | None = None, dpi
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt)
-    return buffer.getvalue()
+    return figure_bytes(fig, fmt)
 
 
 def write_cactus_plot(report: Report, path: str | os.PathLike, title: str | None = None) -> bytes:

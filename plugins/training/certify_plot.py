@@ -5,32 +5,32 @@ option is refused before any work (:func:`verifier.report_plot.require_matplotli
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Sequence
 
 from verifier.outputs import write_atomic
-from verifier.report_plot import require_matplotlib
+from verifier.report_plot import check_plot_path, figure_bytes, require_matplotlib
 
 from .certify import Certificate
 
 
-def curves_png(curves: Sequence[tuple[str, Sequence[Certificate]]], title: str | None = None,
-               dpi: int = 100) -> bytes:
-    """PNG bytes (7 × 4.5 inches at ``dpi``) of accuracy vs ε for each ``(label, certificates)``
+def curves_image(curves: Sequence[tuple[str, Sequence[Certificate]]], fmt: str = "png", title: str | None = None,
+                 dpi: int = 100) -> bytes:
+    """The bytes of a ``fmt`` file (``png``, ``svg`` or ``pdf``; 7 × 4.5 inches, pixels at
+    ``dpi`` for PNG) of accuracy vs ε for each ``(label, certificates)``
     of ``curves``: the certified accuracy as a solid line with markers, PGD accuracy dashed
     and the clean accuracy dotted, in one colour per model; ε (input units) on the x axis
     in increasing order, accuracy in [0, 1] on the y axis. Every certificate of one model
     shares its data, count and domain (one :func:`~.certify.certify_curve` call).
 
     Raises :class:`~verifier.errors.VerifierInputError` when matplotlib is missing and
-    ``ValueError`` for an empty ``curves`` or a model without certificates."""
+    ``ValueError`` for an empty ``curves``, a model without certificates or another ``fmt``."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if not curves or any(not certs for _, certs in curves):
-        raise ValueError("curves_png needs at least one model with at least one certificate")
+        raise ValueError("curves_image needs at least one model with at least one certificate")
     fig = Figure(figsize=(7, 4.5), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -51,15 +51,15 @@ def curves_png(curves: Sequence[tuple[str, Sequence[Certificate]]], title: str |
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left", fontsize="small", framealpha=0.9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_bytes(fig, fmt)
 
 
 def write_curves_plot(curves: Sequence[tuple[str, Sequence[Certificate]]], path: str | os.PathLike,
                       title: str | None = None) -> bytes:
-    """Write :func:`curves_png` to ``path`` atomically and return the PNG bytes. Raises as
-    :func:`curves_png`, and ``OSError`` from the file system."""
-    png = curves_png(curves, title)
-    write_atomic(path, png)
-    return png
+    """Write :func:`curves_image` to ``path`` atomically, as PNG, SVG or PDF by its extension
+    (:func:`~verifier.report_plot.check_plot_path`), and return the bytes written. Raises as
+    :func:`curves_image` and :func:`~verifier.report_plot.check_plot_path`, and ``OSError``
+    from the file system."""
+    image = curves_image(curves, check_plot_path(path), title)
+    write_atomic(path, image)
+    return image

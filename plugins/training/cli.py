@@ -79,12 +79,15 @@ def cmd_certify(args) -> int:
     if args.data != "mnist" and not args.data.endswith(".npz"):
         raise VerifierInputError(f"--data {args.data}: must be mnist or an .npz file with x_test, y_test "
                                  f"(and x_train, y_train)")
+    paths = [args.model, *(args.compare or [])]
     if args.plot is not None:
-        from verifier.report_plot import require_matplotlib
+        from verifier.outputs import check_not_an_input
+        from verifier.report_plot import check_plot_path
 
         check_output_file(args.plot, "--plot")
-        require_matplotlib("--plot")
-    paths = [args.model, *(args.compare or [])]
+        check_not_an_input(args.plot, "--plot", [("an input model", path) for path in paths]
+                           + ([] if args.data == "mnist" else [("the --data file", args.data)]))
+        check_plot_path(args.plot, "--plot")  # PNG, SVG or PDF by the extension; matplotlib importable
     if len(set(map(os.path.realpath, paths))) < len(paths):
         raise VerifierInputError(f"--compare: a model is named twice ({', '.join(paths)}); give each model once")
     models = [load(path) for path in paths]
@@ -197,7 +200,8 @@ def add_commands(sub) -> None:
     p.add_argument("--compare", action="extend", nargs="+", metavar="OTHER.onnx",
                    help="more models certified on the same data and radii, drawn on the same plot")
     p.add_argument("--plot", metavar="OUT.png",
-                   help="write accuracy vs eps (clean, PGD, certified) as PNG; needs matplotlib (extra 'plots')")
+                   help="write accuracy vs eps (clean, PGD, certified) as PNG, SVG or PDF (by the extension); "
+                        "needs matplotlib (extra 'plots')")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of text (schema: docs/outputs.md)")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
