@@ -210,7 +210,27 @@ BAD = [  # (v2 body after the header, words of the error)
      ["X_0", "upper bound"]),
     ("(assert (and (>= X[0,0] 1.0) (<= X[0,0] 0.0) (>= X[0,1] 0.0) (<= X[0,1] 1.0) (>= X[0,2] 0.0) (<= X[0,2] 1.0)))",
      [":3:", "empty range"]),
+    # the package's std::stod / std::stoll overflow came out as the one word "stod"
+    ("(assert (<= Y[0,0] 1" + "0" * 400 + ".0))", ["out of range"]),
+    ("(assert (<= Y[0,99999999999999999999999] 1.0))", ["out of range"]),
+    # 10^5 nested forms crashed the process (a segfault in the package's recursive parser)
+    ("(assert " + "(and " * 100_000 + "(<= Y[0,0] 1.0)" + ")" * 100_001, [":3:", "nested more than"]),
+    ("(assert (<= Y[0,0] " + "(+ 1.0 " * 100_000 + "Y[0,1]" + ")" * 100_002, [":3:", "nested more than"]),
 ]
+
+
+@needs_package
+@pytest.mark.parametrize("shape, words", [("X float32 [1000000000000]", ["input X", "1000000000000 elements"]),
+                                          ("Y float32 [100000000000]", ["output Y", "100000000000 elements"])])
+def test_a_declared_tensor_too_large_to_hold_is_refused(shape, words):
+    """A declared shape of 10^12 elements used to exhaust memory (the process was killed)."""
+    declared = {"X": "X float32 [3]", "Y": "Y float32 [2]"}
+    declared[shape[0]] = shape
+    text = (f"(vnnlib-version <2.0>)\n(declare-network net (declare-input {declared['X']}) "
+            f"(declare-output {declared['Y']}))\n(assert (<= Y[0] 1.0))\n")
+    with pytest.raises(SpecError) as info:
+        parse_vnnlib(text, "big.vnnlib")
+    assert all(w in str(info.value) for w in words), str(info.value)
 
 
 @needs_package

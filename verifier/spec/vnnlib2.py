@@ -52,6 +52,10 @@ from .vnnlib_terms import TermReader
 from .vnnlib_tokens import shown
 
 MAX_DISJUNCTS = 100_000  # the v1 reader's limit on the expanded DNF
+# the package parses recursively: 10^5 nested forms overflow an 8 MiB C stack (a segfault),
+# 3·10^4 do not; the v1 reader, which keeps its own stack, takes any depth
+MAX_NESTING = 10_000
+MAX_OUTPUTS = 10_000_000  # declared output elements: each disjunct is a dense row over them
 FLOAT_TYPES = frozenset(("F16", "F32", "F64", "BF16"))  # the package's DType names; Real is DType.Unknown
 _LINE = re.compile(r"line (\d+)")
 _HEADER = re.compile(r"\(\s*(vnnlib-version|declare-network)\b")
@@ -78,6 +82,25 @@ def _package():
     return vnnlib
 
 
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse ``text`` whose parentheses nest deeper than :data:`MAX_NESTING` (``;`` comments
+    skipped), naming the line where it does: the package would crash the process."""
+    if text.count("(") <= MAX_NESTING:
+        return
+    depth, line = 0, 1
+    for match in re.finditer(r"[()\n]|;[^\n]*", text):
+        char = match.group()
+        if char == "(":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SpecError(f"{source}:{line}: VNN-LIB 2.0: forms nested more than {MAX_NESTING} deep, which "
+                                f"the vnnlib package cannot parse; write flat forms: (and a b c ...), (+ a b c ...)")
+        elif char == ")":
+            depth -= 1
+        elif char == "\n":
+            line += 1
+
+
 def _package_error(source: str, exc: Exception) -> SpecError:
     """A :class:`SpecError` naming ``source:line`` from a ``VNNLibException`` (JSON with an
     error list for type errors, one line of text for syntax errors)."""
@@ -89,6 +112,8 @@ def _package_error(source: str, exc: Exception) -> SpecError:
         hint = ""
         if re.search(r"'[eE]'$", text):
             hint = "; VNN-LIB 2.0 numbers have no exponent (write 0.00001, not 1e-05)"
+        elif text.strip() in ("stod", "stoi", "stol", "stoll", "stoul", "stoull"):  # C++'s std::out_of_range
+            text = "a number or index is out of range (beyond float64 or a 64-bit integer)"
         where = f"{source}:{match.group(1)}" if match else source
         return SpecError(f"{where}: VNN-LIB 2.0: {shown(text.splitlines()[0] if text else type(exc).__name__)}{hint}")
     line = first.get("line")
@@ -102,8 +127,8 @@ class _Reader(TermReader):
     """Turns the package's query into the v1 reader's conjunctions (``fail`` for
     :class:`~verifier.spec.vnnlib_terms.TermReader`)."""
 
-    def __init__(self, source: str):
-        self.source = source
+    def __init__(self, source: str, length: int = 0):
+        self.source, self.length = source, length
 
     def fail(self, line: int, message: str):
         raise SpecError(f"{self.source}:{line}: {shown(message)}" if line else f"{self.source}: {shown(message)}")
@@ -115,7 +140,16 @@ class _Reader(TermReader):
         if definition.dtype.name not in FLOAT_TYPES and written != "Real":
             self.fail(0, f"{'input' if kind == 'X' else 'output'} {definition.name} has element type {written}; "
                          f"only Real and the float types (float16, float32, float64, bfloat16) are supported")
-        return math.prod(int(d) for d in definition.shape)
+        count = math.prod(int(d) for d in definition.shape)
+        # every input element needs two bounds in the text, so more inputs than characters is
+        # a file that cannot be valid (and the sets below would exhaust memory)
+        limit = self.length if kind == "X" else MAX_OUTPUTS
+        if count > limit:
+            what = (f"more than the file's {self.length} characters could bound (each input needs a lower and "
+                    f"an upper bound)" if kind == "X" else f"more than {MAX_OUTPUTS} are supported")
+            self.fail(0, f"{'input' if kind == 'X' else 'output'} {definition.name} declares {count} elements, "
+                         f"{what}")
+        return count
 
     def flat(self, var, line: int) -> tuple[str, int]:
         """``("X", i)`` or ``("Y", j)``: the row-major flattened index of a tensor element."""
@@ -192,10 +226,13 @@ def parse_vnnlib2(text: str, source: str = "<vnnlib>") -> Spec:
     its output disjuncts as rows ``A y ≤ b`` over the flattened output.
 
     Raises :class:`SpecError` naming ``source`` (and the line where known) for text the
-    package rejects, a query outside the supported fragment, or a missing package."""
+    package rejects, forms nested deeper than :data:`MAX_NESTING`, a declared tensor too
+    large to hold (inputs: more elements than the text could bound; outputs: more than
+    :data:`MAX_OUTPUTS`), a query outside the supported fragment, or a missing package."""
     vnnlib = _package()
+    _check_nesting(text, source)
     try:
         query = vnnlib.parse_query_string(text)
     except Exception as exc:  # VNNLibException (a RuntimeError subclass in some builds)
         raise _package_error(source, exc) from None
-    return _Reader(source).spec(query)
+    return _Reader(source, len(text)).spec(query)
