@@ -399,3 +399,14 @@ def test_markdown_escapes_names_that_would_break_the_tables(tmp_path):
     flagged = next(line for line in markdown.splitlines() if line.startswith("- **"))
     assert "``a`b|c.onnx``" in flagged  # a code span fenced longer than the backtick run inside
     assert "\n" not in unescape(title)
+
+
+def test_a_huge_run_time_keeps_the_table_readable(tmp_path, capsys):
+    """A finite but absurd ``run_time`` (1e308 s) printed as a 300-digit number, breaking
+    every table; from 10^7 s on times are in ``e`` notation."""
+    results = tmp_path / "results.csv"
+    results.write_text("bench,a.onnx,p1.vnnlib,0,unsat,1e308\nbench,a.onnx,p2.vnnlib,0,sat,2.5\n")
+    code, out, err = run(capsys, "report", results)
+    assert code == 0, err
+    row = next(line.split() for line in out.splitlines() if line.startswith("verifier"))
+    assert row[-2:] == ["1e+308", "5e+307"] and max(map(len, out.splitlines())) < 200

@@ -252,6 +252,14 @@ def build_report(results: list[dict[str, str]], references: Iterable[Reference] 
 # --- rendering ---------------------------------------------------------------------------
 
 Column = tuple[str, Callable[[ToolSummary], str]]
+
+
+def _seconds(value: float, digits: int) -> str:
+    """A time in seconds with ``digits`` decimals, or in ``e`` notation from 10^7 s on (a
+    ``run_time`` of 1e308 would otherwise print as a 300-digit number and break the table)."""
+    return f"{value:.{digits}f}" if value < 1e7 else f"{value:.3g}"
+
+
 COLUMNS: tuple[Column, ...] = (
     ("instances", lambda s: str(s.instances)),
     ("solved", lambda s: str(s.solved)),
@@ -261,8 +269,8 @@ COLUMNS: tuple[Column, ...] = (
     ("timeout", lambda s: str(s.timeout)),
     ("unknown", lambda s: str(s.unknown)),
     ("error", lambda s: str(s.errors)),
-    ("time s", lambda s: f"{s.seconds:.1f}"),
-    ("median s", lambda s: f"{s.median:.2f}"),
+    ("time s", lambda s: _seconds(s.seconds, 1)),
+    ("median s", lambda s: _seconds(s.median, 2)),
 )
 BRIEF_COLUMNS: tuple[Column, ...] = (  # the tables of benchmarks/README.md
     ("instances", lambda s: str(s.instances)),
@@ -270,7 +278,7 @@ BRIEF_COLUMNS: tuple[Column, ...] = (  # the tables of benchmarks/README.md
     ("wrong", lambda s: str(s.wrong)),
     ("timeout/unknown", lambda s: str(s.undecided)),
     ("error", lambda s: str(s.errors)),
-    ("time s", lambda s: f"{s.seconds:.1f}"),
+    ("time s", lambda s: _seconds(s.seconds, 1)),
 )
 
 
