@@ -187,3 +187,33 @@ def test_conv_adjoint_equals_convolution_backward(ci, co, k, s, p, d, g, size):
     got = conv2d_transpose_map(lam, weight, (s, s), (p, p), (d, d), g, (size, size))
     want = torch.nn.grad.conv2d_input((5, ci, size, size), weight, lam, s, p, d, g)
     torch.testing.assert_close(got, want, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("name", ["stride2-pad1", "groups", "conv-conv"])
+def test_dual_lp_mirrored_pass_equals_both_signs(tmp_path, name, monkeypatch):
+    """The dual LP bounds ``±Λ`` from one pass of ``Λ`` (its lines share their slope):
+    every intermediate and final bound equals the pass from ``[Λ, −Λ]``."""
+    from verifier.domains.dual_lp import DualLPDomain
+
+    convs, act, head = NETS[name]
+    rng = np.random.default_rng(3)
+    model = conv_net(tmp_path, rng, convs, act, head)
+    lower, upper = _box(model, rng, batch=2, width=0.8)
+    graph, dom = model.graph_for("cpu", F64), get_domain("dual-lp")
+    monkeypatch.setattr(backward, "ALL_ROWS_FRACTION", 2.0)  # dense and chosen-rows passes only
+    calls, real = [0], backward.BackwardDomain.mirrored_bound
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backward.BackwardDomain, "mirrored_bound", counting)
+    fast = dom.intermediate_bounds(graph, lower, upper), dom.bound(graph, lower, upper)
+    assert calls[0] > 0, "the mirrored pass was not taken"
+    monkeypatch.setattr(DualLPDomain, "symmetric", False)
+    slow = dom.intermediate_bounds(graph, lower, upper), dom.bound(graph, lower, upper)
+    for n in slow[0]:
+        for a, b in zip(fast[0][n], slow[0][n]):
+            torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+    for a, b in zip(fast[1], slow[1]):
+        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)

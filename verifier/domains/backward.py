@@ -24,7 +24,7 @@ from ..deadline import checkpoint
 from ..engine import concretize_linear, propagate, propagate_backward
 from ..errors import VerifierInputError
 from ..ir.graph import output_node, predecessors_by_slot, topological_order
-from ..linalg import crossing, per_sample_rows, selection_rows, spec_matrix
+from ..linalg import centre_radius, crossing, dot, per_sample_rows, selection_rows, spec_matrix
 from ..ops.categories import lookup
 from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS, Lines
@@ -106,10 +106,13 @@ class BackwardPass:
     nonlinear node's relaxation (built once from the intermediate ``bounds`` of its input,
     with the lower slopes ``alpha`` where given, else the domain's ``policy``)."""
 
-    def __init__(self, graph: nx.DiGraph, bounds: Bounds, policy: str, alpha: dict | None = None):
+    def __init__(self, graph: nx.DiGraph, bounds: Bounds, policy: str, alpha: dict | None = None,
+                 mirrored: bool = False):
         self.graph, self.bounds, self.policy, self.alpha = graph, bounds, policy, alpha
         self._lines: dict[str, Lines] = {}
         self._built: dict[str, object] = {}
+        # with ``mirrored``, each relaxation adds here the constant of the rows −Λ (see BackwardDomain.mirrored_bound)
+        self.mirror: list[torch.Tensor] | None = [] if mirrored else None
 
     def input_shapes(self, n: str) -> list[tuple]:
         return [tuple(self.graph.nodes[p]["shape"]) for p in predecessors_by_slot(self.graph, n)]
@@ -168,6 +171,32 @@ class BackwardDomain(Domain):
         context = BackwardPass(graph, bounds, self.policy, alpha)
         lam_x, bias = propagate_backward(graph, self, target, lam, context, visit)
         return concretize_linear(lam_x, bias, lower, upper, self.norm)
+
+    def mirrored_bound(self, graph: nx.DiGraph, target: str, lam: torch.Tensor, lower: torch.Tensor,
+                       upper: torch.Tensor, bounds: Bounds) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower bounds ``(B, k)`` of ``Λ·v_target`` and of ``−Λ·v_target`` from one pass of
+        ``Λ``'s rows, for a domain whose relaxations have one slope for both lines
+        (:attr:`symmetric`: the dual LP). Every transfer is then odd in ``Λ`` except for
+        the relaxations' constants, so the rows ``−Λ`` end with ``−Λ_x`` and the constant
+        ``−(bias − R₊) + R₋`` (``R₊``, ``R₋``: the relaxations' constants for ``Λ`` and
+        for ``−Λ``, which they record), and ``min ∓Λ_x·x = ∓Λ_x·c − |Λ_x|·r``: half the
+        work of the pass from ``[Λ, −Λ]``, the same bounds up to rounding."""
+        context = BackwardPass(graph, bounds, self.policy, None, mirrored=True)
+        lam_x, bias = propagate_backward(graph, self, target, lam, context)
+        relaxed = sum(context.mirror, torch.zeros_like(bias))  # R₊ + R₋, accumulated by the transfers
+        mirror_bias = -bias + relaxed
+        if lam_x is None:
+            return bias, mirror_bias
+        centre, radius = centre_radius(lower, upper)
+        value = dot(lam_x, centre)
+        if self.norm == float("inf"):
+            spread = dot(lam_x.abs(), radius)
+        else:
+            eps = radius.reshape(radius.shape[0], -1).max(dim=1).values
+            spread = eps[:, None] * lam_x.reshape(*lam_x.shape[:2], -1).norm(p=2, dim=-1)
+        return value - spread + bias, -value - spread + mirror_bias
+
+    symmetric = False  # every relaxation's two lines share their slope (mirrored_bound applies)
 
     def intermediate_bounds(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, alpha=None,
                             rows: dict | None = None, per_target: bool = False, known: dict | None = None) -> Bounds:
@@ -230,6 +259,9 @@ class BackwardDomain(Domain):
                 sign = torch.cat([torch.ones(part.shape[1]), -torch.ones(part.shape[1])])
                 both = patch_bound(self, graph, node_id, torch.cat([part, part], 1), sign,
                                    BackwardPass(graph, bounds, self.policy, slopes), lower, upper, self.norm)
+            elif self.symmetric and slopes is None:
+                both = torch.cat(self.mirrored_bound(graph, node_id, selection_rows(shape, part, lower), lower, upper,
+                                                     bounds), 1)
             else:
                 lam = selection_rows(shape, part, lower)
                 both = self.backward_bound(graph, node_id, torch.cat([lam, -lam], 1), lower, upper, bounds, slopes)
@@ -289,6 +321,9 @@ class BackwardDomain(Domain):
         lam = self.spec_rows(graph, lower, C)
         k = lam.shape[1]
         bounds = self.intermediate_bounds(graph, lower, upper)
+        if self.symmetric:
+            lb, mirrored = self.mirrored_bound(graph, output_node(graph), lam, lower, upper, bounds)
+            return lb, -mirrored
         both = self.final_pass(graph, lower, upper, torch.cat([lam, -lam], 1), bounds)
         return both[:, :k], -both[:, k:]
 

@@ -64,6 +64,13 @@ def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
         a_l, a_u = a_l.unsqueeze(1), a_u.unsqueeze(1)
     if b_l.dim() == lam.dim() - 1:
         b_l, b_u = b_l.unsqueeze(1), b_u.unsqueeze(1)
+    if context.mirror is not None:  # one slope: also the constant of the rows −Λ, Σ −Λ⁻b_l − Λ⁺b_u
+        if rel[0] is not rel[2]:
+            raise RuntimeError(f"mirrored backward pass through '{n}', whose two lines have different slopes")
+        pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+        constant = (pos * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
+        context.mirror.append(constant - (neg * b_l + pos * b_u).reshape(*lam.shape[:2], -1).sum(-1))
+        return [lam * a_l], constant
     if not needs_grad(lam, *rel):  # the same values in fewer passes: one slope (dual LP), zero b_l (ReLU)
         neg = lam.clamp(max=0)
         if rel[0] is rel[2]:

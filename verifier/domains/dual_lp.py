@@ -28,6 +28,7 @@ class DualLPDomain(BackwardDomain):
     name = "dual-lp"
     description = "Wong-Kolter dual LP bound (ReLU networks)"
     policy = "parallel"
+    symmetric = True  # both lines of a crossing ReLU have slope u/(u − ℓ): ±c in one pass (mirrored_bound)
 
     ALLOWED = {"input", "constant", "relu"}
 
