@@ -172,7 +172,8 @@ def test_output_kinds_are_checked_before_any_work(bench, tmp_path, capsys):
     assert not same.exists()
 
 
-@pytest.mark.parametrize("target", ["instances", "custom-instances", "model", "spec", "gz-model", "resume"])
+@pytest.mark.parametrize("target", ["instances", "custom-instances", "model", "spec", "gz-model", "resume",
+                                    "reference"])
 def test_output_that_is_an_input_is_refused(tmp_path, capsys, target):
     """``--output`` naming the instances CSV or a model/spec file a row lists (as written or
     its ``.gz``; also with ``--resume``) would overwrite it: refused, every input untouched."""
@@ -182,16 +183,18 @@ def test_output_that_is_an_input_is_refused(tmp_path, capsys, target):
     (bench / "instances.csv").write_text("onnx/net.onnx,vnnlib/good.vnnlib,10\nonnx/zipped.onnx,vnnlib/good.vnnlib,10\n")
     custom = tmp_path / "mine.csv"
     custom.write_text((bench / "instances.csv").read_text())
+    (bench / "reference.csv").write_text("onnx,vnnlib,timeout,expected\nonnx/net.onnx,vnnlib/good.vnnlib,10,unsat\n")
     extra: list = ["--instances", custom] if target == "custom-instances" else []
     extra += ["--resume"] if target == "resume" else []
     output = {"instances": bench / "instances.csv", "custom-instances": custom, "resume": bench / "instances.csv",
               "model": bench / "onnx" / "net.onnx", "spec": bench / "vnnlib" / ".." / "vnnlib" / "good.vnnlib",
-              "gz-model": bench / "onnx" / "zipped.onnx.gz"}[target]
+              "gz-model": bench / "onnx" / "zipped.onnx.gz", "reference": bench / "reference.csv"}[target]
     before = {p: p.read_bytes() for p in [*bench.rglob("*"), custom] if p.is_file()}
     code, err = run([bench, "--output", output, "--limit", "1", *extra], capsys)
     what = {"instances": "the benchmark's instances CSV", "custom-instances": "the benchmark's instances CSV",
             "resume": "the benchmark's instances CSV", "model": "the model onnx/net.onnx",
-            "spec": "the spec vnnlib/good.vnnlib", "gz-model": "the model onnx/zipped.onnx"}[target]
+            "spec": "the spec vnnlib/good.vnnlib", "gz-model": "the model onnx/zipped.onnx",
+            "reference": "the benchmark's reference.csv"}[target]
     assert_refused(code, err, f"--output {output} is {what}", "give another path")
     assert {p: p.read_bytes() for p in before} == before
     assert not list(tmp_path.rglob("*_results"))  # nothing created

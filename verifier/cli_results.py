@@ -5,8 +5,8 @@
 - :func:`interrupted_verify`: the same for a run stopped by SIGINT/SIGTERM
   (:mod:`verifier.cli_process`): before a verdict, the VNN-COMP word for a run stopped
   before its answer, ``timeout``, with a note saying so;
-- :func:`check_vnncomp_output`: ``vnncomp --output`` must not be the instances CSV or a
-  file it lists.
+- :func:`check_vnncomp_output`: ``vnncomp --output`` must not be the instances CSV, a
+  file it lists, or the benchmark's ``reference.csv``.
 
 ``args`` is the ``argparse`` namespace of the command; ``known`` is what ``verify`` has
 established so far (``device``, ``options``, ``regions``, ``load`` seconds, ``result``).
@@ -81,7 +81,8 @@ def interrupted_verify(args, timeout: float | None, seed: int, known: dict, exc:
 
 
 def check_vnncomp_output(args) -> None:
-    """Refuse a ``vnncomp --output`` that is the benchmark's instances CSV or a model or spec
+    """Refuse a ``vnncomp --output`` that is the benchmark's instances CSV, its
+    ``reference.csv`` (the published results ``verifier report`` reads), or a model or spec
     file one of its rows names (as written or with ``.gz``; every row, ``--limit`` or not),
     before anything is written (:func:`verifier.outputs.check_not_an_input`). Validates the
     run first (:func:`verifier.vnncomp.plan_benchmark`, which writes nothing); raises
@@ -96,6 +97,9 @@ def check_vnncomp_output(args) -> None:
                           limit=args.limit)
     csv_path = Path(args.instances) if args.instances is not None else plan.bench_dir / "instances.csv"
     inputs: list[tuple[str, str | os.PathLike]] = [("the benchmark's instances CSV", csv_path)]
+    reference = plan.bench_dir / "reference.csv"  # the published answers `verifier report` compares with
+    if reference.exists():
+        inputs.append(("the benchmark's reference.csv (its published results)", reference))
     for instance in read_instances(csv_path, plan.bench_dir):
         for what, name in (("model", instance.onnx), ("spec", instance.vnnlib)):
             path = plan.bench_dir / name
