@@ -235,3 +235,10 @@ def test_repeatable_options_may_repeat(capsys):
     code, out, err = run(capsys, "verify", DEFAULT_MODEL, ROBUST, "--domain", "box", "--domain-option",
                          "intermediate=x", "--domain-option", "intermediate=y")
     assert code == 2 and "given twice" not in err  # refused for the value, not for the repetition
+
+
+def test_version_prints_the_version_and_exits_0(capsys):
+    from cli_helpers import run as run_exiting
+
+    code, out, err = run_exiting(capsys, "--version")
+    assert code == 0 and out == f"verifier {verifier.__version__}\n" and err == ""

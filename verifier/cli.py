@@ -368,7 +368,10 @@ def _method_or_domain(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
+    parser.add_argument("--version", action="version", version=f"verifier {__version__}")
     _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
