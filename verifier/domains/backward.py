@@ -255,7 +255,11 @@ class BackwardDomain(Domain):
             if per_row and part.shape[1] < R:
                 stop = start + part.shape[1]
                 slopes = {m: torch.cat([a[:, start:stop], a[:, R + start:R + stop]], 1) for m, a in alpha.items()}
-            if patches:  # a convolution's rows: coefficients as windows (verifier.domains.patches)
+            if patches and self.symmetric and slopes is None:  # windows, and ±e from one pass of e
+                both = patch_bound(self, graph, node_id, part, torch.ones(part.shape[1]),
+                                   BackwardPass(graph, bounds, self.policy, None, mirrored=True), lower, upper,
+                                   self.norm)
+            elif patches:  # a convolution's rows: coefficients as windows (verifier.domains.patches)
                 sign = torch.cat([torch.ones(part.shape[1]), -torch.ones(part.shape[1])])
                 both = patch_bound(self, graph, node_id, torch.cat([part, part], 1), sign,
                                    BackwardPass(graph, bounds, self.policy, slopes), lower, upper, self.norm)
@@ -283,7 +287,8 @@ class BackwardDomain(Domain):
         for start in range(0, lower.shape[0], step):
             part = slice(start, start + step)
             context = BackwardPass(graph, {m: (l[part], u[part]) for m, (l, u) in bounds.items()}, self.policy,
-                                   None if alpha is None else {m: a[part] for m, a in alpha.items()})
+                                   None if alpha is None else {m: a[part] for m, a in alpha.items()},
+                                   mirrored=self.symmetric and alpha is None)
             found = patch_bound_all(self, graph, node_id, context, lower[part], upper[part], self.norm)
             if found is None:
                 return None

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..engine import concretize_linear, propagate_backward
 from ..ir.graph import input_node, predecessors_by_slot
-from ..linalg import centre_radius
+from ..linalg import centre_radius, dot
 from ..ops import cached_while_constant
 from ..ops.relaxation import RELAXATIONS
 
@@ -296,12 +296,14 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
     else:
         lines = context.lines(n)
         same_slope = lines[0] is lines[2]
+        if context.mirror is not None and not same_slope:
+            raise RuntimeError(f"mirrored backward pass through '{n}', whose two lines have different slopes")
         lines = [_per_row_or_shared(t, B, G, grid) for t in lines]
         if any(t is None or t.dim() != 4 for t in lines):
             return None
         v = rows.values  # entries outside the grid meet zero lines there
         if all(v.stride(i) == 0 or v.shape[i] == 1 for i in (0, 1)):  # the same rows everywhere (a kernel): GEMMs
-            return _shared_rows_step(rows, lines, same_slope)
+            return _shared_rows_step(rows, lines, same_slope, context.mirror)
         if not needs_grad(v, *lines):
             a_l, b_l, a_u, b_u = lines
             zero_low = not bool(b_l.any())
@@ -311,8 +313,12 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
             slope = w[0] if same_slope else torch.where(up, w[0], w[1])
             if zero_low:  # summed as under autograd below (α-CROWN meets these bounds as near-ties)
                 constant = (v.clamp(max=0) * w[-1]).reshape(B, G, M, -1).sum(-1)
+                other = None if context.mirror is None else v.clamp(min=0) * w[-1]
             else:
                 constant = (v * torch.where(up, w[-1], w[-2])).reshape(B, G, M, -1).sum(-1)
+                other = None if context.mirror is None else v * torch.where(up, w[-2], w[-1])
+            if other is not None:  # the rows −Λ: Σ −Λ⁻b_l − Λ⁺b_u
+                context.mirror.append((constant - other.reshape(B, G, M, -1).sum(-1)).reshape(B, -1))
             out = _Rows(v * slope, rows.loc, rows.geometry)
             out.every_location = rows.every_location
             return out, constant
@@ -320,12 +326,15 @@ def _elementwise_step(rows: _Rows, context, n: str, shape: tuple) -> tuple[_Rows
     a_l, b_l, a_u, b_u = windows
     pos, neg = v.clamp(min=0), v.clamp(max=0)
     constant = (pos * b_l + neg * b_u).reshape(B, G, M, -1).sum(-1)
+    if context.mirror is not None:
+        context.mirror.append((constant - (neg * b_l + pos * b_u).reshape(B, G, M, -1).sum(-1)).reshape(B, -1))
     out = _Rows(pos * a_l + neg * a_u, rows.loc, rows.geometry)
     out.every_location = rows.every_location
     return out, constant
 
 
-def _shared_rows_step(rows: _Rows, lines: list, same_slope: bool) -> tuple[_Rows, torch.Tensor]:
+def _shared_rows_step(rows: _Rows, lines: list, same_slope: bool, mirror: list | None = None
+                      ) -> tuple[_Rows, torch.Tensor]:
     """The elementwise rule when every group holds the same rows ``V`` ``(M, D)`` (the
     kernel, after the target's convolution): ``V⁺ ⊙ a_l + V⁻ ⊙ a_u`` by broadcasting, and
     the offsets ``Σ V⁺ b_l + V⁻ b_u`` as one matrix product over all groups."""
@@ -339,6 +348,9 @@ def _shared_rows_step(rows: _Rows, lines: list, same_slope: bool) -> tuple[_Rows
     values = base * w[0] if same_slope else pos * w[0] + neg * w[3]
     flat = lambda t: t.reshape(B * G, -1)  # noqa: E731
     constant = flat(w[1]) @ neg.reshape(M, -1).t() + flat(w[2]) @ pos.reshape(M, -1).t()
+    if mirror is not None:  # the rows −V: Σ −V⁻b_l − V⁺b_u
+        mirror.append((constant - flat(w[2]) @ neg.reshape(M, -1).t() - flat(w[1]) @ pos.reshape(M, -1).t())
+                      .reshape(B, -1))
     out = _Rows(values, rows.loc, rows.geometry)
     out.every_location = rows.every_location
     return out, constant.reshape(B, G, M)
@@ -352,17 +364,18 @@ def _dot(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.matmul(v.reshape(B * G, M, -1), w.reshape(B * G, -1, 1)).reshape(B, G, M)
 
 
-def _concretize(rows: _Rows, lower: torch.Tensor, upper: torch.Tensor, norm: float) -> torch.Tensor:
-    """``min Λ·x`` ``(B, G, M)`` over the input box (or the ℓ2 ball of radius ``max r``)."""
+def _concretize(rows: _Rows, lower: torch.Tensor, upper: torch.Tensor, norm: float):
+    """``(Λ·c, |Λ|·r)`` ``(B, G, M)`` over the input box, whose difference is ``min Λ·x``
+    (with ``norm=2``: ``ε‖Λ‖₂`` for the ℓ2 ball of radius ``max r``)."""
     B, G, M = rows.shape
     C, H, W = _grid_shape(lower.shape[1:])
     centre, radius = centre_radius(lower.reshape(B, C, H, W), upper.reshape(B, C, H, W))
     v = rows.values
     value = _dot(v, rows.gather(centre))
     if norm == float("inf"):
-        return value - _dot(v.abs(), rows.gather(radius))
+        return value, _dot(v.abs(), rows.gather(radius))
     eps = radius.reshape(B, -1).max(dim=1).values
-    return value - eps[:, None, None] * v.reshape(B, G, M, -1).norm(p=2, dim=-1)
+    return value, eps[:, None, None] * v.reshape(B, G, M, -1).norm(p=2, dim=-1)
 
 
 def _step_form(domain, graph: nx.DiGraph, n: str) -> str | None:
@@ -388,11 +401,13 @@ def patchable(domain, graph: nx.DiGraph, target: str) -> bool:
 
 
 def _walk(domain, graph: nx.DiGraph, n: str, rows: _Rows, bias: torch.Tensor, context, lower: torch.Tensor,
-          upper: torch.Tensor, norm: float, start: torch.Tensor | None = None) -> torch.Tensor:
+          upper: torch.Tensor, norm: float, start: torch.Tensor | None = None):
     """Lower bounds ``(B, G, M)`` of the rows at node ``n``'s output plus ``bias``: the
     patch-form steps down to the input, or densely by the engine from the first node they
-    do not cover."""
-    source = input_node(graph)
+    do not cover. With a mirrored ``context`` (its relaxations share their slope), also
+    those of the rows' negations: ``(lower, mirrored lower)`` (see
+    :meth:`~verifier.domains.backward.BackwardDomain.mirrored_bound`)."""
+    source, shape = input_node(graph), rows.shape
     while n != source:
         form = _step_form(domain, graph, n)
         (p,) = predecessors_by_slot(graph, n) if form is not None else (None,)
@@ -404,11 +419,36 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: _Rows, bias: torch.Tensor, co
         if step is None:  # from here on densely, by the engine
             lam = rows.dense(tuple(graph.nodes[n]["shape"]))
             lam_x, rest = propagate_backward(graph, domain, n, lam, context)
-            return concretize_linear(lam_x, bias.reshape(rest.shape) + rest, lower, upper, norm).reshape(rows.shape)
+            bias = bias.reshape(rest.shape) + rest
+            if context.mirror is None:
+                return concretize_linear(lam_x, bias, lower, upper, norm).reshape(shape)
+            value, spread = _centre_spread(lam_x, lower, upper, norm)
+            return _mirrored(value, spread, bias, context, shape)
         rows, constant = step
         bias, start = bias + constant, None
         n = p
-    return _concretize(rows, lower, upper, norm) + bias
+    value, spread = _concretize(rows, lower, upper, norm)
+    if context.mirror is None:
+        return value - spread + bias
+    return _mirrored(value, spread, bias, context, shape)
+
+
+def _centre_spread(lam_x: torch.Tensor | None, lower: torch.Tensor, upper: torch.Tensor, norm: float):
+    """``(Λ_x·c, |Λ_x|·r)`` (or ``ε‖Λ_x‖₂``) ``(B, k)`` over the input box; zeros without ``Λ_x``."""
+    if lam_x is None:
+        return 0.0, 0.0
+    centre, radius = centre_radius(lower, upper)
+    value = dot(lam_x, centre)
+    if norm == float("inf"):
+        return value, dot(lam_x.abs(), radius)
+    eps = radius.reshape(radius.shape[0], -1).max(dim=1).values
+    return value, eps[:, None] * lam_x.reshape(*lam_x.shape[:2], -1).norm(p=2, dim=-1)
+
+
+def _mirrored(value, spread, bias: torch.Tensor, context, shape: tuple):
+    """``(v − s + bias, −v − s − bias + Σ mirror)`` reshaped to ``shape``."""
+    mirror = sum(m.reshape(bias.shape) for m in context.mirror) if context.mirror else 0.0
+    return ((value - spread + bias).reshape(shape), (-value - spread - bias + mirror).reshape(shape))
 
 
 def patch_bound(domain, graph: nx.DiGraph, target: str, index: torch.Tensor, sign: torch.Tensor, context,
@@ -426,8 +466,10 @@ def patch_bound(domain, graph: nx.DiGraph, target: str, index: torch.Tensor, sig
     rows = _Rows(values * sign.to(lower).reshape(1, R, 1, 1, 1, 1), loc,
                  Geometry((1, 1), (1, 1), (0, 0), (H, W), (H, W)))
     bias = values.new_zeros((B, R, 1))
-    return _walk(domain, graph, target, rows, bias, context, lower, upper, norm,
-                 sign.to(lower).expand(B, R)).reshape(B, R)
+    found = _walk(domain, graph, target, rows, bias, context, lower, upper, norm, sign.to(lower).expand(B, R))
+    if context.mirror is not None:  # also those of −sign·v_target[index]: (B, 2R)
+        return torch.cat([found[0].reshape(B, R), found[1].reshape(B, R)], 1)
+    return found.reshape(B, R)
 
 
 def patch_bound_all(domain, graph: nx.DiGraph, target: str, context, lower: torch.Tensor, upper: torch.Tensor,
@@ -445,15 +487,17 @@ def patch_bound_all(domain, graph: nx.DiGraph, target: str, context, lower: torc
     B, L = lower.shape[0], H * W
     (p,) = predecessors_by_slot(graph, target)
     kernel = weight.to(lower)
-    values = torch.cat([kernel, -kernel]).reshape(1, 1, 2 * C, *kernel.shape[1:]).expand(B, L, -1, -1, -1, -1)
+    mirrored = context.mirror is not None  # rows +e only; their negations come with them
+    signed = [kernel] if mirrored else [kernel, -kernel]
+    values = torch.cat(signed).reshape(1, 1, len(signed) * C, *kernel.shape[1:]).expand(B, L, -1, -1, -1, -1)
     offset = torch.zeros(C, dtype=lower.dtype, device=lower.device) if bias is None else bias.to(lower)
-    constant = torch.cat([offset, -offset]).reshape(1, 1, 2 * C).expand(B, L, 2 * C)
+    constant = torch.cat([offset] if mirrored else [offset, -offset]).reshape(1, 1, -1).expand(B, L, -1)
     start = _Rows(values, torch.arange(L, device=lower.device).expand(B, L), Geometry((1, 1), (1, 1), (0, 0), (H, W),
                                                                                        (H, W)))
     start.every_location = True
     rows = _after_conv(start, values, stride, padding, graph.nodes[p]["shape"])
-    both = _walk(domain, graph, p, rows, constant, context, lower, upper, norm)  # (B, L, 2C)
-    lb, ub = both[..., :C], -both[..., C:]
+    both = _walk(domain, graph, p, rows, constant, context, lower, upper, norm)  # (B, L, 2C), or two (B, L, C)
+    lb, ub = (both[0], -both[1]) if mirrored else (both[..., :C], -both[..., C:])
     return lb.transpose(1, 2).reshape(B, C * L), ub.transpose(1, 2).reshape(B, C * L)
 
 
