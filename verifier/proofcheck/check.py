@@ -258,10 +258,16 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
 
 def covers(signs: np.ndarray) -> bool:
     """Whether partial sign assignments ``(M, T)`` (``±1`` fixed, ``0`` free) cover every
-    assignment of ``{−1, +1}^T``: a case split on the entry fixed most often, recursively."""
-    stack = [signs]
+    assignment of ``{−1, +1}^T``: a case split on the entry fixed most often, recursively.
+    For the leaves of a split tree each row is visited once per level (at most
+    ``M·(T + 1)`` visits); a set that needs more (rows copied into both sides of many
+    splits) is answered ``False`` rather than searched exponentially."""
+    stack, budget = [signs], signs.shape[0] * (signs.shape[1] + 1) + 1
     while stack:
         S = stack.pop()
+        budget -= len(S)
+        if budget < 0:
+            return False
         if len(S) == 0:
             return False
         if np.any(~S.any(1)):
