@@ -67,7 +67,12 @@ def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     if context.mirror is not None:  # one slope: also the constant of the rows −Λ, Σ −Λ⁻b_l − Λ⁺b_u
         if rel[0] is not rel[2]:
             raise RuntimeError(f"mirrored backward pass through '{n}', whose two lines have different slopes")
-        pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+        neg = lam.clamp(max=0)
+        if b_l.shape[1] == 1 and b_u.shape[1] == 1 and not bool(b_l.any()):  # ReLU's band: Λ⁻·b_u and −Λ⁺·b_u
+            constant, total = dot(neg, b_u.squeeze(1)), dot(lam, b_u.squeeze(1))
+            context.mirror.append(constant - (total - constant))
+            return [lam * a_l], constant
+        pos = lam.clamp(min=0)
         constant = (pos * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
         context.mirror.append(constant - (neg * b_l + pos * b_u).reshape(*lam.shape[:2], -1).sum(-1))
         return [lam * a_l], constant
