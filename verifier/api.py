@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ from .errors import VerifierInputError
 from .engine import evaluate
 from .ops import CACHE
 from .options import check_domain_construction, check_options, check_samples, option_types
+
+_LOG = logging.getLogger(__name__)  # --verbose (verifier/logs.py)
 
 if TYPE_CHECKING:  # the fidelity module (onnxruntime, the domains) is imported when a check runs
     from .fidelity import FidelityReport
@@ -200,6 +203,8 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
 
     graph, entry = import_cached(path, use_cache=cache)
     model = Model(graph, cache_entry=entry)
+    _LOG.debug("%s: %d IR nodes, %d inputs, %d outputs", path, graph.number_of_nodes(), model.input_size,
+               model.output_size)
     size = model.input_size
     for name, value in box.items():
         if value.numel() not in (1, size):
@@ -217,6 +222,7 @@ def load(path: str | os.PathLike, check: bool = True, lower: torch.Tensor | None
                                      "±1 (give both lower and upper)")
     if check:
         model.check(lower, upper, samples)
+        _LOG.debug("%s: agrees with onnxruntime on %d sampled inputs", path, samples)
     return model
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -24,7 +25,10 @@ import warnings
 from .cli_process import (Interrupted, StdoutError, discard_stdout, guarded_stdout, interrupt_of, received_interrupt,
                           signals_raised)
 from .errors import VerifierInputError
+from .logs import configure as configure_logs
 from .options import DTYPES, key_value_options  # the training plugin imports both from here too
+
+_LOG = logging.getLogger("verifier.cli")
 
 
 # the start of the IR cache's own warnings (verifier.ir.cache_folder.WARNING_PREFIX): shown as
@@ -300,7 +304,7 @@ def cmd_report(args) -> int:
     notes += [f"--reference {ref.path} lists none of the results' instances" for ref in references
               if ref.path not in used]
     for note in notes + report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        _LOG.info(note)
     png = None
     if args.plot is not None:
         from .report_plot import write_cactus_plot
@@ -373,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
     parser.add_argument("--version", action="version", version=f"verifier {__version__}")
     _add_debug(parser, False)
+    _add_verbosity(parser, "default")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="import a model, summarise its IR and compare it with onnxruntime")
@@ -472,7 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_plugin_commands(sub)
     for command in sub.choices.values():  # --debug after the command too (plugin commands included)
         _add_debug(command, argparse.SUPPRESS)
+        _add_verbosity(command, argparse.SUPPRESS)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """Give ``parser`` ``--quiet`` and ``--verbose`` (each unless it has one; ``train`` has
+    its own ``--quiet``, which also silences notes), as :func:`_add_debug` does ``--debug``."""
+    if "--quiet" not in parser._option_string_actions:
+        parser.add_argument("--quiet", dest="verbosity", action="store_const", const="quiet", default=default,
+                            help="no note: lines on stderr (warnings, errors and the results only)")
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument("--verbose", dest="verbosity", action="store_const", const="verbose", default=default,
+                            help="also debug: lines on stderr, the stages of the work as they happen")
 
 
 def _add_debug(parser: argparse.ArgumentParser, default) -> None:
@@ -544,6 +561,7 @@ def _run(argv: list[str]) -> int:
     into one ``error:`` line (exit 2) and a bug into an internal error (exit 3, the
     traceback with ``--debug``)."""
     args = build_parser().parse_args(argv)
+    configure_logs("quiet" if getattr(args, "quiet", False) is True else args.verbosity)
     try:
         _method_or_domain(args)
         return args.func(args)

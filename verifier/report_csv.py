@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VerifierInputError
+from .logs import note
 from .outputs import read_complete_lines
+
+_LOG = logging.getLogger(__name__)
 
 RESULT_HEADER = ("benchmark", "onnx", "vnnlib", "prepare_time", "result", "run_time")
 
@@ -87,7 +90,7 @@ def _line_of(exc: UnicodeDecodeError) -> int:
 
 def _complete_lines(path: str | os.PathLike, notes: list[str] | None) -> list[str]:
     """The newline-terminated lines of ``path``, each with its ``\\n`` (a cut last line
-    dropped, with a note in ``notes`` or, when ``None``, on stderr), for :mod:`csv` (which
+    dropped, with a note in ``notes`` or, when ``None``, logged (:mod:`verifier.logs`)), for :mod:`csv` (which
     reads ``\\r\\n`` and quoted line breaks). Errors as :func:`_read_text`."""
     _refuse_folder(path)
     try:
@@ -97,11 +100,7 @@ def _complete_lines(path: str | os.PathLike, notes: list[str] | None) -> list[st
     except OSError as exc:
         raise VerifierInputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if cut:
-        note = f"{path}: left out a last row cut by an interrupted run (no newline at its end)"
-        if notes is None:
-            print(f"note: {note}", file=sys.stderr)
-        else:
-            notes.append(note)
+        note(_LOG, f"{path}: left out a last row cut by an interrupted run (no newline at its end)", notes)
     return [line + "\n" for line in lines]
 
 

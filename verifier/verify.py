@@ -7,6 +7,7 @@ Verdicts use VNN-COMP words: ``sat`` (a counterexample, confirmed by onnxruntime
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from .deadline import Deadline, Timeout, warm_up
 from .domains import get_domain
 from .errors import VerifierInputError
 from .spec.model import InputRegion, Spec
+
+_LOG = logging.getLogger(__name__)  # --verbose: the stages as they happen (verifier/logs.py)
 
 
 #: the domains and methods that run without a torch optimiser or an LP/MILP solver (only
@@ -148,10 +151,13 @@ def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_o
     regions = spec.regions  # every region, attack or not: no verdict where float execution can overflow
     check_overflow(model.graph_for("cpu", torch.float64), torch.cat([model.as_batch(r.lower) for r in regions]),
                    torch.cat([model.as_batch(r.upper) for r in regions]), model.graph.graph.get("path"))
+    _LOG.debug("%d input region(s); the model's float execution cannot overflow on them", len(regions))
     open_regions = _screened(model, spec, domain, device, dtype, notes)
     if attack:
         for index in open_regions:
             hit = attack_region(model, regions[index], deadline, region_index=index, seed=seed, device=device)
+            _LOG.debug("attack on region %d: %s (%.2f s)", index, "counterexample" if hit is not None else "none found",
+                       deadline.elapsed())
             if hit is not None:
                 return VerificationResult("sat", hit, deadline.elapsed(), [f"counterexample in region {index}"])
             deadline.check()
@@ -159,8 +165,11 @@ def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_o
     deadline.extend(warm_up(optimizers=uses_optimizers(domain, model.input_size)))
     status = "unsat"
     for index in open_regions:
+        _LOG.debug("region %d: %s (%.2f s)", index, "searching" if domain in METHODS else f"bounding with {domain}",
+                   deadline.elapsed())
         found, cex = _refute_region(model, regions[index], index, domain, deadline, device, dtype, domain_options,
                                     notes)
+        _LOG.debug("region %d: %s (%.2f s)", index, found, deadline.elapsed())
         if found == "sat":
             return VerificationResult("sat", cex, deadline.elapsed(), notes + [f"counterexample in region {index}"])
         if found == "unknown":

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
 import math
 import os
 import shutil
@@ -44,6 +45,8 @@ import torch
 
 from .errors import VerifierInputError
 from .outputs import append_line, check_output_dir, check_output_file, read_complete_lines, write_atomic
+
+_LOG = logging.getLogger(__name__)  # notes, and with --verbose each instance (verifier/logs.py)
 
 RESULTS = ("unsat", "sat", "unknown", "timeout", "error")
 HEADER = ("benchmark", "onnx", "vnnlib", "prepare_time", "result", "run_time")
@@ -294,6 +297,7 @@ def run_instance(instance: Instance, timeout: float, files: FileResolver, models
         kind = "" if isinstance(exc, VerifierInputError) else f"{type(exc).__name__}: "
         status, cex, message = "error", None, kind + text
     write_result(result_file, status, cex)
+    _LOG.debug("%s %s: %s (prepare %.2f s, run %.2f s)", instance.onnx, instance.vnnlib, status, prepare_time, run_time)
     return prepare_time, status, run_time, message
 
 
@@ -457,7 +461,7 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
     check_output_dir(plan.results_dir, "--results-dir")
     output, benchmark = plan.output, plan.benchmark
     for note in plan.notes:
-        print(f"note: {note}", file=sys.stderr)
+        _LOG.info(note)
     if plan.resume_lines is None:
         write_atomic(output, _csv_line(HEADER))
     elif plan.cut:
