@@ -292,7 +292,8 @@ def reach_sets(model, lower: torch.Tensor, upper: torch.Tensor, outputs: tuple[i
     :func:`sample_outputs`) and the attacked outputs of :func:`extreme_outputs`, seeded with
     ``seed``.
 
-    Raises :class:`VerifierInputError` for bad ``k`` and :class:`ReachSoundnessError` when a
+    Raises :class:`VerifierInputError` for bad ``k`` or a set without finite bounds (a model
+    whose values overflow float64 over the box), and :class:`ReachSoundnessError` when a
     sampled or attacked output lies outside a polygon (tolerance ``1e-9`` of its extent)."""
     from .api import compute_bounds
 
@@ -307,6 +308,12 @@ def reach_sets(model, lower: torch.Tensor, upper: torch.Tensor, outputs: tuple[i
         C = torch.zeros((k, model.output_size), dtype=torch.float64)
         C[:, i], C[:, j] = torch.as_tensor(normals[:, 0]), torch.as_tensor(normals[:, 1])
         crown_lb, _ = compute_bounds(model, lo, hi, domain="crown", C=C)
+    unbounded = [name for name, values in (("box", box), ("deepz", np.concatenate([centre.ravel(), gens.ravel()])),
+                                           ("crown", crown_lb.numpy())) if not np.isfinite(values).all()]
+    if unbounded:  # an overflowing model: its sets have no finite polygon
+        raise VerifierInputError(f"the {', '.join(unbounded)} bounds of Y_{i}, Y_{j} over this input box are not "
+                                 f"finite (the model's values overflow float64 there), so no set can be drawn; "
+                                 f"narrow the box or rescale the model")
     sets = ReachSets(outputs, sample_outputs(model, lo[0], hi[0], outputs, samples, seed),
                      extreme_outputs(model, lo[0], hi[0], outputs, normals, seed=seed), directions=k)
     sets.polygons = {"box": _dedupe(box), "deepz": zonotope_polygon(centre, gens),
