@@ -95,6 +95,29 @@ def test_milp_parts_are_reported_as_trusted(work, relu_split):
     assert report.trusted and all("HiGHS" in t for t in report.trusted)
 
 
+def test_a_spec_of_two_regions_is_certified_region_by_region(work, input_split):
+    """One region closed on its whole box (the batched screen), one by input splitting."""
+    import verifier
+
+    model = input_split[0]
+    x0 = np.random.default_rng(100).uniform(-1, 1, 3)
+    label = int(verifier.load(model, check=False)(torch.tensor(x0)[None]).detach().numpy()[0].argmax())
+
+    def box(eps):
+        return "(and " + " ".join(f"(>= X_{i} {float(x0[i] - eps)!r}) (<= X_{i} {float(x0[i] + eps)!r})"
+                                  for i in range(3)) + ")"
+
+    lines = [f"(declare-const X_{i} Real)" for i in range(3)] + [f"(declare-const Y_{j} Real)" for j in range(3)]
+    lines += [f"(assert (or {box(0.1)} {box(0.6)}))",
+              "(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(3) if j != label) + "))"]
+    (work / "two.vnnlib").write_text("\n".join(lines) + "\n")
+    status, index = certify(model, str(work / "two.vnnlib"), str(work / "two.proof"), "auto")
+    assert status == "unsat" and [(e["kind"], e["nodes"] > 1) for e in index["regions"]] == [("box-tree", False),
+                                                                                              ("box-tree", True)]
+    report = check_proof(model, str(work / "two.vnnlib"), str(work / "two.proof"))
+    assert report.valid, report.message
+
+
 def test_conv_net_certificate_checks(work):
     model = conv_net(work, 0)
     spec = robustness_spec(work / "conv.vnnlib", model, 0, 36, 0.16)
