@@ -34,6 +34,7 @@ class AlphaCrownDomain(BackwardDomain):
     # the chosen-rows layout, as in the optimisation steps: the starting bounds must be the steps' to the
     # last bit, or the near-ties between them (torch.maximum's gradient) fall by the rounding
     all_rows = False
+    exact_steps = True
 
     def __init__(self, intermediate: str = "crown", norm: float = float("inf"), iterations: int = 20,
                  lr: float = 0.1, patience: int = 5, optimise_intermediate: bool = True):

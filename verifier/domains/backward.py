@@ -107,8 +107,9 @@ class BackwardPass:
     with the lower slopes ``alpha`` where given, else the domain's ``policy``)."""
 
     def __init__(self, graph: nx.DiGraph, bounds: Bounds, policy: str, alpha: dict | None = None,
-                 mirrored: bool = False):
+                 mirrored: bool = False, fast: bool = False):
         self.graph, self.bounds, self.policy, self.alpha = graph, bounds, policy, alpha
+        self.fast = fast  # transfers may use cheaper forms that round differently from their autograd ones
         self._lines: dict[str, Lines] = {}
         self._built: dict[str, object] = {}
         # with ``mirrored``, each relaxation adds here the constant of the rows −Λ (see BackwardDomain.mirrored_bound)
@@ -156,6 +157,7 @@ class BackwardDomain(Domain):
     policy = "adaptive"
     backward = True
     all_rows = True  # bound most of a convolution's entries as all of them (patch form, one group per location)
+    exact_steps = False  # True: every pass rounds as its autograd form does (α-CROWN's near-ties need it)
 
     def __init__(self, intermediate: str = "crown", norm: float = float("inf")):
         if intermediate not in ("crown", "ibp"):
@@ -168,7 +170,7 @@ class BackwardDomain(Domain):
         """Lower bound ``(B, k)`` of ``Λ·v_target`` (``lam`` ``(B, k, *shape)``) over the input
         set, with the relaxations built from ``bounds`` (and lower slopes ``alpha``);
         ``visit`` as in :func:`~verifier.engine.propagate_backward`."""
-        context = BackwardPass(graph, bounds, self.policy, alpha)
+        context = BackwardPass(graph, bounds, self.policy, alpha, fast=not self.exact_steps)
         lam_x, bias = propagate_backward(graph, self, target, lam, context, visit)
         return concretize_linear(lam_x, bias, lower, upper, self.norm)
 
@@ -176,7 +178,7 @@ class BackwardDomain(Domain):
                        upper: torch.Tensor, bounds: Bounds) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower bounds ``(B, k)`` of ``Λ·v_target`` and of ``−Λ·v_target`` from one pass of
         ``Λ``'s rows, for a domain whose relaxations have one slope for both lines
-        (:attr:`symmetric`: the dual LP). Every transfer is then odd in ``Λ`` except for
+        (:meth:`mirrorable`: the dual LP on ReLU networks). Every transfer is then odd in ``Λ`` except for
         the relaxations' constants, so the rows ``−Λ`` end with ``−Λ_x`` and the constant
         ``−(bias − R₊) + R₋`` (``R₊``, ``R₋``: the relaxations' constants for ``Λ`` and
         for ``−Λ``, which they record), and ``min ∓Λ_x·x = ∓Λ_x·c − |Λ_x|·r``: half the
@@ -196,7 +198,10 @@ class BackwardDomain(Domain):
             spread = eps[:, None] * lam_x.reshape(*lam_x.shape[:2], -1).norm(p=2, dim=-1)
         return value - spread + bias, -value - spread + mirror_bias
 
-    symmetric = False  # every relaxation's two lines share their slope (mirrored_bound applies)
+    def mirrorable(self, graph: nx.DiGraph) -> bool:
+        """Whether every relaxation of ``graph`` in this domain has one slope for both lines
+        (:meth:`mirrored_bound` applies); by default no."""
+        return False
 
     def intermediate_bounds(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, alpha=None,
                             rows: dict | None = None, per_target: bool = False, known: dict | None = None) -> Bounds:
@@ -255,7 +260,7 @@ class BackwardDomain(Domain):
             if per_row and part.shape[1] < R:
                 stop = start + part.shape[1]
                 slopes = {m: torch.cat([a[:, start:stop], a[:, R + start:R + stop]], 1) for m, a in alpha.items()}
-            if patches and self.symmetric and slopes is None:  # windows, and ±e from one pass of e
+            if patches and slopes is None and self.mirrorable(graph):  # windows, and ±e from one pass of e
                 both = patch_bound(self, graph, node_id, part, torch.ones(part.shape[1]),
                                    BackwardPass(graph, bounds, self.policy, None, mirrored=True), lower, upper,
                                    self.norm)
@@ -263,7 +268,7 @@ class BackwardDomain(Domain):
                 sign = torch.cat([torch.ones(part.shape[1]), -torch.ones(part.shape[1])])
                 both = patch_bound(self, graph, node_id, torch.cat([part, part], 1), sign,
                                    BackwardPass(graph, bounds, self.policy, slopes), lower, upper, self.norm)
-            elif self.symmetric and slopes is None:
+            elif slopes is None and self.mirrorable(graph):
                 both = torch.cat(self.mirrored_bound(graph, node_id, selection_rows(shape, part, lower), lower, upper,
                                                      bounds), 1)
             else:
@@ -288,7 +293,7 @@ class BackwardDomain(Domain):
             part = slice(start, start + step)
             context = BackwardPass(graph, {m: (l[part], u[part]) for m, (l, u) in bounds.items()}, self.policy,
                                    None if alpha is None else {m: a[part] for m, a in alpha.items()},
-                                   mirrored=self.symmetric and alpha is None)
+                                   mirrored=alpha is None and self.mirrorable(graph))
             found = patch_bound_all(self, graph, node_id, context, lower[part], upper[part], self.norm)
             if found is None:
                 return None
@@ -326,7 +331,7 @@ class BackwardDomain(Domain):
         lam = self.spec_rows(graph, lower, C)
         k = lam.shape[1]
         bounds = self.intermediate_bounds(graph, lower, upper)
-        if self.symmetric:
+        if self.mirrorable(graph):
             lb, mirrored = self.mirrored_bound(graph, output_node(graph), lam, lower, upper, bounds)
             return lb, -mirrored
         both = self.final_pass(graph, lower, upper, torch.cat([lam, -lam], 1), bounds)

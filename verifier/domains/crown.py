@@ -76,6 +76,12 @@ def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
         constant = (pos * b_l + neg * b_u).reshape(*lam.shape[:2], -1).sum(-1)
         context.mirror.append(constant - (neg * b_l + pos * b_u).reshape(*lam.shape[:2], -1).sum(-1))
         return [lam * a_l], constant
+    if context.fast and not needs_grad(lam, *rel):  # Λa_u + Λ⁺(a_l − a_u): no where(), which is slow here
+        pos = lam.clamp(min=0)
+        lam_x = lam * a_l if rel[0] is rel[2] else torch.addcmul(lam * a_u, pos, a_l - a_u)
+        if b_l.shape[1] == 1 and b_u.shape[1] == 1 and not bool(b_l.any()):
+            return [lam_x], dot(lam, b_u.squeeze(1)) - dot(pos, b_u.squeeze(1))
+        return [lam_x], (pos * b_l + (lam - pos) * b_u).reshape(*lam.shape[:2], -1).sum(-1)
     if not needs_grad(lam, *rel):  # the same values in fewer passes: one slope (dual LP), zero b_l (ReLU)
         neg = lam.clamp(max=0)
         if rel[0] is rel[2]:

@@ -28,7 +28,6 @@ class DualLPDomain(BackwardDomain):
     name = "dual-lp"
     description = "Wong-Kolter dual LP bound (ReLU networks)"
     policy = "parallel"
-    symmetric = True  # both lines of a crossing ReLU have slope u/(u − ℓ): ±c in one pass (mirrored_bound)
 
     ALLOWED = {"input", "constant", "relu"}
 
@@ -41,6 +40,11 @@ class DualLPDomain(BackwardDomain):
         """Affine ops and ReLU only (the paper's setting)."""
         return [(d.get("source", n), f"the dual-lp domain handles affine ops and ReLU only, not '{d['kind']}'")
                 for n, d in graph.nodes(data=True) if d["kind"] not in self.ALLOWED | AFFINE_KINDS]
+
+    def mirrorable(self, graph) -> bool:
+        """On affine + ReLU networks both lines of a crossing ReLU have slope ``u/(u − ℓ)``:
+        ``±c`` in one pass (:meth:`~verifier.domains.backward.BackwardDomain.mirrored_bound`)."""
+        return not self.supports(graph)
 
     def _check(self, graph) -> None:
         bad = sorted({d["kind"] for _, d in graph.nodes(data=True)} - self.ALLOWED - AFFINE_KINDS)
