@@ -242,3 +242,12 @@ def test_version_prints_the_version_and_exits_0(capsys):
 
     code, out, err = run_exiting(capsys, "--version")
     assert code == 0 and out == f"verifier {verifier.__version__}\n" and err == ""
+
+
+def test_an_unknown_option_is_named_with_its_command(capsys):
+    """argparse reported extras from the top parser ("verifier: … see verifier --help")."""
+    from cli_helpers import assert_refused, run as run_exiting
+
+    code, out, err = run_exiting(capsys, "certify", DEFAULT_MODEL, "--eps", "0.1", "--device", "cuda")
+    assert_refused(code, out, err, "verifier certify: unrecognized arguments: --device cuda",
+                   "see verifier certify --help")

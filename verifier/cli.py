@@ -478,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # --debug after the command too (plugin commands included)
         _add_debug(command, argparse.SUPPRESS)
         _add_verbosity(command, argparse.SUPPRESS)
+    parser.commands = sub.choices  # name -> the command's parser
     return parser
 
 
@@ -560,7 +561,10 @@ def _run(argv: list[str]) -> int:
     """:func:`main` inside its warning filter: parse, run the command, and turn bad input
     into one ``error:`` line (exit 2) and a bug into an internal error (exit 3, the
     traceback with ``--debug``)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's parser (argparse names the top one: "see verifier --help")
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logs("quiet" if getattr(args, "quiet", False) is True else args.verbosity)
     try:
         _method_or_domain(args)
