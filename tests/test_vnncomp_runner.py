@@ -15,6 +15,7 @@ import pytest
 
 from verifier.cli import main
 
+from cli_helpers import run as run_cli
 from conftest import DEFAULT_MODEL, PROPERTIES, REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -215,3 +216,28 @@ def test_run_instance_writes_sat_result(bench, tmp_path):
                       PYTHON=sys.executable)
     assert done.returncode == 0, done.stderr
     assert result_file.read_text().startswith("sat\n")
+
+
+def test_proofs_folder_gets_a_checkable_certificate_per_unsat_instance(bench, tmp_path, capsys):
+    out, proofs = tmp_path / "tiny.csv", tmp_path / "proofs"
+    code = main(["vnncomp", str(bench), "--output", str(out), "--proofs", str(proofs)])
+    capsys.readouterr()
+    assert code == 0
+    assert results_by_instance(rows_of(out)) == {UNSAT: "unsat", SAT: "sat", UNSAT_GZ: "unsat", BROKEN: "error"}
+    assert sorted(p.name for p in proofs.iterdir()) == ["mnist_small__copy_0_eps0.02.proof",
+                                                       "mnist_small__mnist_0_eps0.02.proof"]
+    code = main(["check-proof", str(bench / UNSAT[0]), str(bench / UNSAT[1]),
+                 str(proofs / "mnist_small__mnist_0_eps0.02.proof")])
+    out_text, err = capsys.readouterr()
+    assert code == 0 and "proof valid" in out_text, out_text + err
+    # the certificate names its model and spec: checked against another spec it is refused
+    code = main(["check-proof", str(bench / UNSAT[0]), str(bench / SAT[1]),
+                 str(proofs / "mnist_small__mnist_0_eps0.02.proof")])
+    assert code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_proofs_folder_that_is_a_file_is_refused_before_any_work(bench, tmp_path, capsys):
+    out, proofs = tmp_path / "tiny.csv", tmp_path / "proofs"
+    proofs.write_text("a file")
+    code, _, err = run_cli(capsys, "vnncomp", bench, "--output", out, "--proofs", proofs)
+    assert code == 2 and "--proofs" in err and not out.exists()

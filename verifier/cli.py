@@ -258,7 +258,7 @@ def cmd_vnncomp(args) -> int:
                                    output=args.output, results_dir=args.results_dir, domain=args.domain,
                                    limit=args.limit, resume=args.resume, device=checked_device(args.device),
                                    dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check,
-                                   cache=not args.no_cache, executor=executor,
+                                   cache=not args.no_cache, executor=executor, proofs=args.proofs,
                                    progress=sys.stderr.isatty())  # a bar on a terminal only, not in logs
     print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
     if counts["error"] and counts["error"] == sum(counts.values()):
@@ -444,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip instances already in the output CSV (its header is checked; a row cut by a kill "
                         "is dropped and rerun)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--proofs", metavar="DIR",
+                   help="write a certificate of each unsat instance into DIR (docs/proofs.md; not with --ray)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="bound arithmetic (default float64)")
     p.add_argument("--no-fidelity-check", action="store_true", help="skip the onnxruntime agreement check")
     p.add_argument("--no-cache", action="store_true", help="import the models afresh (no IR cache; see README)")

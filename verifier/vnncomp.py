@@ -271,8 +271,10 @@ def result_name(instance: Instance) -> str:
 
 def run_instance(instance: Instance, timeout: float, files: FileResolver, models: ModelCache,
                  result_file: Path, domain: str = "auto", device: str = "cpu",
-                 dtype: torch.dtype = torch.float64, fidelity: bool = True) -> tuple[float, str, float, str]:
-    """Prepare and verify one instance; write its result file.
+                 dtype: torch.dtype = torch.float64, fidelity: bool = True,
+                 proofs: Path | None = None) -> tuple[float, str, float, str]:
+    """Prepare and verify one instance; write its result file (and, given ``proofs``, a
+    certificate of an ``unsat`` verdict as ``proofs/<result name>.proof``, docs/proofs.md).
 
     Returns ``(prepare_time, result, run_time, message)``; any exception becomes result
     ``error`` with its message (``KeyboardInterrupt`` propagates)."""
@@ -283,7 +285,17 @@ def run_instance(instance: Instance, timeout: float, files: FileResolver, models
     try:
         model, spec = prepare(instance, files, models, fidelity)
         prepare_time, prepared, start = time.perf_counter() - start, True, time.perf_counter()
-        result = verify(model, spec, domain=domain, timeout=timeout, device=device, dtype=dtype)
+        def run():
+            return verify(model, spec, domain=domain, timeout=timeout, device=device, dtype=dtype)
+
+        if proofs is None:
+            result = run()
+        else:
+            from .proof.cli import recorded
+
+            result, line = recorded(str(Path(proofs) / (result_name(instance)[: -len(".txt")] + ".proof")),
+                                    str(files(instance.onnx)), str(files(instance.vnnlib)), len(spec.regions), run)
+            _LOG.debug("%s %s: %s", instance.onnx, instance.vnnlib, line)
         run_time = time.perf_counter() - start
         status, cex, message = result.status, result.counterexample, ""
         if status in ("sat", "unsat") and run_time > timeout:
@@ -389,6 +401,7 @@ class RunSettings:
     dtype: torch.dtype = torch.float64
     fidelity: bool = True
     cache: bool = True
+    proofs: Path | None = None  # a certificate per unsat instance here (verifier/proof; docs/proofs.md)
 
 
 class InstanceRunner:
@@ -407,7 +420,7 @@ class InstanceRunner:
         fidelity setting: ``(prepare_time s, result, run_time s, message)``; writes ``result_file``."""
         s = self.settings
         return run_instance(instance, instance.timeout * s.timeout_scale, self.files, self.models, result_file,
-                            domain=s.domain, device=s.device, dtype=s.dtype, fidelity=s.fidelity)
+                            domain=s.domain, device=s.device, dtype=s.dtype, fidelity=s.fidelity, proofs=s.proofs)
 
     def close(self) -> None:
         """Remove the decompressed files."""
@@ -437,7 +450,7 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
                   limit: int | None = None, resume: bool = False, device: str = "cpu",
                   dtype: torch.dtype = torch.float64, fidelity: bool = True,
                   progress: bool = True, cache: bool = True,
-                  executor: Executor | None = None) -> tuple[Path, Counter]:
+                  executor: Executor | None = None, proofs: str | os.PathLike | None = None) -> tuple[Path, Counter]:
     """Verify the instances of ``bench_dir`` (the first ``limit`` of them) and write the CSV.
 
     ``output`` defaults to ``<benchmark>.csv`` in the current folder and ``results_dir`` to
@@ -452,13 +465,23 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
     ``executor`` runs the instances still to do (default :func:`serial_executor`: in this
     process, in ``instances.csv`` order); another one (e.g.
     :func:`verifier.cluster.ray_vnncomp.ray_executor`) may run them elsewhere and yield
-    them in the order they finish, which is then the order of the rows."""
+    them in the order they finish, which is then the order of the rows.
+
+    ``proofs``: a folder that receives a certificate of every ``unsat`` instance
+    (``<result name>.proof``, :func:`verifier.proof.cli.recorded`; check one with
+    ``verifier check-proof``), created if absent; only with the default executor (a remote
+    one's workers record nothing)."""
     from tqdm import tqdm
 
     if not isinstance(cache, bool):
         raise VerifierInputError(f"cache must be True or False, not {cache!r}")
     plan = plan_benchmark(bench_dir, instances_csv, timeout_scale, output, results_dir, domain, limit, resume)
     check_output_dir(plan.results_dir, "--results-dir")
+    if proofs is not None:
+        if executor is not None:
+            raise VerifierInputError("--proofs records the search in this process; it cannot be combined with --ray")
+        check_output_dir(proofs, "--proofs")
+        proofs = Path(proofs)
     output, benchmark = plan.output, plan.benchmark
     for note in plan.notes:
         _LOG.info(note)
@@ -469,7 +492,7 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
 
     counts = Counter({name: 0 for name in RESULTS})
     counts.update(plan.done.values())
-    settings = RunSettings(plan.bench_dir, timeout_scale, domain, device, dtype, fidelity, cache)
+    settings = RunSettings(plan.bench_dir, timeout_scale, domain, device, dtype, fidelity, cache, proofs)
     outcomes = (executor or serial_executor)(plan.todo, settings, plan.results_dir)
     with tqdm(total=len(plan.instances), initial=len(plan.instances) - len(plan.todo), unit="inst",
               desc=benchmark, disable=not progress, file=sys.stderr) as bar:
