@@ -244,3 +244,30 @@ def test_a_failure_after_a_swallowed_signal_is_the_interrupt_not_an_internal_err
     monkeypatch.setattr(cli, "cmd_domains", lambda args: 1 / 0)  # no signal this time: an internal error
     code, out, err = run(capsys, "domains")
     assert code == 3 and "ZeroDivisionError" in err
+
+
+def test_a_swallowed_signal_does_not_make_the_run_unstoppable(capsys, monkeypatch):
+    """After a first SIGINT some library swallowed, the run went on with SIGINT and SIGTERM
+    ignored (only SIGKILL could stop it). A signal after the grace period raises again; one
+    within it (the same Ctrl-C pressed twice) is ignored."""
+    import time
+
+    from verifier import cli_process
+
+    monkeypatch.setattr(cli_process, "GRACE_SECONDS", 0.2)
+    seen = []
+
+    def command(args):
+        for signum in (signal.SIGINT, signal.SIGINT):  # the second within the grace period
+            try:
+                os.kill(os.getpid(), signum)
+            except KeyboardInterrupt:
+                seen.append(signum)  # swallowed, as C code can
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)  # later: stops the run
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(cli, "cmd_domains", command)
+    code, out, err = run(capsys, "domains")
+    assert seen == [signal.SIGINT] and code == 143, err  # the signal that stopped the run
+    assert err == "error: interrupted by SIGTERM\n"

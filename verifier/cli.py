@@ -22,8 +22,8 @@ import sys
 import time
 import warnings
 
-from .cli_process import (Interrupted, StdoutError, discard_stdout, guarded_stdout, interrupt_of, received_interrupt,
-                          signals_raised)
+from .cli_process import (Interrupted, StdoutError, answering_interrupt, discard_stdout, guarded_stdout, interrupt_of,
+                          received_interrupt, signals_raised)
 from .errors import VerifierInputError
 from .logs import configure as configure_logs
 from .options import DTYPES, key_value_options  # the training plugin imports both from here too
@@ -212,6 +212,7 @@ def cmd_verify(args) -> int:
             if received_interrupt() is None or isinstance(exc, (StdoutError, BrokenPipeError)):
                 raise
             exc = received_interrupt()  # a signal some library swallowed; this failure followed it
+        answering_interrupt()  # a second Ctrl-C must not cut the report in half
         from .cli_results import interrupted_verify
 
         return interrupted_verify(args, timeout, seed, known, exc, time.monotonic() - started)
@@ -520,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report_interrupt(exc: KeyboardInterrupt) -> int:
     """One ``error: interrupted by SIGNAL`` line; the exit code ``128 + signal number``."""
+    answering_interrupt()
     exc = interrupt_of(exc)
     print(f"error: interrupted by {exc.name}", file=sys.stderr)
     return exc.exit_code

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -46,16 +47,42 @@ def interrupt_of(exc: KeyboardInterrupt) -> Interrupted:
 
 
 _RECEIVED: list[int] = []  # the signals _raise_interrupted took since signals_raised() began
+_ANSWERING = [False]  # the command is answering an interrupt (answering_interrupt): ignore more
+_FIRST_AT = [0.0]  # time.monotonic() of the first signal
+GRACE_SECONDS = 1.0  # a second signal this soon after the first is taken as the same Ctrl-C
 
 
 def _raise_interrupted(signum: int, frame) -> None:
-    """The handler: record the signal, ignore further SIGINT/SIGTERM while the command
-    reports (a second Ctrl-C must not cut the JSON record in half), then raise
-    :class:`Interrupted`."""
+    """The handler: record the signal and raise :class:`Interrupted`. Further SIGINT/SIGTERM
+    go to :func:`_raise_again`, which ignores them while the command reports (a second
+    Ctrl-C must not cut the JSON record in half)."""
     _RECEIVED.append(int(signum))
+    _FIRST_AT[0] = time.monotonic()
     for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _raise_again)
     raise Interrupted(signum)
+
+
+def _raise_again(signum: int, frame) -> None:
+    """The handler after a first signal: ignored while the command answers it
+    (:func:`answering_interrupt`) or within :data:`GRACE_SECONDS` of it; later, the first
+    :class:`Interrupted` was evidently swallowed by library code (an extension module's
+    import can), and the run must still be stoppable: raise again."""
+    _RECEIVED.append(int(signum))
+    if _ANSWERING[0] or time.monotonic() - _FIRST_AT[0] < GRACE_SECONDS:
+        return
+    raise Interrupted(signum)
+
+
+def answering_interrupt() -> None:
+    """The command line starts answering an :class:`Interrupted` (its report, its ``error:``
+    line): from now on SIGINT and SIGTERM are ignored (main thread only; elsewhere Python
+    cannot change handlers, and :func:`_raise_again` ignores them anyway)."""
+    _ANSWERING[0] = True
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            if signal.getsignal(sig) in (_raise_interrupted, _raise_again):
+                signal.signal(sig, signal.SIG_IGN)
 
 
 def received_interrupt() -> Interrupted | None:
@@ -78,6 +105,7 @@ def signals_raised() -> Iterator[None]:
         return
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     _RECEIVED.clear()
+    _ANSWERING[0] = False
     for sig in SIGNALS:
         if previous[sig] is not signal.SIG_IGN:
             signal.signal(sig, _raise_interrupted)
