@@ -22,8 +22,10 @@ import sys
 import time
 import warnings
 
-from .cli_process import (Interrupted, StdoutError, answering_interrupt, discard_stdout, guarded_stdout, interrupt_of,
-                          received_interrupt, signals_raised)
+from .cli_parser import PLUGIN_ERRORS, Parser as _Parser
+from .cli_process import (CACHE_WARNING, Interrupted, StdoutError, answering_interrupt, discard_stdout,  # noqa: F401
+                          guarded_stdout, interrupt_of, received_interrupt, show_warning as _show_warning,
+                          shown as _shown, signals_raised)
 from .errors import VerifierInputError
 from .logs import configure as configure_logs
 from .options import DTYPES, key_value_options  # the training plugin imports both from here too
@@ -31,50 +33,7 @@ from .options import DTYPES, key_value_options  # the training plugin imports bo
 _LOG = logging.getLogger("verifier.cli")
 
 
-# the start of the IR cache's own warnings (verifier.ir.cache_folder.WARNING_PREFIX): shown as
-# one "warning:" line even where library warnings are hidden (README "The IR cache")
-CACHE_WARNING = "IR cache: "
 MAX_CHECK_VALUES = 250_000_000  # check --samples: values of every IR node × samples (~2 GB in float64)
-
-
-class _StoreOnce(argparse._StoreAction):
-    """argparse's ``store`` for an option that may be given once: a second value (``verify
-    --timeout 5 --timeout 600``, where argparse would silently keep the last) is a bad
-    command line. Positional arguments store as usual."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if option_string is not None:
-            given = parser.given_options
-            if self.dest in given:
-                parser.error(f"{'/'.join(self.option_strings)} is given twice ({given[self.dest]} and "
-                             f"{option_string} {_value_text(values)}); give it once")
-            given[self.dest] = f"{option_string} {_value_text(values)}"
-        super().__call__(parser, namespace, values, option_string)
-
-
-def _value_text(values) -> str:
-    return " ".join(map(str, values)) if isinstance(values, list) else str(values)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one ``error:`` line (exit 2), like
-    every other bad input, instead of a usage block, and refuses a single-valued option
-    given twice (:class:`_StoreOnce`; repeatable ones say ``action="append"``)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.register("action", None, _StoreOnce)
-        self.register("action", "store", _StoreOnce)
-        self.given_options: dict[str, str] = {}
-
-    def parse_known_args(self, args=None, namespace=None):
-        self.given_options = {}  # dest -> how it was given, for this parse
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str):
-        plugins = "".join(f"; {e}" for e in PLUGIN_ERRORS) if "invalid choice" in message else ""
-        print(f"error: {self.prog}: {_shown(message + plugins)} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def _timeout(value: float | None) -> float | None:
@@ -92,10 +51,7 @@ def checked_device(name: str, flag: str = "--device") -> str:
     return check_device(name, flag)
 
 
-def _shown(text: str) -> str:
-    """``text`` with invisible and control characters (a BOM, zero-width spaces, newlines)
-    escaped as in ``repr``, so an error message stays one readable line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 
 def _checked_domain_options(args) -> dict:
@@ -339,9 +295,6 @@ def cmd_ops(args) -> int:
     return 0
 
 
-PLUGIN_ERRORS: list[str] = []
-
-
 def add_plugin_commands(sub) -> None:
     """Sub-commands of installed plugins: each entry point of the group
     ``verifier.commands`` is a function ``add_commands(sub)`` (the training plugin adds
@@ -547,18 +500,6 @@ def _main(raw: list[str]) -> int:
     except BrokenPipeError:  # stdout closed early (`verifier ops | head`): stop quietly, as a pipe expects
         discard_stdout()  # no second error at interpreter exit
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
-
-
-def _show_warning(show):
-    """``warnings.showwarning`` that prints the verifier's own warnings (the IR cache's,
-    :data:`CACHE_WARNING`) as one ``warning: …`` line on stderr, and others with ``show``."""
-    def shown(message, category, filename, lineno, file=None, line=None):
-        if str(message).startswith(CACHE_WARNING):
-            print(f"warning: {_shown(str(message))}", file=sys.stderr if file is None else file)
-        else:
-            show(message, category, filename, lineno, file, line)
-
-    return shown
 
 
 def _run(argv: list[str]) -> int:

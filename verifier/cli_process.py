@@ -7,6 +7,8 @@
   code ``128 + signal number``, the shell convention: 130 for SIGINT, 143 for SIGTERM.
   :func:`received_interrupt` tells whether one came, for a failure that follows a signal
   some C code swallowed.
+- :func:`show_warning`: the verifier's own warnings (the IR cache's) as ``warning:`` lines,
+  even where the CLI hides library warnings; :func:`shown` keeps a message on one line.
 - :func:`guarded_stdout`: inside the block a failing write to stdout (``> /dev/full``, a
   disk that fills) raises :class:`StdoutError` (the CLI prints ``error: cannot write to
   stdout …``, exit 2) instead of an internal error; a closed pipe (``| head``) keeps
@@ -114,6 +116,30 @@ def signals_raised() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def shown(text: str) -> str:
+    """``text`` with invisible and control characters (a BOM, zero-width spaces, newlines)
+    escaped as in ``repr``, so an error message stays one readable line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# the start of the IR cache's own warnings (verifier.ir.cache_folder.WARNING_PREFIX): shown as
+# one "warning:" line even where library warnings are hidden (README "The IR cache")
+CACHE_WARNING = "IR cache: "
+
+
+def show_warning(show):
+    """A ``warnings.showwarning`` that prints the verifier's own warnings (the IR cache's,
+    :data:`CACHE_WARNING`) as one ``warning: …`` line on stderr, and others with ``show``
+    (the function it replaces)."""
+    def shown_warning(message, category, filename, lineno, file=None, line=None):
+        if str(message).startswith(CACHE_WARNING):
+            print(f"warning: {shown(str(message))}", file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return shown_warning
 
 
 class StdoutError(Exception):
