@@ -24,13 +24,13 @@ from ..deadline import checkpoint
 from ..engine import concretize_linear, propagate, propagate_backward
 from ..errors import VerifierInputError
 from ..ir.graph import output_node, predecessors_by_slot, topological_order
-from ..linalg import centre_radius, crossing, dot, per_sample_rows, selection_rows, spec_matrix
+from ..linalg import crossing, per_sample_rows, selection_rows, spec_matrix
 from ..ops.categories import lookup
 from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS, Lines
 from .base import Domain
 from .box import BoxDomain
-from .patches import patch_bound, patch_bound_all, patchable, window_entries
+from .patches import centre_spread, patch_bound, patch_bound_all, patchable, window_entries
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
@@ -187,15 +187,7 @@ class BackwardDomain(Domain):
         lam_x, bias = propagate_backward(graph, self, target, lam, context)
         relaxed = sum(context.mirror, torch.zeros_like(bias))  # R₊ + R₋, accumulated by the transfers
         mirror_bias = -bias + relaxed
-        if lam_x is None:
-            return bias, mirror_bias
-        centre, radius = centre_radius(lower, upper)
-        value = dot(lam_x, centre)
-        if self.norm == float("inf"):
-            spread = dot(lam_x.abs(), radius)
-        else:
-            eps = radius.reshape(radius.shape[0], -1).max(dim=1).values
-            spread = eps[:, None] * lam_x.reshape(*lam_x.shape[:2], -1).norm(p=2, dim=-1)
+        value, spread = centre_spread(lam_x, lower, upper, self.norm)
         return value - spread + bias, -value - spread + mirror_bias
 
     def mirrorable(self, graph: nx.DiGraph) -> bool:

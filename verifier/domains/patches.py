@@ -422,7 +422,7 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: _Rows, bias: torch.Tensor, co
             bias = bias.reshape(rest.shape) + rest
             if context.mirror is None:
                 return concretize_linear(lam_x, bias, lower, upper, norm).reshape(shape)
-            value, spread = _centre_spread(lam_x, lower, upper, norm)
+            value, spread = centre_spread(lam_x, lower, upper, norm)
             return _mirrored(value, spread, bias, context, shape)
         rows, constant = step
         bias, start = bias + constant, None
@@ -433,8 +433,10 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: _Rows, bias: torch.Tensor, co
     return _mirrored(value, spread, bias, context, shape)
 
 
-def _centre_spread(lam_x: torch.Tensor | None, lower: torch.Tensor, upper: torch.Tensor, norm: float):
-    """``(Λ_x·c, |Λ_x|·r)`` (or ``ε‖Λ_x‖₂``) ``(B, k)`` over the input box; zeros without ``Λ_x``."""
+def centre_spread(lam_x: torch.Tensor | None, lower: torch.Tensor, upper: torch.Tensor, norm: float):
+    """``(Λ_x·c, |Λ_x|·r)`` ``(B, k)`` for ``Λ_x`` ``(B, k, *S)`` over the box ``[lower, upper]``
+    ``(B, *S)`` (with ``norm=2``: ``ε‖Λ_x‖₂``, ``ε = max r``), whose difference is
+    ``min Λ_x·x`` and whose sum is ``−min −Λ_x·x`` (Hölder); zeros without ``Λ_x``."""
     if lam_x is None:
         return 0.0, 0.0
     centre, radius = centre_radius(lower, upper)
@@ -519,4 +521,4 @@ def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
     return largest
 
 
-__all__ = ["Geometry", "needs_grad", "patch_bound", "patch_bound_all", "patch_form", "patchable", "window_entries"]
+__all__ = ["Geometry", "centre_spread", "needs_grad", "patch_bound", "patch_bound_all", "patch_form", "patchable", "window_entries"]
