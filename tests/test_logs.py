@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier.logs import configure
+from verifier.logs import configure, reset
 from verifier.report import read_results
 
 from cli_helpers import run
@@ -20,9 +20,12 @@ HEADER = "benchmark,onnx,vnnlib,prepare_time,result,run_time\n"
 
 
 @pytest.fixture(autouse=True)
-def default_logs():
+def library_logs():
+    """Each test starts from the library's own logging state (an earlier CLI run in this
+    process configured it) and leaves it so."""
+    reset()
     yield
-    configure("default")  # what a CLI run leaves for the next test
+    reset()
 
 
 @pytest.fixture
@@ -34,8 +37,7 @@ def cut_results(tmp_path) -> Path:
 
 
 def test_the_library_logs_its_notes_instead_of_printing_them(cut_results, capsys, caplog):
-    with caplog.at_level(logging.INFO, logger="verifier"):
-        logging.getLogger("verifier").propagate = True  # caplog listens at the root logger
+    with caplog.at_level(logging.INFO, logger="verifier"):  # caplog listens at the root logger
         rows = read_results(cut_results)
     assert len(rows) == 1
     assert capsys.readouterr().err == ""

@@ -27,7 +27,7 @@ from .cli_process import (CACHE_WARNING, Interrupted, StdoutError, answering_int
                           guarded_stdout, interrupt_of, received_interrupt, show_warning as _show_warning,
                           shown as _shown, signals_raised)
 from .errors import VerifierInputError
-from .logs import configure as configure_logs
+from .logs import configure as configure_logs, reset as reset_logs
 from .options import DTYPES, key_value_options  # the training plugin imports both from here too
 
 _LOG = logging.getLogger("verifier.cli")
@@ -528,6 +528,8 @@ def _run(argv: list[str]) -> int:
         first = _shown(str(exc).splitlines()[0]) if str(exc) else ""
         print(f"error: internal error ({type(exc).__name__}: {first}); rerun with --debug for details", file=sys.stderr)
         return 3
+    finally:
+        reset_logs()  # a program that calls main() in-process gets the library's logging back as it was
 
 
 if __name__ == "__main__":

@@ -55,6 +55,17 @@ def configure(verbosity: str = "default") -> None:
         logger.propagate = False  # one line per record, whatever the root logger does
 
 
+def reset() -> None:
+    """Undo :func:`configure`: the library's loggers as a program that imports ``verifier``
+    finds them (no handler of ours, level unset, records propagate to the root logger)."""
+    for name in ROOTS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, _StderrLines)]:
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+
 def note(logger: logging.Logger, text: str, notes: list[str] | None = None) -> None:
     """``text`` appended to ``notes`` when the caller collects them (they are then part of
     its result), else logged at INFO (``note:``)."""
