@@ -80,14 +80,18 @@ class Zonotope:
         """``Σ_j e[b, j]·G[b, j]`` for ``e`` ``(B, m)``: shape ``(B, *S)``."""
         if self._dense is not None:
             return torch.einsum("bm...,bm->b...", self._dense, e.to(self._dense))
-        flat = (e.to(self.scale) * self.scale) @ self.shared.reshape(self.shared.shape[0], -1)
+        flat = (e.to(self.scale) * self.scale) @ self._shared_rows()
         return flat.reshape(self.centre.shape)
+
+    def _shared_rows(self) -> torch.Tensor:
+        """The shared generators as ``(m, prod(S))`` (explicit sizes: ``m`` is 0 for a point box)."""
+        return self.shared.reshape(self.shared.shape[0], math.prod(self.shared.shape[1:]))
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._dense is not None:
             radius = self._dense.abs().sum(dim=1)
         else:
-            radius = (self.scale.abs() @ self.shared.abs().reshape(self.shared.shape[0], -1)).reshape(self.centre.shape)
+            radius = (self.scale.abs() @ self._shared_rows().abs()).reshape(self.centre.shape)
         return self.centre - radius, self.centre + radius
 
 
