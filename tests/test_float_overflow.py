@@ -107,11 +107,23 @@ def test_values_in_range_are_not_refused(tmp_path, capsys):
     assert code == 0 and "result: sat" in out, (out, err)
 
 
-def test_float64_models_are_not_checked(tmp_path):
-    """A float64 model's bounds are computed in its own type: an overflow there is ±inf in both."""
+def test_float64_models_are_checked_against_float64s_range(tmp_path, capsys):
+    """float32's overflow is nothing in float64 (6e38 ≪ 9e307): not refused. Two layers of
+    1e200 weights reach inf in float64 too; before, a property that holds in real arithmetic
+    (``Y_0 ≤ −1`` on [0, 1]², where Y_0 ≥ 0) left ±inf bounds on every subdomain and the search
+    without a timeout never ended: now refused, naming the node."""
     model = verifier.load(_gemm_relu(tmp_path, HUGE.astype(np.float64), DOUBLE), check=False)
     lo, hi = torch.full((1, 2), 0.9, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
     assert overflow_risk(model.graph, lo, hi) is None
+    two = make_model([oh.make_node("MatMul", ["x", "W1"], ["h"]), oh.make_node("MatMul", ["h", "W2"], ["y"])],
+                     [1, 2], "y", {"W1": np.full((2, 2), 1e200), "W2": np.full((2, 2), 1e200)}, elem_type=DOUBLE)
+    path = str(save_model(two, tmp_path, "overflow64"))
+    spec = _spec(tmp_path, "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
+                           "(assert (<= Y_0 -1))\n", "holds.vnnlib")
+    code, out, err = run(capsys, "verify", path, spec)  # no --timeout: it must answer at once
+    lines = err.strip().splitlines()
+    assert code == 2 and "result:" not in out and len(lines) == 1, (code, out, err)
+    assert "'y'" in lines[0] and "float64" in lines[0] and "overflow" in lines[0], lines[0]
 
 
 def test_check_without_a_box_warns_but_does_not_fail(tmp_path, capsys):

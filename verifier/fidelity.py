@@ -177,7 +177,8 @@ def _first_divergence(graph: nx.DiGraph, x: np.ndarray) -> str | None:
 #: the box: half the type's largest finite value, which leaves room for the rounding of a
 #: float computation (relative n·ε for a dot product of n terms) on top of the real bound.
 _OVERFLOW_LIMITS = {torch.float16: float(np.finfo(np.float16).max) / 2,
-                    torch.float32: float(np.finfo(np.float32).max) / 2}
+                    torch.float32: float(np.finfo(np.float32).max) / 2,
+                    torch.float64: float(np.finfo(np.float64).max) / 2}
 
 
 def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -> str | None:
@@ -190,9 +191,10 @@ def overflow_risk(graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor) -
     finite in that type. An interval (IBP) pass in float64 bounds every IR node's value,
     and for linear ops (dense, conv, pooling, scaling) also every partial sum, by
     ``|W|·max(|l|, |u|) + max|b|`` (average pools: the window's sum); a magnitude above half the type's largest finite value
-    (float32: 1.7e38, float16: 32752) or a NaN bound is reported, naming the node. float64
-    models are not checked: their bounds are computed in the same type and overflow to
-    ``±inf`` (which refutes nothing)."""
+    (float32: 1.7e38, float16: 32752, float64: 9e307; for float64 models the pass's own
+    overflow to ``±inf`` counts) or a NaN bound is reported, naming the node. Without the
+    float64 check a float64 model that overflows had ``±inf`` bounds on every subdomain, so
+    a search without a timeout never ended."""
     limit = _OVERFLOW_LIMITS.get(graph.graph["model_dtype"])
     if limit is None:
         return None
