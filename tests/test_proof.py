@@ -6,6 +6,9 @@ checker's arithmetic rounds outward; the checker imports nothing from the search
 from __future__ import annotations
 
 import ast
+import io
+import os
+import zipfile
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -334,7 +337,7 @@ def test_relu_terms_skip_only_exact_zeros_and_stay_below_the_exact_minimum():
 
 
 ALLOWED = {"__future__", "numpy", "onnx", "json", "hashlib", "zipfile", "io", "ctypes", "re", "contextlib", "typing",
-           "time", "dataclasses", "math"}
+           "time", "dataclasses", "math", "os", "stat"}
 
 
 def test_the_checker_imports_nothing_from_the_search():
@@ -350,3 +353,58 @@ def test_the_checker_imports_nothing_from_the_search():
                 continue
             for name in names:
                 assert name.split(".")[0] in ALLOWED or name == "..spec", f"{path.name} imports {name}"
+
+
+# --- a PROOF argument that is not a certificate: refused, never a hang or a traceback ---------
+def _proof_refused(capsys, model, spec, proof) -> str:
+    code, out, err = run(capsys, "check-proof", model, spec, proof)
+    assert code == 2 and "proof valid" not in out and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_folder_or_fifo_as_proof_is_refused_without_blocking(tmp_path, capsys):
+    model = relu_net(tmp_path, 0, 2, [4])
+    spec = robustness_spec(tmp_path / "s.vnnlib", model, 0, 2, 0.01)
+    assert "is a folder" in _proof_refused(capsys, model, spec, tmp_path)
+    fifo = tmp_path / "proof.fifo"
+    os.mkfifo(fifo)
+    assert "not a regular file" in _proof_refused(capsys, model, spec, fifo)
+
+
+def test_hostile_members_are_refused(tmp_path, capsys):
+    """An index nested beyond Python's recursion limit, and an array whose header declares
+    10^12 values (np.load would allocate them): errors naming the problem, not exit 3."""
+    model = relu_net(tmp_path, 0, 2, [4])
+    spec = robustness_spec(tmp_path / "s.vnnlib", model, 0, 2, 0.01)
+    deep = tmp_path / "deep.proof"
+    with zipfile.ZipFile(deep, "w") as zf:
+        zf.writestr("index.json", "[" * 100_000 + "]" * 100_000)
+    assert "nested too deeply" in _proof_refused(capsys, model, spec, deep)
+    proof = tmp_path / "p.proof"
+    status, index = certify(model, spec, str(proof), "box")
+    assert status == "unsat"
+    index, arrays = read_archive(str(proof))
+    key = sorted(arrays)[0]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 12,)})
+    huge = tmp_path / "huge.proof"
+    with zipfile.ZipFile(proof) as src, zipfile.ZipFile(huge, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, header.getvalue() if name == f"{key}.npy" else src.read(name))
+    code, out, err = run(capsys, "check-proof", model, spec, huge)
+    assert code in (1, 2) and "proof valid" not in out and "Traceback" not in err, (code, out, err)
+    assert "declares" in out + err, out + err
+
+
+def test_a_one_leaf_certificate_with_a_made_up_claim_is_rejected(tmp_path):
+    """A verdict of one Box pass has one leaf and no claim (NaN); a claim written into it
+    (1e300, which no bound reaches) is rejected, not ignored."""
+    model = relu_net(tmp_path, 0, 2, [4])
+    spec = robustness_spec(tmp_path / "s.vnnlib", model, 0, 2, 0.01)
+    status, _ = certify(model, spec, str(tmp_path / "p.proof"), "box")
+    assert status == "unsat"
+    index, arrays = read_archive(str(tmp_path / "p.proof"))
+    assert check_proof(model, spec, str(tmp_path / "p.proof")).valid
+    arrays["r0.tree.claims"] = np.full_like(arrays["r0.tree.claims"], 1e300)
+    report = check_proof(model, spec, write_archive(str(tmp_path / "q.proof"), index, arrays))
+    assert not report.valid

@@ -75,6 +75,10 @@ def cmd_check_proof(args) -> int:
     from ..proofcheck.check import ProofRefused, check_proof
 
     for what, path in (("MODEL", args.model), ("SPEC", args.spec), ("PROOF", args.proof)):
+        if os.path.isdir(path):
+            raise VerifierInputError(f"{what} {path} is a folder; give a file")
+        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device: never opened (it could block)
+            raise VerifierInputError(f"{what} {path} is not a regular file")
         if not os.path.isfile(path):
             raise VerifierInputError(f"{what} {path}: no such file")
     try:

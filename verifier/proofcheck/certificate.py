@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
+import stat
 import zipfile
 
 import numpy as np
 
 FORMAT = "verifier-proof/1"
+MAX_MEMBER_BYTES = 4 << 30  # one array of a certificate (the largest real ones are a few MB)
 
 
 class CertificateError(ValueError):
@@ -22,10 +26,19 @@ class Certificate:
 
     def __init__(self, path: str):
         try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise CertificateError(f"cannot read the certificate {path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):  # a folder, FIFO or device: never opened (a FIFO would block)
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise CertificateError(f"the certificate {path} is {kind}; give the .proof file verify --proof wrote")
+        try:
             self._zip = zipfile.ZipFile(path)
-            index = json.loads(self._zip.read("index.json").decode("utf-8"))
-        except (OSError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CertificateError(f"{path} is not a proof certificate ({exc})") from None
+            index = json.loads(self._read("index.json").decode("utf-8"))
+        except (OSError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError,
+                RecursionError) as exc:  # RecursionError: JSON nested beyond Python's recursion limit
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise CertificateError(f"{path} is not a proof certificate ({reason})") from None
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise CertificateError(f"{path}: format {index.get('format') if isinstance(index, dict) else None!r} "
                                    f"is not {FORMAT!r}")
@@ -35,9 +48,29 @@ class Certificate:
     def array(self, key: str) -> np.ndarray:
         """The array stored under ``key``; :class:`CertificateError` if it is missing or unreadable."""
         try:
-            return np.load(io.BytesIO(self._zip.read(f"{key}.npy")), allow_pickle=False)
+            data = self._read(f"{key}.npy")
+            stream = io.BytesIO(data)
+            version = np.lib.format.read_magic(stream)
+            header = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if header is None:
+                raise ValueError(f"npy format version {version} (1.0 or 2.0 expected)")
+            shape, _, dtype = header(stream)
+            if dtype.hasobject or math.prod(shape) * dtype.itemsize != len(data) - stream.tell():
+                raise ValueError(f"its header declares {shape} {dtype}, which is not the {len(data)} bytes stored")
+            stream.seek(0)
+            return np.load(stream, allow_pickle=False)
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
             raise CertificateError(f"{self.path}: array '{key}' is missing or unreadable ({exc})") from None
+
+    def _read(self, member: str) -> bytes:
+        """One member's bytes; :class:`CertificateError` for a member larger than
+        :data:`MAX_MEMBER_BYTES` (its declared size, checked before anything is read)."""
+        size = self._zip.getinfo(member).file_size
+        if size > MAX_MEMBER_BYTES:
+            raise CertificateError(f"{self.path}: member {member} declares {size} bytes (at most "
+                                   f"{MAX_MEMBER_BYTES} in a certificate)")
+        return self._zip.read(member)
 
     def has(self, key: str) -> bool:
         """Whether an array ``key`` is stored."""
