@@ -87,4 +87,6 @@ def test_bad_options_are_refused_before_any_process_starts(tmp_path, monkeypatch
         launch(2, out=str(tmp_path / "x"), **{**_kwargs(), "eps": -1.0})
     with pytest.raises(VerifierInputError, match="--nproc"):
         launch(0, out=str(tmp_path / "x"), **_kwargs())
+    with pytest.raises(VerifierInputError, match="CPU cores"):  # 1000 processes on a laptop: refused, not started
+        launch((os.cpu_count() or 1) + 1, out=str(tmp_path / "x"), **_kwargs())
     assert not (tmp_path / "x").exists()

@@ -169,7 +169,7 @@ def launch(nproc: int, device: str = "cpu", **kwargs) -> dict:
     """:func:`~verifier_plugins.training.trainer.train` (same keyword arguments) on
     ``nproc`` processes of this machine; returns rank 0's summary (without the module).
     ``nproc == 1`` trains in this process. Raises :class:`VerifierInputError` for an
-    ``nproc`` that is not a whole number >= 1, or above the GPU count on CUDA, and what
+    ``nproc`` that is not a whole number >= 1, above the CPU core count (CPU) or the GPU count on CUDA, and what
     ``train`` raises for bad input (rank 0's error, raised again here).""" 
     from .trainer import train
 
@@ -178,6 +178,10 @@ def launch(nproc: int, device: str = "cpu", **kwargs) -> dict:
     if str(device).startswith("cuda") and nproc > torch.cuda.device_count():
         raise VerifierInputError(f"--nproc {nproc} on {device}: only {torch.cuda.device_count()} GPUs here "
                                  f"(one process per GPU)")
+    cores = os.cpu_count() or 1
+    if not str(device).startswith("cuda") and nproc > cores:
+        raise VerifierInputError(f"--nproc {nproc}: this machine has {cores} CPU cores (at most one process per "
+                                 f"core; for more, launch on several machines with torchrun, docs/scale.md)")
     if nproc == 1:
         return train(device=device, **kwargs)
     _check_before_spawn(kwargs)
