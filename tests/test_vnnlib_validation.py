@@ -375,3 +375,21 @@ def test_linf_accepts_integer_like_labels():
     for label in (1, torch.tensor(1), __import__("numpy").int64(1)):
         spec = linf_robustness_spec(x, label, 0.0, 3)
         assert len(spec.regions[0].disjuncts) == 2
+
+
+def test_a_line_too_long_for_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A multi-gigabyte file without a newline exhausted the machine's memory; each line is
+    now read with a limit from the free memory (here made 32 MiB: lines up to 2 MiB)."""
+    import verifier.resources
+    from verifier.spec import read_vnnlib
+    from verifier.errors import SpecError
+
+    monkeypatch.setattr(verifier.resources, "available_bytes", lambda device: 32 << 20)
+    path = tmp_path / "long.vnnlib"
+    path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))(assert (>= X_0 0))"
+                    + "(assert (<= Y_0 1))" * 200_000 + "\n")
+    with pytest.raises(SpecError, match=r"long\.vnnlib:3: a line longer than"):
+        read_vnnlib(path)
+    path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))(assert (>= X_0 0))\n"
+                    + "(assert (<= Y_0 1))\n" * 2000)  # as many characters in short lines: read
+    assert len(read_vnnlib(path).regions) == 1

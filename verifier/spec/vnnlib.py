@@ -476,19 +476,45 @@ def read_vnnlib(path: str | os.PathLike) -> Spec:
         else:
             fh = open(path, encoding="utf-8")
         with fh:
-            head = _head_lines(fh)
+            lines = _bounded_lines(fh, path)
+            head = _head_lines(lines)
             from .vnnlib2 import is_vnnlib2, parse_vnnlib2
 
             if is_vnnlib2("".join(head)):  # VNN-LIB 2.0: read through the vnnlib package
-                text = "".join(head) + fh.read()
+                text = "".join(itertools.chain(head, lines))
             else:
-                parser.feed(itertools.chain(head, fh))
+                parser.feed(itertools.chain(head, lines))
                 text = None
     except UnicodeDecodeError:
         raise SpecError(_not_utf8(path)) from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise SpecError(f"cannot read spec file {path}: {exc}") from None
     return parser.finish() if text is None else parse_vnnlib2(text, path)
+
+
+PARSE_BYTES_PER_CHAR = 16  # memory the readers take per character of one line (measured: > 10)
+
+
+def _bounded_lines(fh, path: str):
+    """The lines of ``fh``, each read with a length limit: a line whose parse would not fit
+    in the memory available now (:data:`PARSE_BYTES_PER_CHAR` per character) raises
+    :class:`SpecError` naming ``path:line`` before it is read whole (a 2 GB file without a
+    newline exhausted the machine's memory). Where the free memory is unknown, no limit."""
+    from ..resources import available_bytes
+
+    free = available_bytes("cpu")
+    limit = None if free is None else max(1 << 20, free // PARSE_BYTES_PER_CHAR)
+    number = 0
+    while True:
+        line = fh.readline() if limit is None else fh.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if limit is not None and len(line) > limit:
+            raise SpecError(f"{path}:{number}: a line longer than {limit:,} characters; reading it would need "
+                            f"more memory than is available ({free / 2**30:.1f} GiB free). VNN-LIB files are "
+                            f"line-oriented: break the line, or free memory")
+        yield line
 
 
 def _head_lines(fh) -> list[str]:
