@@ -367,3 +367,19 @@ def test_folding_a_huge_constant_is_refused_before_allocating(tmp_path, capfd, o
     code = main(["check", str(path)])
     out, err = capfd.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1, err  # nothing from onnxruntime's own log
+
+
+def test_a_symlink_loop_or_a_pipe_as_model_is_named_as_such(tmp_path):
+    """A symlink loop was reported as 'not found' and a pipe (``verify <(cat m.onnx) …``) as
+    'empty' (its size is 0 and the probe read consumed a byte); a FIFO is never opened."""
+    import os
+
+    from verifier.errors import ModelError
+
+    (tmp_path / "a.onnx").symlink_to(tmp_path / "b.onnx")
+    (tmp_path / "b.onnx").symlink_to(tmp_path / "a.onnx")
+    with pytest.raises(ModelError, match="symbolic links"):
+        verifier.load(tmp_path / "a.onnx")
+    os.mkfifo(tmp_path / "fifo.onnx")  # nothing writes to it: opening it would block
+    with pytest.raises(ModelError, match="not a regular file"):
+        verifier.load(tmp_path / "fifo.onnx")

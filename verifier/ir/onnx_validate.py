@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import stat
 
 import numpy as np
 import onnx
@@ -51,10 +52,17 @@ def load_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     """Read and parse the file; error (naming ``path``) when it is missing, a folder,
     empty, unreadable, or not an ONNX model with at least one node."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelError(f"model file not found: {path}")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except OSError as exc:  # a symlink loop, a path through a file, no permission on a folder
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
         raise ModelError(f"model path is a directory, not an ONNX file: {path}")
+    if not stat.S_ISREG(mode):  # a pipe (`<(cat m.onnx)`), FIFO or device: read twice (hash, import) it is gone
+        raise ModelError(f"model file {path} is not a regular file (a pipe, FIFO or device); give the path of "
+                         f"the .onnx file")
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
