@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -177,19 +176,24 @@ def cmd_verify(args) -> int:
 def _verify(args, timeout: float | None, seed: int, known: dict) -> int:
     """:func:`cmd_verify` after its import-free checks; fills ``known`` as it goes."""
     from .deadline import Deadline, warm_up
-    from .verify import verify
 
+    if args.ray is None:
+        from .verify import verify as search
+    else:  # ray is imported only here (verifier/cluster, the 'cluster' extra); the address checked before any work
+        from .cluster.ray_bab import verify_ray as search
+        from .cluster.ray_session import check_address, require_ray
+
+        require_ray()
+        check_address(args.ray)
     device = known["device"] = checked_device(args.device)
     options = known["options"] = _checked_domain_options(args)
     warm_up(optimizers=False)  # one-time imports before the clock (verify() warms the optimisers it needs)
     deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
     model, spec = _load_with_spec(args, known)
     known["load"] = deadline.elapsed()  # seconds spent reading the files and checking fidelity
-    if args.ray is not None:  # ray is imported only here (verifier/cluster, the 'cluster' extra)
-        from .cluster.ray_bab import verify_ray as verify
     from .proof.cli import recorded_verify
 
-    result = recorded_verify(args, len(spec.regions), lambda: verify(
+    result = recorded_verify(args, len(spec.regions), lambda: search(
         model, spec, domain=args.domain, deadline=deadline, device=device, dtype=DTYPES[args.dtype],
         attack=not args.no_attack, seed=seed, domain_options=options,
         **({} if args.ray is None else {"address": args.ray})))
@@ -222,58 +226,6 @@ def cmd_vnncomp(args) -> int:
         print(f"warning: every instance ended in error (see the messages above and {output})", file=sys.stderr)
         return 1
     return 0
-
-
-def cmd_report(args) -> int:
-    """``verifier report``: tables of a results CSV beside the published tools (stdout),
-    optionally as markdown / HTML files and a cactus plot; exit 1 when one of our answers is
-    wrong. Every path is checked before anything is read or written."""
-    from .outputs import check_not_an_input, check_output_file, write_atomic
-    from .report import build_report, load_reference, read_all_results, render_html, render_markdown, render_text
-
-    outputs = {flag: path for flag, path in (("--markdown", args.markdown), ("--html", args.html),
-                                             ("--plot", args.plot)) if path is not None}
-    inputs = ([("the input results CSV", path) for path in args.results]
-              + [("the --reference CSV", path) for path in args.reference or []])
-    for flag, path in outputs.items():
-        check_output_file(path, flag)
-        check_not_an_input(path, flag, inputs)
-    seen: dict[str, str] = {}
-    for flag, path in outputs.items():
-        if os.path.realpath(path) in seen:
-            raise VerifierInputError(f"{seen[os.path.realpath(path)]} and {flag} name the same file {path}; "
-                                     f"give each output its own file")
-        seen[os.path.realpath(path)] = flag
-    if args.plot is not None:
-        from .report_plot import check_plot_path
-
-        check_plot_path(args.plot, "--plot")
-    if args.bench_root is not None and not os.path.isdir(args.bench_root):
-        raise VerifierInputError(f"--bench-root {args.bench_root}: not a folder (it holds <benchmark>/reference.csv)")
-    notes: list[str] = []
-    rows = read_all_results(args.results, notes)
-    if not rows:
-        raise VerifierInputError(f"{', '.join(args.results)}: no result rows (expected "
-                                 f"benchmark,onnx,vnnlib,prepare_time,result,run_time lines)")
-    references = [load_reference(path) for path in args.reference or []]
-    report = build_report(rows, references, args.bench_root)
-    used = {b.reference for b in report.benchmarks}
-    notes += [f"--reference {ref.path} lists none of the results' instances" for ref in references
-              if ref.path not in used]
-    for note in notes + report.notes:
-        _LOG.info(note)
-    png = None
-    if args.plot is not None:
-        from .report_plot import write_cactus_plot
-
-        png = write_cactus_plot(report, args.plot)
-    if args.markdown is not None:
-        plot = None if args.plot is None else os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
-        write_atomic(args.markdown, render_markdown(report, plot))
-    if args.html is not None:
-        write_atomic(args.html, render_html(report, png))
-    print(render_text(report), end="")
-    return 1 if report.any_wrong else 0
 
 
 def cmd_domains(args) -> int:
@@ -326,6 +278,8 @@ def _method_or_domain(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .report_cli import add_report_command
+
     from . import __version__
 
     parser = _Parser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
@@ -408,18 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cores); needs the cluster extra (docs/scale.md)")
     p.set_defaults(func=cmd_vnncomp)
 
-    p = sub.add_parser("report", help="tables (and a cactus plot) of a vnncomp results CSV beside the published tools")
-    p.add_argument("results", nargs="+", metavar="RESULTS.csv",
-                   help="results of `verifier vnncomp` (benchmark,onnx,vnnlib,prepare_time,result,run_time)")
-    p.add_argument("--reference", action="append", metavar="REFERENCE.csv",
-                   help="a VNN-COMP reference.csv (expected answers, published tools); repeatable")
-    p.add_argument("--bench-root", help="folder holding <benchmark>/reference.csv for benchmarks no --reference lists")
-    p.add_argument("--markdown", metavar="OUT.md", help="also write the report as markdown")
-    p.add_argument("--html", metavar="OUT.html", help="also write the report as one HTML page")
-    p.add_argument("--plot", metavar="OUT.png",
-                   help="write the cactus plot (instances solved vs time) as PNG, SVG or PDF (by the extension); "
-                        "needs matplotlib (extra 'plots')")
-    p.set_defaults(func=cmd_report)
+    add_report_command(sub)
 
     p = sub.add_parser("domains", help="list the installed abstract domains and complete methods")
     p.set_defaults(func=cmd_domains)
