@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from verifier.errors import VerifierInputError
+from verifier.logs import configure as configure_logs, reset as reset_logs
 from verifier.report import (BRIEF_COLUMNS, BenchmarkReport, ToolSummary, benchmark_report,  # noqa: F401
                              build_report, format_table, instance_key, load_reference, normalise_result,
                              read_reference, read_results, summarise)
@@ -76,14 +77,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding <benchmark>/reference.csv for CSVs given alone")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables (for benchmarks/README.md)")
     args = parser.parse_args(argv)
+    configure_logs("default")  # the library's notes (e.g. a cut row left out) as note: lines
     try:
-        benches = reports(args.paths, args.bench_root)
-    except VerifierInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    for bench in benches:
-        print(format_table(bench.name, bench.summaries, bench.missing, args.markdown, columns=BRIEF_COLUMNS))
-    return 1 if any(b.summaries[0].wrong for b in benches) else 0
+        try:
+            benches = reports(args.paths, args.bench_root)
+        except VerifierInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        for bench in benches:
+            print(format_table(bench.name, bench.summaries, bench.missing, args.markdown, columns=BRIEF_COLUMNS))
+        return 1 if any(b.summaries[0].wrong for b in benches) else 0
+    finally:
+        reset_logs()
 
 
 if __name__ == "__main__":

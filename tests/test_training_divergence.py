@@ -57,8 +57,12 @@ def _npz(path, n_train=20, n_test=5, **override):
 
 
 def _train_argv(out, data, *extra):
-    return ["train", "--model", "fc-20", "--method", "ibp", "--eps", "0.1", "--epochs", "1", "--test-count", "5",
-            "--eval-count", "0", "--batch-size", "20", "--quiet", "--data", data, "--out", out, *extra]
+    """A small ``train`` command line; an option in ``extra`` replaces the base one (the CLI
+    refuses a single-valued option given twice)."""
+    base = {"--model": "fc-20", "--method": "ibp", "--eps": "0.1", "--epochs": "1", "--test-count": "5",
+            "--eval-count": "0", "--batch-size": "20", "--data": data, "--out": out}
+    given = {str(a) for a in extra if str(a).startswith("--")}
+    return ["train", *(x for k, v in base.items() if k not in given for x in (k, v)), "--quiet", *extra]
 
 
 # --- I: hyper-parameters up front ------------------------------------------------------------

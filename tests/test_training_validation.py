@@ -50,8 +50,12 @@ def no_training(monkeypatch):
 
 
 def _train_args(out, *extra):
-    return ["train", "--model", "fc-20", "--method", "ibp", "--eps", "0.1", "--epochs", "1", "--train-count", "40",
-            "--test-count", "5", "--eval-count", "0", "--batch-size", "20", "--quiet", "--out", str(out), *extra]
+    """A small valid ``train`` command line; an option in ``extra`` replaces the base one
+    (the CLI refuses a single-valued option given twice)."""
+    base = {"--model": "fc-20", "--method": "ibp", "--eps": "0.1", "--epochs": "1", "--train-count": "40",
+            "--test-count": "5", "--eval-count": "0", "--batch-size": "20", "--out": str(out)}
+    given = {str(a) for a in extra if str(a).startswith("--")}
+    return ["train", *(x for k, v in base.items() if k not in given for x in (k, v)), "--quiet", *extra]
 
 
 def _run(argv, capsys):
