@@ -25,3 +25,11 @@ def assert_refused(code, out, err, *words):
     assert "internal error" not in lines[0]
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def argv_with(command: str, base: dict[str, str], *extra) -> list[str]:
+    """``command`` with the options ``base`` (option → value) and then ``extra``; an option
+    that ``extra`` gives replaces the base one (the CLI refuses a single-valued option given
+    twice). Flags without a value go in ``extra``."""
+    given = {str(a) for a in extra if str(a).startswith("--")}
+    return [command, *(x for k, v in base.items() if k not in given for x in (k, str(v))), *extra]

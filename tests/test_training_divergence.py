@@ -23,6 +23,8 @@ from verifier_plugins.training.certify import certify_model
 from verifier_plugins.training.data import Data, load_data
 from verifier_plugins.training.validation import DataError, TrainingDiverged, check_device
 
+from cli_helpers import argv_with
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,10 +61,9 @@ def _npz(path, n_train=20, n_test=5, **override):
 def _train_argv(out, data, *extra):
     """A small ``train`` command line; an option in ``extra`` replaces the base one (the CLI
     refuses a single-valued option given twice)."""
-    base = {"--model": "fc-20", "--method": "ibp", "--eps": "0.1", "--epochs": "1", "--test-count": "5",
-            "--eval-count": "0", "--batch-size": "20", "--data": data, "--out": out}
-    given = {str(a) for a in extra if str(a).startswith("--")}
-    return ["train", *(x for k, v in base.items() if k not in given for x in (k, v)), "--quiet", *extra]
+    return argv_with("train", {"--model": "fc-20", "--method": "ibp", "--eps": "0.1", "--epochs": "1",
+                               "--test-count": "5", "--eval-count": "0", "--batch-size": "20", "--data": data,
+                               "--out": out}, "--quiet", *extra)
 
 
 # --- I: hyper-parameters up front ------------------------------------------------------------

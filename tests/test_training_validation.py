@@ -28,6 +28,8 @@ from verifier_plugins.training.certify import certify_model
 from verifier_plugins.training.data import load_data
 from verifier_plugins.training.validation import CheckpointError, DataError
 
+from cli_helpers import argv_with
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = os.path.join(HERE, "cases")
 DATA = os.path.join(CASES, "data")
@@ -52,10 +54,9 @@ def no_training(monkeypatch):
 def _train_args(out, *extra):
     """A small valid ``train`` command line; an option in ``extra`` replaces the base one
     (the CLI refuses a single-valued option given twice)."""
-    base = {"--model": "fc-20", "--method": "ibp", "--eps": "0.1", "--epochs": "1", "--train-count": "40",
-            "--test-count": "5", "--eval-count": "0", "--batch-size": "20", "--out": str(out)}
-    given = {str(a) for a in extra if str(a).startswith("--")}
-    return ["train", *(x for k, v in base.items() if k not in given for x in (k, v)), "--quiet", *extra]
+    return argv_with("train", {"--model": "fc-20", "--method": "ibp", "--eps": "0.1", "--epochs": "1",
+                               "--train-count": "40", "--test-count": "5", "--eval-count": "0", "--batch-size": "20",
+                               "--out": out}, "--quiet", *extra)
 
 
 def _run(argv, capsys):

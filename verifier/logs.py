@@ -46,10 +46,9 @@ def configure(verbosity: str = "default") -> None:
     the CLI's flags give only these three)."""
     if verbosity not in LEVELS:
         raise ValueError(f"verbosity {verbosity!r}: one of {', '.join(LEVELS)}")
+    reset()
     for name in ROOTS:
         logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if isinstance(h, _StderrLines)]:
-            logger.removeHandler(handler)
         logger.addHandler(_StderrLines())
         logger.setLevel(LEVELS[verbosity])
         logger.propagate = False  # one line per record, whatever the root logger does
