@@ -16,7 +16,7 @@ import torch
 from verifier.cli import main
 from verifier.errors import SpecError, VerifierInputError
 from verifier.spec import linf_robustness_spec, parse_vnnlib, read_vnnlib
-from verifier.spec import vnnlib as vnnlib_module
+from verifier.spec import vnnlib_parser
 
 CASES = Path(__file__).resolve().parent / "cases"
 SPECS = CASES / "spec"
@@ -303,7 +303,7 @@ def test_acas_style_layout_keeps_every_box():
 
 
 def test_too_many_disjuncts_stops_while_reading(monkeypatch):
-    monkeypatch.setattr(vnnlib_module, "MAX_DISJUNCTS", 1000)
+    monkeypatch.setattr(vnnlib_parser, "MAX_DISJUNCTS", 1000)
     lines = HEADER + BOX + "(assert (or\n" + "(and (<= Y_0 1))\n" * 5000 + "))\n"
     message = error_text(lines)
     assert "more than 1000 disjuncts" in message and "p.vnnlib:1010:" in message

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .vnnlib_regions import ConjunctionBuilder as _Conj
 
 if TYPE_CHECKING:
-    from .vnnlib import Frame
+    from .vnnlib_parser import Frame
 
 
 class TermReader:
