@@ -45,9 +45,9 @@ import torch
 
 from .errors import VerifierInputError
 from .outputs import append_line, check_output_dir, check_output_file, write_atomic
-from .vnncomp_instance import (FileResolver, InstanceOutcome, InstanceRunner, ModelCache, RunSettings,  # noqa: F401
+from .vnncomp_instance import (FileResolver, InstanceOutcome, InstanceRunner, ModelCache, RunSettings,
                                Split, prepare, result_name, run_instance)
-from .vnncomp_plan import (HEADER, RESULTS, Instance, Plan, check_domain, csv_line, plan_benchmark,  # noqa: F401
+from .vnncomp_plan import (HEADER, RESULTS, Instance, Plan, check_domain, csv_line, plan_benchmark,
                            read_done, read_instances)
 
 _LOG = logging.getLogger(__name__)  # notes, and with --verbose each instance (verifier/logs.py)
@@ -186,3 +186,8 @@ def _timings_row(benchmark: str, instance: Instance, result: str, split: Split |
     parts = split if split is not None else Split()
     return [benchmark, instance.onnx, instance.vnnlib, result, cell(parts.load), cell(parts.parse), cell(parts.check),
             cell(parts.search), cell(parts.subdomains)]
+
+
+__all__ = ["HEADER", "RESULTS", "TIMINGS_HEADER", "Executor", "FileResolver", "Instance", "InstanceOutcome",
+           "InstanceRunner", "ModelCache", "Outcome", "Plan", "RunSettings", "Split", "check_domain", "plan_benchmark",
+           "prepare", "read_done", "read_instances", "result_name", "run_benchmark", "run_instance", "serial_executor"]
