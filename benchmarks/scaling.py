@@ -69,7 +69,8 @@ def vnncomp_rates(bench: Path, first: int, count: int, scale: float,
 def bab_rates(bench: Path, onnx: str, vnnlib: str, seconds: float, workers: list[int]) -> list[tuple[str, float, str]]:
     """Boxes bounded per second in ``seconds`` of input-split search."""
     import verifier
-    from verifier.cluster.ray_bab import ShardStats, WorkerPool, distributed_input_split
+    from verifier.cluster.ray_bab import ShardStats, WorkerPool
+    from verifier.cluster.ray_input_split import distributed_input_split
     from verifier.complete.input_split import BaBStats, input_split_bab
     from verifier.deadline import Deadline, Timeout
     from verifier.spec import read_vnnlib

@@ -211,7 +211,8 @@ def test_distributed_bab_equals_single_process(cluster, random_net):
     import numpy as np
     import torch
 
-    from verifier.cluster.ray_bab import ShardStats, WorkerPool, distributed_input_split
+    from verifier.cluster.ray_bab import ShardStats, WorkerPool
+    from verifier.cluster.ray_input_split import distributed_input_split
     from verifier.complete.input_split import input_split_bab
     from verifier.deadline import Deadline
 
@@ -236,25 +237,31 @@ def test_counterexample_stops_the_other_workers(cluster, hard_net):
 
     import torch
 
-    from verifier.cluster.ray_bab import Board, WorkerPool, shard
+    from verifier.cluster.ray_bab import WorkerPool
+    from verifier.cluster.ray_input_split import search_on_worker, shard
 
     region = one_row_region([0.0, 0.0], [1.0, 1.0], [1.0], 0.0, lower_strict=[True, False])
     pool = WorkerPool(hard_net, workers=2)
     actors = pool.actors()
-    board = ray.remote(num_cpus=0)(Board).remote()
+    board = (pool.board, ray.get(pool.board.begin.remote()))
     low, mid, high = (torch.tensor(v, dtype=torch.float64) for v in ([0.0, 0.0], [0.5, 0.5], [1.0, 1.0]))
     hard, sat = shard(region, low, mid), shard(region, mid, high)
     assert bool(hard.lower_strict[0]) and not bool(sat.lower_strict[0])  # only the shared face stays strict
-    slow = pool.search(actors[1], hard, 0, None, board, float("inf"), torch.float64, "cpu", {})
+
+    def search(actor, part, slice_s):
+        return pool.search(actors[actor], search_on_worker, part, 0, None, board, slice_s, torch.float64, "cpu", {})
+
+    slow = search(1, hard, float("inf"))
     clock.sleep(1.0)  # worker 1 is deep in its shard
-    status, cex, _, _ = ray.get(pool.search(actors[0], sat, 0, None, board, float("inf"), torch.float64, "cpu", {}))
+    status, cex, _, _ = ray.get(search(0, sat, float("inf")))
     assert status == "sat" and float(cex.y[0]) <= 0 and cex.x[0] > 0
     assert ray.get(slow, timeout=30)[0] == "stopped"
-    assert ray.get(board.poll.remote())[0]
+    assert ray.get(pool.board.poll.remote(board[1]))[0]
     # idle workers and a shard searched past its slice: it is handed back to be split
-    board = ray.remote(num_cpus=0)(Board).remote()
-    ray.get(board.set_hungry.remote(1))
-    assert ray.get(pool.search(actors[1], hard, 0, None, board, 0.3, torch.float64, "cpu", {}), timeout=30)[0] == "sliced"
+    board = (pool.board, ray.get(pool.board.begin.remote()))
+    assert ray.get(pool.board.poll.remote(board[1])) == (False, 0)  # a new search starts unstopped
+    ray.get(pool.board.set_hungry.remote(board[1], 1))
+    assert ray.get(search(1, hard, 0.3), timeout=30)[0] == "sliced"
 
 
 def test_shards_cover_the_box():
@@ -264,7 +271,7 @@ def test_shards_cover_the_box():
 
     import torch
 
-    from verifier.cluster.ray_bab import bisect, initial_shards
+    from verifier.cluster.ray_input_split import bisect, initial_shards
 
     region = one_row_region([-1.0, 0.0, 2.0], [1.0, 0.5, 2.0], [1.0], 0.0)
     boxes = initial_shards(region, 8)
@@ -289,6 +296,132 @@ def test_verify_ray_gives_the_single_process_verdict(cluster, random_net):
     assert result.status == verify(model, spec, domain="input-split", attack=False, timeout=60).status == "sat"
     assert any("Ray workers" in note for note in result.notes)
     assert float(result.counterexample.y[0]) >= top - 0.03
+
+
+# --- distributed ReLU-splitting branch-and-bound ------------------------------------------
+
+def mlp_with_top(tmp_path_factory, seed: int, widths: tuple):
+    """A random ReLU MLP of ``widths`` (one output) on ``[-1, 1]^n`` and its largest output
+    over 20,000 random points."""
+    import numpy as np
+    import torch
+
+    import verifier
+    from test_domain_ordering import relu_mlp
+
+    path = tmp_path_factory.mktemp("relu") / "m.onnx"
+    relu_mlp(path, np.random.default_rng(seed), widths)
+    model = verifier.load(path)
+    points = torch.rand(20000, widths[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return model, float(model(points)[:, 0].max())
+
+
+@pytest.fixture(scope="module")
+def relu_net(tmp_path_factory):
+    """3 inputs, 12 + 12 ReLUs: "y ≥ top ± δ" needs ReLU splitting (α-CROWN alone leaves it open)."""
+    return mlp_with_top(tmp_path_factory, 2, (3, 12, 12, 1))
+
+
+def above(model_top, offset: float, n: int):
+    """The region "y_0 ≥ top + offset" (unsafe) over ``[-1, 1]^n``."""
+    return one_row_region([-1.0] * n, [1.0] * n, [-1.0], -(model_top + offset))
+
+
+def test_distributed_relu_split_equals_single_process_and_milp(cluster, relu_net):
+    """Both verdicts: the sharded search answers as the one-process search and the exact
+    MILP; its counterexample is real; the unsat answer closed every shard (more shards than
+    workers, each searched past its root)."""
+    import torch
+
+    from verifier.cluster.ray_bab import ShardStats, WorkerPool
+    from verifier.cluster.ray_relu_split import distributed_relu_split
+    from verifier.complete.methods import METHODS, alpha_crown_root
+    from verifier.complete.relu_split import relu_split_bab
+    from verifier.deadline import Deadline
+
+    model, top = relu_net
+    pool = WorkerPool(model, workers=2)
+    for offset, answer in ((-0.01, "sat"), (0.05, "unsat")):
+        region = above(top, offset, 3)
+        root, open_disjuncts = alpha_crown_root(model, region, 0, "cpu", torch.float64, [])
+        assert open_disjuncts == [0]  # the root bounds alone do not decide it
+        milp, _ = METHODS["milp"].decide(model, region, 0, Deadline(60), "cpu", torch.float64, {}, [])
+        single, _ = relu_split_bab(model, region, Deadline(60))
+        stats = ShardStats()
+        status, cex = distributed_relu_split(pool, region, root, open_disjuncts, Deadline(60), stats=stats)
+        assert status == single == milp == answer
+        assert stats.workers == 2 and stats.boxes_bounded > stats.shards
+        if status == "sat":
+            assert float(cex.y[0]) >= top + offset and all(abs(v) <= 1.0 for v in cex.x)
+            assert float(model(torch.as_tensor(cex.x, dtype=torch.float64)[None])[0, 0]) >= top + offset - 1e-5
+        else:
+            assert stats.shards >= 8 and stats.stopped == 0
+
+
+def test_relu_counterexample_stops_the_other_workers(cluster, relu_net):
+    """Worker 1 bounds its shard with a million β steps (no bound can close a region
+    holding a counterexample, so it would run for minutes); worker 0 finds the
+    counterexample in 3-step bounds and posts it: worker 1 stops."""
+    import time as clock
+
+    import torch
+
+    from verifier.cluster.ray_bab import WorkerPool
+    from verifier.cluster.ray_relu_split import make_engine, search_on_worker, search_options
+    from verifier.complete.methods import alpha_crown_root
+
+    model, top = relu_net
+    region = above(top, -0.01, 3)
+    root, _ = alpha_crown_root(model, region, 0, "cpu", torch.float64, [])
+    whole = make_engine(model, region, 0, root, torch.float64, 3).root_subdomain()
+    pool = WorkerPool(model, workers=2)
+    actors, roots = pool.actors(), [ray.put(root)]
+    board = (pool.board, ray.get(pool.board.begin.remote()))
+
+    def search(actor, iterations):
+        return pool.search(actors[actor], search_on_worker, roots, region, 0, 0, whole, None, board, float("inf"),
+                           torch.float64, search_options({"iterations": iterations}))
+
+    slow = search(1, 10 ** 6)
+    clock.sleep(1.0)  # worker 1 is inside its first bound
+    status, cex, _, _ = ray.get(search(0, 3))
+    assert status == "sat" and float(cex.y[0]) >= top - 0.01
+    assert ray.get(slow, timeout=30)[0] == "stopped"
+
+
+def test_relu_split_timeout_is_cluster_wide(cluster, tmp_path_factory):
+    """A search that does not finish in 2 s (a 4-input net with 16 + 16 ReLUs whose
+    one-process search bounds thousands of subdomains without an answer) raises Timeout,
+    and every worker has stopped: a call to each answers at once afterwards."""
+    import torch
+
+    from verifier.cluster.ray_bab import WorkerPool
+    from verifier.cluster.ray_relu_split import distributed_relu_split
+    from verifier.complete.methods import alpha_crown_root
+    from verifier.deadline import Deadline, Timeout
+
+    model, top = mlp_with_top(tmp_path_factory, 4, (4, 16, 16, 1))
+    region = above(top, 0.05, 4)
+    root, open_disjuncts = alpha_crown_root(model, region, 0, "cpu", torch.float64, [])
+    pool = WorkerPool(model, workers=2)
+    with pytest.raises(Timeout):
+        distributed_relu_split(pool, region, root, open_disjuncts, Deadline(2.0))
+    assert ray.get([actor.call.remote(isinstance, dict) for actor in pool.actors()], timeout=10) == [True, True]
+
+
+def test_verify_ray_relu_split_gives_the_single_process_verdict(cluster, relu_net):
+    """``verify_ray`` with ``relu-split`` = ``verify`` (attack off), searched on the workers."""
+    from verifier.cluster.ray_bab import verify_ray
+    from verifier.spec.model import Spec
+    from verifier.verify import verify
+
+    model, top = relu_net
+    for offset in (-0.01, 0.05):
+        spec = Spec([above(top, offset, 3)], 3, 1)
+        result = verify_ray(model, spec, domain="relu-split", attack=False, timeout=60, workers=2)
+        single = verify(model, spec, domain="relu-split", attack=False, timeout=60)
+        assert result.status == single.status == ("sat" if offset < 0 else "unsat")
+        assert any("relu-split branch-and-bound on 2 Ray workers" in note for note in result.notes)
 
 
 # --- refusals ------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from .api import Model, compute_bounds
 from .attack import Counterexample, attack_region
-from .complete.methods import INPUT_SPLIT_MAX_DIM, METHODS, bound_region, disjuncts_refuted
+from .complete.methods import INPUT_SPLIT_MAX_DIM, METHODS, CompleteMethod, bound_region, disjuncts_refuted
 from .deadline import Deadline, Timeout, warm_up
 from .domains import get_domain
 from .errors import VerifierInputError
@@ -49,12 +50,13 @@ class VerificationResult:
 
 
 def _refute_region(model: Model, region: InputRegion, index: int, domain: str, deadline: Deadline, device: str,
-                   dtype: torch.dtype, domain_options: dict, notes: list[str]) -> tuple[str, Counterexample | None]:
+                   dtype: torch.dtype, domain_options: dict, notes: list[str],
+                   methods: Mapping[str, CompleteMethod]) -> tuple[str, Counterexample | None]:
     """``unsat``/``unknown``/``sat`` for one region (raises Timeout): a complete method of
-    :data:`~verifier.complete.methods.METHODS` decides it (``auto``, ``input-split``,
-    ``relu-split``, ``milp``, ``activation-split``); any other name is one domain's bound."""
-    if domain in METHODS:
-        method = METHODS[domain]
+    ``methods`` decides it (``auto``, ``input-split``, ``relu-split``, ``milp``,
+    ``activation-split``); any other name is one domain's bound."""
+    if domain in methods:
+        method = methods[domain]
         unknown = sorted(set(domain_options) - set(method.options))
         if unknown:
             raise VerifierInputError(f"{domain} takes the options {', '.join(method.options) or '(none)'}; "
@@ -81,7 +83,8 @@ def check_timeout(timeout) -> float | None:
 def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None = None,
            device: str = "cpu", dtype: torch.dtype = torch.float64, attack: bool = True,
            seed: int = 0, domain_options: dict | None = None,
-           deadline: Deadline | None = None) -> VerificationResult:
+           deadline: Deadline | None = None,
+           methods: Mapping[str, CompleteMethod] | None = None) -> VerificationResult:
     """Attack every region, then refute every disjunct with ``domain`` bounds.
 
     ``domain="auto"``: Box, then CROWN, then branch-and-bound until the deadline — by
@@ -98,13 +101,19 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
     is moved on by its time, as it is by any warm-up on a given deadline.
     Every loop checks the deadline; past it the result is ``timeout``.
 
+    ``methods``: complete methods (name → an object with the interface of
+    :class:`~verifier.complete.methods.CompleteMethod`) used for this call in place of the
+    registry's of the same name (:data:`~verifier.complete.methods.METHODS`, which is not
+    changed), e.g. the Ray methods of :func:`verifier.cluster.ray_bab.verify_ray`.
+
     Raises :class:`VerifierInputError` before any work for: a malformed spec
     (:meth:`Spec.validate`), a spec that does not fit the model, a timeout that is not a finite
     number > 0 (or ``None``), ``domain_options`` that are not a dict of the domain's options
     with valid values (:func:`verifier.options.check_domain_options`), a ``model`` that is
     not a :class:`~verifier.api.Model`, a ``device`` other than cpu or an available
     cuda[:N] (:func:`~verifier.options.check_device`), a ``dtype`` other than
-    ``torch.float32``/``torch.float64``, a ``seed`` outside ``[0, 2**63 − 1]``.
+    ``torch.float32``/``torch.float64``, a ``seed`` outside ``[0, 2**63 − 1]``, ``methods``
+    that is not a mapping of names to objects with a ``decide`` method.
     """
     from .options import check_device, check_domain_options, check_seed
 
@@ -123,6 +132,11 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
         raise VerifierInputError(f"domain_options must be a dict of option names to values, not {domain_options!r}")
     if not isinstance(domain, str):
         raise VerifierInputError(f"domain must be a name, not {domain!r}")
+    if methods is not None and not (isinstance(methods, Mapping) and all(
+            isinstance(k, str) and callable(getattr(m, "decide", None)) for k, m in methods.items())):
+        raise VerifierInputError(f"methods must map method names to complete methods (with a decide method), "
+                                 f"not {methods!r}")
+    registry = {**METHODS, **(methods or {})}
     if (domain_options or {}).get("projections"):
         raise VerifierInputError("random projections estimate bounds for training and are not sound; "
                                  "verify with exact dual-lp (drop the projections option)")
@@ -140,12 +154,14 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
     try:
         with deadline.active():
             deadline.check()
-            return _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options or {}, notes)
+            return _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options or {}, notes,
+                           registry)
     except Timeout:
         return VerificationResult("timeout", None, deadline.elapsed(), notes)
 
 
-def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options, notes) -> VerificationResult:
+def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_options, notes,
+            methods) -> VerificationResult:
     from .fidelity import check_overflow
 
     regions = spec.regions  # every region, attack or not: no verdict where float execution can overflow
@@ -165,10 +181,10 @@ def _decide(model, spec, domain, deadline, device, dtype, attack, seed, domain_o
     deadline.extend(warm_up(optimizers=uses_optimizers(domain, model.input_size)))
     status = "unsat"
     for index in open_regions:
-        _LOG.debug("region %d: %s (%.2f s)", index, "searching" if domain in METHODS else f"bounding with {domain}",
+        _LOG.debug("region %d: %s (%.2f s)", index, "searching" if domain in methods else f"bounding with {domain}",
                    deadline.elapsed())
         found, cex = _refute_region(model, regions[index], index, domain, deadline, device, dtype, domain_options,
-                                    notes)
+                                    notes, methods)
         _LOG.debug("region %d: %s (%.2f s)", index, found, deadline.elapsed())
         if found == "sat":
             return VerificationResult("sat", cex, deadline.elapsed(), notes + [f"counterexample in region {index}"])

@@ -4,8 +4,9 @@
   benchmark run as Ray actor tasks (each actor imports a model once and reuses it).
 * ``verifier certify ... --ray`` (test points in batches on Ray actors) is the training plugin's
   :mod:`verifier_plugins.training.ray_certify`, built on :mod:`.ray_session`.
-* :mod:`.ray_bab` — ``verifier verify ... --ray``: input-splitting branch-and-bound of one
-  property with its frontier sharded over Ray workers.
+* :mod:`.ray_bab` — ``verifier verify ... --ray``: branch-and-bound of one property with its
+  frontier sharded over Ray workers (the workers, the board, the driver loop), for input
+  splitting (:mod:`.ray_input_split`) and ReLU splitting (:mod:`.ray_relu_split`).
 
 Nothing here imports ``ray`` at import time: :func:`.ray_session.require_ray` does, only
 when ``--ray`` is given, and refuses with one ``error:`` line where the extra is missing.

@@ -1,36 +1,40 @@
-"""``verifier verify ... --ray [ADDRESS]``: input-splitting branch-and-bound of one
-property with its frontier sharded over Ray workers.
+"""``verifier verify ... --ray [ADDRESS]``: branch-and-bound of one property with its
+frontier sharded over Ray workers.
 
 :func:`verify_ray` is :func:`verifier.verify.verify` (same checks, overflow check,
-screening, attack, Box/CROWN cascade and notes) in which the ``input-split`` method —
-used by ``--method input-split`` and by ``auto`` for inputs of at most 16 values — is,
-for the duration of the call, :class:`RayInputSplit`: the region's box is cut into
-shards (bisection of the input with the largest width relative to the region's), and each
-shard is searched by :func:`verifier.complete.input_split.input_split_bab` on a Ray actor
-that holds the model (sent once through the object store). Shared state is one small
-actor, :class:`Board`:
+screening, attack, Box/CROWN cascade and notes) given Ray versions of two complete
+methods through its ``methods`` argument (no registry is changed):
 
-* a worker that finds a counterexample (confirmed by onnxruntime inside the search)
+* ``input-split`` (:mod:`.ray_input_split`) — the region's box cut into boxes, each
+  searched by :func:`~verifier.complete.input_split.input_split_bab` on a worker;
+* ``relu-split`` (:mod:`.ray_relu_split`) — α-CROWN's root bounds computed once in the
+  driver and sent once (object store), the root subdomain split on its best-scored ReLUs
+  into subdomains (plain tensors: split signs, α, β, bounds), each searched by
+  :func:`~verifier.complete.relu_split.search_subdomains` on a worker.
+
+This module holds what both share: the workers (:class:`WorkerPool`, the model sent once
+through the object store), the driver's loop over shards (:func:`search_shards`) and the
+shared state, one small actor (:class:`Board`):
+
+* a worker that finds a counterexample (confirmed by onnxruntime inside its search)
   posts it; every worker polls the board from its deadline checks (at most every
   :data:`POLL_S` seconds, also inside long bound computations) and stops; the driver
   confirms the counterexample again against the whole region before answering ``sat``;
 * when the queue of shards is empty while workers are idle, the board says so; a worker
   that has searched its shard for :data:`SLICE_S` seconds then hands it back and the
-  driver bisects it into two shards (its work so far is redone: the frontier stays inside
-  the worker; a public hook in ``input_split.py`` returning it would avoid that);
+  driver cuts it in two (its work so far is redone: the frontier stays inside the worker);
 * the timeout is one wall-clock end for the whole cluster (``time.time()``; clocks of the
   nodes are assumed synchronised).
 
-Input splitting has no global bound to share: a box is closed by its own bounds, never by
-another box's, so the board carries only the stop (a counterexample, or the driver's end)
-and the idle count; a best-bound broadcast belongs to ReLU splitting, not distributed here.
+No global bound is shared: both searches decide a property (every subdomain must be
+closed by its own bound, or yield a counterexample), so another shard's bound closes
+nothing; the board carries only the stop (a counterexample, or the driver's end) and the
+idle count.
 
 Verdicts: ``sat`` as soon as one shard gives a confirmed counterexample, ``unsat`` when
-every shard is refuted, ``unknown`` when some shard ends undecided at float resolution,
-``timeout`` past the deadline: the same answers as the one-process search (the
-counterexample may be another one). Over the network go the model once per actor, per
-shard its box and the region's output constraints (a few kB for ≤ 16 inputs), and back a
-verdict, a counterexample and two counts; the board's poll is one small round trip.
+every shard is closed, ``unknown`` when some shard ends undecided, ``timeout`` past the
+deadline: the same answers as the one-process search (the counterexample may be another
+one).
 """
 
 from __future__ import annotations
@@ -38,25 +42,26 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from ..deadline import Deadline, Timeout
-from ..spec.model import InputRegion
-from .ray_session import LOCAL, check_address, cluster_cpus, connect, model_from, portable_model, require_ray, workers
+from .ray_session import (LOCAL, check_address, cluster_cpus, connect, portable_model, require_ray, session_key,
+                          workers)
 
 POLL_S = 0.05          # a worker asks the board whether to stop at most this often
-SLICE_S = 1.0          # a shard searched this long is handed back for splitting while workers idle
+SLICE_S = 1.0          # a shard searched this long is handed back for cutting while workers idle
 SHARDS_PER_WORKER = 4  # initial shards per worker
 
 
 @dataclass
 class ShardStats:
-    """What a distributed search did: shards searched (``shards``), handed back to be split
+    """What a distributed search did: shards searched (``shards``), handed back to be cut
     (``sliced``), stopped early by a counterexample found elsewhere or the end of the search
-    (``stopped``), boxes bounded by all workers and open boxes left at float resolution
-    (``exhausted``)."""
+    (``stopped``), boxes / subdomains bounded by all workers (``boxes_bounded``) and those
+    left undecided with nothing to split (``exhausted``)."""
 
     workers: int = 0
     shards: int = 0
@@ -68,39 +73,60 @@ class ShardStats:
 
 class Board:
     """The shared state, a Ray actor: a counterexample found (stop everyone) and how many
-    workers wait for a shard."""
+    workers wait for a shard. One board serves the searches of one driver one after
+    another (starting an actor takes seconds): each search is an *epoch* (:meth:`begin`);
+    a call naming an older epoch changes nothing, and its poll says stop (a straggler of an
+    ended search stops)."""
 
     def __init__(self):
-        self.stop, self.cex, self.hungry = False, None, 0
+        self.epoch, self.stop, self.cex, self.hungry = 0, False, None, 0
 
-    def found(self, cex) -> None:
+    def begin(self) -> int:
+        """Start a new search: clear the state; its epoch number."""
+        self.epoch, self.stop, self.cex, self.hungry = self.epoch + 1, False, None, 0
+        return self.epoch
+
+    def found(self, epoch: int, cex) -> None:
         """Post a confirmed counterexample (the first one is kept) and stop every worker."""
-        if self.cex is None:
-            self.cex = cex
-        self.stop = True
+        if epoch == self.epoch:
+            self.cex = self.cex if self.cex is not None else cex
+            self.stop = True
 
-    def halt(self) -> None:
+    def halt(self, epoch: int) -> None:
         """Stop every worker (the driver's end of the search)."""
-        self.stop = True
+        if epoch == self.epoch:
+            self.stop = True
 
-    def set_hungry(self, count: int) -> None:
+    def set_hungry(self, epoch: int, count: int) -> None:
         """``count`` workers are idle with no shard queued."""
-        self.hungry = count
+        if epoch == self.epoch:
+            self.hungry = count
 
-    def poll(self) -> tuple[bool, int]:
-        """``(stop, hungry)``."""
-        return self.stop, self.hungry
+    def poll(self, epoch: int) -> tuple[bool, int]:
+        """``(stop, hungry)`` for a worker of search ``epoch``."""
+        return (self.stop or epoch != self.epoch), (self.hungry if epoch == self.epoch else 0)
+
+
+_BOARDS: dict[str, object] = {}  # Ray session → this driver's board
+
+
+def board_of(ray):
+    """This driver's :class:`Board` actor (no CPU of its own), started on first use and reused."""
+    key = session_key(ray)
+    if key not in _BOARDS:
+        _BOARDS[key] = ray.remote(num_cpus=0)(Board).remote()
+    return _BOARDS[key]
 
 
 class ClusterDeadline(Deadline):
     """A worker's deadline: expires at the cluster-wide wall-clock end ``end_wall``
-    (``time.time()`` seconds; ``None``: no limit), when the board says stop, or when idle
-    workers wait and this shard has run ``slice_s`` seconds. :attr:`reason` says which
+    (``time.time()`` seconds; ``None``: no limit), when the board (``(actor, epoch)``) says
+    stop, or when idle workers wait and this shard has run ``slice_s`` seconds. :attr:`reason` says which
     (``"timeout"``, ``"stopped"``, ``"sliced"``); once expired it stays expired."""
 
-    def __init__(self, end_wall: float | None, board, slice_s: float = SLICE_S, poll_s: float = POLL_S):
+    def __init__(self, end_wall: float | None, board: tuple, slice_s: float = SLICE_S, poll_s: float = POLL_S):
         super().__init__(None if end_wall is None else max(0.0, end_wall - time.time()))
-        self.board, self.poll_s = board, poll_s
+        (self.board, self.epoch), self.poll_s = board, poll_s
         self.slice_end = time.monotonic() + slice_s
         self.reason: str | None = None
         self._next_poll = 0.0
@@ -113,7 +139,7 @@ class ClusterDeadline(Deadline):
         now = time.monotonic()
         if self.reason is None and now >= self._next_poll:
             self._next_poll = now + self.poll_s
-            stop, hungry = ray.get(self.board.poll.remote())
+            stop, hungry = ray.get(self.board.poll.remote(self.epoch))
             if stop:
                 self.reason = "stopped"
             elif hungry and now >= self.slice_end:
@@ -121,68 +147,23 @@ class ClusterDeadline(Deadline):
         return self.reason is not None
 
 
-def search_on_worker(state: dict, shared: list, region: InputRegion, index: int, end_wall: float | None, board,
-                     slice_s: float, dtype: torch.dtype, device: str, options: dict) -> tuple[str, object, int, int]:
-    """In a worker (:class:`~verifier.cluster.ray_session.Worker`):
-    ``(status, counterexample, boxes bounded, boxes exhausted)`` of
-    :func:`~verifier.complete.input_split.input_split_bab` on one shard of the model
-    ``shared[0]`` (fetched once per worker); status is its verdict, or the
-    :class:`ClusterDeadline` reason that ended it. A counterexample is posted to ``board``
-    before returning."""
-    from ..complete.input_split import BaBStats, input_split_bab
-    from ..deadline import warm_up
-
-    model = model_from(state, shared)
-    warm_up(optimizers=False)
-    deadline, stats = ClusterDeadline(end_wall, board, slice_s), BaBStats()
+def run_shard(search: Callable[[Deadline], tuple[str, object]], end_wall: float | None, board: tuple,
+              slice_s: float) -> tuple[str, object]:
+    """In a worker: ``search(deadline)`` (a one-process search of one shard, returning
+    ``(verdict, counterexample)`` and raising :class:`~verifier.deadline.Timeout` at its
+    deadline) under a :class:`ClusterDeadline`, made the active one for
+    :func:`~verifier.deadline.checkpoint`. Returns the verdict, or the reason the deadline
+    gave (``"timeout"``, ``"stopped"``, ``"sliced"``) with no counterexample; a ``sat``
+    counterexample is posted to ``board`` (``(actor, epoch)``) first, so every other worker stops."""
+    deadline = ClusterDeadline(end_wall, board, slice_s)
     try:
         with deadline.active():
-            status, cex = input_split_bab(model, region, deadline, domain="crown", region_index=index,
-                                          dtype=dtype, device=device, stats=stats, **options)
+            status, cex = search(deadline)
     except Timeout:
         status, cex = deadline.reason or "timeout", None
     if status == "sat":
-        board.found.remote(cex)
-    return status, cex, stats.boxes_bounded, stats.exhausted
-
-
-def shard(region: InputRegion, lo: torch.Tensor, hi: torch.Tensor) -> InputRegion:
-    """The sub-region ``[lo, hi]`` of ``region`` (same output constraints); a strict side of
-    ``region`` stays strict where the shard shares it, internal faces are closed."""
-    def strict(flags, mine, theirs):
-        return None if flags is None else flags.reshape(-1).cpu() & (mine == theirs)
-
-    return replace(region, lower=lo, upper=hi,
-                   lower_strict=strict(region.lower_strict, lo, region.lower.reshape(-1).double().cpu()),
-                   upper_strict=strict(region.upper_strict, hi, region.upper.reshape(-1).double().cpu()))
-
-
-def bisect(lo: torch.Tensor, hi: torch.Tensor, scale: torch.Tensor):
-    """``((lo, left_hi), (right_lo, hi))``: the box halved across the input with the largest
-    width relative to ``scale`` among those whose midpoint lies strictly inside; ``None``
-    when no input can be halved (float resolution)."""
-    mid = (lo + hi) / 2
-    splittable = (mid > lo) & (mid < hi)
-    if not bool(splittable.any()):
-        return None
-    rel = torch.where(splittable, (hi - lo) / torch.where(scale > 0, scale, torch.ones_like(scale)),
-                      torch.full_like(lo, -math.inf))
-    dim = int(rel.argmax())
-    left_hi, right_lo = hi.clone(), lo.clone()
-    left_hi[dim] = right_lo[dim] = mid[dim]
-    return (lo, left_hi), (right_lo, hi)
-
-
-def initial_shards(region: InputRegion, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """About ``count`` boxes covering the region's box, by breadth-first bisection."""
-    lo, hi = region.lower.reshape(-1).double().cpu(), region.upper.reshape(-1).double().cpu()
-    scale, boxes = hi - lo, [(lo, hi)]
-    while len(boxes) < count:
-        halves = bisect(*boxes[0], scale)
-        if halves is None:
-            break
-        boxes = boxes[1:] + list(halves)
-    return boxes
+        board[0].found.remote(board[1], cex)
+    return status, cex
 
 
 class WorkerPool:
@@ -199,56 +180,58 @@ class WorkerPool:
             ray = connect(self.address)
             self.shared = [ray.put(portable_model(self.model))]  # sent by reference with every shard
             self._actors = workers(ray, self.workers or cluster_cpus(ray))
+            self.board = board_of(ray)
         return self._actors
 
-    def search(self, actor, region: InputRegion, *args):
-        """Submit :func:`search_on_worker` of one shard to ``actor``; its object reference."""
-        return actor.call.remote(search_on_worker, self.shared, region, *args)
+    def search(self, actor, fn, *args):
+        """Submit ``fn(state, [model reference], *args)`` (a module-level function of a
+        :class:`~verifier.cluster.ray_session.Worker`) to ``actor``; its object reference."""
+        return actor.call.remote(fn, self.shared, *args)
 
 
-def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Deadline, index: int = 0,
-                            dtype: torch.dtype = torch.float64, device: str = "cpu", stats: ShardStats | None = None,
-                            slice_s: float = SLICE_S, **options) -> tuple[str, object]:
-    """``("sat", cex)`` / ``("unsat", None)`` / ``("unknown", None)`` for one region, as
-    :func:`~verifier.complete.input_split.input_split_bab` answers, with the shards searched
-    on ``pool``'s actors (see the module docstring); raises
-    :class:`~verifier.deadline.Timeout` past ``deadline``. ``options``: ``batch``,
-    ``split_rule`` of the one-process search."""
+def search_shards(pool: WorkerPool, jobs: list, submit, cut, confirm, deadline: Deadline, stats: ShardStats,
+                  slice_s: float = SLICE_S) -> tuple[str, object]:
+    """The driver's loop: the shards ``jobs`` searched on ``pool``'s actors, one at a time
+    per actor, idle actors served first-come from the queue (dynamic assignment).
+
+    ``submit(actor, job, end_wall, board, slice_s)`` (``board``: the pool's
+    :class:`Board` and this search's epoch) submits one shard and returns the
+    object reference of ``(status, counterexample, bounded, exhausted)``, status a verdict
+    or a :func:`run_shard` reason; ``cut(job)`` is a sliced shard's parts (an empty list
+    when the driver finds it closed, ``None`` when it cannot be cut: it is then searched to
+    its end); ``confirm(cex)`` is the counterexample confirmed by onnxruntime on the whole
+    region, or ``None``. Returns ``("sat", cex)`` at the first confirmed counterexample,
+    ``("unknown", None)`` if a shard ends undecided (or its counterexample is not
+    confirmed), else ``("unsat", None)``; raises :class:`~verifier.deadline.Timeout` past
+    ``deadline`` (every worker is stopped through the board on the way out)."""
     import ray
 
-    from ..attack import confirm_candidates
-
-    stats = stats if stats is not None else ShardStats()
     actors = pool.actors()
     stats.workers = len(actors)
-    board = ray.remote(num_cpus=0)(Board).remote()
-    scale = (region.upper.reshape(-1) - region.lower.reshape(-1)).double().cpu()
-    queue = [(box, slice_s) for box in initial_shards(region, SHARDS_PER_WORKER * len(actors))]
+    board = (pool.board, ray.get(pool.board.begin.remote()))
+    queue = [(job, slice_s) for job in jobs]
     idle, pending, hungry, unknown = list(actors), {}, 0, False
     end_wall = None if math.isinf(deadline.remaining()) else time.time() + deadline.remaining()
     try:
         while queue or pending:
             deadline.check()
             while queue and idle:
-                ((lo, hi), own_slice), actor = queue.pop(0), idle.pop()
-                ref = pool.search(actor, shard(region, lo, hi), index, end_wall, board, own_slice, dtype, device,
-                                  options)
-                pending[ref] = (actor, lo, hi)
+                (job, own_slice), actor = queue.pop(0), idle.pop()
+                pending[submit(actor, job, end_wall, board, own_slice)] = (actor, job)
                 stats.shards += 1
             now_hungry = 0 if queue else len(idle)
             if now_hungry != hungry:
                 hungry = now_hungry
-                board.set_hungry.remote(hungry)
+                board[0].set_hungry.remote(board[1], hungry)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.01, min(0.5, deadline.remaining())))
             for ref in done:
-                actor, lo, hi = pending.pop(ref)
+                actor, job = pending.pop(ref)
                 idle.append(actor)
                 status, cex, bounded, exhausted = ray.get(ref)
                 stats.boxes_bounded += bounded
                 stats.exhausted += exhausted
                 if status == "sat":
-                    x = torch.tensor(cex.x, dtype=torch.float64)[None]
-                    confirmed = confirm_candidates(pool.model, region, x, index)
+                    confirmed = confirm(cex)
                     if confirmed is not None:
                         return "sat", confirmed
                     unknown = True  # never answered sat without the whole region's confirmation
@@ -258,27 +241,27 @@ def distributed_input_split(pool: WorkerPool, region: InputRegion, deadline: Dea
                     unknown = True
                     stats.stopped += status == "stopped"
                 elif status == "sliced":
-                    halves = bisect(lo, hi, scale)
+                    parts = cut(job)
                     stats.sliced += 1
-                    queue += [(box, slice_s) for box in halves] if halves else [((lo, hi), math.inf)]
+                    queue += [(part, slice_s) for part in parts] if parts is not None else [(job, math.inf)]
                 elif status == "timeout":
                     raise Timeout()
         return ("unknown" if unknown else "unsat"), None
     finally:
-        board.halt.remote()
-        if pending:  # the workers stop within a poll; count their boxes and those the broadcast stopped
+        board[0].halt.remote(board[1])
+        if pending:  # the workers stop within a poll; count their work and those the broadcast stopped
             for ref in ray.wait(list(pending), num_returns=len(pending), timeout=10)[0]:
                 with contextlib.suppress(ray.exceptions.RayError):
                     status, _, bounded, exhausted = ray.get(ref)
                     stats.stopped += status == "stopped"
                     stats.boxes_bounded += bounded
                     stats.exhausted += exhausted
-        ray.kill(board)
 
 
-class RayInputSplit:
-    """The ``input-split`` complete method with the search on a :class:`WorkerPool`
-    (the interface of :class:`verifier.complete.methods.CompleteMethod`)."""
+class RayMethod:
+    """A complete method whose search runs on a :class:`WorkerPool`: the interface of
+    :class:`verifier.complete.methods.CompleteMethod` (name, options, support) taken from
+    the one-process method ``base``; subclasses give :meth:`decide`."""
 
     def __init__(self, base, pool: WorkerPool):
         self.base, self.pool = base, pool
@@ -290,14 +273,31 @@ class RayInputSplit:
     def refuse_unsupported(self, graph) -> None:
         self.base.refuse_unsupported(graph)
 
-    def decide(self, model, region, index, deadline, device, dtype, options, notes):
-        stats = ShardStats()
-        try:
-            return distributed_input_split(self.pool, region, deadline, index, dtype, device, stats, **options)
-        finally:
-            notes.append(f"region {index}: input-split branch-and-bound on {stats.workers} Ray workers bounded "
-                         f"{stats.boxes_bounded} boxes in {stats.shards} shards ({stats.sliced} handed back and "
-                         f"split, {stats.stopped} stopped early by a counterexample or the end of the search)")
+
+def ray_methods(pool: WorkerPool) -> dict:
+    """The complete methods that search on ``pool`` — ``input-split``, ``relu-split`` and
+    ``auto`` choosing between them — to pass as ``verify(..., methods=...)``."""
+    from ..complete.methods import METHODS
+    from .ray_input_split import RayInputSplit
+    from .ray_relu_split import RayReluSplit
+
+    methods = {"input-split": RayInputSplit(METHODS["input-split"], pool),
+               "relu-split": RayReluSplit(METHODS["relu-split"], pool)}
+    auto = auto_among({**METHODS, **methods})
+    return methods if auto is None else {**methods, "auto": auto}
+
+
+def auto_among(registry: dict):
+    """The ``auto`` method choosing its branch-and-bound among ``registry``'s methods, or
+    ``None`` while :class:`verifier.complete.methods.Auto` takes no registry (it then uses
+    the global one: ``verify --ray`` with ``auto`` searches in the driver and says so)."""
+    import inspect
+
+    from ..complete.methods import Auto
+
+    if "methods" not in inspect.signature(Auto).parameters:
+        return None
+    return Auto(methods=registry)
 
 
 def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, device: str = "cpu",
@@ -305,18 +305,17 @@ def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, 
                domain_options: dict | None = None, deadline: Deadline | None = None,
                address: str | None = LOCAL, workers: int | None = None):
     """:func:`verifier.verify.verify` (same arguments, checks, errors and
-    :class:`~verifier.verify.VerificationResult`) with input-splitting branch-and-bound on
-    Ray at ``address`` (``"local"``: a local Ray instance with this machine's cores) with
-    ``workers`` actors (default: the cluster's CPUs). Other methods (relu-split for larger
-    inputs, milp, single domains) run in this process, with a note saying so. Raises
-    :class:`~verifier.errors.VerifierInputError` without ``ray`` installed, for an address
-    where no cluster answers, and inside ``verify --proof`` (the workers record no
+    :class:`~verifier.verify.VerificationResult`) with input-splitting and ReLU-splitting
+    branch-and-bound on Ray at ``address`` (``"local"``: a local Ray instance with this
+    machine's cores) with ``workers`` actors (default: the cluster's CPUs). Other methods
+    (milp, activation-split, single domains) run in this process, with a note saying so.
+    Raises :class:`~verifier.errors.VerifierInputError` without ``ray`` installed, for an
+    address where no cluster answers, for ``workers`` that is not a whole number ≥ 1, a
+    device other than the CPU, and inside ``verify --proof`` (the workers record no
     certificate)."""
-    from ..complete import methods
-    from ..verify import verify
-
     from ..errors import VerifierInputError
     from ..proof.record import active
+    from ..verify import verify
 
     require_ray()
     check_address(address)
@@ -328,15 +327,10 @@ def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, 
     if active() is not None:  # the workers' search would leave the certificate without its leaves
         raise VerifierInputError("--proof and --ray: the distributed search records no certificate; "
                                  "drop --ray to write a proof")
-    pool = WorkerPool(model, address, workers)
-    base = methods.METHODS["input-split"]
-    methods.METHODS["input-split"] = RayInputSplit(base, pool)  # for this call only (restored below)
-    try:
-        result = verify(model, spec, domain=domain, timeout=timeout, device=device, dtype=dtype, attack=attack,
-                        seed=seed, domain_options=domain_options, deadline=deadline)
-    finally:
-        methods.METHODS["input-split"] = base
+    result = verify(model, spec, domain=domain, timeout=timeout, device=device, dtype=dtype, attack=attack,
+                    seed=seed, domain_options=domain_options, deadline=deadline,
+                    methods=ray_methods(WorkerPool(model, address, workers)))
     if not any("Ray workers" in note for note in result.notes):
-        result.notes.append("note: --ray distributes input-split branch-and-bound only; this property was decided "
-                            "in this process")
+        result.notes.append("note: --ray distributes input-split and relu-split branch-and-bound only; this "
+                            "property was decided in this process")
     return result

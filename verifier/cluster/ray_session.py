@@ -104,7 +104,7 @@ def portable_model(model):
 
 MAX_RESTARTS = 4      # a worker process that dies is restarted this many times
 MAX_TASK_RETRIES = 2  # a call whose worker died is run again this many times, then fails with RayActorError
-_POOLS: dict[str, list] = {}  # Ray job id → this driver's workers
+_POOLS: dict[str, list] = {}  # Ray session → this driver's workers
 
 
 class Worker:
@@ -128,11 +128,18 @@ def workers(ray, count: int) -> list:
     ``verifier-worker-<i>``; ``ray.get_actor`` finds them), started on first use and
     reused; a worker that dies is restarted (:data:`MAX_RESTARTS`) and its call rerun
     (:data:`MAX_TASK_RETRIES`)."""
-    pool = _POOLS.setdefault(ray.get_runtime_context().get_job_id(), [])
+    pool = _POOLS.setdefault(session_key(ray), [])
     remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(Worker)
     while len(pool) < count:
         pool.append(remote.options(name=f"verifier-worker-{len(pool)}").remote())
     return pool[:count]
+
+
+def session_key(ray) -> str:
+    """This driver's Ray session: its job id and node id (a new ``ray.init`` in the same
+    process may reuse the job id, never the node id), for the actors kept per session."""
+    context = ray.get_runtime_context()
+    return f"{context.get_job_id()}@{context.get_node_id()}"
 
 
 def retire(ray, actor) -> None:
@@ -146,11 +153,18 @@ def retire(ray, actor) -> None:
 def model_from(state: dict, shared: list):
     """In a worker: the model behind the object-store reference ``shared[0]`` (a
     :func:`portable_model`), fetched once per worker process and kept in ``state``."""
+    return fetched(state, "model", shared[0])
+
+
+def fetched(state: dict, kind: str, ref):
+    """In a worker: the object behind the object-store reference ``ref``, fetched once per
+    worker process and kept in ``state`` (one object of each ``kind`` at a time: a new
+    reference of that kind replaces the old one)."""
     import ray
 
-    key = ("model", shared[0].hex())
+    key = (kind, ref.hex())
     if key not in state:
-        for old in [k for k in state if isinstance(k, tuple) and k[0] == "model"]:
-            del state[old]  # one model at a time per worker
-        state[key] = ray.get(shared[0])
+        for old in [k for k in state if isinstance(k, tuple) and k[0] == kind]:
+            del state[old]
+        state[key] = ray.get(ref)
     return state[key]
