@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""ReLU-split branch-and-bound throughput: subdomains per second and verdicts per variant.
+
+Usage::
+
+    python benchmarks/bab_throughput.py [--timeout 20] [--variants f64,f32,f32-c3] [--threads 1]
+                                        [--instances mnist_fc:0,3 oval21:0 acasxu:10] [--markdown]
+
+Each instance (``BENCHMARK:ROW`` of ``../shared/benchmarks/vnncomp/<BENCHMARK>/reference.csv``)
+is loaded once; α-CROWN's root bounds are computed once per region (float64, outside the
+timing); then every variant runs :func:`~verifier.complete.relu_split.relu_split_bab` on the
+open disjuncts of every region with the same ``--timeout`` (seconds of search per instance).
+A variant is a comma-free name from :data:`VARIANTS`: the search dtype of the bounds
+(``bound_dtype``) and the branching ``candidates`` budget. Printed per instance and variant:
+the verdict (``timeout`` when the deadline passed), the search time, the subdomains bounded and
+subdomains per second (less sensitive to the machine's load than wall time), then the solved
+count and total per variant, and the load average at the start and the end of the run.
+
+Not a test: nothing is asserted; verdicts of different variants that disagree (sat against
+unsat) are flagged with ``!!``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "benchmarks" / "vnncomp"
+
+VARIANTS = {
+    "f64": {"bound_dtype": torch.float64, "candidates": 1},
+    "f32": {"bound_dtype": torch.float32, "candidates": 1},
+    "f64-c3": {"bound_dtype": torch.float64, "candidates": 3},
+    "f32-c3": {"bound_dtype": torch.float32, "candidates": 3},
+    "f32-c5": {"bound_dtype": torch.float32, "candidates": 5},
+    "f64-c5": {"bound_dtype": torch.float64, "candidates": 5},
+}
+DEFAULT_INSTANCES = ["mnist_fc:0", "mnist_fc:3", "mnist_fc:30", "oval21:0", "acasxu:10", "acasxu:60"]
+
+
+def _instance(name: str) -> tuple[str, Path, Path]:
+    bench, row = name.split(":")
+    with open(SHARED / bench / "reference.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    r = rows[int(row)]
+    return f"{bench}:{row} {Path(r['onnx']).stem} {Path(r['vnnlib']).stem} ({r['expected']})", \
+        SHARED / bench / r["onnx"], SHARED / bench / r["vnnlib"]
+
+
+def run_variant(model, spec, roots, timeout: float, options: dict) -> tuple[str, float, int]:
+    """Search every region's open disjuncts with ``options``: (verdict, seconds, subdomains)."""
+    from verifier.complete.relu_split import SplitBaBStats, relu_split_bab
+    from verifier.deadline import Deadline, Timeout
+
+    stats, deadline, verdict = SplitBaBStats(), Deadline(timeout), "unsat"
+    start = time.perf_counter()
+    try:
+        with deadline.active():
+            for index, region in enumerate(spec.regions):
+                root, open_disjuncts = roots[index]
+                if not open_disjuncts:
+                    continue
+                found, _ = relu_split_bab(model, region, deadline, disjuncts=open_disjuncts, region_index=index,
+                                          root=root, stats=stats, **options)
+                if found == "sat":
+                    verdict = "sat"
+                    break
+                if found == "unknown":
+                    verdict = "unknown"
+    except Timeout:
+        verdict = "timeout"
+    return verdict, time.perf_counter() - start, stats.domains_bounded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--variants", default="f64,f32")
+    parser.add_argument("--instances", nargs="*", default=DEFAULT_INSTANCES)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        print(f"error: --variants: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if not SHARED.is_dir():
+        print(f"error: {SHARED} is missing (the shared VNN-COMP benchmarks)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    import verifier
+    from verifier.complete.methods import alpha_crown_root
+    from verifier.spec import read_vnnlib
+
+    load_start = os.getloadavg()
+    rows, solved, totals = [], {v: 0 for v in variants}, {v: [0.0, 0] for v in variants}
+    for name in args.instances:
+        label, onnx, vnnlib = _instance(name)
+        model = verifier.load(onnx)
+        spec = read_vnnlib(vnnlib)
+        roots = [alpha_crown_root(model, r, i, "cpu", torch.float64, []) for i, r in enumerate(spec.regions)]
+        verdicts = {}
+        for v in variants:
+            verdict, seconds, count = run_variant(model, spec, roots, args.timeout, VARIANTS[v])
+            verdicts[v] = verdict
+            solved[v] += verdict in ("sat", "unsat")
+            totals[v][0] += seconds
+            totals[v][1] += count
+            rows.append((label, v, verdict, seconds, count, count / max(seconds, 1e-9)))
+            print(f"{label:60s} {v:8s} {verdict:8s} {seconds:7.2f}s {count:7d} subdomains {count / max(seconds, 1e-9):8.1f}/s",
+                  flush=True)
+        if {"sat", "unsat"} <= set(verdicts.values()):
+            print(f"!! {label}: variants disagree {verdicts}", flush=True)
+    end_load = os.getloadavg()
+    print(f"\nload average at start {load_start[0]:.2f} (1 min), at end {end_load[0]:.2f}; timeout {args.timeout:g} s; "
+          f"{args.threads} torch thread(s)")
+    sep = "|" if args.markdown else " "
+    print(sep.join(["variant", "solved", "search s", "subdomains", "subdomains/s"]))
+    for v in variants:
+        seconds, count = totals[v]
+        print(sep.join([v, f"{solved[v]}/{len(args.instances)}", f"{seconds:.1f}", str(count),
+                        f"{count / max(seconds, 1e-9):.1f}"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
