@@ -58,6 +58,7 @@ from ..ops import FORWARD
 from ..ops.relaxation import RELAXATIONS
 from ..spec.model import InputRegion
 from .beta_crown import BetaCrown, Bounds, Subdomains
+from .refine import CROWN_MAX_DEPTH, SubdomainRefiner
 from .relu_split import SplitBaBStats, decide_linear, root_intermediate_bounds, search_disjuncts
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # where a line's distance to the function is measured
@@ -98,16 +99,22 @@ class IntervalBetaCrown(BetaCrown):
     """β-CROWN on subdomains that narrow pre-activation intervals (module docstring).
 
     A :class:`~verifier.complete.beta_crown.Subdomains` batch here holds ``splits[z]``
-    ``(N, 2, *S)`` (the intervals' lower and upper ends), ``alpha[n]`` ``(N, k, *S)`` per
-    optimisable nonlinear node and ``beta[z]`` ``(N, k, 2, *S)`` (``β⁺``, ``β⁻``)."""
+    ``(N, 2, *S)`` (the intervals' lower and upper ends) for every node with intermediate
+    bounds (the split-able ones and the other relaxed ops' inputs), ``alpha[n]``
+    ``(N, k, *S)`` per optimisable nonlinear node and ``beta[z]`` ``(N, k, 2, *S)``
+    (``β⁺``, ``β⁻``) per split-able node. Before each batch is bounded its intervals are
+    tightened (:mod:`verifier.complete.refine`): by the intersected IBP pass always, and by
+    CROWN passes on the subdomains of depth ``1..refine_depth`` (0: never)."""
 
     def __init__(self, graph: nx.DiGraph, lower: torch.Tensor, upper: torch.Tensor, lam: torch.Tensor,
-                 root: Bounds, **options):
+                 root: Bounds, refine_depth: int = CROWN_MAX_DEPTH, **options):
         super().__init__(graph, lower, upper, lam, root, **options)
         self.users = activation_inputs(graph)
         self.nonlinear = {n for ns in self.users.values() for n in ns}
         self.slopes = [(n, z) for z, ns in self.users.items() for n in ns
                        if RELAXATIONS[graph.nodes[n]["kind"]].optimisable]  # (node, its input) with a free α
+        self.refiner = SubdomainRefiner(graph, lower, upper, root, list(self.users))
+        self.refine_depth = refine_depth
 
     def clamp(self, splits):
         """Each subdomain's intervals for the split-able nodes, the root's elsewhere (e.g. a
@@ -127,7 +134,7 @@ class IntervalBetaCrown(BetaCrown):
     def root_subdomain(self) -> Subdomains:
         """The whole box: the root intervals, the relaxations' default ``α``, ``β = 0``."""
         k = self.rows
-        splits = {z: torch.stack(self.root[z], 1) for z in self.users}
+        splits = {z: torch.stack(self.root[z], 1) for z in self.root}
         alpha = {}
         for n, z in self.slopes:
             node = self.graph.nodes[n]
@@ -137,6 +144,17 @@ class IntervalBetaCrown(BetaCrown):
                 for z in self.users}
         lb = torch.full((1, k), float("-inf"), dtype=self.lam.dtype, device=self.lam.device)
         return Subdomains(splits, alpha, beta, lb, torch.zeros(1, dtype=torch.long, device=self.lam.device))
+
+    def bound(self, dom: Subdomains, threshold: torch.Tensor | None = None) -> tuple[Subdomains, dict]:
+        """:meth:`BetaCrown.bound` on the subdomains with their intervals tightened first
+        (class docstring); the returned subdomains keep the tightened intervals, so their
+        children inherit them."""
+        bounds, _ = self.clamp(dom.splits)
+        refined = self.refiner.box(bounds)
+        if self.refine_depth > 0:
+            refined = self.refiner.crown(refined, (dom.depth >= 1) & (dom.depth <= self.refine_depth))
+        dom = Subdomains({z: torch.stack(refined[z], 1) for z in dom.splits}, dom.alpha, dom.beta, dom.lb, dom.depth)
+        return super().bound(dom, threshold)
 
     def evaluate(self, bounds, dom, alpha, beta, record=None):
         """Lower bounds ``(N, k)``: one CROWN pass with ``Λ_z ← Λ_z − β⁺ + β⁻`` at each split
@@ -244,12 +262,14 @@ class IntervalLayout:
 def activation_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjuncts: list[int] | None = None,
                          region_index: int = 0, dtype: torch.dtype = torch.float64, device: str = "cpu",
                          batch: int = 128, iterations: int = 3, candidates: int = 1, root=None,
-                         stats: SplitBaBStats | None = None) -> tuple[str, Counterexample | None]:
+                         stats: SplitBaBStats | None = None,
+                         refine_depth: int = CROWN_MAX_DEPTH) -> tuple[str, Counterexample | None]:
     """Decide the region's ``disjuncts`` (default: all) by splitting activation inputs:
     ``("unsat", None)`` when every subdomain of every disjunct is closed, ``("sat", cex)`` on
     a confirmed counterexample, ``("unknown", None)`` when an open subdomain has nothing
     left to split and its LP does not decide it. ``root``: intermediate bounds valid on the region's box (default:
-    α-CROWN's). Raises :class:`~verifier.deadline.Timeout` at the deadline."""
+    α-CROWN's); ``refine_depth``: subdomains up to this depth get CROWN-tightened
+    intermediate bounds (:mod:`verifier.complete.refine`; 0: the IBP tightening only). Raises :class:`~verifier.deadline.Timeout` at the deadline."""
     stats = stats if stats is not None else SplitBaBStats()
     graph = model.graph_for(device, dtype)
     users = activation_inputs(graph)
@@ -262,7 +282,7 @@ def activation_split_bab(model: Model, region: InputRegion, deadline: Deadline, 
     upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
     return search_disjuncts(model, region, deadline, disjuncts, region_index,
                             lambda lam: IntervalBetaCrown(graph, lower, upper, lam.to(lower), root,
-                                                          iterations=iterations),
+                                                          iterations=iterations, refine_depth=refine_depth),
                             IntervalLayout(graph, users, root), decide_linear, batch, stats, candidates)
 
 

@@ -241,7 +241,7 @@ class ReluSplit(Milp):
 class ActivationSplit(CompleteMethod):
     name = "activation-split"
     description = "branch-and-bound on the input intervals of any elementwise activation (GenBaB-style)"
-    options = ("batch", "iterations", "candidates")
+    options = ("batch", "iterations", "candidates", "refine_depth")
 
     def supports(self, graph):
         """Every op CROWN bounds, and at least one elementwise nonlinearity to split
