@@ -86,3 +86,18 @@ def conv_net(directory: Path, seed: int, channels: int = 2, side: int = 6, n_out
     h = g.op("Relu", g.op("Gemm", h, g.weight(8, width), g.rand(8, scale=0.1), transB=1))
     h = g.op("Gemm", h, g.weight(n_out, 8), g.rand(n_out, scale=0.1), transB=1)
     return str(save_model(g.model(h), directory))
+
+
+def pool_net(directory: Path, seed: int, channels: int = 3, side: int = 8, n_out: int = 3, kernel: int = 2,
+             stride: int = 2, pad: int = 0) -> str:
+    """Conv (3×3, padded) → ReLU → MaxPool (``kernel``, ``stride``, ``pad``) → Flatten →
+    Gemm → ReLU → Gemm on one ``side × side`` image; returns the ONNX path."""
+    rng = np.random.default_rng(seed)
+    g = GraphBuilder(rng, (1, 1, side, side))
+    h = g.op("Relu", g.op("Conv", g.x, g.weight(channels, 1, 3, 3), g.rand(channels, scale=0.1), pads=[1, 1, 1, 1]))
+    h = g.op("MaxPool", h, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
+    pooled = (side + 2 * pad - kernel) // stride + 1
+    h = g.op("Flatten", h)
+    h = g.op("Relu", g.op("Gemm", h, g.weight(10, channels * pooled ** 2), g.rand(10, scale=0.1), transB=1))
+    h = g.op("Gemm", h, g.weight(n_out, 10), g.rand(n_out, scale=0.1), transB=1)
+    return str(save_model(g.model(h), directory))

@@ -56,7 +56,27 @@ def record_relu_root(region: int, graph: nx.DiGraph, domain, bounds: dict) -> No
         alphas[i] = [slopes(per, relu, j, 2 * len(rows[i])) for j, (relu, _) in enumerate(order[:i])]
     value = domain.best_final_value
     recorder.relu_root(region, claims, final, rows, alphas,
-                       None if value is None else value[0].detach().cpu().double())
+                       None if value is None else value[0].detach().cpu().double(), pool_parameters(graph, bounds))
+
+
+def pool_parameters(graph: nx.DiGraph, bounds: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per max-pool node (topological order) the DeepPoly relaxation's parameters on
+    ``bounds`` (batch of one box), as :class:`~verifier.ops.pool.MaxPoolRelaxation` builds
+    them: ``sel`` ``(n_out,)`` int64, the selected entry's position in its window (the
+    kernel's row-major order), and ``dom`` ``(n_out,)`` int8, whether it dominates the
+    window. β-CROWN keeps the root bounds of a max-pool's input in every subdomain, so
+    these are the parameters of the final pass and of every leaf."""
+    from ..ir.graph import predecessors_by_slot, topological_order
+    from ..ops.pool import MaxPoolRelaxation
+
+    out = []
+    for n in topological_order(graph):
+        if graph.nodes[n]["kind"] != "maxpool":
+            continue
+        l, u = bounds[predecessors_by_slot(graph, n)[0]]
+        rel = MaxPoolRelaxation(graph.nodes[n], l[:1], u[:1])
+        out.append((rel.sel.reshape(-1).cpu().long(), rel.dominates.reshape(-1).cpu().to(torch.int8)))
+    return out
 
 
 def record_relu_leaves(engine, disjunct: int, dom) -> None:

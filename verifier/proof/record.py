@@ -10,7 +10,8 @@ space:
 * ReLU splitting: per region the root's claimed intermediate bounds and the slopes ``α``
   from which α-CROWN derived them and its final bound (:meth:`ProofRecorder.relu_root`),
   per disjunct the closed subdomains: split signs, ``α`` and ``β`` per spec row
-  (:meth:`ProofRecorder.relu_leaves`);
+  (:meth:`ProofRecorder.relu_leaves`); the parameters of each max-pool's relaxation on
+  the root bounds (which entry of each window is selected, and whether it dominates);
 * subdomains or disjuncts decided by HiGHS (an LP with every ReLU fixed, or the MILP):
   recorded as *trusted* (:meth:`ProofRecorder.trusted_leaves`,
   :meth:`ProofRecorder.trusted_disjunct`): the checker names them instead of re-deriving;
@@ -105,6 +106,7 @@ class ReluRegion:
     inter_rows: dict[int, torch.Tensor] = field(default_factory=dict)
     inter_alpha: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     final_lower: torch.Tensor | None = None
+    pools: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
     trusted: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     trusted_disjuncts: dict[int, str] = field(default_factory=dict)
@@ -131,14 +133,16 @@ class ProofRecorder:
 
     def relu_root(self, region: int, claims: list[tuple[torch.Tensor, torch.Tensor]], final_alpha: list[torch.Tensor],
                   inter_rows: dict[int, torch.Tensor], inter_alpha: dict[int, list[torch.Tensor]],
-                  final_lower: torch.Tensor | None = None) -> None:
+                  final_lower: torch.Tensor | None = None,
+                  pools: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         """The root of ReLU splitting on ``region``: per ReLU (in topological order) the
         claimed bounds of its input ``(n,)`` each, the final pass's slopes ``(k, n)`` (one row
         per stacked spec row); per ReLU ``t`` whose input was tightened by optimised passes,
         the tightened entries ``(R,)`` and the slopes ``(2R, n_r)`` of each earlier ReLU ``r``
         (``R`` lower rows, then ``R`` upper rows); ``final_lower`` ``(k,)``: the final bounds
-        claimed."""
-        self.relu[region] = ReluRegion(claims, final_alpha, inter_rows, inter_alpha, final_lower)
+        claimed; ``pools``: per max-pool (in order) ``sel`` and ``dom`` ``(n_out,)`` of its
+        relaxation on the root bounds (:func:`~verifier.proof.hooks.pool_parameters`)."""
+        self.relu[region] = ReluRegion(claims, final_alpha, inter_rows, inter_alpha, final_lower, list(pools or []))
 
     def relu_leaves(self, region: int, disjunct: int, signs: torch.Tensor, alpha: torch.Tensor,
                     beta: torch.Tensor, lower: torch.Tensor) -> None:

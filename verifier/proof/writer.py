@@ -41,8 +41,9 @@ def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, 
              "claims_dtype": "float32" if "float32" in recorder.dtypes else "float64", "regions": []}
     if result != "unsat":
         index["uncertified"].append(f"the verdict is {result}: only unsat verdicts have certificates")
+    net = None
     try:
-        load_network(model_path)
+        net = load_network(model_path)
     except UnsupportedModel as exc:
         index["uncertified"].append(str(exc))
     index["certified"] = not index["uncertified"]
@@ -51,7 +52,7 @@ def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, 
         return index, arrays
     for r in range(regions):
         if r in recorder.relu:
-            index["regions"].append(_relu_region(r, recorder.relu[r], arrays))
+            index["regions"].append(_relu_region(r, recorder.relu[r], arrays, net, spec_path))
             continue
         tree = recorder.trees.get(r)
         parts = tree.arrays() if tree is not None else {"dim": torch.tensor([-1]), "mid": torch.tensor([np.nan]),
@@ -63,7 +64,7 @@ def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, 
     return index, arrays
 
 
-def _relu_region(r: int, rec, arrays: dict) -> dict:
+def _relu_region(r: int, rec, arrays: dict, net, spec_path: str) -> dict:
     entry = {"index": r, "kind": "relu-split", "relus": [int(l.numel()) for l, _ in rec.claims],
              "intermediate": sorted(int(t) for t in rec.inter_rows), "disjuncts": []}
     for i, (l, u) in enumerate(rec.claims):
@@ -71,12 +72,15 @@ def _relu_region(r: int, rec, arrays: dict) -> dict:
         arrays[f"r{r}.final.alpha{i}"] = _np(rec.final_alpha[i])
     if rec.final_lower is not None:
         arrays[f"r{r}.final.lower"] = _np(rec.final_lower)
+    entry["pools"] = [int(len(sel)) for sel, _ in rec.pools]
+    for p, (sel, dom) in enumerate(rec.pools):
+        arrays[f"r{r}.pool{p}.sel"], arrays[f"r{r}.pool{p}.dom"] = _np(sel).astype(np.int64), _np(dom).astype(np.int8)
     for t, rows in rec.inter_rows.items():
         arrays[f"r{r}.inter{t}.rows"] = _np(rows).astype(np.int64)
         for i, a in enumerate(rec.inter_alpha[t]):
             arrays[f"r{r}.inter{t}.alpha{i}"] = _np(a)
     for d in sorted(set(rec.leaves) | set(rec.trusted) | set(rec.trusted_disjuncts)):
-        item = {"index": d, "leaves": 0, "trusted_leaves": 0, "milp": rec.trusted_disjuncts.get(d)}
+        item = {"index": d, "leaves": 0, "lp_leaves": 0, "trusted_leaves": 0, "milp": rec.trusted_disjuncts.get(d)}
         if d in rec.leaves:
             signs, alpha, beta, lower = (torch.cat(parts) for parts in zip(*rec.leaves[d]))
             arrays[f"r{r}.d{d}.lower"] = _np(lower).astype(np.float64)
@@ -85,10 +89,37 @@ def _relu_region(r: int, rec, arrays: dict) -> dict:
             arrays[f"r{r}.d{d}.beta"] = _np(beta).astype(np.float64)
             item["leaves"] = int(signs.shape[0])
         if d in rec.trusted:
-            arrays[f"r{r}.d{d}.trusted"] = _np(torch.cat(rec.trusted[d])).astype(np.int8)
-            item["trusted_leaves"] = int(arrays[f"r{r}.d{d}.trusted"].shape[0])
+            trusted = _np(torch.cat(rec.trusted[d])).astype(np.int8)
+            trusted = _lp_leaves(r, d, rec, trusted, arrays, item, net, spec_path)
+            if len(trusted):
+                arrays[f"r{r}.d{d}.trusted"] = trusted
+                item["trusted_leaves"] = int(len(trusted))
         entry["disjuncts"].append(item)
     return entry
+
+
+def _lp_leaves(r: int, d: int, rec, signs: np.ndarray, arrays: dict, item: dict, net, spec_path: str) -> np.ndarray:
+    """Record the LP-closed subdomains ``signs`` ``(N, T)`` of disjunct ``d`` whose LP dual
+    HiGHS gives (:func:`~verifier.proof.lp_dual.lp_leaf_dual`) as ``lp`` leaves; return the
+    signs of the others (still trusted to HiGHS)."""
+    from ..spec import read_vnnlib
+    from .lp_dual import lp_leaf_dual
+
+    region = read_vnnlib(spec_path).regions[r]
+    conj = region.disjuncts[d]
+    A, b = conj.A.double().cpu().numpy(), conj.b.double().cpu().numpy().reshape(-1)
+    box = (region.lower.double().cpu().numpy().reshape(-1), region.upper.double().cpu().numpy().reshape(-1))
+    claims = [(_np(l).astype(np.float64), _np(u).astype(np.float64)) for l, u in rec.claims]
+    found = [lp_leaf_dual(net, claims, s, box, A, b) for s in signs]
+    done = np.array([f is not None for f in found], bool)
+    if done.any():
+        duals = [f for f in found if f is not None]
+        arrays[f"r{r}.d{d}.lp.signs"] = signs[done]
+        arrays[f"r{r}.d{d}.lp.theta"] = np.stack([f.theta for f in duals])
+        arrays[f"r{r}.d{d}.lp.dual"] = np.stack([f.dual for f in duals])
+        arrays[f"r{r}.d{d}.lp.lower"] = np.array([np.nan if f.empty else f.value for f in duals])
+        item["lp_leaves"] = int(done.sum())
+    return signs[~done]
 
 
 def write_certificate(path: str, index: dict, arrays: dict[str, np.ndarray]) -> int:

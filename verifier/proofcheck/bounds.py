@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from .network import Network
+from .pool import pool_ibp, pool_multipliers, pool_relaxation, pool_term
 from .rounding import (ETA, sum_error, down, gamma, interval_product_min, lower_or_inf, matmul, matmul_down,
                        matmul_up, mul_down, mul_up, sum_down, up)
 
@@ -51,6 +52,8 @@ def _ibp_step(net: Network, i: int, l: np.ndarray, u: np.ndarray) -> tuple[np.nd
     op = net.ops[i]
     if op.kind == "relu":
         return np.maximum(l, 0.0), np.maximum(u, 0.0)
+    if op.kind == "maxpool":
+        return pool_ibp(op.value, l, u)
     if op.kind == "shift":
         with np.errstate(invalid="ignore"):
             return down(l + op.value), up(u + op.value)
@@ -73,16 +76,29 @@ class Relaxation:
     docstring): per ReLU ``r`` (in chain order) the bounds ``(l, u)`` ``(B, n)`` its lines are
     built from, lower slopes ``alpha[r]`` ``(B, R, n)`` (``None``: CROWN's adaptive rule, 1 if
     ``u > −l`` else 0), split signs ``signs[r]`` ``(B, n)`` in {−1, 0, 1} and multipliers
-    ``beta[r]`` ``(B, R, n)`` (``λ_z ← λ_z − β ⊙ s``, β-CROWN)."""
+    ``beta[r]`` ``(B, R, n)`` (``λ_z ← λ_z − β ⊙ s``, β-CROWN), or the multipliers at its
+    input given outright, ``direct[r]`` ``(B, R, n)``; per max-pool step ``i``
+    (chain index) ``pools[i] = (sel, dom)`` ``(B or 1, n_out)`` (default: the verifier's rule
+    on the bounds, :func:`~verifier.proofcheck.pool.pool_relaxation`)."""
 
     def __init__(self, shape_bounds: dict[int, tuple[np.ndarray, np.ndarray]], alpha: dict | None = None,
-                 signs: dict | None = None, beta: dict | None = None):
+                 signs: dict | None = None, beta: dict | None = None, pools: dict | None = None,
+                 direct: dict | None = None):
         self.shape_bounds, self.alpha, self.signs, self.beta = shape_bounds, alpha or {}, signs or {}, beta or {}
+        self.pools, self.direct = pools or {}, direct or {}
+
+    def pool(self, i: int, windows: np.ndarray, l: np.ndarray, u: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(sel, dom)`` ``(batch, n_out)`` of max-pool step ``i`` (recorded, or by the rule on ``[l, u]``)."""
+        sel, dom = self.pools.get(i) or pool_relaxation(windows, l, u)
+        return np.broadcast_to(sel, (batch, sel.shape[-1])), np.broadcast_to(dom, (batch, dom.shape[-1]))
 
     def multipliers(self, r: int, lam: np.ndarray) -> np.ndarray:
         """``λ`` at ReLU ``r``'s input from ``λ`` ``(B, R, n)`` at its output: ``λ⁺·α + λ⁻·c``
         (``c`` the chord slope ``u/(u − l)``) on crossing entries, ``λ`` on active, 0 on
-        dead ones; then ``− β ⊙ s``."""
+        dead ones; then ``− β ⊙ s``. With ``direct[r]`` ``(B, R, n)`` (an LP's dual,
+        :mod:`~verifier.proofcheck.lp_leaf`): those multipliers, whatever ``λ``."""
+        if r in self.direct:
+            return np.broadcast_to(self.direct[r], lam.shape)
         l, u = self.shape_bounds[r]
         l, u = l[:, None, :], u[:, None, :]
         s = self.signs.get(r)
@@ -141,6 +157,10 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
             with np.errstate(invalid="ignore", over="ignore"):
                 error = up(up(up(peak * gamma(m)) * up(np.abs(op.value).sum() * (1 + gamma(m)))) + (m + 1) * ETA)
                 terms.append(down(matmul(L, op.value[:, None])[..., 0] - error))
+        elif op.kind == "maxpool":
+            sel, dom = relax.pool(i, op.value, l, u, L.shape[0])
+            prev = pool_multipliers(op.value, sel, dom, L, l.shape[1])
+            terms.append(pool_term(op.value, sel, dom, L, l, u))
         elif op.kind in ("scale", "div"):
             with np.errstate(invalid="ignore", over="ignore"):
                 prev = L * op.value if op.kind == "scale" else L / op.value
@@ -309,10 +329,25 @@ def _refine_crossing(net: Network, bounds: Bounds, node: int, shape: dict) -> No
         l[chunk], u[chunk] = part[node]
 
 
+def clamped_domains(net: Network, bounds: Bounds, signs: dict[int, np.ndarray]) -> tuple[dict, np.ndarray]:
+    """Each ReLU input's interval on subdomains with split ``signs[r]`` ``(N, n_r)``: the
+    bounds ``(1, n_r)`` clamped to ``z ≥ 0`` (``+1``) or ``z ≤ 0`` (``−1``); chain node →
+    ``(l, u)`` ``(N, n_r)``, and ``(N,)`` which subdomains are empty (``l > u`` somewhere)."""
+    domains, empty = {}, np.zeros(len(next(iter(signs.values()))), bool)
+    for r, node in enumerate(net.relu_inputs):
+        l, u = bounds[node]
+        s = signs[r]
+        l = np.where(s > 0, np.maximum(l, 0.0), np.broadcast_to(l, s.shape))
+        u = np.where(s < 0, np.minimum(u, 0.0), np.broadcast_to(u, s.shape))
+        empty |= (l > u).any(1)
+        domains[node] = (l, u)
+    return domains, empty
+
+
 def spec_interval_bound(C: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Rigorous lower bound ``(B, k)`` of ``C y`` for ``y ∈ [l, u]`` ``(B, n)``, ``C`` ``(k, n)``."""
     return sum_down(np.minimum(mul_down(C[None], l[:, None, :]), mul_down(C[None], u[:, None, :])))
 
 
-__all__ = ["Bounds", "Relaxation", "crossing_rows", "crown_bounds", "ibp_step", "interval_bounds", "lagrangian_bound", "refine",
+__all__ = ["Bounds", "Relaxation", "clamped_domains", "crossing_rows", "crown_bounds", "ibp_step", "interval_bounds", "lagrangian_bound", "refine",
            "relu_term", "spec_interval_bound"]

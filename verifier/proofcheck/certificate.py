@@ -15,10 +15,26 @@ import numpy as np
 
 FORMAT = "verifier-proof/1"
 MAX_MEMBER_BYTES = 4 << 30  # one array of a certificate (the largest real ones are a few MB)
+CLAIM_TOLERANCE = 1e-6  # re-derived bounds may fall this far (relative) below the claims: the refutation margin
+CLAIM_TOLERANCE_FLOAT32 = 1e-4  # claims computed in float32 (verify --dtype float32) are that much less precise
 
 
 class CertificateError(ValueError):
     """The file is not a readable certificate of this format (the message says why)."""
+
+
+class LeafFailed(Exception):
+    """A leaf (or the cover) does not check; the message names it and why."""
+
+
+def below_claim(found: np.ndarray, claim: np.ndarray, tolerance: float = CLAIM_TOLERANCE) -> np.ndarray:
+    """Where a re-derived lower bound falls short of the certificate's claim (NaN claims:
+    none made) by more than ``tolerance · (1 + |claim|)`` (:data:`CLAIM_TOLERANCE`, or
+    :data:`CLAIM_TOLERANCE_FLOAT32` for float32 claims). Not a soundness matter (a leaf is
+    closed only by the checker's own bound); it rejects certificates whose parameters do
+    not give what they claim."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(claim) & (found < claim - tolerance * (1 + np.abs(claim)))
 
 
 class Certificate:

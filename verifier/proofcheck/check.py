@@ -13,8 +13,11 @@ or spec hash differs, then for every region of the spec:
 * ``relu-split``: the root's bounds are IBP, CROWN and the recorded α-CROWN intermediate
   passes; a disjunct is refuted at the root by the recorded final slopes, else its leaves'
   split signs must cover every phase (a complete case split) and each leaf must refute the
-  disjunct with its α, β on the root bounds clamped by its splits (or be empty); leaves
-  and disjuncts closed by HiGHS are reported as trusted, not re-derived.
+  disjunct with its α, β on the root bounds clamped by its splits (or be empty); a leaf
+  an LP closed is checked from the LP's dual by weak duality
+  (:mod:`~verifier.proofcheck.lp_leaf`); recorded max-pool relaxations (which window
+  entry bounds each output) are used in the final pass and at every leaf; leaves without
+  a dual and disjuncts closed by HiGHS's MILP are reported as trusted, not re-derived.
 
 All bounds are computed by :mod:`~verifier.proofcheck.bounds` in outward-rounded float64.
 A closed row needs ``lb > b`` (strict rows ``lb ≥ b``): no tolerance.
@@ -28,31 +31,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .blas import single_thread
-from .bounds import Relaxation, crown_bounds, interval_bounds, lagrangian_bound, spec_interval_bound
-from .certificate import Certificate, CertificateError
+from .bounds import Relaxation, clamped_domains, crown_bounds, interval_bounds, lagrangian_bound, spec_interval_bound
+from .certificate import (CLAIM_TOLERANCE, CLAIM_TOLERANCE_FLOAT32, Certificate, CertificateError, LeafFailed,
+                          below_claim)
+from .lp_leaf import check_lp_leaves
 from .network import Network, UnsupportedModel, file_sha256, load_network
 
 BATCH = 256  # boxes or subdomains bounded together
-CLAIM_TOLERANCE = 1e-6  # re-derived bounds may fall this far (relative) below the claims: the refutation margin
-CLAIM_TOLERANCE_FLOAT32 = 1e-4  # claims computed in float32 (verify --dtype float32) are that much less precise
-
-
-def below_claim(found: np.ndarray, claim: np.ndarray, tolerance: float = CLAIM_TOLERANCE) -> np.ndarray:
-    """Where a re-derived lower bound falls short of the certificate's claim (NaN claims:
-    none made) by more than ``tolerance · (1 + |claim|)`` (:data:`CLAIM_TOLERANCE`, or
-    :data:`CLAIM_TOLERANCE_FLOAT32` for float32 claims). Not a soundness matter (a leaf is
-    closed only by the checker's own bound); it rejects certificates whose parameters do
-    not give what they claim."""
-    with np.errstate(invalid="ignore"):
-        return ~np.isnan(claim) & (found < claim - tolerance * (1 + np.abs(claim)))
 
 
 class ProofRefused(ValueError):
     """The certificate does not belong to this model and spec, or cannot be read (exit 2)."""
-
-
-class LeafFailed(Exception):
-    """A leaf (or the cover) does not check; the message names it and why."""
 
 
 @dataclass
@@ -318,8 +307,9 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
     lam = region.C[None]
     if any(a.shape != (1, len(region.b), sizes[i]) for i, a in final.items()):
         raise LeafFailed(f"region {r}: final slopes have the wrong shape")
-    lb = np.maximum(lagrangian_bound(net, K, lam, bounds, Relaxation(_shapes(net, bounds), alpha=final)),
-                    lagrangian_bound(net, K, lam, bounds, _relaxation(net, bounds)))
+    pools = read_pools(net, cert, entry)
+    lb = np.maximum(lagrangian_bound(net, K, lam, bounds, Relaxation(_shapes(net, bounds), alpha=final, pools=pools)),
+                    lagrangian_bound(net, K, lam, bounds, Relaxation(_shapes(net, bounds), pools=pools)))
     lb = np.maximum(lb, spec_interval_bound(region.C, *bounds[-1]))
     if cert.has(f"r{r}.final.lower"):
         claim = cert.array(f"r{r}.final.lower")
@@ -343,11 +333,33 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
         if item.get("milp"):
             trusted.append(f"region {r}, disjunct {d}: {item['milp']}")
             continue
-        leaves += _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
+        leaves += _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted, pools)
     return leaves
 
 
-def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted) -> int:
+def read_pools(net: Network, cert: Certificate, entry: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The recorded max-pool relaxations of a ``relu-split`` region: chain index →
+    ``(sel, dom)`` ``(1, n_out)``; each ``sel`` must name a window entry that is not padding
+    and each ``dom`` be 0 or 1 (any such values give a sound bound, :mod:`~verifier.proofcheck.pool`)."""
+    r = entry["index"]
+    sizes = [len(net.ops[i].value) for i in net.pools]
+    if list(entry.get("pools", [])) != sizes:
+        raise LeafFailed(f"region {r}: the certificate's max-pool sizes {entry.get('pools')} are not the model's {sizes}")
+    out = {}
+    for p, i in enumerate(net.pools):
+        windows = net.ops[i].value
+        sel, dom = cert.array(f"r{r}.pool{p}.sel"), cert.array(f"r{r}.pool{p}.dom")
+        if sel.shape != (len(windows),) or dom.shape != (len(windows),) or sel.dtype.kind not in "iu":
+            raise LeafFailed(f"region {r}: max-pool {p}'s parameters have the wrong shape or kind")
+        if np.any((sel < 0) | (sel >= windows.shape[1])) or np.any((dom != 0) & (dom != 1)):
+            raise LeafFailed(f"region {r}: max-pool {p} selects outside its windows or has a flag other than 0/1")
+        if np.any(windows[np.arange(len(windows)), sel] < 0):
+            raise LeafFailed(f"region {r}: max-pool {p} selects a padding entry")
+        out[i] = (sel.astype(np.int64)[None], (dom == 1)[None])
+    return out
+
+
+def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted, pools) -> int:
     T = sum(sizes)
     rows = region.rows_of(d)
     k = rows.stop - rows.start
@@ -360,6 +372,9 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
         parts.append(signs)
     else:
         signs = np.zeros((0, T), np.int8)
+    lp_count = int(item.get("lp_leaves") or 0)
+    if lp_count:
+        parts.append(check_lp_leaves(net, region, cert, r, d, lp_count, bounds, claims, sizes))
     if item.get("trusted_leaves"):
         lp = cert.array(f"r{r}.d{d}.trusted")
         if lp.shape[1:] != (T,):
@@ -379,18 +394,13 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
         s_r = dict(enumerate(_per_relu(s, sizes)))
         a_r = dict(enumerate(_per_relu(alpha[start:start + n], sizes)))
         b_r = dict(enumerate(_per_relu(beta[start:start + n], sizes)))
-        domains, empty = {}, np.zeros(n, bool)
-        for i, node in enumerate(net.relu_inputs):
-            l, u = bounds[node]
-            l = np.where(s_r[i] > 0, np.maximum(l, 0.0), np.broadcast_to(l, s_r[i].shape))
-            u = np.where(s_r[i] < 0, np.minimum(u, 0.0), np.broadcast_to(u, s_r[i].shape))
-            empty |= (l > u).any(1)
-            domains[node] = (l, u)
+        domains, empty = clamped_domains(net, bounds, s_r)
         live = np.nonzero(~empty)[0]
         if len(live) == 0:
             continue
         relax = Relaxation({i: c for i, c in claims.items()}, alpha={i: a[live] for i, a in a_r.items()},
-                           signs={i: v[live] for i, v in s_r.items()}, beta={i: v[live] for i, v in b_r.items()})
+                           signs={i: v[live] for i, v in s_r.items()}, beta={i: v[live] for i, v in b_r.items()},
+                           pools=pools)
         lam = np.broadcast_to(C, (len(live), *C.shape))
         lb = lagrangian_bound(net, K, lam, bounds, relax, {node: (l[live], u[live]) for node, (l, u) in domains.items()})
         refuted = np.where(region.strict[rows], lb >= b, lb > b).any(1)
@@ -408,4 +418,4 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted)
             fixed = int(np.count_nonzero(signs[leaf]))
             raise LeafFailed(f"region {r}, disjunct {d}, relu-split leaf {leaf} ({fixed} ReLUs fixed): not refuted "
                              f"(best row lower bound {lb[i].max():.9g}, needs > {b[lb[i].argmax()]:.9g})")
-    return len(signs)
+    return len(signs) + lp_count

@@ -13,7 +13,12 @@ Op kinds (opset semantics of the ONNX operator reference):
 * ``Add``/``Sub`` of a constant (either side for Add; ``x − c`` for Sub) → ``shift``;
 * ``Mul``/``Div`` by a constant → ``scale``/``div`` (elementwise, broadcast);
 * ``Relu`` → ``relu``; ``Flatten``, ``Reshape``, ``Identity``, ``Dropout`` (inference) →
-  nothing (the flattened row-major vector is unchanged).
+  nothing (the flattened row-major vector is unchanged);
+* ``MaxPool`` (2-D, any kernel, strides, pads, dilations; ``ceil_mode = 0``) of a ReLU's
+  output → ``maxpool`` with ``windows`` ``(n_out, K)``: each output's window as flat input
+  indices in the kernel's row-major order, ``−1`` for padding (ONNX pads with −∞). Its
+  input must be a ReLU's output: those bounds are never tightened by CROWN passes
+  (``l ≥ 0``, nothing crossing), so the checker's bounds of it are the verifier's.
 
 Every other op kind raises :class:`UnsupportedModel` naming it: the checker certifies
 nothing it cannot re-derive. Weights are kept as float64 (exact copies of float32 ones).
@@ -30,7 +35,7 @@ import onnx
 from onnx import numpy_helper
 
 PASS_THROUGH = frozenset({"Flatten", "Reshape", "Identity", "Dropout"})
-SUPPORTED = frozenset({"Gemm", "MatMul", "Conv", "Add", "Sub", "Mul", "Div", "Relu"}) | PASS_THROUGH
+SUPPORTED = frozenset({"Gemm", "MatMul", "Conv", "Add", "Sub", "Mul", "Div", "Relu", "MaxPool"}) | PASS_THROUGH
 MAX_DENSE = 1 << 25  # entries of a convolution's dense matrix (256 MiB in float64)
 
 
@@ -42,7 +47,8 @@ class UnsupportedModel(ValueError):
 @dataclass
 class Op:
     """One step ``v_{i+1} = op(v_i)`` on flattened vectors: ``kind`` in ``linear`` (``W``
-    ``(out, in)``), ``shift`` (``+ c``), ``scale`` (``· c``), ``div`` (``/ c``), ``relu``."""
+    ``(out, in)``), ``shift`` (``+ c``), ``scale`` (``· c``), ``div`` (``/ c``), ``relu``,
+    ``maxpool`` (``value``: the windows ``(n_out, K)``, flat input indices, ``−1`` padding)."""
 
     kind: str
     value: np.ndarray | None = None
@@ -57,6 +63,11 @@ class Network:
 
     ops: list[Op]
     sizes: list[int]
+
+    @property
+    def pools(self) -> list[int]:
+        """Indices ``i`` of the ``maxpool`` steps ``v_{i+1} = maxpool(v_i)``, in order."""
+        return [i for i, op in enumerate(self.ops) if op.kind == "maxpool"]
 
     @property
     def relu_inputs(self) -> list[int]:
@@ -131,6 +142,10 @@ def load_network(path: str) -> Network:
             shape = _linear(kind, node, attrs, shape, consts, ops, where)
         elif kind == "Conv":
             shape = _conv(node, attrs, shape, consts, ops, where)
+        elif kind == "MaxPool":
+            if not ops or ops[-1].kind != "relu":
+                raise UnsupportedModel(f"{where}: the checker certifies max-pooling of a ReLU's output only")
+            shape = _maxpool(attrs, shape, ops, where)
         else:
             pos = 0 if node.input[0] == current else 1
             c = consts[node.input[1 - pos]]
@@ -237,3 +252,37 @@ def _conv(node, attrs, shape, consts, ops, where) -> tuple[int, ...]:
         bias = np.asarray(consts[node.input[2]], dtype=np.float64)
         ops.append(Op("shift", np.repeat(bias, OH * OW), where))
     return (1, M, OH, OW)
+
+
+def _maxpool(attrs, shape, ops, where) -> tuple[int, ...]:
+    """A 2-D ``MaxPool`` as its windows (ONNX MaxPool semantics: output ``[c, oh, ow]`` is
+    the max of ``x[c, oh·s_h − p_top + i·d_h, ow·s_w − p_left + j·d_w]`` over the kernel,
+    out-of-range positions being −∞)."""
+    if len(shape) != 4 or shape[0] != 1:
+        raise UnsupportedModel(f"{where}: the checker handles 2-D max-pooling of one image (shape {shape})")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or attrs.get("ceil_mode", 0):
+        raise UnsupportedModel(f"{where}: auto_pad and ceil_mode are not supported (explicit pads are)")
+    kernel = list(attrs.get("kernel_shape", []))
+    if len(kernel) != 2:
+        raise UnsupportedModel(f"{where}: kernel_shape {kernel} is not 2-D")
+    _, C, H, W = shape
+    kh, kw = kernel
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+    OH = (H + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if OH < 1 or OW < 1:
+        raise UnsupportedModel(f"{where}: the kernel does not fit the input {shape}")
+    oh, ow = np.meshgrid(np.arange(OH), np.arange(OW), indexing="ij")
+    i, j = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
+    ih = oh.reshape(-1, 1) * sh - pt + i.reshape(1, -1) * dh  # (OH·OW, kh·kw)
+    iw = ow.reshape(-1, 1) * sw - pl + j.reshape(1, -1) * dw
+    ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    if not ok.any(1).all():
+        raise UnsupportedModel(f"{where}: a window lies wholly in the padding")
+    position = np.where(ok, ih * W + iw, -1)
+    channel = np.arange(C).reshape(-1, 1, 1) * (H * W)
+    windows = np.where(position[None] >= 0, position[None] + channel, -1).reshape(C * OH * OW, kh * kw)
+    ops.append(Op("maxpool", windows.astype(np.int64), where))
+    return (1, C, OH, OW)
