@@ -103,3 +103,30 @@ def test_a_feasible_lps_dual_proves_its_bound(tmp_path):
     weak["r0.d0.lp.dual"] = found.dual[None] * 0.5 + 0.1
     with pytest.raises(LeafFailed, match="below the certificate's claim"):
         check_lp_leaves(net, region, _Arrays(weak), 0, 0, 1, bounds, claims, sizes)
+
+
+def test_a_dual_that_does_not_check_stays_trusted(tmp_path, monkeypatch):
+    """The writer keeps an LP leaf trusted when its dual (HiGHS's, within its tolerances)
+    would not pass the checker, instead of writing a certificate that fails."""
+    import verifier.proof.lp_dual as lp_dual
+
+    model = relu_net(tmp_path, 1, 3, [6, 5])
+    spec = robustness_spec(tmp_path / "s.vnnlib", model, 1, 3, 1e-3)
+    net, region = load_network(model), read_regions(spec)[0]
+    bounds = crown_bounds(net, region.lower, region.upper)
+    relu_bounds = [(bounds[i][0][0], bounds[i][1][0]) for i in net.relu_inputs]
+    signs = np.zeros((1, sum(len(l) for l, _ in relu_bounds)), np.int8)
+    args = (net, relu_bounds, signs, (region.lower[0], region.upper[0]), region.C[region.rows_of(0)],
+            region.b[region.rows_of(0)])
+    arrays, done = lp_dual.lp_leaf_duals(*args)
+    assert done.tolist() == [True] and arrays["theta"].shape == (1, len(region.b[region.rows_of(0)]))
+    exact = lp_dual.lp_leaf_dual
+
+    def short(*a, **k):
+        found = exact(*a, **k)
+        found.dual = found.dual * 0.5 + 0.1
+        return found
+
+    monkeypatch.setattr(lp_dual, "lp_leaf_dual", short)
+    arrays, done = lp_dual.lp_leaf_duals(*args)
+    assert done.tolist() == [False] and arrays == {}

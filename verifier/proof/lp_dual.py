@@ -121,3 +121,54 @@ def lp_leaf_dual(net: Network, relu_bounds: list[tuple[np.ndarray, np.ndarray]],
     if res.status != 0 or res.eqlin is None or not res.fun > 0:
         return None
     return LpDual(np.zeros(len(b)), np.asarray(res.eqlin.marginals, dtype=np.float64)[defining], float(res.fun))
+
+
+class _Leaves:
+    """One LP leaf as :func:`~verifier.proofcheck.lp_leaf.check_lp_leaves` reads it."""
+
+    def __init__(self, arrays: dict, rows: int, A: np.ndarray, b: np.ndarray):
+        self.arrays, self.tolerance = arrays, 1e-6
+        self.C, self.b = A, b
+        self._rows = rows
+
+    def array(self, key: str) -> np.ndarray:
+        return self.arrays[key.rsplit(".", 1)[1]]
+
+    def rows_of(self, d: int) -> slice:
+        return slice(0, self._rows)
+
+
+def lp_leaf_duals(net: Network, relu_bounds: list[tuple[np.ndarray, np.ndarray]], signs: np.ndarray,
+                  box: tuple[np.ndarray, np.ndarray], A: np.ndarray, b: np.ndarray) -> tuple[dict, np.ndarray]:
+    """:func:`lp_leaf_dual` for each subdomain ``signs`` ``(N, T)``, each dual then checked
+    as the checker will (:func:`~verifier.proofcheck.lp_leaf.check_lp_leaves`, on interval
+    bounds ∩ ``relu_bounds``, which are no tighter than the checker's), so a dual that
+    HiGHS's tolerances leave short stays trusted instead of failing the certificate.
+    Returns the ``lp`` arrays (``signs``, ``theta``, ``dual``, ``lower``) of the duals that
+    check and ``(N,)`` which ones."""
+    from ..proofcheck.bounds import interval_bounds
+    from ..proofcheck.certificate import LeafFailed
+    from ..proofcheck.lp_leaf import check_lp_leaves
+
+    bounds = interval_bounds(net, box[0][None], box[1][None])
+    for node, (l, u) in zip(net.relu_inputs, relu_bounds):
+        bounds[node] = (np.maximum(bounds[node][0], l[None]), np.minimum(bounds[node][1], u[None]))
+    claims = {r: bounds[node] for r, node in enumerate(net.relu_inputs)}
+    sizes = [len(l) for l, _ in relu_bounds]
+    kept, done = [], np.zeros(len(signs), bool)
+    for i, s in enumerate(signs):
+        found = lp_leaf_dual(net, relu_bounds, s, box, A, b)
+        if found is None:
+            continue
+        one = {"signs": s[None], "theta": found.theta[None], "dual": found.dual[None],
+               "lower": np.array([np.nan if found.empty else found.value])}
+        leaf = _Leaves(one, len(b), A, b)
+        try:
+            check_lp_leaves(net, leaf, leaf, 0, 0, 1, bounds, claims, sizes)
+        except LeafFailed:
+            continue
+        kept.append(one)
+        done[i] = True
+    if not kept:
+        return {}, done
+    return {name: np.concatenate([one[name] for one in kept]) for name in kept[0]}, done

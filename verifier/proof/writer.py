@@ -100,24 +100,19 @@ def _relu_region(r: int, rec, arrays: dict, net, spec_path: str) -> dict:
 
 def _lp_leaves(r: int, d: int, rec, signs: np.ndarray, arrays: dict, item: dict, net, spec_path: str) -> np.ndarray:
     """Record the LP-closed subdomains ``signs`` ``(N, T)`` of disjunct ``d`` whose LP dual
-    HiGHS gives (:func:`~verifier.proof.lp_dual.lp_leaf_dual`) as ``lp`` leaves; return the
+    checks (:func:`~verifier.proof.lp_dual.lp_leaf_duals`) as ``lp`` leaves; return the
     signs of the others (still trusted to HiGHS)."""
     from ..spec import read_vnnlib
-    from .lp_dual import lp_leaf_dual
+    from .lp_dual import lp_leaf_duals
 
     region = read_vnnlib(spec_path).regions[r]
     conj = region.disjuncts[d]
     A, b = conj.A.double().cpu().numpy(), conj.b.double().cpu().numpy().reshape(-1)
     box = (region.lower.double().cpu().numpy().reshape(-1), region.upper.double().cpu().numpy().reshape(-1))
     claims = [(_np(l).astype(np.float64), _np(u).astype(np.float64)) for l, u in rec.claims]
-    found = [lp_leaf_dual(net, claims, s, box, A, b) for s in signs]
-    done = np.array([f is not None for f in found], bool)
+    found, done = lp_leaf_duals(net, claims, signs, box, A, b)
     if done.any():
-        duals = [f for f in found if f is not None]
-        arrays[f"r{r}.d{d}.lp.signs"] = signs[done]
-        arrays[f"r{r}.d{d}.lp.theta"] = np.stack([f.theta for f in duals])
-        arrays[f"r{r}.d{d}.lp.dual"] = np.stack([f.dual for f in duals])
-        arrays[f"r{r}.d{d}.lp.lower"] = np.array([np.nan if f.empty else f.value for f in duals])
+        arrays.update({f"r{r}.d{d}.lp.{name}": value for name, value in found.items()})
         item["lp_leaves"] = int(done.sum())
     return signs[~done]
 

@@ -23,6 +23,8 @@ side with outward rounding:
 * ``relu``: ``Σ_j min_{z ∈ {l_j, u_j} ∪ {0 if l_j<0<u_j}} λ_{i+1,j} max(z,0) − λ_{ij} z``, the
   exact minimum of a piecewise-linear function over an interval (split ReLUs: the
   interval clamped to ``z ≥ 0`` / ``z ≤ 0``);
+* ``maxpool``: DeepPoly's selection per window, its term bounded for any selection
+  (:mod:`verifier.proofcheck.pool`);
 * the input: ``Σ_j min(λ_0j xl_j, λ_0j xu_j)``.
 
 Intermediate bounds are the same bound with ``±e_j`` objectives (crossing entries), met
