@@ -9,6 +9,9 @@ Measures, on a local Ray instance (and local gloo processes for training):
 * input-splitting branch-and-bound: boxes (subdomains) bounded per second during
   ``--bab-seconds`` of a search that does not finish in that time (ACAS Xu 5_8 prop_1 by
   default), in one process and on 1 and 2 Ray workers;
+* ReLU-splitting branch-and-bound: subdomains bounded per second during ``--bab-seconds``
+  of the search of an instance that needs branching (mnist_fc 256x4 prop_6_0.03 by
+  default, ``--relu-onnx``/``--relu-vnnlib``), in one process and on 1 and 2 Ray workers;
 * Ray overheads: one call to a warm worker and back (a no-op, and one carrying a shard's
   region), and sending the model to a worker through the object store;
 * DDP training: samples per second of the training steps (``train_seconds`` of the log,
@@ -103,6 +106,50 @@ def bab_rates(bench: Path, onnx: str, vnnlib: str, seconds: float, workers: list
     return rows
 
 
+def relu_bab_rates(bench: Path, onnx: str, vnnlib: str, seconds: float,
+                   workers: list[int]) -> list[tuple[str, float, str]]:
+    """Subdomains bounded per second in ``seconds`` of ReLU-split search of the first
+    region's open disjuncts (α-CROWN's root bounds computed once, outside the timing), in
+    one process and on each number of Ray workers (after an untimed 5 s warm-up search:
+    the workers' imports and first bounds)."""
+    import verifier
+    from verifier.cluster.ray_bab import ShardStats, WorkerPool
+    from verifier.cluster.ray_relu_split import distributed_relu_split
+    from verifier.complete.methods import alpha_crown_root
+    from verifier.complete.relu_split import SplitBaBStats, relu_split_bab
+    from verifier.deadline import Deadline, Timeout
+    from verifier.spec import read_vnnlib
+
+    model = verifier.load(bench / onnx)
+    region = read_vnnlib(bench / vnnlib).regions[0]
+    root, open_disjuncts = alpha_crown_root(model, region, 0, "cpu", torch.float64, [])
+    name = f"relu-split {Path(onnx).stem[10:]} {Path(vnnlib).stem} ({len(open_disjuncts)} open disjuncts)"
+    stats = SplitBaBStats()
+    start = time.perf_counter()
+    try:
+        status, _ = relu_split_bab(model, region, Deadline(seconds), disjuncts=open_disjuncts, root=root, stats=stats)
+    except Timeout:
+        status = "timeout"
+    spent = time.perf_counter() - start
+    rows = [(f"{name}, one process, 1 thread", stats.domains_bounded / spent,
+             f"subdomains/s ({status} after {spent:.1f} s)")]
+    for n in workers:
+        pool = WorkerPool(model, workers=n)
+        for timed in (False, True):
+            shards = ShardStats()
+            start = time.perf_counter()
+            try:
+                status, _ = distributed_relu_split(pool, region, root, open_disjuncts,
+                                                   Deadline(seconds if timed else 5.0), stats=shards)
+            except Timeout:
+                status = "timeout"
+            spent = time.perf_counter() - start
+        rows.append((f"relu-split, {n} Ray worker(s)", shards.boxes_bounded / spent,
+                     f"subdomains/s ({status} after {spent:.1f} s; {shards.shards} shards, "
+                     f"{shards.sliced} split again)"))
+    return rows
+
+
 def _noop(state: dict, payload=None) -> None:
     return None
 
@@ -177,8 +224,11 @@ def main() -> None:
     parser.add_argument("--bab-onnx", default="onnx/ACASXU_run2a_5_8_batch_2000.onnx")
     parser.add_argument("--bab-vnnlib", default="vnnlib/prop_1.vnnlib")
     parser.add_argument("--bab-seconds", type=float, default=20.0)
+    parser.add_argument("--relu-bench", type=Path, default=SHARED / "mnist_fc")
+    parser.add_argument("--relu-onnx", default="onnx/mnist-net_256x4.onnx")
+    parser.add_argument("--relu-vnnlib", default="vnnlib/prop_6_0.03.vnnlib")
     parser.add_argument("--ddp-steps", type=int, default=20)
-    parser.add_argument("--skip", action="append", default=[], choices=["vnncomp", "bab", "overhead", "ddp"])
+    parser.add_argument("--skip", action="append", default=[], choices=["vnncomp", "bab", "relu", "overhead", "ddp"])
     args = parser.parse_args()
 
     from verifier.cluster.ray_session import connect
@@ -186,7 +236,7 @@ def main() -> None:
     torch.set_num_threads(1)  # one process is compared with workers of one thread each
     load_before = os.getloadavg()[0]
     rows = []
-    if {"vnncomp", "bab", "overhead"} - set(args.skip):
+    if {"vnncomp", "bab", "relu", "overhead"} - set(args.skip):
         start = time.perf_counter()
         connect("local")
         rows.append(("start a local Ray instance", time.perf_counter() - start, "s"))
@@ -196,6 +246,8 @@ def main() -> None:
         rows += vnncomp_rates(args.bench, args.first, args.instances, args.timeout_scale, [1, 2])
     if "bab" not in args.skip:
         rows += bab_rates(args.bab_bench, args.bab_onnx, args.bab_vnnlib, args.bab_seconds, [1, 2])
+    if "relu" not in args.skip:
+        rows += relu_bab_rates(args.relu_bench, args.relu_onnx, args.relu_vnnlib, args.bab_seconds, [1, 2])
     if "ddp" not in args.skip:
         rows += ddp_rates(args.ddp_steps)
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {load_before:.1f} before, "

@@ -424,6 +424,32 @@ def test_verify_ray_relu_split_gives_the_single_process_verdict(cluster, relu_ne
         assert any("relu-split branch-and-bound on 2 Ray workers" in note for note in result.notes)
 
 
+def _auto_takes_a_registry() -> bool:
+    import inspect
+
+    from verifier.complete.methods import Auto
+
+    return "methods" in inspect.signature(Auto).parameters
+
+
+@pytest.mark.skipif(not _auto_takes_a_registry(), reason="verifier.complete.methods.Auto takes no methods registry "
+                                                         "yet: verify --ray with auto searches in the driver")
+def test_verify_ray_auto_searches_on_the_workers(cluster, random_net):
+    """``auto`` chooses its branch-and-bound among ``verify``'s ``methods``: its input-split
+    runs on the workers, and the global registry is left as it was."""
+    from verifier.cluster.ray_bab import verify_ray
+    from verifier.complete.methods import METHODS
+    from verifier.spec.model import Spec
+
+    before = dict(METHODS)
+    model, top = random_net
+    spec = Spec([one_row_region([-1.0, -1.0], [1.0, 1.0], [-1.0, 0.0], -(top - 0.03))], 2, 2)
+    result = verify_ray(model, spec, domain="auto", attack=False, timeout=60, workers=2)
+    assert result.status == "sat" and float(result.counterexample.y[0]) >= top - 0.03
+    assert any("input-split branch-and-bound on 2 Ray workers" in note for note in result.notes)
+    assert METHODS == before
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 def test_ray_flag_without_the_extra_is_one_error_line(monkeypatch, tmp_path, capsys):

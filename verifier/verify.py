@@ -68,6 +68,23 @@ def _refute_region(model: Model, region: InputRegion, index: int, domain: str, d
     return ("unsat" if all(refuted) else "unknown"), None
 
 
+def method_registry(methods: Mapping[str, CompleteMethod] | None) -> Mapping[str, CompleteMethod]:
+    """:data:`~verifier.complete.methods.METHODS` with ``methods`` in place of those of the
+    same name (a new dict; the registry is not changed); unless ``methods`` names its own,
+    ``auto`` chooses its branch-and-bound among them (where
+    :class:`~verifier.complete.methods.Auto` takes a ``methods`` registry; until then it
+    uses the global one)."""
+    import inspect
+
+    if not methods:
+        return METHODS
+    registry = {**METHODS, **methods}
+    auto = type(METHODS["auto"])
+    if "auto" not in methods and "methods" in inspect.signature(auto).parameters:
+        registry["auto"] = auto(methods=registry)
+    return registry
+
+
 def check_timeout(timeout) -> float | None:
     """``timeout`` as float seconds, or ``None`` (no limit); :class:`VerifierInputError` unless it
     is ``None`` or a finite number > 0."""
@@ -136,7 +153,7 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
             isinstance(k, str) and callable(getattr(m, "decide", None)) for k, m in methods.items())):
         raise VerifierInputError(f"methods must map method names to complete methods (with a decide method), "
                                  f"not {methods!r}")
-    registry = {**METHODS, **(methods or {})}
+    registry = method_registry(methods)
     if (domain_options or {}).get("projections"):
         raise VerifierInputError("random projections estimate bounds for training and are not sound; "
                                  "verify with exact dual-lp (drop the projections option)")

@@ -275,29 +275,14 @@ class RayMethod:
 
 
 def ray_methods(pool: WorkerPool) -> dict:
-    """The complete methods that search on ``pool`` — ``input-split``, ``relu-split`` and
-    ``auto`` choosing between them — to pass as ``verify(..., methods=...)``."""
+    """The complete methods that search on ``pool``, ``input-split`` and ``relu-split``, to
+    pass as ``verify(..., methods=...)`` (whose ``auto`` then chooses among them)."""
     from ..complete.methods import METHODS
     from .ray_input_split import RayInputSplit
     from .ray_relu_split import RayReluSplit
 
-    methods = {"input-split": RayInputSplit(METHODS["input-split"], pool),
-               "relu-split": RayReluSplit(METHODS["relu-split"], pool)}
-    auto = auto_among({**METHODS, **methods})
-    return methods if auto is None else {**methods, "auto": auto}
-
-
-def auto_among(registry: dict):
-    """The ``auto`` method choosing its branch-and-bound among ``registry``'s methods, or
-    ``None`` while :class:`verifier.complete.methods.Auto` takes no registry (it then uses
-    the global one: ``verify --ray`` with ``auto`` searches in the driver and says so)."""
-    import inspect
-
-    from ..complete.methods import Auto
-
-    if "methods" not in inspect.signature(Auto).parameters:
-        return None
-    return Auto(methods=registry)
+    return {"input-split": RayInputSplit(METHODS["input-split"], pool),
+            "relu-split": RayReluSplit(METHODS["relu-split"], pool)}
 
 
 def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, device: str = "cpu",
@@ -331,6 +316,6 @@ def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, 
                     seed=seed, domain_options=domain_options, deadline=deadline,
                     methods=ray_methods(WorkerPool(model, address, workers)))
     if not any("Ray workers" in note for note in result.notes):
-        result.notes.append("note: --ray distributes input-split and relu-split branch-and-bound only; this "
-                            "property was decided in this process")
+        result.notes.append("note: --ray: nothing ran on the Ray workers (they run input-split and relu-split "
+                            "branch-and-bound); this property was decided in this process")
     return result

@@ -9,7 +9,8 @@ box. Here the driver
    and puts them in the object store (each worker fetches them once per region);
 2. bounds each open disjunct's root subdomain with β-CROWN and splits it on its
    best-scored crossing ReLUs (the one-process search's BaBSR scores and split,
-   ``relu_split._Layout``) into ``2^d`` subdomains, ``d = ⌈log2(4 × workers)⌉``: the shards,
+   ``relu_split._Layout``) into ``2^d`` subdomains, ``d = ⌈log2(4 × workers / disjuncts)⌉``
+   (none when there are that many open disjuncts; each is then a shard): the shards,
    plain tensors (:class:`~verifier.complete.beta_crown.Subdomains`: split signs ``int8``
    per pre-activation, α and β, bounds, depth);
 3. runs :func:`~verifier.cluster.ray_bab.search_shards`: each worker searches its shard with
@@ -151,14 +152,15 @@ def distributed_relu_split(pool: WorkerPool, region: InputRegion, root: dict, di
 
     stats = stats if stats is not None else ShardStats()
     options = search_options(options)
-    parts = SHARDS_PER_WORKER * len(pool.actors())
+    parts = math.ceil(SHARDS_PER_WORKER * len(pool.actors()) / len(disjuncts))  # shards per disjunct
     roots = [ray.put(root)]
     engines = {d: make_engine(pool.model, region, d, root, dtype, options["iterations"]) for d in disjuncts}
     jobs = []
     for d in disjuncts:
         deadline.check()
-        shards = cut(engines[d], region, d, engines[d].root_subdomain(), parts)
-        jobs += [(d, engines[d].root_subdomain())] if shards is None else [(d, s) for s in shards]
+        whole = engines[d].root_subdomain()
+        shards = cut(engines[d], region, d, whole, parts) if parts > 1 else None
+        jobs += [(d, whole)] if shards is None else [(d, s) for s in shards]
 
     def submit(actor, job, end_wall, board, own_slice):
         return pool.search(actor, search_on_worker, roots, region, index, job[0], job[1], end_wall, board, own_slice,
