@@ -10,10 +10,14 @@ import math
 import os
 import stat
 import zipfile
+import zlib
 
 import numpy as np
 
 FORMAT = "verifier-proof/1"
+# what reading a damaged member raises: truncated, bad CRC or deflate stream, an encrypted or
+# unsupported compression (RuntimeError, NotImplementedError)
+UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
 MAX_MEMBER_BYTES = 4 << 30  # one array of a certificate (the largest real ones are a few MB)
 CLAIM_TOLERANCE = 1e-6  # re-derived bounds may fall this far (relative) below the claims: the refutation margin
 CLAIM_TOLERANCE_FLOAT32 = 1e-4  # claims computed in float32 (verify --dtype float32) are that much less precise
@@ -21,6 +25,12 @@ CLAIM_TOLERANCE_FLOAT32 = 1e-4  # claims computed in float32 (verify --dtype flo
 
 class CertificateError(ValueError):
     """The file is not a readable certificate of this format (the message says why)."""
+
+
+class CertificateUnreadable(CertificateError):
+    """A member of the archive is not a readable numpy array (corrupt bytes, a header that
+    disagrees with the stored size, an object array): the file is not a certificate, as
+    an unreadable index is (``check-proof`` refuses it, exit 2)."""
 
 
 class LeafFailed(Exception):
@@ -51,8 +61,8 @@ class Certificate:
         try:
             self._zip = zipfile.ZipFile(path)
             index = json.loads(self._read("index.json").decode("utf-8"))
-        except (OSError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError,
-                RecursionError) as exc:  # RecursionError: JSON nested beyond Python's recursion limit
+        except (*UNREADABLE, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # RecursionError (a RuntimeError): JSON nested beyond Python's recursion limit
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise CertificateError(f"{path} is not a proof certificate ({reason})") from None
         if not isinstance(index, dict) or index.get("format") != FORMAT:
@@ -65,6 +75,12 @@ class Certificate:
         """The array stored under ``key``; :class:`CertificateError` if it is missing or unreadable."""
         try:
             data = self._read(f"{key}.npy")
+        except KeyError:
+            raise CertificateError(f"{self.path}: array '{key}' is missing") from None
+        except UNREADABLE as exc:
+            raise CertificateUnreadable(f"{self.path}: member {key}.npy cannot be read ({exc}); give the certificate "
+                                        f"verify --proof wrote") from None
+        try:
             stream = io.BytesIO(data)
             version = np.lib.format.read_magic(stream)
             header = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -76,16 +92,17 @@ class Certificate:
                 raise ValueError(f"its header declares {shape} {dtype}, which is not the {len(data)} bytes stored")
             stream.seek(0)
             return np.load(stream, allow_pickle=False)
-        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise CertificateError(f"{self.path}: array '{key}' is missing or unreadable ({exc})") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise CertificateUnreadable(f"{self.path}: array '{key}' is not a readable .npy array ({exc}); give the "
+                                        f"certificate verify --proof wrote") from None
 
     def _read(self, member: str) -> bytes:
         """One member's bytes; :class:`CertificateError` for a member larger than
         :data:`MAX_MEMBER_BYTES` (its declared size, checked before anything is read)."""
         size = self._zip.getinfo(member).file_size
         if size > MAX_MEMBER_BYTES:
-            raise CertificateError(f"{self.path}: member {member} declares {size} bytes (at most "
-                                   f"{MAX_MEMBER_BYTES} in a certificate)")
+            raise CertificateUnreadable(f"{self.path}: member {member} declares {size} bytes (at most "
+                                        f"{MAX_MEMBER_BYTES} in a certificate)")
         return self._zip.read(member)
 
     def has(self, key: str) -> bool:

@@ -32,8 +32,8 @@ import numpy as np
 
 from .blas import single_thread
 from .bounds import Relaxation, clamped_domains, crown_bounds, interval_bounds, lagrangian_bound, spec_interval_bound
-from .certificate import (CLAIM_TOLERANCE, CLAIM_TOLERANCE_FLOAT32, Certificate, CertificateError, LeafFailed,
-                          below_claim)
+from .certificate import (CLAIM_TOLERANCE, CLAIM_TOLERANCE_FLOAT32, Certificate, CertificateError,
+                          CertificateUnreadable, LeafFailed, below_claim)
 from .lp_leaf import check_lp_leaves
 from .network import Network, UnsupportedModel, file_sha256, load_network
 
@@ -146,6 +146,8 @@ def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckRepor
             else:
                 raise LeafFailed(f"region {r}: unknown kind {entry.get('kind')!r}")
         report.valid, report.message = True, "proof valid"
+    except CertificateUnreadable as exc:  # corrupt bytes: not a certificate (exit 2), as an unreadable index
+        raise ProofRefused(str(exc)) from None
     except (CertificateError, LeafFailed) as exc:
         report.message = f"proof invalid: {exc}"
     except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:  # arrays of the wrong kind
