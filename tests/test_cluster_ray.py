@@ -375,11 +375,11 @@ def test_relu_counterexample_stops_the_other_workers(cluster, relu_net):
     root, _ = alpha_crown_root(model, region, 0, "cpu", torch.float64, [])
     whole = make_engine(model, region, 0, root, torch.float64, 3).root_subdomain()
     pool = WorkerPool(model, workers=2)
-    actors, roots = pool.actors(), [ray.put(root)]
+    actors, sent = pool.actors(), [ray.put(root), ray.put(region)]
     board = (pool.board, ray.get(pool.board.begin.remote()))
 
     def search(actor, iterations):
-        return pool.search(actors[actor], search_on_worker, roots, region, 0, 0, whole, None, board, float("inf"),
+        return pool.search(actors[actor], search_on_worker, sent, 0, 0, whole, None, board, float("inf"),
                            torch.float64, search_options({"iterations": iterations}))
 
     slow = search(1, 10 ** 6)

@@ -25,10 +25,9 @@ again on the whole region in the driver, so the verdict is the one-process searc
 ``sat`` with a confirmed counterexample, ``unsat`` when every shard of every open disjunct
 is closed, ``unknown`` when one ends undecided (then, as in one process, the exact MILP
 runs in the driver where the network is MILP-exact), ``timeout`` past the deadline.
-Over the network go the root bounds once per region (two tensors per pre-activation:
-for mnist_fc 256x6, 1,536 entries each), per shard its subdomain (``k × neurons`` α and β
-per row, ~25 kB for 256x6 and one row) and the region, and back a verdict, a
-counterexample and two counts.
+Over the network go the root bounds and the region once per region (object store; mnist_fc
+256x6: 28 kB and 24 kB), per shard its subdomain (split signs, α and β of ``k`` rows per
+ReLU: 32 kB for 256x6 and one row), and back a verdict, a counterexample and two counts.
 """
 
 from __future__ import annotations
@@ -114,19 +113,19 @@ def cut(engine: BetaCrown, region: InputRegion, disjunct: int, dom: Subdomains, 
     return [children.select(torch.tensor([i])) for i in range(len(children))]
 
 
-def search_on_worker(state: dict, shared: list, roots: list, region: InputRegion, index: int, disjunct: int,
-                     dom: Subdomains, end_wall: float | None, board, slice_s: float, dtype: torch.dtype,
+def search_on_worker(state: dict, shared: list, sent: list, index: int, disjunct: int, dom: Subdomains,
+                     end_wall: float | None, board, slice_s: float, dtype: torch.dtype,
                      options: dict) -> tuple[str, object, int, int]:
     """In a worker (:class:`~verifier.cluster.ray_session.Worker`):
     ``(status, counterexample, subdomains bounded, subdomains exhausted)`` of
     :func:`~verifier.complete.relu_split.search_subdomains` from the shard ``dom`` of
-    disjunct ``disjunct``, with the model ``shared[0]`` and the root bounds ``roots[0]``
-    (object-store references, each fetched once per worker); status as
+    disjunct ``disjunct``, with the model ``shared[0]``, the root bounds ``sent[0]`` and the
+    region ``sent[1]`` (object-store references, each fetched once per worker); status as
     :func:`~verifier.cluster.ray_bab.run_shard` returns it. ``options``: :func:`search_options`."""
     from ..complete.relu_split import SplitBaBStats, decide_linear, search_subdomains
     from ..deadline import warm_up
 
-    model, root = model_from(state, shared), fetched(state, "root", roots[0])
+    model, root, region = model_from(state, shared), fetched(state, "root", sent[0]), fetched(state, "region", sent[1])
     warm_up(optimizers=True)
     engine = make_engine(model, region, disjunct, root, dtype, options["iterations"], shard=dom)
     stats = SplitBaBStats()
@@ -153,7 +152,7 @@ def distributed_relu_split(pool: WorkerPool, region: InputRegion, root: dict, di
     stats = stats if stats is not None else ShardStats()
     options = search_options(options)
     parts = math.ceil(SHARDS_PER_WORKER * len(pool.actors()) / len(disjuncts))  # shards per disjunct
-    roots = [ray.put(root)]
+    sent = [ray.put(root), ray.put(region)]  # once per region; a shard carries only its subdomain
     engines = {d: make_engine(pool.model, region, d, root, dtype, options["iterations"]) for d in disjuncts}
     jobs = []
     for d in disjuncts:
@@ -163,8 +162,8 @@ def distributed_relu_split(pool: WorkerPool, region: InputRegion, root: dict, di
         jobs += [(d, whole)] if shards is None else [(d, s) for s in shards]
 
     def submit(actor, job, end_wall, board, own_slice):
-        return pool.search(actor, search_on_worker, roots, region, index, job[0], job[1], end_wall, board, own_slice,
-                           dtype, options)
+        return pool.search(actor, search_on_worker, sent, index, job[0], job[1], end_wall, board, own_slice, dtype,
+                           options)
 
     def confirm(cex):
         return confirm_candidates(pool.model, region, torch.tensor(cex.x, dtype=torch.float64)[None], index)
