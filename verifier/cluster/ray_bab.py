@@ -43,13 +43,17 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+import networkx as nx
 import torch
 
 from ..deadline import Deadline, Timeout
 from .ray_session import (LOCAL, check_address, cluster_cpus, connect, portable_model, require_ray, session_key,
                           workers)
+
+if TYPE_CHECKING:
+    from ..verify import VerificationResult
 
 POLL_S = 0.05          # a worker asks the board whether to stop at most this often
 SLICE_S = 1.0          # a shard searched this long is handed back for cutting while workers idle
@@ -110,8 +114,9 @@ class Board:
 _BOARDS: dict[str, object] = {}  # Ray session → this driver's board
 
 
-def board_of(ray):
-    """This driver's :class:`Board` actor (no CPU of its own), started on first use and reused."""
+def board_of(ray) -> object:
+    """This driver's :class:`Board` actor handle (no CPU of its own) in the connected Ray
+    session (the ``ray`` module), started on first use and reused."""
     key = session_key(ray)
     if key not in _BOARDS:
         _BOARDS[key] = ray.remote(num_cpus=0)(Board).remote()
@@ -183,13 +188,14 @@ class WorkerPool:
             self.board = board_of(ray)
         return self._actors
 
-    def search(self, actor, fn, *args):
+    def search(self, actor, fn: Callable, *args) -> object:
         """Submit ``fn(state, [model reference], *args)`` (a module-level function of a
         :class:`~verifier.cluster.ray_session.Worker`) to ``actor``; its object reference."""
         return actor.call.remote(fn, self.shared, *args)
 
 
-def search_shards(pool: WorkerPool, jobs: list, submit, cut, confirm, deadline: Deadline, stats: ShardStats,
+def search_shards(pool: WorkerPool, jobs: list, submit: Callable, cut: Callable[[object], list | None],
+                  confirm: Callable, deadline: Deadline, stats: ShardStats,
                   slice_s: float = SLICE_S) -> tuple[str, object]:
     """The driver's loop: the shards ``jobs`` searched on ``pool``'s actors, one at a time
     per actor, idle actors served first-come from the queue (dynamic assignment).
@@ -267,14 +273,16 @@ class RayMethod:
         self.base, self.pool = base, pool
         self.name, self.description, self.options = base.name, base.description, base.options
 
-    def supports(self, graph):
+    def supports(self, graph: nx.DiGraph) -> list[tuple[str, str]]:
+        """``base``'s answer: ``(node, reason)`` for every op it cannot decide."""
         return self.base.supports(graph)
 
-    def refuse_unsupported(self, graph) -> None:
+    def refuse_unsupported(self, graph: nx.DiGraph) -> None:
+        """``base``'s refusal (:class:`~verifier.errors.VerifierInputError`) of unsupported ops."""
         self.base.refuse_unsupported(graph)
 
 
-def ray_methods(pool: WorkerPool) -> dict:
+def ray_methods(pool: WorkerPool) -> dict[str, RayMethod]:
     """The complete methods that search on ``pool``, ``input-split`` and ``relu-split``, to
     pass as ``verify(..., methods=...)`` (whose ``auto`` then chooses among them)."""
     from ..complete.methods import METHODS
@@ -288,7 +296,7 @@ def ray_methods(pool: WorkerPool) -> dict:
 def verify_ray(model, spec, domain: str = "auto", timeout: float | None = None, device: str = "cpu",
                dtype: torch.dtype = torch.float64, attack: bool = True, seed: int = 0,
                domain_options: dict | None = None, deadline: Deadline | None = None,
-               address: str | None = LOCAL, workers: int | None = None):
+               address: str | None = LOCAL, workers: int | None = None) -> VerificationResult:
     """:func:`verifier.verify.verify` (same arguments, checks, errors and
     :class:`~verifier.verify.VerificationResult`) with input-splitting and ReLU-splitting
     branch-and-bound on Ray at ``address`` (``"local"``: a local Ray instance with this

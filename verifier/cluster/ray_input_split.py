@@ -113,7 +113,8 @@ class RayInputSplit(RayMethod):
     """The ``input-split`` complete method with the search on a
     :class:`~verifier.cluster.ray_bab.WorkerPool`."""
 
-    def decide(self, model, region, index, deadline, device, dtype, options, notes):
+    def decide(self, model, region: InputRegion, index: int, deadline: Deadline, device: str, dtype: torch.dtype,
+               options: dict, notes: list[str]) -> tuple[str, object]:
         """As :class:`verifier.complete.methods.InputSplit`, the boxes searched on the workers."""
         stats = ShardStats()
         try:

@@ -180,7 +180,8 @@ class RayReluSplit(RayMethod):
     """The ``relu-split`` complete method with the search on a
     :class:`~verifier.cluster.ray_bab.WorkerPool`."""
 
-    def decide(self, model, region, index, deadline, device, dtype, options, notes):
+    def decide(self, model, region: InputRegion, index: int, deadline: Deadline, device: str, dtype: torch.dtype,
+               options: dict, notes: list[str]) -> tuple[str, object]:
         """As :class:`verifier.complete.methods.ReluSplit`: α-CROWN at the root, the search
         on the workers, then the exact MILP (in the driver) if it stays undecided on a
         MILP-exact network."""
