@@ -101,3 +101,14 @@ def test_a_perturbed_max_pool_parameter_is_rejected(pooled):
     bad["r0.pool0.sel"] = np.full_like(sel, 9)  # outside every 3×3 window
     report = check_proof(model, spec, write_archive(str(work / "sel.proof"), index, bad))
     assert not report.valid and "selects outside" in report.message
+
+
+def test_input_splitting_certificates_of_max_pool_nets_check(tmp_path):
+    """Input splitting: every box's max-pool relaxation is the checker's own (DeepPoly's rule
+    on its own bounds), as CROWN's adaptive ReLU slopes are."""
+    model = pool_net(tmp_path, 4, channels=2, side=3, kernel=3, stride=2, pad=1)
+    spec = robustness_spec(tmp_path / "p.vnnlib", model, 4, 9, 0.085)
+    status, index = certify(model, spec, str(tmp_path / "p.proof"), "input-split")
+    assert status == "unsat" and index["certified"] and index["regions"][0]["nodes"] > 1
+    report = check_proof(model, spec, str(tmp_path / "p.proof"))
+    assert report.valid and report.leaves > 1, report.message
