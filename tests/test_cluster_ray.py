@@ -424,6 +424,20 @@ def test_verify_ray_relu_split_gives_the_single_process_verdict(cluster, relu_ne
         assert any("relu-split branch-and-bound on 2 Ray workers" in note for note in result.notes)
 
 
+def test_verify_cli_ray_relu_split(cluster, relu_net, tmp_path, capsys):
+    """``verifier verify MODEL SPEC --method relu-split --ray``: the search runs on the
+    session's 2 workers and prints the one-process verdict, for both verdicts."""
+    model, top = relu_net
+    bounds = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} -1))\n(assert (<= X_{i} 1))\n" for i in range(3))
+    for offset, answer in ((-0.01, "sat"), (0.05, "unsat")):
+        spec = tmp_path / f"above_{answer}.vnnlib"
+        spec.write_text(bounds + f"(declare-const Y_0 Real)\n(assert (>= Y_0 {top + offset!r}))\n")
+        assert main(["verify", model.graph.graph["path"], str(spec), "--method", "relu-split", "--ray", "--no-attack",
+                     "--timeout", "60"]) == 0
+        out = capsys.readouterr().out
+        assert f"result: {answer}\n" in out and "relu-split branch-and-bound on 2 Ray workers" in out
+
+
 def _auto_takes_a_registry() -> bool:
     import inspect
 
