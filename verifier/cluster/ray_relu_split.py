@@ -151,6 +151,8 @@ def distributed_relu_split(pool: WorkerPool, region: InputRegion, root: dict, di
 
     stats = stats if stats is not None else ShardStats()
     options = search_options(options)
+    if not disjuncts:
+        return "unsat", None
     parts = math.ceil(SHARDS_PER_WORKER * len(pool.actors()) / len(disjuncts))  # shards per disjunct
     sent = [ray.put(root), ray.put(region)]  # once per region; a shard carries only its subdomain
     engines = {d: make_engine(pool.model, region, d, root, dtype, options["iterations"]) for d in disjuncts}
@@ -184,9 +186,15 @@ class RayReluSplit(RayMethod):
                options: dict, notes: list[str]) -> tuple[str, object]:
         """As :class:`verifier.complete.methods.ReluSplit`: α-CROWN at the root, the search
         on the workers, then the exact MILP (in the driver) if it stays undecided on a
-        MILP-exact network."""
+        MILP-exact network. Raises :class:`~verifier.errors.VerifierInputError` for an
+        option of the one-process method that the workers' search does not take."""
         from ..complete.methods import METHODS, alpha_crown_root
+        from ..errors import VerifierInputError
 
+        unknown = sorted(set(options) - set(SEARCH_OPTIONS) - {"time_limit"})
+        if unknown:  # an option of the one-process method the workers' search does not take yet
+            raise VerifierInputError(f"relu-split on Ray workers takes the options "
+                                     f"{', '.join(SEARCH_OPTIONS)}, time_limit; not {', '.join(unknown)} (drop --ray)")
         root, open_disjuncts = alpha_crown_root(model, region, index, device, dtype, notes)
         if not open_disjuncts:
             return "unsat", None
