@@ -62,8 +62,7 @@ def test_the_pool_term_is_below_the_exact_minimum_for_any_parameters(overlap):
         bound = pool_term(windows, sel, dom, lam, l, u)
         v = l[:, None, :] + rng.uniform(size=(3, 2000, n_in)) * (u - l)[:, None, :]
         v[:, :8] = np.where(rng.integers(0, 2, (3, 8, n_in)) > 0, l[:, None, :], u[:, None, :])  # vertices too
-        pooled = np.stack([np.where(windows < 0, -np.inf, v[..., np.maximum(windows, 0)]).max(-1)
-                           for _ in [0]])[0]  # (3, S, n_out)
+        pooled = np.where(windows < 0, -np.inf, v[..., np.maximum(windows, 0)]).max(-1)  # (3, S, n_out)
         value = np.einsum("brn,bsn->bsr", lam, pooled) - np.einsum("brn,bsn->bsr", lam_in, v)
         assert np.all(value.min(1) >= bound - 1e-12), (value.min(1) - bound).min()
 

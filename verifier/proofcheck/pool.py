@@ -50,10 +50,10 @@ def pool_relaxation(windows: np.ndarray, l: np.ndarray, u: np.ndarray) -> tuple[
     int64 and ``dom`` ``(B, n_out)`` bool."""
     lw = window_values(windows, l, -np.inf)
     sel = lw.argmax(-1)
-    return sel, dominated_by(windows, sel, l, u) <= np.take_along_axis(lw, sel[..., None], -1)[..., 0]
+    return sel, others_upper(windows, sel, l, u) <= np.take_along_axis(lw, sel[..., None], -1)[..., 0]
 
 
-def dominated_by(windows: np.ndarray, sel: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
+def others_upper(windows: np.ndarray, sel: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
     """``(B, n_out)``: ``max_{j ≠ s} u_j`` per window (``−∞`` for a window of one entry)."""
     uw = window_values(windows, u, -np.inf)
     np.put_along_axis(uw, sel[..., None], -np.inf, -1)
@@ -89,7 +89,7 @@ def pool_term(windows: np.ndarray, sel: np.ndarray, dom: np.ndarray, lam: np.nda
     l, u = np.broadcast_to(l, (batch, l.shape[1])), np.broadcast_to(u, (batch, u.shape[1]))
     inputs = _inputs(windows, sel)
     l_sel = np.take_along_axis(l, inputs, 1)
-    others = dominated_by(windows, sel, l, u)
+    others = others_upper(windows, sel, l, u)
     with np.errstate(invalid="ignore", over="ignore"):
         gap = np.where(others <= l_sel, 0.0, np.maximum(up(others - l_sel), 0.0))  # ≥ max v_w − v_s
         top = window_values(windows, u, -np.inf).max(-1)  # ≥ max v_w
