@@ -198,7 +198,9 @@ def search_shards(pool: WorkerPool, jobs: list, submit: Callable, cut: Callable[
                   confirm: Callable, deadline: Deadline, stats: ShardStats,
                   slice_s: float = SLICE_S) -> tuple[str, object]:
     """The driver's loop: the shards ``jobs`` searched on ``pool``'s actors, one at a time
-    per actor, idle actors served first-come from the queue (dynamic assignment).
+    per actor, idle actors served first-come from the queue (dynamic assignment). A shard
+    handed back after ``slice_s`` seconds while actors idle is cut (``cut``) into parts,
+    each handed back in turn only after twice its parent's time.
 
     ``submit(actor, job, end_wall, board, slice_s)`` (``board``: the pool's
     :class:`Board` and this search's epoch) submits one shard and returns the
@@ -223,7 +225,7 @@ def search_shards(pool: WorkerPool, jobs: list, submit: Callable, cut: Callable[
             deadline.check()
             while queue and idle:
                 (job, own_slice), actor = queue.pop(0), idle.pop()
-                pending[submit(actor, job, end_wall, board, own_slice)] = (actor, job)
+                pending[submit(actor, job, end_wall, board, own_slice)] = (actor, job, own_slice)
                 stats.shards += 1
             now_hungry = 0 if queue else len(idle)
             if now_hungry != hungry:
@@ -231,7 +233,7 @@ def search_shards(pool: WorkerPool, jobs: list, submit: Callable, cut: Callable[
                 board[0].set_hungry.remote(board[1], hungry)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.01, min(0.5, deadline.remaining())))
             for ref in done:
-                actor, job = pending.pop(ref)
+                actor, job, own_slice = pending.pop(ref)
                 idle.append(actor)
                 status, cex, bounded, exhausted = ray.get(ref)
                 stats.boxes_bounded += bounded
@@ -249,7 +251,9 @@ def search_shards(pool: WorkerPool, jobs: list, submit: Callable, cut: Callable[
                 elif status == "sliced":
                     parts = cut(job)
                     stats.sliced += 1
-                    queue += [(part, slice_s) for part in parts] if parts is not None else [(job, math.inf)]
+                    # each part may run twice as long before it is handed back in turn: the work
+                    # redone after hand-backs stays below about the time a shard ran last
+                    queue += [(part, 2 * own_slice) for part in parts] if parts is not None else [(job, math.inf)]
                 elif status == "timeout":
                     raise Timeout()
         return ("unknown" if unknown else "unsat"), None
