@@ -424,6 +424,30 @@ def test_verify_ray_relu_split_gives_the_single_process_verdict(cluster, relu_ne
         assert any("relu-split branch-and-bound on 2 Ray workers" in note for note in result.notes)
 
 
+def test_relu_shards_partition_the_root(relu_net):
+    """The driver's cut: 8 shards fixing the signs of the same 3 ReLUs, every sign pattern
+    once (together they cover the root subdomain), each keeping the parent's bound; a
+    subdomain its bound closes gives no shard."""
+    import torch
+
+    from verifier.cluster.ray_relu_split import cut, make_engine
+    from verifier.complete.methods import alpha_crown_root
+
+    model, top = relu_net
+    region = above(top, 0.05, 3)
+    root, _ = alpha_crown_root(model, region, 0, "cpu", torch.float64, [])
+    engine = make_engine(model, region, 0, root, torch.float64, 3)
+    shards = cut(engine, region, 0, engine.root_subdomain(), 8)
+    signs = torch.cat([torch.cat([t.reshape(1, -1) for t in s.splits.values()], dim=1) for s in shards])
+    assert signs.shape[0] == 8 and bool(((signs != 0).sum(dim=1) == 3).all())
+    assert bool(((signs != 0) == (signs[0] != 0)).all())  # the same three neurons
+    assert len({tuple(row.tolist()) for row in signs}) == 8  # each sign pattern once
+    assert all(bool(torch.equal(s.lb, shards[0].lb)) and int(s.depth) == 3 for s in shards)
+    closed = above(top, 50.0, 3)
+    engine = make_engine(model, closed, 0, root, torch.float64, 3)
+    assert cut(engine, closed, 0, engine.root_subdomain(), 8) == []
+
+
 def test_verify_cli_ray_relu_split(cluster, relu_net, tmp_path, capsys):
     """``verifier verify MODEL SPEC --method relu-split --ray``: the search runs on the
     session's 2 workers and prints the one-process verdict, for both verdicts."""
