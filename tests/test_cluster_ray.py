@@ -23,6 +23,7 @@ from verifier.cluster.ray_session import connect  # noqa: E402
 from verifier.cluster.ray_vnncomp import ray_executor  # noqa: E402
 from verifier.vnncomp import run_benchmark  # noqa: E402
 
+from cluster_nets import above, gemm_relu_net, mlp_with_top, one_row_region  # noqa: E402
 from conftest import DEFAULT_MODEL, PROPERTIES  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -141,28 +142,6 @@ def test_certify_ray_equals_certify(cluster):
 
 # --- distributed branch-and-bound ---------------------------------------------------------
 
-def gemm_relu_net(path: Path, layers: list[tuple[list, list]]) -> Path:
-    """An ONNX net ``x → (Gemm → Relu)* → Gemm`` with the given ``(W, b)`` layers."""
-    import numpy as np
-    import onnx
-    from onnx import helper as oh
-
-    nodes, inits, prev = [], [], "x"
-    for i, (w, b) in enumerate(layers):
-        w, b = np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)
-        inits += [onnx.numpy_helper.from_array(w, f"W{i}"), onnx.numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(oh.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"z{i}"], transB=1))
-        prev = f"z{i}"
-        if i < len(layers) - 1:
-            nodes.append(oh.make_node("Relu", [prev], [f"a{i}"]))
-            prev = f"a{i}"
-    inputs = [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", len(layers[0][0][0])])]
-    graph = oh.make_graph(nodes, "net", inputs,
-                          [oh.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, ["N", len(layers[-1][1])])], inits)
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)], ir_version=8), path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def hard_net(tmp_path_factory):
     """``y = relu(x1) − 100·relu(x2 − 0.5)`` on ``x1 ∈ (0, 1]`` (strict at 0), ``x2 ∈ [0, 1]``, unsafe
@@ -174,17 +153,6 @@ def hard_net(tmp_path_factory):
     path = gemm_relu_net(tmp_path_factory.mktemp("hard") / "hard.onnx",
                          [([[1.0, 0.0], [0.0, 1.0]], [0.0, -0.5]), ([[1.0, -100.0]], [0.0])])
     return verifier.load(path)
-
-
-def one_row_region(lower, upper, a: list[float], b: float, lower_strict=None):
-    """Unsafe ``a·y ≤ b`` over the box."""
-    import torch
-
-    from verifier.spec.model import Conjunction, InputRegion
-
-    return InputRegion(torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64),
-                       [Conjunction(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))],
-                       None if lower_strict is None else torch.tensor(lower_strict))
 
 
 @pytest.fixture(scope="module")
@@ -300,31 +268,10 @@ def test_verify_ray_gives_the_single_process_verdict(cluster, random_net):
 
 # --- distributed ReLU-splitting branch-and-bound ------------------------------------------
 
-def mlp_with_top(tmp_path_factory, seed: int, widths: tuple):
-    """A random ReLU MLP of ``widths`` (one output) on ``[-1, 1]^n`` and its largest output
-    over 20,000 random points."""
-    import numpy as np
-    import torch
-
-    import verifier
-    from test_domain_ordering import relu_mlp
-
-    path = tmp_path_factory.mktemp("relu") / "m.onnx"
-    relu_mlp(path, np.random.default_rng(seed), widths)
-    model = verifier.load(path)
-    points = torch.rand(20000, widths[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    return model, float(model(points)[:, 0].max())
-
-
 @pytest.fixture(scope="module")
 def relu_net(tmp_path_factory):
     """3 inputs, 12 + 12 ReLUs: "y ≥ top ± δ" needs ReLU splitting (α-CROWN alone leaves it open)."""
     return mlp_with_top(tmp_path_factory, 2, (3, 12, 12, 1))
-
-
-def above(model_top, offset: float, n: int):
-    """The region "y_0 ≥ top + offset" (unsafe) over ``[-1, 1]^n``."""
-    return one_row_region([-1.0] * n, [1.0] * n, [-1.0], -(model_top + offset))
 
 
 def test_distributed_relu_split_equals_single_process_and_milp(cluster, relu_net):
