@@ -193,6 +193,10 @@ INPUT_SPLIT_PERTURBATIONS = {
     "a split index of the wrong type": lambda i, a: a.update({"r0.tree.dim": a["r0.tree.dim"].astype(np.float64)}),
     "a leaf's bound raised": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
                                              a["r0.tree.claims"][~np.isnan(a["r0.tree.claims"])][0] + 1.0),
+    "a leaf's claim 1e300": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
+                                            1e300),
+    "a leaf's claim +inf": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
+                                           np.inf),
 }
 
 
@@ -222,6 +226,8 @@ def _leaf(name):
             _set(arrays, key, where, arrays[key][where] * 100 + 10)
         elif name == "lower":
             _set(arrays, key, (0, 0), arrays[key][0, 0] + 1.0)
+        elif name == "lower 1e300":
+            _set(arrays, f"{_leaf_disjunct(arrays)}.lower", (0, 0), 1e300)
         else:  # a split sign flipped
             where = tuple(np.argwhere(arrays[key] != 0)[0])
             _set(arrays, key, where, -arrays[key][where])
@@ -245,6 +251,7 @@ RELU_SPLIT_PERTURBATIONS = {
     "a leaf's slope": _leaf("alpha"),
     "a leaf's split multiplier": _leaf("beta"),
     "a leaf's bound raised": _leaf("lower"),
+    "a leaf's claim 1e300": _leaf("lower 1e300"),
     "a leaf's split sign flipped": _leaf("signs"),
     "a root intermediate bound tightened": _root_claim,
     "an intermediate pass's slope": _inter_slope,
@@ -337,7 +344,7 @@ def test_relu_terms_skip_only_exact_zeros_and_stay_below_the_exact_minimum():
 
 
 ALLOWED = {"__future__", "numpy", "onnx", "json", "hashlib", "zipfile", "io", "ctypes", "re", "contextlib", "typing",
-           "time", "dataclasses", "math", "os", "stat"}
+           "time", "dataclasses", "math", "os", "stat", "zlib"}
 
 
 def test_the_checker_imports_nothing_from_the_search():

@@ -42,9 +42,10 @@ def below_claim(found: np.ndarray, claim: np.ndarray, tolerance: float = CLAIM_T
     none made) by more than ``tolerance · (1 + |claim|)`` (:data:`CLAIM_TOLERANCE`, or
     :data:`CLAIM_TOLERANCE_FLOAT32` for float32 claims). Not a soundness matter (a leaf is
     closed only by the checker's own bound); it rejects certificates whose parameters do
-    not give what they claim."""
+    not give what they claim; a claim of ``+∞`` needs a bound of ``+∞``."""
     with np.errstate(invalid="ignore"):
-        return ~np.isnan(claim) & (found < claim - tolerance * (1 + np.abs(claim)))
+        short = found < claim - tolerance * (1 + np.abs(claim))  # NaN (False) for a claim of +∞
+        return ~np.isnan(claim) & (short | (np.isposinf(claim) & ~(found >= claim)))
 
 
 class Certificate:

@@ -406,8 +406,7 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted,
         lam = np.broadcast_to(C, (len(live), *C.shape))
         lb = lagrangian_bound(net, K, lam, bounds, relax, {node: (l[live], u[live]) for node, (l, u) in domains.items()})
         refuted = np.where(region.strict[rows], lb >= b, lb > b).any(1)
-        claim = lower[start:start + n][live]
-        claim = np.where(np.isfinite(claim), claim, np.nan)
+        claim = lower[start:start + n][live]  # +∞ (the search's empty subdomain) must be re-derived too
         short = np.nonzero(below_claim(lb, claim, cert.tolerance).any(1))[0]
         if len(short):
             i = int(short[0])
