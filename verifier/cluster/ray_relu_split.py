@@ -35,6 +35,7 @@ from __future__ import annotations
 import inspect
 import math
 
+import networkx as nx
 import torch
 
 from ..complete.beta_crown import BetaCrown, Subdomains, relu_pre_activations
@@ -52,8 +53,8 @@ class ShardEngine(BetaCrown):
     so that :func:`~verifier.complete.relu_split.search_subdomains` searches from it."""
 
     def __init__(self, *args, shard: Subdomains | None = None, **kwargs):
+        self.shard = shard  # before BetaCrown's constructor, whose narrow-dtype copy shares it
         super().__init__(*args, **kwargs)
-        self.shard = shard
 
     def root_subdomain(self) -> Subdomains:
         """The shard (its split signs, α, β, bound and depth), or the whole box."""
@@ -72,21 +73,28 @@ def search_options(options: dict) -> dict:
 def make_engine(model, region: InputRegion, disjunct: int, root: dict, dtype: torch.dtype, iterations: int,
                 shard: Subdomains | None = None) -> ShardEngine:
     """The β-CROWN engine of one disjunct's rows ``(1, k, *out)`` over the region's box
-    (CPU, ``dtype``), from the root intermediate bounds ``root`` (node → ``(l, u)``)."""
+    (CPU, ``dtype``), from the root intermediate bounds ``root`` (node → ``(l, u)``), with
+    the one-process search's optimisation dtype
+    (:func:`~verifier.complete.relu_split.default_bound_dtype`: float32 steps, float64
+    bounds on large networks)."""
+    from ..complete.relu_split import default_bound_dtype
+
     graph = model.graph_for("cpu", dtype)
     lower = model.as_batch(region.lower.to(dtype=dtype))
     upper = model.as_batch(region.upper.to(dtype=dtype))
     out_shape = tuple(model.graph.nodes[model.graph.graph["output"]]["shape"])
     lam = region.disjuncts[disjunct].A.reshape(1, -1, *out_shape).to(lower)
-    return ShardEngine(graph, lower, upper, lam, root, iterations=iterations, shard=shard)
+    bound_dtype = default_bound_dtype(dtype, layout_for(graph, root).total)
+    fast = model.graph_for("cpu", bound_dtype) if bound_dtype != dtype else None
+    return ShardEngine(graph, lower, upper, lam, root, iterations=iterations, fast_graph=fast, shard=shard)
 
 
-def layout_of(engine: BetaCrown):
-    """The one-process search's numbering, scores and split of the engine's ReLUs
+def layout_for(graph: nx.DiGraph, root: dict):
+    """The one-process search's numbering, scores and split of the graph's ReLUs
     (``relu_split._Layout``: private there until that module names it publicly)."""
     from ..complete import relu_split
 
-    return relu_split._Layout(relu_pre_activations(engine.graph), engine.root)
+    return relu_split._Layout(relu_pre_activations(graph), root)
 
 
 def cut(engine: BetaCrown, region: InputRegion, disjunct: int, dom: Subdomains, parts: int) -> list[Subdomains] | None:
@@ -101,7 +109,7 @@ def cut(engine: BetaCrown, region: InputRegion, disjunct: int, dom: Subdomains, 
     lb = torch.nan_to_num(bounded.lb, nan=float("-inf"))
     if bool(refuted_rows(lb.double().cpu(), conj.b.double().cpu(), strict).any()):
         return []
-    layout = layout_of(engine)
+    layout = layout_for(engine.graph, engine.root)
     scores = layout.scores(bounded, engine.root, record, (lb - conj.b.to(lb)).argmin(dim=1))[0]
     depth = min(max(1, math.ceil(math.log2(max(2, parts)))), int(torch.isfinite(scores).sum()))
     if depth == 0:
@@ -128,9 +136,9 @@ def search_on_worker(state: dict, shared: list, sent: list, index: int, disjunct
     model, root, region = model_from(state, shared), fetched(state, "root", sent[0]), fetched(state, "region", sent[1])
     warm_up(optimizers=True)
     engine = make_engine(model, region, disjunct, root, dtype, options["iterations"], shard=dom)
-    stats = SplitBaBStats()
+    layout, stats = layout_for(engine.graph, root), SplitBaBStats()
     status, cex = run_shard(lambda deadline: search_subdomains(
-        model, region, index, engine, layout_of(engine), disjunct, deadline, batch=options["batch"], stats=stats,
+        model, region, index, engine, layout, disjunct, deadline, batch=options["batch"], stats=stats,
         candidates=options["candidates"], exhausted=decide_linear), end_wall, board, slice_s)
     return status, cex, stats.domains_bounded, stats.exhausted
 
