@@ -3,15 +3,15 @@
 
 Usage::
 
-    python benchmarks/bab_throughput.py [--timeout 20] [--variants f64,f32,f32-c3] [--threads 1]
+    python benchmarks/bab_throughput.py [--timeout 20] [--variants f64,f32,auto-c3] [--threads 1]
                                         [--instances mnist_fc:0,3 oval21:0 acasxu:10] [--markdown]
 
 Each instance (``BENCHMARK:ROW`` of ``../shared/benchmarks/vnncomp/<BENCHMARK>/reference.csv``)
 is loaded once; α-CROWN's root bounds are computed once per region (float64, outside the
 timing); then every variant runs :func:`~verifier.complete.relu_split.relu_split_bab` on the
 open disjuncts of every region with the same ``--timeout`` (seconds of search per instance).
-A variant is a comma-free name from :data:`VARIANTS`: the search dtype of the bounds
-(``bound_dtype``) and the branching ``candidates`` budget. Printed per instance and variant:
+A variant (:func:`variant_options`) names the dtype the subdomains are optimised in
+(``bound_dtype``) and the branching ``candidates`` budget, e.g. ``f64``, ``f32-c3``, ``auto-c5``. Printed per instance and variant:
 the verdict (``timeout`` when the deadline passed), the search time, the subdomains bounded and
 subdomains per second (less sensitive to the machine's load than wall time), then the solved
 count and total per variant, and the load average at the start and the end of the run.
@@ -34,14 +34,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "benchmarks" / "vnncomp"
 
-VARIANTS = {
-    "f64": {"bound_dtype": torch.float64, "candidates": 1},
-    "f32": {"bound_dtype": torch.float32, "candidates": 1},
-    "f64-c3": {"bound_dtype": torch.float64, "candidates": 3},
-    "f32-c3": {"bound_dtype": torch.float32, "candidates": 3},
-    "f32-c5": {"bound_dtype": torch.float32, "candidates": 5},
-    "f64-c5": {"bound_dtype": torch.float64, "candidates": 5},
-}
+DTYPES = {"f64": torch.float64, "f32": torch.float32, "auto": None}
+
+
+def variant_options(name: str) -> dict | None:
+    """``f64``, ``f32`` or ``auto`` (the search's default dtype choice), optionally
+    ``-cN`` (``candidates=N``, filtered smart branching; default 1): the keyword options of
+    :func:`~verifier.complete.relu_split.relu_split_bab`, or ``None`` for a bad name."""
+    dtype, _, rest = name.partition("-c")
+    if dtype not in DTYPES or (rest and not rest.isdigit()) or (rest and int(rest) < 1):
+        return None
+    return {"bound_dtype": DTYPES[dtype], "candidates": int(rest or 1)}
+
+
 DEFAULT_INSTANCES = ["mnist_fc:0", "mnist_fc:3", "mnist_fc:30", "oval21:0", "acasxu:10", "acasxu:60"]
 
 
@@ -88,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if variant_options(v) is None]
     if unknown:
-        print(f"error: --variants: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}", file=sys.stderr)
+        print(f"error: --variants: unknown {', '.join(unknown)}; valid: f64, f32 or auto, optionally with -cN "
+              f"(N ≥ 1 branching candidates), e.g. f32-c3", file=sys.stderr)
         return 2
     if not SHARED.is_dir():
         print(f"error: {SHARED} is missing (the shared VNN-COMP benchmarks)", file=sys.stderr)
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         roots = [alpha_crown_root(model, r, i, "cpu", torch.float64, []) for i, r in enumerate(spec.regions)]
         verdicts = {}
         for v in variants:
-            verdict, seconds, count = run_variant(model, spec, roots, args.timeout, VARIANTS[v])
+            verdict, seconds, count = run_variant(model, spec, roots, args.timeout, variant_options(v))
             verdicts[v] = verdict
             solved[v] += verdict in ("sat", "unsat")
             totals[v][0] += seconds
