@@ -49,8 +49,8 @@ import networkx as nx
 import torch
 
 from ..deadline import Deadline, Timeout
-from .ray_session import (LOCAL, check_address, cluster_cpus, connect, portable_model, require_ray, session_key,
-                          workers)
+from .ray_session import (LOCAL, check_address, cluster_cpus, connect, model_from, portable_model, require_ray,
+                          session_key, workers)
 
 if TYPE_CHECKING:
     from ..verify import VerificationResult
@@ -171,6 +171,14 @@ def run_shard(search: Callable[[Deadline], tuple[str, object]], end_wall: float 
     return status, cex
 
 
+def warm_worker(state: dict, shared: list, optimizers: bool) -> None:
+    """In a worker: fetch the model ``shared[0]`` and run :func:`~verifier.deadline.warm_up`."""
+    from ..deadline import warm_up
+
+    model_from(state, shared)
+    warm_up(optimizers=optimizers)
+
+
 class WorkerPool:
     """The model in the object store and the Ray workers
     (:func:`~verifier.cluster.ray_session.workers`) that search its shards; connects on
@@ -187,6 +195,13 @@ class WorkerPool:
             self._actors = workers(ray, self.workers or cluster_cpus(ray))
             self.board = board_of(ray)
         return self._actors
+
+    def warm(self, optimizers: bool = True) -> None:
+        """Start the workers (connecting first) and have each fetch the model and run
+        :func:`~verifier.deadline.warm_up` now, without waiting: seconds of process start
+        and imports that then overlap the driver's own work (α-CROWN at the root)."""
+        for actor in self.actors():
+            actor.call.remote(warm_worker, self.shared, optimizers)
 
     def search(self, actor, fn: Callable, *args) -> object:
         """Submit ``fn(state, [model reference], *args)`` (a module-level function of a

@@ -203,6 +203,7 @@ class RayReluSplit(RayMethod):
         if unknown:  # an option of the one-process method the workers' search does not take yet
             raise VerifierInputError(f"relu-split on Ray workers takes the options "
                                      f"{', '.join(SEARCH_OPTIONS)}, time_limit; not {', '.join(unknown)} (drop --ray)")
+        self.pool.warm()  # the workers start while α-CROWN runs here
         root, open_disjuncts = alpha_crown_root(model, region, index, device, dtype, notes)
         if not open_disjuncts:
             return "unsat", None
