@@ -19,6 +19,14 @@ Python process and splits the wall time, all measured (nothing estimated):
   and ``verify`` make on first use, result files, CSV rows);
 * **exit**: from the end of the run to the child's exit (interpreter teardown).
 
+With ``--per-process`` it instead runs every instance the way VNN-COMP does, through the
+competition scripts: ``scripts/vnncomp/prepare_instance.sh`` (untimed, as in the
+competition; it fills the IR cache; run with ``VERIFIER_NO_KILL=1`` so that it stops no
+other process) and then ``run_instance.sh`` (timed) with ``verify --json``, whose record
+gives each instance's **load** (files and fidelity check), **search** and the
+subdomains; **start-up + exit** is the rest of that instance's wall time (bash, Python
+start, imports, teardown).
+
 Then it prints the solved / wrong / timeout counts beside every tool of the benchmark's
 ``reference.csv`` (their published times, on their machines, at the competition's full
 timeouts: :mod:`verifier.report`), and the 1-minute load average sampled every 5 s
@@ -129,6 +137,23 @@ def split_table(timings: list[dict[str, str]], startup: float, run: float, wall:
     return "\n".join(lines)
 
 
+def process_table(timings: list[dict[str, str]], wall: float, markdown: bool) -> str:
+    """The per-process split: start-up + exit, load (files and check) and search, summed
+    and median per instance."""
+    parts = [("start-up + exit (per process)", "startup"), ("load + check", "load"), ("search", "search")]
+    lines = ["| part | seconds | share | median per instance |", "|---|---:|---:|---:|"] if markdown else \
+        [f"{'part':34s} {'seconds':>9s} {'share':>6s} {'median/inst':>11s}"]
+    for label, key in parts:
+        value = sum(seconds(t[key]) for t in timings)
+        median = statistics.median(seconds(t[key]) for t in timings)
+        share = f"{100 * value / wall:.1f}%" if wall > 0 else ""
+        lines.append(f"| {label} | {value:.1f} | {share} | {median:.3f} |" if markdown else
+                     f"{label:34s} {value:9.1f} {share:>6s} {median:11.3f}")
+    lines.append(f"| wall time (run_instance.sh calls) | {wall:.1f} | | |" if markdown else
+                 f"{'wall time (run_instance.sh calls)':34s} {wall:9.1f}")
+    return "\n".join(lines)
+
+
 def throughput_line(timings: list[dict[str, str]]) -> str:
     """Subdomains per second of search, over the instances whose search reported a count."""
     counted = [t for t in timings if t["subdomains"]]
@@ -141,10 +166,52 @@ def throughput_line(timings: list[dict[str, str]]) -> str:
 
 
 def slowest(timings: list[dict[str, str]], count: int = 8) -> str:
-    ranked = sorted(timings, key=lambda t: -(sum(seconds(t[s]) for s in STEPS)))[:count]
-    return "\n".join(f"  {t['result']:8s} {sum(seconds(t[s]) for s in STEPS):7.2f} s  (search {seconds(t['search']):.2f}"
-                     f", load+parse+check {sum(seconds(t[s]) for s in STEPS[:3]):.2f})  {t['onnx']} {t['vnnlib']}"
-                     for t in ranked)
+    """The ``count`` instances with the most load + parse + check + search, one line each."""
+    def spent(t: dict[str, str], steps=STEPS) -> float:
+        return sum(seconds(t[s]) for s in steps)
+
+    ranked = sorted(timings, key=lambda t: -spent(t))[:count]
+    return "\n".join(f"  {t['result']:8s} {spent(t):7.2f} s  (search {seconds(t['search']):.2f}, "
+                     f"load+parse+check {spent(t, STEPS[:3]):.2f})  {t['onnx']} {t['vnnlib']}" for t in ranked)
+
+
+def per_process(bench: Path, instances: Path, scale: float, name: str, work: Path, env: dict[str, str]
+                ) -> tuple[list[dict[str, str]], list[dict[str, str]], float]:
+    """Every instance through the competition scripts (module docstring): results rows
+    (the runner's CSV layout), timings rows (load = the record's ``load`` with the parse,
+    check 0 as it is inside load, search = its ``verify``, ``startup`` = wall − ``total``)
+    and the summed wall time of the ``run_instance.sh`` calls."""
+    from verifier.vnncomp_instance import bounded_count
+
+    scripts = REPO / "scripts" / "vnncomp"
+    env = {**env, "VERIFIER_NO_KILL": "1", "PYTHON": sys.executable, "VERIFIER_ARGS": "--json"}
+    results, timings, total = [], [], 0.0
+    (work / "results").mkdir(exist_ok=True)
+    with open(instances, newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    for index, (onnx, vnnlib, timeout) in enumerate(rows):
+        timeout = f"{float(timeout) * scale:g}"
+        paths = [str(bench / onnx), str(bench / vnnlib)]
+        subprocess.run(["bash", str(scripts / "prepare_instance.sh"), "v1", name, *paths], env=env,
+                       capture_output=True, text=True)
+        result_file = work / "results" / f"{index}.txt"
+        start = time.time()
+        done = subprocess.run(["bash", str(scripts / "run_instance.sh"), "v1", name, *paths, str(result_file),
+                               timeout], env=env, capture_output=True, text=True)
+        wall = time.time() - start
+        total += wall
+        verdict = result_file.read_text().split("\n", 1)[0].strip() if result_file.is_file() else "error"
+        verdict = {"holds": "unsat", "violated": "sat"}.get(verdict, verdict)
+        record = next((json.loads(line) for line in reversed(done.stdout.splitlines()) if line.startswith("{")), None)
+        times = record["time"] if record else {}
+        subdomains = bounded_count(record["notes"]) if record else None
+        results.append({"benchmark": name, "onnx": onnx, "vnnlib": vnnlib, "prepare_time": "0", "result": verdict,
+                        "run_time": f"{wall:.3f}"})
+        timings.append({"onnx": onnx, "vnnlib": vnnlib, "result": verdict, "load": f"{times.get('load', 0):.3f}",
+                        "parse": "0", "check": "0", "search": f"{times.get('verify', 0):.3f}",
+                        "subdomains": "" if subdomains is None else str(subdomains),
+                        "startup": f"{wall - times.get('total', 0):.3f}"})
+    return results, timings, total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the run's CSVs and result files in this new folder")
     parser.add_argument("--warm-cache", action="store_true", help="use the IR cache as it is (default: empty)")
     parser.add_argument("--markdown", action="store_true", help="markdown tables")
+    parser.add_argument("--per-process", action="store_true",
+                        help="each instance through prepare_instance.sh + run_instance.sh (VNN-COMP's way)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -169,7 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     from verifier.logs import configure
-    from verifier.report import BRIEF_COLUMNS, benchmark_report, format_table, load_reference
 
     configure("default")
     work = args.keep or Path(tempfile.mkdtemp(prefix="vnncomp_speed_"))
@@ -190,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.warm_cache:
         env["VERIFIER_CACHE_DIR"] = str(work / "ir_cache")
         env.pop("VERIFIER_NO_CACHE", None)
+    if args.per_process:
+        with LoadSampler() as load:
+            results, timings, wall = per_process(args.bench, instances, scale, name, work, env)
+        return finish(args, name, work, load, results, timings, None, wall)
     with LoadSampler() as load:
         spawned = time.time()
         done = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)], env=env,
@@ -201,23 +273,38 @@ def main(argv: list[str] | None = None) -> int:
     marks = json.loads(Path(config["startup"]).read_text())
     startup, run = marks["imported"] - spawned, marks["finished"] - marks["imported"]
     timings, results = read_rows(Path(config["timings"])), read_rows(Path(config["output"]))
+    return finish(args, name, work, load, results, timings, (startup, run), wall)
+
+
+def finish(args, name: str, work: Path, load: LoadSampler, results: list[dict[str, str]],
+           timings: list[dict[str, str]], once: tuple[float, float] | None, wall: float) -> int:
+    """Print the tables (``once``: the in-process run's start-up and run seconds; ``None``
+    per process) and remove the work folder unless ``--keep``; the exit code."""
+    from verifier.report import BRIEF_COLUMNS, benchmark_report, format_table, load_reference
+
     reference = args.bench / "reference.csv"
     report = benchmark_report(name, results, load_reference(reference) if reference.is_file() else None)
     mine = report.summaries[0]
     print(f"{name}: {len(results)} instances, timeouts "
-          + (f"{args.timeout:g} s each" if args.timeout is not None else f"{scale:g} x instances.csv")
+          + (f"{args.timeout:g} s each" if args.timeout is not None else f"{args.timeout_scale:g} x instances.csv")
           + f"; IR cache {'as it was' if args.warm_cache else 'empty at the start'}; {os.cpu_count()} CPUs, "
           f"load average (1 min) during the run: mean {statistics.mean(load.samples):.1f}, "
           f"max {max(load.samples):.1f} ({len(load.samples)} samples)")
     print()
-    print(split_table(timings, startup, run, wall, args.markdown))
+    if once is not None:
+        startup = once[0]
+        print(split_table(timings, startup, once[1], wall, args.markdown))
+    else:
+        startup = sum(seconds(t["startup"]) for t in timings)
+        print(process_table(timings, wall, args.markdown))
     print()
     print(throughput_line(timings))
     print()
     print(format_table(name, report.summaries, report.missing, args.markdown, columns=BRIEF_COLUMNS))
     print("(published tools: their machines, the competition's full timeouts; ours: this machine, the timeouts above)")
-    print(f"\nours: solved {mine.solved}, wrong {mine.wrong}, wall time {wall:.1f} s in total "
-          f"(start-up {startup:.1f} s once; search {sum(seconds(t['search']) for t in timings):.1f} s)")
+    search = sum(seconds(t["search"]) for t in timings)
+    print(f"\nours: solved {mine.solved}, wrong {mine.wrong}, wall time {wall:.1f} s in total (start-up "
+          f"{startup:.1f} s {'once' if once else 'summed over the processes'}; search {search:.1f} s)")
     print("slowest instances (load + parse + check + search):\n" + slowest(timings))
     print(f"files: {work}" if args.keep else "")
     if not args.keep:
