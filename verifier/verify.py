@@ -130,7 +130,7 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
     not a :class:`~verifier.api.Model`, a ``device`` other than cpu or an available
     cuda[:N] (:func:`~verifier.options.check_device`), a ``dtype`` other than
     ``torch.float32``/``torch.float64``, a ``seed`` outside ``[0, 2**63 − 1]``, ``methods``
-    that is not a mapping of names to objects with a ``decide`` method.
+    that is not a mapping of names to objects with a ``decide`` method and an ``options`` tuple.
     """
     from .options import check_device, check_domain_options, check_seed
 
@@ -150,8 +150,9 @@ def verify(model: Model, spec: Spec, domain: str = "auto", timeout: float | None
     if not isinstance(domain, str):
         raise VerifierInputError(f"domain must be a name, not {domain!r}")
     if methods is not None and not (isinstance(methods, Mapping) and all(
-            isinstance(k, str) and callable(getattr(m, "decide", None)) for k, m in methods.items())):
-        raise VerifierInputError(f"methods must map method names to complete methods (with a decide method), "
+            isinstance(k, str) and callable(getattr(m, "decide", None))
+            and isinstance(getattr(m, "options", None), tuple) for k, m in methods.items())):
+        raise VerifierInputError(f"methods must map method names to complete methods (with decide and options), "
                                  f"not {methods!r}")
     registry = method_registry(methods)
     if (domain_options or {}).get("projections"):
