@@ -91,6 +91,11 @@ def test_timings_resume_appends_and_refuses_another_file(bench, tmp_path):
         run_benchmark(bench, output=out, timings=other, progress=False, limit=2, resume=True)
     with pytest.raises(VerifierInputError, match="is the --output file"):
         run_benchmark(bench, output=out, timings=out, progress=False, limit=1)
+    for victim, what in ((bench / "instances.csv", "instances CSV"), (bench / "vnnlib" / "split.vnnlib", "spec")):
+        before = victim.read_bytes()
+        with pytest.raises(VerifierInputError, match=f"--timings .* is the .*{what}"):
+            run_benchmark(bench, output=out, timings=victim, progress=False, limit=1)
+        assert victim.read_bytes() == before
 
 
 def test_bounded_count_sums_the_search_notes():

@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 import torch
 
 from .errors import VerifierInputError
-from .outputs import append_line, check_output_dir, check_output_file, write_atomic
+from .outputs import append_line, check_not_an_input, check_output_dir, check_output_file, write_atomic
 from .vnncomp_instance import (FileResolver, InstanceOutcome, InstanceRunner, ModelCache, RunSettings,
                                Split, prepare, result_name, run_instance)
 from .vnncomp_plan import (HEADER, RESULTS, Instance, Plan, check_domain, csv_line, plan_benchmark,
@@ -122,7 +122,8 @@ def run_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLike
         proofs = Path(proofs)
     output, benchmark = plan.output, plan.benchmark
     if timings is not None:
-        timings = _start_timings(Path(timings), output, resume)
+        csv_path = Path(instances_csv) if instances_csv is not None else plan.bench_dir / "instances.csv"
+        timings = _start_timings(Path(timings), output, resume, _benchmark_inputs(plan, csv_path))
     for note in plan.notes:
         _LOG.info(note)
     if plan.resume_lines is None:
@@ -161,11 +162,26 @@ def _postfix(counts: Counter) -> dict[str, int]:
     return {name: counts[name] for name in RESULTS}
 
 
-def _start_timings(path: Path, output: Path, resume: bool) -> Path:
-    """Check the ``timings`` CSV path and write its header (see :func:`run_benchmark`)."""
+def _benchmark_inputs(plan: Plan, csv_path: Path) -> list[tuple[str, Path]]:
+    """The files a run reads, which no output may replace: the instances CSV, the
+    reference.csv beside them, and every model and spec its rows name (or their .gz; every
+    row, ``limit`` or not)."""
+    inputs = [("the benchmark's instances CSV", csv_path), ("the benchmark's reference.csv",
+                                                            plan.bench_dir / "reference.csv")]
+    for instance in read_instances(csv_path, plan.bench_dir):
+        for what, name in (("model", instance.onnx), ("spec", instance.vnnlib)):
+            path = plan.bench_dir / name
+            inputs += [(f"the {what} {name}", path), (f"the {what} {name}.gz", path.with_name(path.name + ".gz"))]
+    return [(what, path) for what, path in inputs if path.exists()]
+
+
+def _start_timings(path: Path, output: Path, resume: bool, inputs: list[tuple[str, Path]]) -> Path:
+    """Check the ``timings`` CSV path (a writable file, neither the output nor one of the
+    run's ``inputs``) and write its header (see :func:`run_benchmark`)."""
     check_output_file(path, "--timings")
     if path.resolve() == output.resolve():
         raise VerifierInputError(f"--timings {path} is the --output file; give another file")
+    check_not_an_input(path, "--timings", inputs)
     header = csv_line(TIMINGS_HEADER)
     if resume and path.is_file() and path.stat().st_size > 0:
         with open(path, encoding="utf-8", errors="replace", newline="") as handle:
