@@ -195,6 +195,7 @@ INPUT_SPLIT_PERTURBATIONS = {
                                              a["r0.tree.claims"][~np.isnan(a["r0.tree.claims"])][0] + 1.0),
     "a leaf's claim 1e300": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
                                             1e300),
+    "a claim on a split node": lambda i, a: _set(a, "r0.tree.claims", (0, 0), 0.0),
     "a leaf's claim +inf": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
                                            np.inf),
 }

@@ -197,6 +197,9 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
     inner = dim >= 0
     if np.any(dim[inner] >= n) or np.any((left[inner] < 0) | (left[inner] >= M) | (right[inner] < 0) | (right[inner] >= M)):
         raise LeafFailed(f"region {r}: a split names an input or a child that does not exist")
+    if np.any(~np.isnan(claims[inner])):  # only closed leaves are bounded by a claim
+        raise LeafFailed(f"region {r}: split node {int(np.nonzero(inner & ~np.isnan(claims).all(1))[0][0])} carries a "
+                         f"claim (only leaves do)")
     children = np.concatenate([left[inner], right[inner]])
     if len(np.unique(children)) != len(children) or np.any(children == 0) or len(children) != M - 1:
         raise LeafFailed(f"region {r}: the split nodes do not form a tree")
