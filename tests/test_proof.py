@@ -377,6 +377,10 @@ def test_a_folder_or_fifo_as_proof_is_refused_without_blocking(tmp_path, capsys)
     fifo = tmp_path / "proof.fifo"
     os.mkfifo(fifo)
     assert "not a regular file" in _proof_refused(capsys, model, spec, fifo)
+    loop = tmp_path / "loop.proof"
+    os.symlink(loop, loop)
+    assert "symbolic link loop" in _proof_refused(capsys, model, spec, loop)
+    assert "no such file" in _proof_refused(capsys, model, spec, tmp_path / "absent.proof")
 
 
 def test_hostile_members_are_refused(tmp_path, capsys):

@@ -70,17 +70,23 @@ def recorded(path: str, model_path: str, spec_path: str, regions: int, run: Call
 
 def cmd_check_proof(args) -> int:
     """``verifier check-proof MODEL SPEC PROOF``."""
+    import errno
     import os
+    import stat
 
     from ..proofcheck.check import ProofRefused, check_proof
 
     for what, path in (("MODEL", args.model), ("SPEC", args.spec), ("PROOF", args.proof)):
-        if os.path.isdir(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:  # missing, a symlink loop, a path through a file, no permission: say which
+            reason = "no such file" if exc.errno == errno.ENOENT else \
+                "a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+            raise VerifierInputError(f"{what} {path}: {reason}; give a file") from None
+        if stat.S_ISDIR(mode):
             raise VerifierInputError(f"{what} {path} is a folder; give a file")
-        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device: never opened (it could block)
-            raise VerifierInputError(f"{what} {path} is not a regular file")
-        if not os.path.isfile(path):
-            raise VerifierInputError(f"{what} {path}: no such file")
+        if not stat.S_ISREG(mode):  # a FIFO or device: never opened (it could block)
+            raise VerifierInputError(f"{what} {path} is not a regular file (a pipe, FIFO or device); give a file")
     try:
         report = check_proof(args.model, args.spec, args.proof)
     except ProofRefused as exc:
