@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 
-from .cli_parser import PLUGIN_ERRORS, Parser as _Parser
+from .cli_parser import PLUGIN_ERRORS, Parser as _Parser, add_debug, add_verbosity
 from .cli_process import (CACHE_WARNING, Interrupted, StdoutError, answering_interrupt, discard_stdout,  # noqa: F401
                           guarded_stdout, interrupt_of, received_interrupt, show_warning as _show_warning,
                           shown as _shown, signals_raised)
@@ -189,6 +189,8 @@ def _verify(args, timeout: float | None, seed: int, known: dict) -> int:
     options = known["options"] = _checked_domain_options(args)
     warm_up(optimizers=False)  # one-time imports before the clock (verify() warms the optimisers it needs)
     deadline = Deadline(timeout)  # --timeout covers loading, the fidelity check and the search
+    if _CLIENT_STARTED[0] is not None and deadline.end is not None:  # served: the clock started with the client
+        deadline.end -= max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - _CLIENT_STARTED[0])
     model, spec = _load_with_spec(args, known)
     known["load"] = deadline.elapsed()  # seconds spent reading the files and checking fidelity
     from .proof.cli import recorded_verify
@@ -220,6 +222,7 @@ def cmd_vnncomp(args) -> int:
                                    limit=args.limit, resume=args.resume, device=checked_device(args.device),
                                    dtype=DTYPES[args.dtype], fidelity=not args.no_fidelity_check,
                                    cache=not args.no_cache, executor=executor, proofs=args.proofs,
+                                   timings=args.timings,
                                    progress=sys.stderr.isatty())  # a bar on a terminal only, not in logs
     print(", ".join(f"{name} {counts[name]}" for name in RESULTS) + f"; results: {output}")
     if counts["error"] and counts["error"] == sum(counts.values()):
@@ -284,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="verifier", description="Verify ONNX neural networks against VNN-LIB properties.")
     parser.add_argument("--version", action="version", version=f"verifier {__version__}")
-    _add_debug(parser, False)
-    _add_verbosity(parser, "default")
+    add_debug(parser, False)
+    add_verbosity(parser, "default")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="import a model, summarise its IR and compare it with onnxruntime")
@@ -360,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run the instances on a Ray cluster at ADDRESS (alone: a local one with this machine's "
                         "cores); needs the cluster extra (docs/scale.md)")
+    p.add_argument("--timings", metavar="FILE",
+                   help="also write each instance's time split (start-up, load + check, search) to this CSV "
+                        "(columns: docs/outputs.md)")
     p.set_defaults(func=cmd_vnncomp)
+
 
     add_report_command(sub)
 
@@ -371,48 +378,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ops)
     add_check_proof_command(sub)
     from .reach_cli import add_reach_command
+    from .serve import add_serve_command
 
     add_reach_command(sub)
+    add_serve_command(sub)
     add_plugin_commands(sub)
     for command in sub.choices.values():  # --debug after the command too (plugin commands included)
-        _add_debug(command, argparse.SUPPRESS)
-        _add_verbosity(command, argparse.SUPPRESS)
+        add_debug(command, argparse.SUPPRESS)
+        add_verbosity(command, argparse.SUPPRESS)
     parser.commands = sub.choices  # name -> the command's parser
     return parser
 
 
-def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
-    """Give ``parser`` ``--quiet`` and ``--verbose`` (each unless it has one; ``train`` has
-    its own ``--quiet``, which also silences notes), as :func:`_add_debug` does ``--debug``."""
-    if "--quiet" not in parser._option_string_actions:
-        parser.add_argument("--quiet", dest="verbosity", action="store_const", const="quiet", default=default,
-                            help="no note: lines on stderr (warnings, errors and the results only)")
-    if "--verbose" not in parser._option_string_actions:
-        parser.add_argument("--verbose", dest="verbosity", action="store_const", const="verbose", default=default,
-                            help="also debug: lines on stderr, the stages of the work as they happen")
+_CLIENT_STARTED: list[float | None] = [None]  # served: the client's start (CLOCK_BOOTTIME seconds)
+_FAST_EXIT = [False]  # the command may leave with os._exit once its output is flushed (main)
 
 
-def _add_debug(parser: argparse.ArgumentParser, default) -> None:
-    """Give ``parser`` the ``--debug`` flag (unless it has one). Sub-commands get it with
-    ``default=argparse.SUPPRESS``, so that ``verifier --debug CMD`` is not reset by the
-    sub-command's own default."""
-    if "--debug" not in parser._option_string_actions:
-        parser.add_argument("--debug", action="store_true", default=default,
-                            help="show tracebacks of internal errors and library warnings")
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, client_started: float | None = None) -> int:
     """Run the ``verifier`` command line ``argv`` (default ``sys.argv[1:]``); returns the
     exit code (see the module docstring). First of all SIGINT and SIGTERM are made to raise
     :class:`~verifier.cli_process.Interrupted` (restored on return), so an interrupt during
     the imports, the parsing or a command ends with one ``error:`` line, never a
     traceback. Library warnings (torch, onnx, the plugins) are not shown unless Python was
-    asked for them (``-W``, ``PYTHONWARNINGS``) or ``--debug`` (before or after the command)."""
+    asked for them (``-W``, ``PYTHONWARNINGS``) or ``--debug`` (before or after the command).
+
+    As the program (``argv`` is ``None``: the ``verifier`` script, ``python -m verifier``,
+    ``python -m verifier.cli``) the command goes to a running ``verifier serve`` if there is
+    one (:func:`verifier.serve_client.served`; not with ``VERIFIER_NO_SERVE=1``), and a
+    ``verify`` run here leaves with ``os._exit`` once its verdict is written and its output
+    flushed (interpreter shutdown takes 0.5–1.3 s under load and has nothing left to do).
+    ``client_started`` (the server's workers give it): the ``CLOCK_BOOTTIME`` second at which
+    the client process started; a ``verify --timeout`` counts from it."""
+    program = argv is None
+    _CLIENT_STARTED[0], _FAST_EXIT[0] = client_started, False
     try:
         with signals_raised():
-            return _main(sys.argv[1:] if argv is None else list(argv))
+            code = None
+            if program:
+                from .serve_client import served
+
+                code = served(sys.argv[1:])
+            if code is None:
+                code = _main(sys.argv[1:] if argv is None else list(argv))
     except KeyboardInterrupt as exc:  # only in the instants the handlers are installed or removed
-        return _report_interrupt(exc)
+        code = _report_interrupt(exc)
+    finally:
+        _CLIENT_STARTED[0] = None
+    if program and _FAST_EXIT[0]:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> None:
+    """Flush stdout and stderr and end the process with ``code`` at once (``os._exit``),
+    skipping interpreter shutdown; if a flush fails, return (the normal exit reports it)."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        return
+    os._exit(code)
 
 
 def _report_interrupt(exc: KeyboardInterrupt) -> int:
@@ -454,6 +481,8 @@ def _run(argv: list[str]) -> int:
     if extra:  # named by the command's parser (argparse names the top one: "see verifier --help")
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logs("quiet" if getattr(args, "quiet", False) is True else args.verbosity)
+    # verify writes its result file and --proof before returning; --ray needs its atexit shutdown
+    _FAST_EXIT[0] = args.command == "verify" and args.ray is None
     try:
         _method_or_domain(args)
         return args.func(args)

@@ -62,3 +62,23 @@ class Parser(argparse.ArgumentParser):
         plugins = "".join(f"; {e}" for e in PLUGIN_ERRORS) if "invalid choice" in message else ""
         print(f"error: {self.prog}: {shown(message + plugins)} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """Give ``parser`` ``--quiet`` and ``--verbose`` (each unless it has one; ``train`` has
+    its own ``--quiet``, which also silences notes), as :func:`add_debug` does ``--debug``."""
+    if "--quiet" not in parser._option_string_actions:
+        parser.add_argument("--quiet", dest="verbosity", action="store_const", const="quiet", default=default,
+                            help="no note: lines on stderr (warnings, errors and the results only)")
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument("--verbose", dest="verbosity", action="store_const", const="verbose", default=default,
+                            help="also debug: lines on stderr, the stages of the work as they happen")
+
+
+def add_debug(parser: argparse.ArgumentParser, default) -> None:
+    """Give ``parser`` the ``--debug`` flag (unless it has one). Sub-commands get it with
+    ``default=argparse.SUPPRESS``, so that ``verifier --debug CMD`` is not reset by the
+    sub-command's own default."""
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action="store_true", default=default,
+                            help="show tracebacks of internal errors and library warnings")
