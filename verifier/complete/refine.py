@@ -17,12 +17,13 @@ valid on ``X_D``, so is their intersection):
   root's soundness). One batched forward pass per batch of subdomains; the nodes that no
   narrowed node reaches keep the root pass's intervals.
 * **crown** (:meth:`SubdomainRefiner.crown`): CROWN passes (Zhang et al. 2018, §3.3) for the
-  entries that cross a kink (the relaxations' ``refine`` masks) of the nodes behind the
-  split nodes, with every relaxation built on the subdomain's (box-refined) intervals.
+  entries that cross 0 (a ReLU's kink, an S-shaped op's inflection point) of the split
+  nodes behind other split nodes, with every relaxation built on the subdomain's (box-refined) intervals.
   For ``x ∈ X_D`` each activation's input lies in its subdomain interval, so its lines hold
   at ``x``; the resulting linear bound holds on ``X_D`` and its minimum over ``X ⊇ X_D``
   is a valid bound there. It costs one backward pass per bounded entry, so the caller runs
-  it only while the subdomains are shallow (:data:`CROWN_MAX_DEPTH`).
+  it only while the subdomains are shallow (:data:`CROWN_MAX_DEPTH`) and on nodes with
+  few such rows (:data:`CROWN_MAX_ROWS`).
 
 An interval whose lower end passes its upper end proves ``X_D`` empty (the caller closes
 the subdomain). NaN bounds (``∞ − ∞`` in interval arithmetic) are read as unbounded.
@@ -34,14 +35,15 @@ import networkx as nx
 import torch
 
 from ..deadline import checkpoint
-from ..domains.backward import Bounds, refinable
+from ..domains.backward import Bounds
 from ..domains.box import BoxDomain, Interval
 from ..domains.crown import CrownDomain
 from ..ir.graph import input_node, predecessors_by_slot, topological_order
-from ..linalg import per_sample_rows
+from ..linalg import crossing, per_sample_rows
 from ..ops import FORWARD
 
 CROWN_MAX_DEPTH = 4  # subdomains at most this deep get CROWN-refined intermediate bounds
+CROWN_MAX_ROWS = 4096  # CROWN rows per node and batch of subdomains, beyond which the node is not refined
 
 
 def intersect(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor] | None
@@ -109,12 +111,13 @@ class SubdomainRefiner:
         states = self._walk(bounds, count, seeds)
         return {n: intersect(b, (states[n].lower, states[n].upper)) for n, b in bounds.items()}
 
-    def crown(self, bounds: Bounds, shallow: torch.Tensor) -> Bounds:
-        """``bounds`` (as :meth:`box`) with the entries of every node behind a split node
-        that a relaxed consumer asks to tighten (:func:`~verifier.domains.backward.refinable`:
-        the crossing ones) re-bounded by CROWN passes on the subdomains where ``shallow``
-        ``(N,)`` holds, nodes in topological order (each pass sees the bounds tightened
-        before it)."""
+    def crown(self, bounds: Bounds, shallow: torch.Tensor, max_rows: int = CROWN_MAX_ROWS) -> Bounds:
+        """``bounds`` (as :meth:`box`) with the crossing entries (``l < 0 < u``: where an
+        activation's lines are loosest) of every split node behind another split node
+        re-bounded by CROWN passes on the subdomains where ``shallow`` ``(N,)`` holds, nodes in
+        topological order (each pass sees the bounds tightened before it). A node whose
+        rows over those subdomains exceed ``max_rows`` is skipped (it keeps its bounds):
+        the cost is one backward pass per row."""
         index = shallow.nonzero().reshape(-1)
         if len(index) == 0:
             return bounds
@@ -123,12 +126,12 @@ class SubdomainRefiner:
         lower = self.lower.expand(count, *self.lower.shape[1:])
         upper = self.upper.expand(count, *self.upper.shape[1:])
         for n in self.order:
-            if n not in part or n not in self.behind:
+            if n not in part or n not in self.behind or n not in self.narrowed:
                 continue
             checkpoint()
             l, u = part[n]
-            unstable = refinable(self.graph, n, l, u, self.crown_domain).reshape(count, -1)
-            if not bool(unstable.any()):
+            unstable = crossing(l, u).reshape(count, -1)
+            if not bool(unstable.any()) or int(unstable.sum(dim=1).max()) * count > max_rows:
                 continue
             rows = per_sample_rows(unstable)
             lb, ub = self.crown_domain.bound_rows(self.graph, n, rows, lower, upper, part)
@@ -146,4 +149,4 @@ class SubdomainRefiner:
         return out
 
 
-__all__ = ["CROWN_MAX_DEPTH", "SubdomainRefiner", "intersect"]
+__all__ = ["CROWN_MAX_DEPTH", "CROWN_MAX_ROWS", "SubdomainRefiner", "intersect"]
