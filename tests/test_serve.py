@@ -1,0 +1,213 @@
+"""``verifier serve`` (docs/serve.md): a served command gives the answers, files and exit
+status of an in-process run; the server refuses another user, another source and a
+changed import-time environment (the client then runs the command itself); a stale socket
+is ignored; SIGTERM to the client stops the worker (exit 143) and the server keeps
+serving; an idle server stops; a served ``verify`` gets no time beyond its client's."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from verifier import serve_client
+from verifier.cli import main
+
+from conftest import DEFAULT_MODEL, PROPERTIES, REPO
+
+UNSAT, SAT = PROPERTIES / "mnist_0_eps0.02.vnnlib", PROPERTIES / "mnist_5_eps0.3.vnnlib"
+
+
+def client_env(path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a client that uses the server on ``path``."""
+    env = {k: v for k, v in os.environ.items() if k != "VERIFIER_NO_SERVE"}
+    return {**env, "VERIFIER_SOCKET": str(path), **extra}
+
+
+def wait_for(predicate, seconds: float = 180.0) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "gave up waiting"
+        time.sleep(0.1)
+
+
+def start(path: Path, code: str | None = None, *args: str) -> subprocess.Popen:
+    """A server on ``path`` (``verifier serve`` with ``args``, or the Python ``code``), its
+    stderr in ``path.log``; returns once it listens."""
+    log = open(f"{path}.log", "a")
+    command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "verifier.cli", "serve", *args]
+    proc = subprocess.Popen(command, env=client_env(path), stdout=log, stderr=log, cwd=REPO)
+    log.close()
+    wait_for(lambda: "listening" in log_of(path) or proc.poll() is not None)
+    assert proc.poll() is None, log_of(path)
+    return proc
+
+
+def light(path: Path, idle: float = 60, owner: str = "os.getuid()") -> subprocess.Popen:
+    """A server without the warm-up, serving uid ``owner`` (a Python expression)."""
+    return start(path, f"import os; from verifier.serve import serve; "
+                       f"serve({str(path)!r}, {idle}, warm=False, owner_uid={owner})")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def log_of(path: Path) -> str:
+    try:
+        return Path(f"{path}.log").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def folder(tmp: Path) -> Path:
+    """A private folder with a short path (a Unix socket path has at most 107 bytes)."""
+    short = Path(f"/tmp/vs-{os.getpid()}-{tmp.name[-20:]}")
+    short.mkdir(mode=0o700)
+    return short
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A warmed-up ``verifier serve --socket PATH --idle-timeout 600``, stopped afterwards."""
+    base = folder(tmp_path_factory.mktemp("serve"))
+    path = base / "s.sock"
+    proc = start(path, None, "--socket", str(path), "--idle-timeout", "600")
+    yield path
+    stop(proc)
+    assert not path.exists()  # the server removes its socket
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def private(tmp_path):
+    base = folder(tmp_path)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def cli(args: list, env: dict[str, str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "verifier.cli", *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def served_count(path: Path) -> int:
+    return len(re.findall(r"^verifier serve: pid \d+: exit", log_of(path), re.M))
+
+
+def without_times(text: str) -> str:
+    return re.sub(r"^time: .*$", "time: -", text, flags=re.M)
+
+
+@pytest.mark.parametrize("spec, result", [(UNSAT, "unsat"), (SAT, "sat"), (Path("missing.vnnlib"), None)])
+def test_served_verify_answers_as_in_process(server, tmp_path, spec, result):
+    outcomes = []
+    for name, env in (("served", client_env(server)), ("in-process", {**os.environ, "VERIFIER_NO_SERVE": "1"})):
+        before = served_count(server)
+        result_file = tmp_path / f"{name}.txt"
+        done = cli(["verify", DEFAULT_MODEL, spec, "--result-file", result_file.name], env, tmp_path)
+        assert served_count(server) == before + (name == "served"), log_of(server)
+        outcomes.append((done.returncode, without_times(done.stdout), done.stderr,
+                         result_file.read_text() if result_file.exists() else None))
+    assert outcomes[0] == outcomes[1]
+    code, out, err, written = outcomes[0]
+    if result is None:  # bad input: one error line naming the file, exit 2, nothing written
+        assert code == 2 and out == "" and written is None
+        assert err.startswith("error: ") and "missing.vnnlib" in err and len(err.splitlines()) == 1
+    else:
+        assert code == 0 and out.splitlines()[-1] == f"result: {result}" and written.startswith(result)
+
+
+def test_served_command_reads_the_clients_stdin_and_sigterm_stops_it(server, tmp_path):
+    """The worker reads the spec from the client's own stdin (a pipe kept open): SIGTERM to
+    the client reaches it, the run ends as an in-process one does (exit 143, result file
+    ``timeout``), and the server goes on serving."""
+    before = served_count(server)
+    proc = subprocess.Popen([sys.executable, "-m", "verifier.cli", "verify", str(DEFAULT_MODEL), "/dev/stdin",
+                             "--result-file", "r.txt"], env=client_env(server), cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(re.findall(r"^verifier serve: pid \d+: verify", log_of(server), re.M)) > before)
+    time.sleep(0.5)  # the worker is now blocked reading the spec
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (out, err)
+    assert "interrupted by SIGTERM" in err and (tmp_path / "r.txt").read_text().strip() == "timeout"
+    assert served_count(server) == before + 1 and log_of(server).rstrip().endswith("exit 143")
+    done = cli(["verify", DEFAULT_MODEL, "/dev/stdin"], client_env(server), tmp_path, input=UNSAT.read_text())
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "result: unsat"
+    assert served_count(server) == before + 2
+
+
+def test_another_source_or_environment_is_refused_and_runs_in_process(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERIFIER_SOCKET", str(server))
+    monkeypatch.delenv("VERIFIER_NO_SERVE", raising=False)
+    sock = serve_client.connect(server)
+    with sock:
+        forged = serve_client.request(["domains"], serve_client.start_time(), digest="0" * 64)
+        serve_client.send_message(sock, forged, [0, 1, 2])
+        reply, _ = serve_client.receive_message(sock)
+    assert "source digest differs" in reply["refused"]
+    before = served_count(server)
+    monkeypatch.setattr(serve_client, "source_digest", lambda: "another version")
+    assert serve_client.served(["domains"]) is None  # nothing ran: the caller runs it itself
+    # a variable read when torch is imported: the server's value would not be this client's
+    done = cli(["domains"], client_env(server, OMP_NUM_THREADS="3"), tmp_path)
+    assert done.returncode == 0 and "crown" in done.stdout
+    assert served_count(server) == before
+    assert "environment variable OMP_NUM_THREADS" in log_of(server)
+
+
+def test_another_users_connection_is_refused(private):
+    path = private / "s.sock"
+    proc = light(path, owner="os.getuid() + 1")
+    try:
+        assert serve_client.served(["domains"], path) is None
+        wait_for(lambda: "refused a connection of uid" in log_of(path), 30)
+    finally:
+        stop(proc)
+
+
+def test_a_stale_socket_is_ignored_and_replaced(private, tmp_path):
+    path = private / "s.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens
+    assert path.is_socket() and serve_client.served(["domains"], path) is None
+    done = cli(["domains"], client_env(path), tmp_path)
+    assert done.returncode == 0 and "crown" in done.stdout and done.stderr == ""
+    proc = light(path, idle=1)  # a new server takes the path over, and stops when idle
+    assert proc.wait(60) == 0 and not path.exists()
+    assert "idle for 1 s; stopping" in log_of(path)
+
+
+def test_a_second_server_and_bad_options_are_refused(server, private, tmp_path):
+    for args, words in ((["--socket", server], "already running"),
+                        (["--socket", private / "s.sock", "--idle-timeout", "0"], "--idle-timeout"),
+                        (["--socket", private / "no" / "s.sock"], "does not exist"),
+                        (["--stop", "--detach"], "--stop")):
+        done = cli(["serve", *args], {**os.environ, "VERIFIER_NO_SERVE": "1"}, tmp_path)
+        assert done.returncode == 2 and done.stderr.startswith("error: ") and words in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1
+
+
+def test_served_deadline_counts_from_the_clients_start(capsys):
+    """A client that started 1000 s ago gets no time left: --timeout 60 ends in timeout."""
+    started = time.clock_gettime(time.CLOCK_BOOTTIME) - 1000
+    assert main(["verify", str(DEFAULT_MODEL), str(UNSAT), "--timeout", "60"], client_started=started) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "result: timeout"
+    assert main(["verify", str(DEFAULT_MODEL), str(UNSAT), "--timeout", "60"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "result: unsat"
