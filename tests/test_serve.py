@@ -211,3 +211,25 @@ def test_served_deadline_counts_from_the_clients_start(capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "result: timeout"
     assert main(["verify", str(DEFAULT_MODEL), str(UNSAT), "--timeout", "60"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "result: unsat"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the VNN-COMP scripts need bash")
+def test_prepare_instance_starts_a_server_that_run_instance_uses(private, tmp_path):
+    path = private / "s.sock"
+    env = client_env(path, VERIFIER_NO_KILL="1", VERIFIER_SERVE_IDLE="60", PYTHON=sys.executable,
+                     VERIFIER_CACHE_DIR=str(tmp_path / "cache"))
+    scripts = REPO / "scripts" / "vnncomp"
+    try:
+        done = subprocess.run(["bash", str(scripts / "prepare_instance.sh"), "v1", "mnist", str(DEFAULT_MODEL),
+                               str(UNSAT)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert path.is_socket() and "listening on" in log_of(path)
+        result = tmp_path / "result.txt"
+        done = subprocess.run(["bash", str(scripts / "run_instance.sh"), "v1", "mnist", str(DEFAULT_MODEL),
+                               str(UNSAT), str(result), "120"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0 and result.read_text().strip() == "unsat", done.stderr
+        assert served_count(path) >= 1 and "verify" in log_of(path)
+    finally:
+        subprocess.run([sys.executable, "-m", "verifier.cli", "serve", "--stop", "--socket", str(path)],
+                       capture_output=True, env=env, timeout=60)
+    wait_for(lambda: not path.exists(), 60)
