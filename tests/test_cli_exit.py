@@ -1,6 +1,7 @@
 """The ``verifier`` program's exit: a ``verify`` run as the program leaves with ``os._exit``
 once its verdict is written and flushed (no interpreter shutdown; a library call of
-:func:`verifier.cli.main` returns, as every in-process CLI test shows); and ``vnncomp --timings FILE`` writes the time split."""
+:func:`verifier.cli.main` returns, as every in-process CLI test shows); and
+``vnncomp --timings FILE`` writes the time split."""
 
 from __future__ import annotations
 
