@@ -4,7 +4,7 @@
 Usage::
 
     python benchmarks/bab_throughput.py [--timeout 20] [--variants f64,f32,auto-c3] [--threads 1]
-                                        [--instances mnist_fc:0,3 oval21:0 acasxu:10] [--markdown]
+                                        [--instances mnist_fc:0 oval21:0 acasxu:10] [--markdown] [--batch-timing]
 
 Each instance (``BENCHMARK:ROW`` of ``../shared/benchmarks/vnncomp/<BENCHMARK>/reference.csv``)
 is loaded once; α-CROWN's root bounds are computed once per region (float64, outside the
@@ -15,6 +15,10 @@ A variant (:func:`variant_options`) names the dtype the subdomains are optimised
 the verdict (``timeout`` when the deadline passed), the search time, the subdomains bounded and
 subdomains per second (less sensitive to the machine's load than wall time), then the solved
 count and total per variant, and the load average at the start and the end of the run.
+
+``--batch-timing`` instead times one bound of the same 128 subdomains by a float64 and a
+float32-optimising engine, interleaved, best of 5 (:func:`batch_timing`): the measurement
+behind :func:`~verifier.complete.relu_split.default_bound_dtype`.
 
 Not a test: nothing is asserted; verdicts of different variants that disagree (sat against
 unsat) are flagged with ``!!``.
@@ -84,6 +88,41 @@ def run_variant(model, spec, roots, timeout: float, options: dict) -> tuple[str,
     return verdict, time.perf_counter() - start, stats.domains_bounded
 
 
+def batch_timing(model, spec, roots, rounds: int = 5, depth: int = 7) -> tuple[int, float, float] | None:
+    """One β-CROWN bound of the same ``2**depth`` subdomains (the first open disjunct, split
+    ``depth`` times on the BaBSR choice) by a float64 engine and by a float32-optimising one,
+    interleaved ``rounds`` times: ``(ReLUs, best float64 seconds, best float32 seconds)``, or
+    ``None`` when α-CROWN closed the root. The minimum over interleaved rounds is far less
+    sensitive to other jobs on the machine than a whole search's time."""
+    from verifier.complete.beta_crown import BetaCrown, relu_pre_activations
+    from verifier.complete.relu_split import _Layout
+
+    region = spec.regions[0]
+    root, open_disjuncts = roots[0]
+    if not open_disjuncts:
+        return None
+    out_shape = tuple(model.graph.nodes[model.graph.graph["output"]]["shape"])
+    lam = region.disjuncts[open_disjuncts[0]].A.reshape(1, -1, *out_shape).double()
+    lower, upper = model.as_batch(region.lower.double()), model.as_batch(region.upper.double())
+    engines = {dtype: BetaCrown(model.graph_for("cpu", torch.float64), lower, upper, lam, root, iterations=3,
+                                fast_graph=None if dtype == torch.float64 else model.graph_for("cpu", dtype))
+               for dtype in (torch.float64, torch.float32)}
+    layout = _Layout(relu_pre_activations(model.graph_for("cpu", torch.float64)), root)
+    engine = engines[torch.float64]
+    dom, record = engine.bound(engine.root_subdomain())
+    for _ in range(depth):
+        flat = layout.scores(dom, root, record, dom.lb.argmin(dim=1)).argmax(dim=1)
+        dom = layout.split(dom, flat)
+        record = {n: t.repeat(2, *[1] * (t.dim() - 1)) for n, t in record.items()}
+    best = {dtype: float("inf") for dtype in engines}
+    for _ in range(rounds):
+        for dtype, e in engines.items():
+            start = time.perf_counter()
+            e.bound(dom)
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return layout.total, best[torch.float64], best[torch.float32]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=20.0)
@@ -91,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", nargs="*", default=DEFAULT_INSTANCES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--batch-timing", action="store_true",
+                        help="only time one bound of 128 subdomains per instance, float64 against float32")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [v for v in variants if variant_options(v) is None]
@@ -113,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         model = verifier.load(onnx)
         spec = read_vnnlib(vnnlib)
         roots = [alpha_crown_root(model, r, i, "cpu", torch.float64, []) for i, r in enumerate(spec.regions)]
+        if args.batch_timing:
+            timed = batch_timing(model, spec, roots)
+            print(f"{label:60s} " + ("closed by alpha-crown" if timed is None else
+                  f"{timed[0]:5d} ReLUs  float64 {timed[1] * 1e3:7.1f} ms  float32+certify {timed[2] * 1e3:7.1f} ms  "
+                  f"ratio {timed[2] / timed[1]:.2f}"), flush=True)
+            continue
         verdicts = {}
         for v in variants:
             verdict, seconds, count = run_variant(model, spec, roots, args.timeout, variant_options(v))
@@ -128,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     end_load = os.getloadavg()
     print(f"\nload average at start {load_start[0]:.2f} (1 min), at end {end_load[0]:.2f}; timeout {args.timeout:g} s; "
           f"{args.threads} torch thread(s)")
+    if args.batch_timing:
+        return 0
     sep = "|" if args.markdown else " "
     print(sep.join(["variant", "solved", "search s", "subdomains", "subdomains/s"]))
     for v in variants:

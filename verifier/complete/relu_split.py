@@ -16,7 +16,8 @@ onnxruntime before it counts).
 
 Throughput choices (measured with ``benchmarks/bab_throughput.py``): a float64 search on a
 network of at least :data:`FLOAT32_NEURONS` ReLUs optimises α, β in float32 and certifies
-each bound by one float64 pass (:func:`default_bound_dtype`; verdicts as sound as float64's).
+each bound by one float64 pass (0.75 to 0.97 of float64's time per batch; the subdomains'
+α, β are stored in float32, half the frontier's memory) (:func:`default_bound_dtype`; verdicts as sound as float64's).
 Intermediate bounds are never recomputed in subdomains: every layer's are the root's,
 clamped by the subdomain's own splits (:func:`~verifier.complete.beta_crown.clamp_to_splits`),
 so nothing of an unchanged layer is redone. The frontier stays newest-first: on an ``unsat``
@@ -171,17 +172,18 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
                             layout, decide_linear, batch, stats, candidates)
 
 
-FLOAT32_NEURONS = 1024  # split-able ReLUs from which float64 searches optimise in float32
+FLOAT32_NEURONS = 512  # split-able ReLUs from which float64 searches optimise in float32
 
 
 def default_bound_dtype(dtype: torch.dtype, neurons: int) -> torch.dtype:
     """The dtype :func:`relu_split_bab` optimises subdomains in by default: float32 for a
     float64 search on a network with at least :data:`FLOAT32_NEURONS` split-able ReLUs
-    (``neurons``), else ``dtype``. Measured on one CPU thread (``benchmarks/bab_throughput.py``,
-    β-CROWN on 128 subdomains, float32 time / float64 time): ACAS Xu (300 ReLUs) 1.04,
-    mnist_fc 256x2 (512) 1.13, 256x4 (1024) 0.83, 256x6 (1536) 0.88, oval21 base_kw (3172)
-    0.69: small networks cost per operation, not per flop, and the float64 certifying pass
-    is then pure overhead."""
+    (``neurons``), else ``dtype``. Measured on one CPU thread (``benchmarks/bab_throughput.py
+    --batch-timing``: one β-CROWN bound of 128 subdomains, best of 5 interleaved, float32
+    with its float64 certifying pass / float64): ACAS Xu (300 ReLUs) 1.05 and 1.26, mnist_fc
+    256x2 (512) 0.75 to 0.97, 256x4 (1024) 0.83, 256x6 (1536) 0.83 to 0.87, oval21 base_kw
+    (3172) 0.75 to 0.79: small networks cost per operation, not per flop, and the float64
+    certifying pass is then pure overhead."""
     return torch.float32 if dtype == torch.float64 and neurons >= FLOAT32_NEURONS else dtype
 
 
