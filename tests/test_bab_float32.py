@@ -135,3 +135,29 @@ def test_float32_bounded_search_certificates_check(tmp_path, monkeypatch):
     report = check_proof(model, spec, str(tmp_path / "relu.proof"))
     assert report.valid, report.message
     assert report.leaves > 100
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_smart_branching_keeps_the_verdicts(tmp_path, seed):
+    """Filtered smart branching (``candidates`` 3, its children estimated by
+    :meth:`~verifier.complete.beta_crown.BetaCrown.estimate`) decides as BaBSR alone, with
+    float64 and float32 bounding and under activation splitting (whose engine estimates
+    its interval subdomains the same way)."""
+    from verifier.complete.activation_split import activation_split_bab
+
+    rng = np.random.default_rng(3000 + seed)
+    path = relu_net(tmp_path, 3000 + seed, 3, [12, 12])
+    model = verifier.load(path)
+    centre = rng.uniform(-1, 1, 3)
+    probe = margin_spec(centre - 0.5, centre + 0.5, 3, 0.0).regions[0]
+    v_min, _ = brute_force_min_violation(model, probe, samples=4000, restarts=8, steps=40, seed=seed)
+    region = margin_spec(centre - 0.5, centre + 0.5, 3, v_min - 0.02 * (1 + abs(v_min))).regions[0]
+    verdicts = set()
+    for dtype in (F64, F32):
+        for candidates in (1, 3):
+            stats = SplitBaBStats()
+            verdicts.add(relu_split_bab(model, region, Deadline(60), bound_dtype=dtype, candidates=candidates,
+                                        batch=8, stats=stats)[0])
+            assert stats.domains_bounded > 1  # it branched
+    verdicts.add(activation_split_bab(model, region, Deadline(60), candidates=3, batch=8)[0])
+    assert verdicts == {"unsat"}
