@@ -263,7 +263,7 @@ class BetaCrown:
                             {z: b.to(fast.lam.dtype) for z, b in dom.beta.items()},
                             torch.full(dom.lb.shape, float("-inf"), dtype=fast.lam.dtype, device=dom.lb.device),
                             dom.depth)
-        fast.iterations = self.iterations
+        fast.iterations, fast.lr_alpha, fast.lr_beta = self.iterations, self.lr_alpha, self.lr_beta  # set later too
         _, last, kept, record, _ = fast._optimise(narrow, None if threshold is None else threshold.to(fast.lam.dtype),
                                                   True)
         bounds, empty = self.clamp(dom.splits)
