@@ -352,7 +352,6 @@ def serve(socket_path: str | None = None, idle_timeout: float | None = None, *, 
         lock.write(str(os.getpid()))
         lock.flush()
     code = _run(path, idle_timeout, ready, warm, os.getuid() if owner_uid is None else owner_uid, lock)
-    lock.close()
     if detach:
         os._exit(code)
     return code
@@ -362,13 +361,13 @@ def _run(path: Path, idle_timeout: float | None, ready: int | None, warm: bool, 
     """Warm up, listen, serve until stopped or idle; the socket removed at the end."""
     server = None
     try:
-        fingerprint = process_fingerprint()
-        seconds = warm_up_all() if warm else 0.0
+        fingerprint, digest = process_fingerprint(), source_digest()  # before the imports: a file
+        seconds = warm_up_all() if warm else 0.0  # edited meanwhile changes the clients' digest
         if path.is_socket() or path.is_symlink():
             path.unlink()  # stale: its server is gone (we hold the lock)
         elif path.exists():
             raise VerifierInputError(f"--socket {path} exists and is not a socket; give another path")
-        server = _Server(os.fspath(path), source_digest(), owner_uid, lock, fingerprint)
+        server = _Server(os.fspath(path), digest, owner_uid, lock, fingerprint)
         os.chmod(path, 0o600)
         said = (f"listening on {path} (pid {os.getpid()}, warmed up in {seconds:.1f} s, idle timeout "
                 f"{'none' if idle_timeout is None else f'{idle_timeout:g} s'})")
@@ -403,6 +402,7 @@ def _run(path: Path, idle_timeout: float | None, ready: int | None, warm: bool, 
                 path.unlink()
             except OSError:
                 pass
+        lock.close()  # a new server may start while this interpreter shuts down
 
 
 def stop(socket_path: str | None = None) -> int:

@@ -77,13 +77,15 @@ def private_folder(folder: Path) -> str | None:
 
 
 def source_digest() -> str:
-    """SHA-256 (hex) of the tool's version, this Python (executable and version) and the
-    path, size and modification time of every ``.py`` file of the ``verifier`` package and
-    of the plugins shipped with it: a server answers only clients whose digest equals its
-    own, so an edited source or another installation never gets a stale answer."""
+    """SHA-256 (hex) of the tool's version, this Python (interpreter, environment, version)
+    and the path, size and modification time of every ``.py`` file of the ``verifier``
+    package and of the plugins shipped with it: a server answers only clients whose digest
+    equals its own (taken when it started), so an edited source or another installation
+    never gets a stale answer."""
     from . import __version__
 
-    digest = hashlib.sha256(f"{__version__}\0{sys.executable}\0{sys.version}".encode())
+    python = f"{os.path.realpath(sys.executable)}\0{sys.prefix}\0{sys.version}"  # bin/python or bin/python3
+    digest = hashlib.sha256(f"{__version__}\0{python}".encode())
     for root in (PACKAGE, PACKAGE.parent / "plugins", PACKAGE.parent / "verifier_plugins"):
         if not root.is_dir():
             continue
