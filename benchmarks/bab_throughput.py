@@ -42,13 +42,20 @@ DTYPES = {"f64": torch.float64, "f32": torch.float32, "auto": None}
 
 
 def variant_options(name: str) -> dict | None:
-    """``f64``, ``f32`` or ``auto`` (the search's default dtype choice), optionally
-    ``-cN`` (``candidates=N``, filtered smart branching; default 1): the keyword options of
+    """``f64``, ``f32`` or ``auto`` (the search's default dtype choice), then optionally
+    ``-cN`` (``candidates=N``, filtered smart branching; default 1) and ``-bN`` (``batch=N``;
+    default the search's): the keyword options of
     :func:`~verifier.complete.relu_split.relu_split_bab`, or ``None`` for a bad name."""
-    dtype, _, rest = name.partition("-c")
-    if dtype not in DTYPES or (rest and not rest.isdigit()) or (rest and int(rest) < 1):
+    dtype, *rest = name.split("-")
+    if dtype not in DTYPES:
         return None
-    return {"bound_dtype": DTYPES[dtype], "candidates": int(rest or 1)}
+    options = {"bound_dtype": DTYPES[dtype], "candidates": 1}
+    for part in rest:
+        key = {"c": "candidates", "b": "batch"}.get(part[:1])
+        if key is None or not part[1:].isdigit() or int(part[1:]) < 1:
+            return None
+        options[key] = int(part[1:])
+    return options
 
 
 DEFAULT_INSTANCES = ["mnist_fc:0", "mnist_fc:3", "mnist_fc:30", "oval21:0", "acasxu:10", "acasxu:60"]
@@ -124,6 +131,7 @@ def batch_timing(model, spec, roots, rounds: int = 5, depth: int = 7) -> tuple[i
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line of the module docstring; returns the exit status (2: bad input)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--variants", default="f64,f32")
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if variant_options(v) is None]
     if unknown:
         print(f"error: --variants: unknown {', '.join(unknown)}; valid: f64, f32 or auto, optionally with -cN "
-              f"(N ≥ 1 branching candidates), e.g. f32-c3", file=sys.stderr)
+              f"(N ≥ 1 branching candidates) and -bN (batch N ≥ 1), e.g. f32-c3-b256", file=sys.stderr)
         return 2
     if not SHARED.is_dir():
         print(f"error: {SHARED} is missing (the shared VNN-COMP benchmarks)", file=sys.stderr)
