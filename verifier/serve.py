@@ -20,6 +20,7 @@ Only the standard library serves; torch and the rest are what the worker runs.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import random
 import select
@@ -61,6 +62,8 @@ def warm_up_all() -> float:
     cli.build_parser()  # the plugins' commands, the report and proof commands
     available_domains()
     warm_up(optimizers=True)
+    gc.collect()
+    gc.freeze()  # the workers' collections skip what the server made: fewer copy-on-write page copies
     return time.monotonic() - start
 
 
@@ -102,7 +105,7 @@ def _handle(server: _Server, conn) -> None:
     ``{"exit": status}``."""
     for sig in (signal.SIGINT, signal.SIGHUP):  # a terminal's signals are the server's, not the commands'
         signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the server's own handler (_loop)
     server.lock.close()  # only the server holds the lock: a new one may start while commands finish
     uid = peer_uid(conn)
     if uid != server.owner_uid:
@@ -376,17 +379,8 @@ def _run(path: Path, idle_timeout: float | None, ready: int | None, warm: bool, 
             os.write(ready, said.encode())
             os.close(ready)
             ready = None
-        server.timeout = POLL_SECONDS if idle_timeout is None else min(POLL_SECONDS, idle_timeout)
-        last = time.monotonic()
-        while True:
-            server.handle_request()
-            server.collect_children()
-            if server.handled or server.active_children:
-                server.handled, last = False, time.monotonic()
-            if idle_timeout is not None and time.monotonic() - last >= idle_timeout:
-                _log(f"idle for {idle_timeout:g} s; stopping")
-                return 0
-    except KeyboardInterrupt as exc:  # the CLI's Interrupted: SIGINT / SIGTERM stop the server
+        return _loop(server, idle_timeout)
+    except KeyboardInterrupt as exc:  # the CLI's Interrupted: SIGINT / SIGTERM during the warm-up
         _log(f"stopped by {getattr(exc, 'name', 'SIGINT')}")
         return 0
     except Exception as exc:
@@ -403,6 +397,44 @@ def _run(path: Path, idle_timeout: float | None, ready: int | None, warm: bool, 
             except OSError:
                 pass
         lock.close()  # a new server may start while this interpreter shuts down
+
+
+def _loop(server: _Server, idle_timeout: float | None) -> int:
+    """Serve until SIGINT/SIGTERM or ``idle_timeout`` seconds without a command. The signals
+    only set a flag and wake the loop (a self-pipe): an exception raised by a handler could
+    land in a finaliser and be lost, leaving the server running."""
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    stopped: list[int] = []
+
+    def on_signal(signum: int, frame) -> None:
+        stopped.append(signum)
+        try:
+            os.write(wake_write, b"x")
+        except OSError:
+            pass
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    poll = POLL_SECONDS if idle_timeout is None else min(POLL_SECONDS, idle_timeout)
+    server.timeout, last = 0, time.monotonic()
+    try:
+        while not stopped:
+            ready, _, _ = select.select([server.socket, wake_read], [], [], poll)
+            if server.socket in ready and not stopped:
+                server.handle_request()
+            server.collect_children()
+            if server.handled or server.active_children:
+                server.handled, last = False, time.monotonic()
+            if idle_timeout is not None and time.monotonic() - last >= idle_timeout:
+                _log(f"idle for {idle_timeout:g} s; stopping")
+                return 0
+        _log(f"stopped by {signal.Signals(stopped[0]).name}")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        os.close(wake_read)
+        os.close(wake_write)
 
 
 def stop(socket_path: str | None = None) -> int:
