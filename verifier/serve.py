@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 
 from .errors import VerifierInputError
-from .serve_client import (default_socket, fingerprint_difference, peer_uid, private_folder, process_fingerprint,
+from .serve_client import (LIMITS, default_socket, fingerprint_difference, peer_uid, private_folder, process_fingerprint,
                            receive_message, send_message, source_digest)
 
 POLL_SECONDS = 5.0  # how often an idle server looks at its clock and reaps finished handlers
@@ -173,7 +173,24 @@ def _refusal(server: _Server, message: dict, fds: list[int]) -> str | None:
             and isinstance(message.get("cwd"), str) and isinstance(message.get("env"), dict)
             and isinstance(message.get("umask"), int) and isinstance(message.get("started"), (int, float))):
         return "malformed request"
-    return fingerprint_difference(server.fingerprint, message.get("fingerprint") or {})
+    return _limits_refusal(message.get("limits")) or \
+        fingerprint_difference(server.fingerprint, message.get("fingerprint") or {})
+
+
+def _limits_refusal(limits) -> str | None:
+    """Why the worker could not take on the client's resource limits (a limit above the
+    server's hard limit cannot be raised), or ``None``."""
+    import resource
+
+    if not isinstance(limits, dict):
+        return "malformed request (limits)"
+    for name, value in limits.items():
+        if name not in LIMITS or not (isinstance(value, list) and len(value) == 2):
+            return f"malformed request (limit {name!r})"
+        hard = resource.getrlimit(getattr(resource, name))[1]
+        if hard != resource.RLIM_INFINITY and (value[1] == resource.RLIM_INFINITY or value[1] > hard):
+            return f"the client's {name} hard limit {value[1]} is above the server's {hard}"
+    return None
 
 
 def _wait(pid: int, conn) -> int:
@@ -217,6 +234,20 @@ def _stream(fd: int, mode: str, template):
                 errors=getattr(template, "errors", None) or ("backslashreplace" if fd == 2 else "strict"))
 
 
+def _take_on_resources(message: dict) -> None:
+    """The client's resource limits (checked by :func:`_limits_refusal`), and as far as
+    allowed its CPU affinity and niceness (these change only the speed)."""
+    import resource
+
+    for name, (soft, hard) in message["limits"].items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    try:
+        os.sched_setaffinity(0, message.get("cpus") or os.sched_getaffinity(0))
+        os.setpriority(os.PRIO_PROCESS, 0, int(message.get("nice", os.getpriority(os.PRIO_PROCESS, 0))))
+    except (OSError, ValueError, TypeError):
+        pass
+
+
 def _worker(server: _Server, conn, message: dict, fds: list[int]) -> None:
     """The forked worker: become the client's process (folder, environment, umask, streams,
     fresh random states, default signals), run the command line and leave with its status
@@ -239,6 +270,7 @@ def _worker(server: _Server, conn, message: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(message["env"])
         os.umask(message["umask"])
+        _take_on_resources(message)
         sys.argv = ["verifier", *message["argv"]]
         random.seed()
         import numpy

@@ -37,7 +37,9 @@ GLOBAL_FLAGS = frozenset({"--debug", "--quiet", "--verbose"})
 #: environment variables (by prefix) read when torch and the other libraries are imported
 #: or initialised: a client whose values differ from the server's runs in-process
 IMPORT_ENV_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_", "NVIDIA_", "TORCH",
-                       "PYTORCH_", "LD_", "ORT_", "CUBLAS_", "CUDNN_")
+                       "PYTORCH_", "LD_", "ORT_", "CUBLAS_", "CUDNN_", "LANG", "LC_")  # LANG/LC_*: stdio encoding
+#: the client's resource limits a worker takes on (``ulimit -v``, ``-t``, ...)
+LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_STACK", "RLIMIT_CORE")
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 16 * 2**20  # bytes of one JSON message (the environment and argv fit easily)
 PACKAGE = Path(__file__).resolve().parent
@@ -223,12 +225,17 @@ def connect(path: Path, timeout: float = 2.0) -> socket.socket | None:
 
 def request(argv: list[str], started: float, digest: str | None = None) -> dict:
     """The request :func:`served` sends for ``argv`` (also used by the tests to send a
-    forged one): digest, command line, working folder, environment, umask, start time."""
+    forged one): digest, command line, working folder, environment, umask, start time, CPU
+    affinity, niceness and resource limits."""
     umask = os.umask(0o022)
     os.umask(umask)
+    import resource
+
     return {"kind": "run", "digest": source_digest() if digest is None else digest, "argv": list(argv),
             "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask, "started": started,
-            "fingerprint": process_fingerprint()}
+            "fingerprint": process_fingerprint(), "cpus": sorted(os.sched_getaffinity(0)),
+            "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in LIMITS}}
 
 
 def served(argv: list[str], path: Path | None = None) -> int | None:
