@@ -102,7 +102,7 @@ def batch_timing(model, spec, roots, rounds: int = 5, depth: int = 7) -> tuple[i
     ``None`` when α-CROWN closed the root. The minimum over interleaved rounds is far less
     sensitive to other jobs on the machine than a whole search's time."""
     from verifier.complete.beta_crown import BetaCrown, relu_pre_activations
-    from verifier.complete.relu_split import _Layout
+    from verifier.complete.relu_split import Layout
 
     region = spec.regions[0]
     root, open_disjuncts = roots[0]
@@ -114,7 +114,7 @@ def batch_timing(model, spec, roots, rounds: int = 5, depth: int = 7) -> tuple[i
     engines = {dtype: BetaCrown(model.graph_for("cpu", torch.float64), lower, upper, lam, root, iterations=3,
                                 fast_graph=None if dtype == torch.float64 else model.graph_for("cpu", dtype))
                for dtype in (torch.float64, torch.float32)}
-    layout = _Layout(relu_pre_activations(model.graph_for("cpu", torch.float64)), root)
+    layout = Layout(relu_pre_activations(model.graph_for("cpu", torch.float64)), root)
     engine = engines[torch.float64]
     dom, record = engine.bound(engine.root_subdomain())
     for _ in range(depth):

@@ -9,7 +9,7 @@ box. Here the driver
    and puts them in the object store (each worker fetches them once per region);
 2. bounds each open disjunct's root subdomain with β-CROWN and splits it on its
    best-scored crossing ReLUs (the one-process search's BaBSR scores and split,
-   ``relu_split._Layout``) into ``2^d`` subdomains, ``d = ⌈log2(4 × workers / disjuncts)⌉``
+   ``relu_split.Layout``) into ``2^d`` subdomains, ``d = ⌈log2(4 × workers / disjuncts)⌉``
    (none when there are that many open disjuncts; each is then a shard): the shards,
    plain tensors (:class:`~verifier.complete.beta_crown.Subdomains`: split signs ``int8``
    per pre-activation, α and β, bounds, depth);
@@ -91,10 +91,10 @@ def make_engine(model, region: InputRegion, disjunct: int, root: dict, dtype: to
 
 def layout_for(graph: nx.DiGraph, root: dict):
     """The one-process search's numbering, scores and split of the graph's ReLUs
-    (``relu_split._Layout``: private there until that module names it publicly)."""
-    from ..complete import relu_split
+    (:class:`~verifier.complete.relu_split.Layout`)."""
+    from ..complete.relu_split import Layout
 
-    return relu_split._Layout(relu_pre_activations(graph), root)
+    return Layout(relu_pre_activations(graph), root)
 
 
 def cut(engine: BetaCrown, region: InputRegion, disjunct: int, dom: Subdomains, parts: int) -> list[Subdomains] | None:

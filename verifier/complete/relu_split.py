@@ -92,7 +92,7 @@ def root_intermediate_bounds(model: Model, region: InputRegion, device: str, dty
     return bounds, best[0]
 
 
-class _Layout:
+class Layout:
     """Flat numbering of every split-able neuron, across ReLU nodes in topological order."""
 
     def __init__(self, pre: dict[str, str], root):
@@ -158,7 +158,7 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
     upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
     proof = active() is not None
 
-    layout = _Layout(pre, root)
+    layout = Layout(pre, root)
     bound_dtype = default_bound_dtype(dtype, layout.total) if bound_dtype is None else bound_dtype
     fast = model.graph_for(device, bound_dtype) if bound_dtype != dtype else None
 
