@@ -2,7 +2,9 @@
 # VNN-COMP run_instance.sh: verify one instance and write the VNN-COMP result file.
 # Usage: run_instance.sh v1 BENCHMARK ONNX VNNLIB RESULTS_FILE TIMEOUT
 # The verifier gets TIMEOUT minus a safety margin (max(3 s, 5 %), for Python start-up)
-# and is killed at TIMEOUT if it overruns, leaving `timeout` in RESULTS_FILE.
+# and is killed at TIMEOUT if it overruns, leaving `timeout` in RESULTS_FILE. When the
+# server prepare_instance.sh starts is running, `verify` is served by it without Python's
+# start-up (docs/serve.md); signals and the exit status are as without it.
 # Environment: PYTHON (default python3); VERIFIER_ARGS (extra `verifier verify` options).
 set -uo pipefail
 
