@@ -81,6 +81,12 @@ def folder(tmp: Path) -> Path:
     return short
 
 
+@pytest.fixture(autouse=True)
+def serving(monkeypatch):
+    """This module's in-process clients may use a server (the suite may set VERIFIER_NO_SERVE)."""
+    monkeypatch.delenv("VERIFIER_NO_SERVE", raising=False)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A warmed-up ``verifier serve --socket PATH --idle-timeout 600``, stopped afterwards."""
@@ -154,7 +160,6 @@ def test_served_command_reads_the_clients_stdin_and_sigterm_stops_it(server, tmp
 
 def test_another_source_or_environment_is_refused_and_runs_in_process(server, tmp_path, monkeypatch):
     monkeypatch.setenv("VERIFIER_SOCKET", str(server))
-    monkeypatch.delenv("VERIFIER_NO_SERVE", raising=False)
     sock = serve_client.connect(server)
     with sock:
         forged = serve_client.request(["domains"], serve_client.start_time(), digest="0" * 64)

@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 
 from .errors import VerifierInputError
-from .serve_client import (LIMITS, default_socket, fingerprint_difference, peer_uid, private_folder, process_fingerprint,
+from .serve_client import (LIMITS, default_socket, fingerprint_difference, peer_credentials, peer_uid, private_folder, process_fingerprint,
                            receive_message, send_message, source_digest)
 
 POLL_SECONDS = 5.0  # how often an idle server looks at its clock and reaps finished handlers
@@ -100,7 +100,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
 def _handle(server: _Server, conn) -> None:
     """One connection, in its own process: check the peer, read the request, answer a
-    ``stop`` or ``ping``, refuse a client of another source or environment, else fork the
+    ``stop``, refuse a client of another source or environment, else fork the
     worker, send its pid, wait for it (killing it if the client goes away) and send
     ``{"exit": status}``."""
     for sig in (signal.SIGINT, signal.SIGHUP):  # a terminal's signals are the server's, not the commands'
@@ -119,14 +119,12 @@ def _handle(server: _Server, conn) -> None:
         return
     if message is None:
         return
-    kind = message.get("kind")
-    if kind in ("stop", "ping"):
+    if message.get("kind") == "stop":
         for fd in fds:
             os.close(fd)
-        send_message(conn, {"pid": os.getppid(), "digest": server.digest} if kind == "ping" else {"stopping": True})
-        if kind == "stop":
-            _log("stopping (asked by a client)")
-            os.kill(os.getppid(), signal.SIGTERM)
+        send_message(conn, {"stopping": True})
+        _log("stopping (asked by a client)")
+        os.kill(os.getppid(), signal.SIGTERM)
         return
     reason = _refusal(server, message, fds)
     if reason is not None:
@@ -139,9 +137,13 @@ def _handle(server: _Server, conn) -> None:
     pid = os.fork()
     if pid == 0:
         _worker(server, conn, message, fds)  # never returns
+    try:
+        os.setpgid(pid, pid)  # as the worker does: its group exists before the client can go away
+    except OSError:
+        pass
     for fd in fds:
         os.close(fd)
-    _log(f"pid {pid}: {' '.join(message['argv'][:1])} (client pid {_peer_pid(conn)})")
+    _log(f"pid {pid}: {' '.join(message['argv'][:1])} (client pid {peer_credentials(conn)[0]})")
     try:
         send_message(conn, {"pid": pid})
     except OSError:
@@ -152,13 +154,6 @@ def _handle(server: _Server, conn) -> None:
     except OSError:
         pass
     _log(f"pid {pid}: exit {status}")
-
-
-def _peer_pid(conn) -> int:
-    import socket
-    import struct
-
-    return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
 
 
 def _refusal(server: _Server, message: dict, fds: list[int]) -> str | None:
@@ -258,6 +253,8 @@ def _worker(server: _Server, conn, message: dict, fds: list[int]) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        for sig in (signal.SIGTTIN, signal.SIGTTOU):  # a terminal that is not ours: EIO rather than a stop
+            signal.signal(sig, signal.SIG_IGN)
         server.socket.close()
         conn.close()
         for target, fd in enumerate(fds):

@@ -180,10 +180,16 @@ def receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None,
         raise
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The user id of the process at the other end of a connected Unix socket (``SO_PEERCRED``)."""
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a connected Unix socket
+    (``SO_PEERCRED``: taken by the kernel at ``connect``/``listen``, not claimed by the peer)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    return struct.unpack("3i", creds)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a connected Unix socket."""
+    return peer_credentials(sock)[1]
 
 
 def command_of(argv: list[str]) -> str | None:
