@@ -138,21 +138,23 @@ def test_served_verify_answers_as_in_process(server, tmp_path, spec, result):
         assert code == 0 and out.splitlines()[-1] == f"result: {result}" and written.startswith(result)
 
 
-def test_served_command_reads_the_clients_stdin_and_sigterm_stops_it(server, tmp_path):
-    """The worker reads the spec from the client's own stdin (a pipe kept open): SIGTERM to
-    the client reaches it, the run ends as an in-process one does (exit 143, result file
-    ``timeout``), and the server goes on serving."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_served_command_reads_the_clients_stdin_and_a_signal_stops_it(server, tmp_path, signum):
+    """The worker reads the spec from the client's own stdin (a pipe kept open): SIGTERM or
+    SIGINT to the client reaches it, the run ends as an in-process one does (exit 143 / 130,
+    result file ``timeout``), and the server goes on serving."""
     before = served_count(server)
     proc = subprocess.Popen([sys.executable, "-m", "verifier.cli", "verify", str(DEFAULT_MODEL), "/dev/stdin",
                              "--result-file", "r.txt"], env=client_env(server), cwd=tmp_path,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(re.findall(r"^verifier serve: pid \d+: verify", log_of(server), re.M)) > before)
     time.sleep(0.5)  # the worker is now blocked reading the spec
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, (out, err)
-    assert "interrupted by SIGTERM" in err and (tmp_path / "r.txt").read_text().strip() == "timeout"
-    assert served_count(server) == before + 1 and log_of(server).rstrip().endswith("exit 143")
+    assert proc.returncode == 128 + signum, (out, err)
+    assert f"interrupted by {signal.Signals(signum).name}" in err
+    assert (tmp_path / "r.txt").read_text().strip() == "timeout"
+    assert served_count(server) == before + 1 and log_of(server).rstrip().endswith(f"exit {128 + signum}")
     done = cli(["verify", DEFAULT_MODEL, "/dev/stdin"], client_env(server), tmp_path, input=UNSAT.read_text())
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "result: unsat"
     assert served_count(server) == before + 2

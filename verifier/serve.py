@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 
 from .errors import VerifierInputError
-from .serve_client import (LIMITS, default_socket, fingerprint_difference, peer_credentials, peer_uid, private_folder, process_fingerprint,
+from .serve_client import (LIMITS, command_of, default_socket, fingerprint_difference, peer_credentials, peer_uid, private_folder, process_fingerprint,
                            receive_message, send_message, source_digest)
 
 POLL_SECONDS = 5.0  # how often an idle server looks at its clock and reaps finished handlers
@@ -143,7 +143,7 @@ def _handle(server: _Server, conn) -> None:
         pass
     for fd in fds:
         os.close(fd)
-    _log(f"pid {pid}: {' '.join(message['argv'][:1])} (client pid {peer_credentials(conn)[0]})")
+    _log(f"pid {pid}: {command_of(message['argv'])} (client pid {peer_credentials(conn)[0]})")
     try:
         send_message(conn, {"pid": pid})
     except OSError:
