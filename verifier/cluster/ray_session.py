@@ -1,8 +1,10 @@
 """Connecting to Ray: the one place that imports ``ray`` (lazily, only for ``--ray``).
 
 ``--ray`` without an address (``"local"``) starts a Ray instance on this machine with its
-cores; ``--ray ADDRESS`` joins a running cluster (``auto``, ``HOST:PORT`` of a head started
-with ``ray start --head``, or ``ray://HOST:10001`` through Ray Client). A session already
+cores (``ray.init(address="local")``: never the cluster that ``RAY_ADDRESS`` names or one
+that ``ray start`` left running); ``--ray ADDRESS`` joins a running cluster (``auto``,
+``HOST:PORT`` of a head started with ``ray start --head``, or ``ray://HOST:10001`` through
+Ray Client). A session already
 open in this process (``ray.init`` called before, e.g. by a test fixture) is reused.
 """
 
@@ -39,8 +41,8 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None):
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     check_address(address)
     try:
-        if address in (None, "", LOCAL):
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **quiet)
+        if address in (None, "", LOCAL):  # "local": a new instance, whatever RAY_ADDRESS or a running head says
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as exc:
