@@ -152,13 +152,22 @@ class _Reader(TermReader):
         return count
 
     def flat(self, var, line: int) -> tuple[str, int]:
-        """``("X", i)`` or ``("Y", j)``: the row-major flattened index of a tensor element."""
+        """``("X", i)`` or ``("Y", j)``: the row-major flattened index of a tensor element.
+        :class:`SpecError` (``FILE:LINE``) for an index outside ``0 .. n-1`` of its dimension
+        or a count of indices other than the tensor's rank."""
         kind = {"Input": "X", "Output": "Y"}.get(var.kind.name)
         if kind is None:
             self.fail(line, f"variable {var.name} is not a network input or output")
+        indices, shape = [int(i) for i in var.indices], [int(n) for n in var.shape]
+        element = f"{var.name}[{','.join(map(str, indices))}]"
+        if len(indices) != len(shape):
+            self.fail(line, f"{element} has {len(indices)} indices; {var.name} has {len(shape)} dimensions")
         index = 0
-        for i, n in zip(var.indices, var.shape):
-            index = index * int(n) + int(i)
+        for axis, (i, n) in enumerate(zip(indices, shape)):
+            if not 0 <= i < n:  # the package (1.0.2) lets negative indices through
+                self.fail(line, f"{element}: index {i} of dimension {axis} is outside 0..{n - 1} (indices count "
+                                f"from 0; negative indices are not VNN-LIB 2.0)")
+            index = index * n + i
         return kind, index
 
     def comparison(self, comp, conj: _Conj) -> int:
