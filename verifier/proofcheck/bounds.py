@@ -37,7 +37,7 @@ import numpy as np
 
 from .network import Network
 from .pool import pool_ibp, pool_multipliers, pool_relaxation, pool_term
-from .rounding import (ETA, sum_error, down, gamma, interval_product_min, lower_or_inf, matmul, matmul_down,
+from .rounding import (ETA, STEP, sum_error, down, gamma, interval_product_min, lower_or_inf, matmul, matmul_down,
                        matmul_up, mul_down, mul_up, sum_down, up)
 
 Bounds = list[tuple[np.ndarray, np.ndarray]]  # per chain node v_i: (B, n_i) lower, upper
@@ -121,6 +121,39 @@ class Relaxation:
             out = out - self.beta[r] * s[:, None, :]
         return out
 
+    def crossing_step(self, r: int, lam: np.ndarray, dl: np.ndarray, du: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(multipliers(r, lam), relu_term(...))`` ``((B, R, n), (B, R))`` computed together
+        on the crossing entries only, for a ReLU without split signs or given multipliers
+        whose domain ``[dl, du]`` ``(B, n)`` leaves exactly the crossing entries non-zero
+        (CROWN's intermediate passes and the bisection tree's leaves); ``None`` otherwise.
+        Stable entries take ``λ·[l ≥ 0]`` in one pass; the crossing ones are gathered once,
+        given their slopes, scattered back and their terms summed from the same gather.
+        Same values as :meth:`multipliers` and :func:`relu_term`, fewer passes over ``λ``."""
+        if r in self.direct or self.signs.get(r) is not None:
+            return None
+        l, u = self.shape_bounds[r]
+        batch, rows, n = lam.shape
+        l, u = np.broadcast_to(l, (batch, n)), np.broadcast_to(u, (batch, n))
+        active, cross = l >= 0, (l < 0) & (u > 0)
+        dl, du = np.broadcast_to(dl, (batch, n)), np.broadcast_to(du, (batch, n))
+        if not np.array_equal(~self.exact_zero(r, dl, du), cross):
+            return None
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            out = lam * active[:, None, :]
+            box, entry = np.nonzero(cross)  # box-major order
+            if len(box) == 0:
+                return out, np.zeros((batch, rows))
+            g = lam[box, :, entry]  # (K, R)
+            lg, ug = l[box, entry][:, None], u[box, entry][:, None]
+            alpha = self.alpha.get(r)
+            alpha = (ug > -lg).astype(np.float64) if alpha is None else np.broadcast_to(alpha, lam.shape)[box, :, entry]
+            chord = np.nan_to_num(ug / (ug - lg), nan=0.0, posinf=0.0, neginf=0.0)
+            gin = np.where(g > 0, alpha, chord)
+            gin *= g
+            out[box, :, entry] = gin
+            values, crossing = _vertex_min(g, gin, dl[box, entry][:, None], du[box, entry][:, None])
+            return out, _gathered_sum(values, crossing, box, batch)
+
     def exact_zero(self, r: int, dl: np.ndarray, du: np.ndarray) -> np.ndarray:
         """``(B, n)``: entries whose ReLU term is exactly 0 whatever ``λ``: the multiplier is
         ``λ`` itself (active: ``λ·1``) on a domain ``z ≥ 0``, or ``0`` (dead: ``λ·0``) on a
@@ -169,9 +202,14 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
             lo, hi = down(prev) - prev, up(prev) - prev
             terms.append(sum_down(interval_product_min(lo, hi, l[:, None, :], u[:, None, :])))
         else:
-            prev = relax.multipliers(relu_index[i], L)
+            r = relu_index[i]
             dl, du = (domains or {}).get(i, (l, u))
-            terms.append(relu_term(L, prev, dl, du, relax.exact_zero(relu_index[i], dl, du)))
+            fused = relax.crossing_step(r, L, dl, du)
+            if fused is None:
+                prev = relax.multipliers(r, L)
+                fused = prev, relu_term(L, prev, dl, du, relax.exact_zero(r, dl, du))
+            prev = fused[0]
+            terms.append(fused[1])
         if prev is not L:
             L, peak = prev, None
     xl, xu = bounds[0]
@@ -195,46 +233,82 @@ def _residual(peak: np.ndarray, m: int, colsum: np.ndarray, l: np.ndarray, u: np
 def relu_term(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndarray,
               zero: np.ndarray | None = None) -> np.ndarray:
     """Lower bound ``(B, R)`` of ``Σ_j min_{z ∈ [l_j, u_j]} out_j max(z, 0) − in_j z``
-    (``l``, ``u`` ``(B, n)``, non-empty), from its vertices. Each vertex value
-    ``a − b`` (``a = fl(out·max(z, 0))``, ``b = fl(in·z)``) is lowered by ``4u(|a| + |b|)``,
-    more than its three roundings (``u = 2⁻⁵³``), plus an underflow allowance. Entries
-    marked in ``zero`` ``(B, n)`` (exactly 0, :meth:`Relaxation.exact_zero`) are skipped."""
+    (``l``, ``u`` ``(B, n)``, non-empty), from its vertices (:func:`_vertex_min`): the
+    computed minima ``m_j`` are summed and the sum lowered once by :func:`_lowered` for
+    both the sum's and each ``m_j``'s roundings. Entries marked in ``zero`` ``(B, n)``
+    (exactly 0, :meth:`Relaxation.exact_zero`) are skipped."""
     batch, rows, n = out_lam.shape
     l, u = np.broadcast_to(l, (batch, n)), np.broadcast_to(u, (batch, n))
-    if zero is None or not zero.any():
-        return sum_down(_vertex_min(out_lam, in_lam, l[:, None, :], u[:, None, :]))
-    box, entry = np.nonzero(~np.broadcast_to(zero, (batch, n)))  # box-major order
-    total = np.zeros((batch, rows))
-    if len(box) == 0:
-        return total
-    values = _vertex_min(out_lam[box, :, entry], in_lam[box, :, entry], l[box, entry][:, None], u[box, entry][:, None])
+    with np.errstate(invalid="ignore", over="ignore"):
+        if zero is None or not zero.any():
+            values, crossing = _vertex_min(out_lam, in_lam, l[:, None, :], u[:, None, :])
+            total = values.sum(-1)
+            return _lowered(total, -total if crossing else np.abs(values).sum(-1), n)
+        box, entry = np.nonzero(~np.broadcast_to(zero, (batch, n)))  # box-major order
+        if len(box) == 0:
+            return np.zeros((batch, rows))
+        values, crossing = _vertex_min(out_lam[box, :, entry], in_lam[box, :, entry], l[box, entry][:, None],
+                                       u[box, entry][:, None])
+        return _gathered_sum(values, crossing, box, batch)
+
+
+def _gathered_sum(values: np.ndarray, crossing: bool, box: np.ndarray, batch: int) -> np.ndarray:
+    """Lower bound ``(batch, R)`` of each box's sum of exact minima from their computed
+    values ``(K, R)`` (:func:`_vertex_min`) gathered box-major (``box`` ``(K,)``, sorted)."""
     counts = np.bincount(box, minlength=batch)
     has = counts > 0
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[has]
-    magnitude = np.zeros((batch, rows))
-    total[has] = np.add.reduceat(values, starts, axis=0)
-    magnitude[has] = np.add.reduceat(np.abs(values), starts, axis=0)
-    return down(total - sum_error(magnitude, int(counts.max())))
-
-
-def _vertex_min(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Elementwise lower bound of ``min_{z ∈ {l, u} ∪ {0 if l < 0 < u}} out·max(z, 0) − in·z``."""
-
-    def value(z):
-        a, b = out_lam * np.maximum(z, 0.0), in_lam * z
-        v = a - b
-        np.abs(a, out=a)
-        np.abs(b, out=b)
-        a += b
-        a *= 2.0 ** -51
-        a += 2.0 ** -1060
-        v -= a
-        return v
-
+    total = np.zeros((batch, values.shape[1]))
     with np.errstate(invalid="ignore", over="ignore"):
-        best = np.minimum(value(l), value(u))
-        np.minimum(best, np.where((l < 0) & (u > 0), 0.0, np.inf), out=best)
-    return best
+        total[has] = np.add.reduceat(values, starts, axis=0)
+        if crossing:
+            magnitude = -total
+        else:
+            magnitude = np.zeros_like(total)
+            magnitude[has] = np.add.reduceat(np.abs(values), starts, axis=0)
+        return _lowered(total, magnitude, int(counts.max()))
+
+
+def _lowered(total: np.ndarray, magnitude: np.ndarray, k: int) -> np.ndarray:
+    """Lower bound of ``Σ_j e_j`` from the computed sum ``total`` of ``k`` computed minima
+    ``m_j`` with ``e_j ≥ m_j − 2.01u|m_j| − 2⁻¹⁰⁷⁴`` (:func:`_vertex_min`) and the computed
+    ``magnitude`` ``≥ (1 − γ_k)·Σ|m_j| − kη``: ``Σ e_j ≥ total − (γ_k + 2.01u)·Σ|m_j| − k(η + 2⁻¹⁰⁷⁴)``
+    (Higham, eq. 3.5, for the sum), bounded above by
+    ``magnitude·(gamma(k) + 2⁻⁵⁰) + 4(k + 1)η`` (``gamma(k) = 2γ_{k+1}``, ``2⁻⁵⁰ = 8u``: both
+    more than twice what they cover) and lowered past its own roundings."""
+    factor = float(up(np.float64(gamma(k) + STEP)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return down(total - up(up(magnitude * factor) + (k + 1) * 4 * ETA))
+
+
+def _vertex_min(out_lam: np.ndarray, in_lam: np.ndarray, l: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Computed ``m = min_{z ∈ {l, u} ∪ {0 if l < 0 < u}} out·max(z, 0) − in·z`` elementwise
+    (broadcast), and whether every ``[l, u]`` crosses 0 (then every ``m ≤ 0``).
+
+    As ``max(z, 0) = z·[z > 0]``, a vertex's value is ``z·(out·[z > 0] − in)``: ``out·[z > 0]``
+    is exact, the difference and the product are each rounded once, so the computed value
+    ``v`` is within ``2.01u|v| + 2⁻¹⁰⁷⁴`` of the exact one (``u = 2⁻⁵³``; Higham, Lemma 3.1;
+    on crossing entries ``−in·l`` is rounded once). That bound grows with ``|v|``, so the
+    smallest exact value is at least ``m − 2.01u|m| − 2⁻¹⁰⁷⁴`` (0, the value at the vertex 0,
+    is exact): :func:`_lowered` subtracts it from the sum."""
+    crossing = bool(np.all((l < 0) & (u > 0)))
+    if crossing:  # every entry crosses (CROWN's intermediate passes): −in·l and (out − in)·u
+        best = in_lam * l
+        np.negative(best, out=best)
+        other = out_lam - in_lam
+        other *= u
+        np.minimum(best, other, out=best)
+        np.minimum(best, 0.0, out=best)
+        return best, True
+    best = out_lam * (l > 0)
+    best -= in_lam
+    best *= l
+    other = out_lam * (u > 0)
+    other -= in_lam
+    other *= u
+    np.minimum(best, other, out=best)
+    np.minimum(best, np.where((l < 0) & (u > 0), 0.0, np.inf), out=best)
+    return best, False
 
 
 def interval_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Bounds | None = None,
@@ -311,17 +385,21 @@ def crown_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Boun
     return bounds
 
 
-CHUNK = 64  # boxes per refinement pass, grouped by their number of crossing entries
+CHUNK = 1 << 19  # entries of the widest λ ``(boxes, 2R, n)`` of one refinement pass (4 MiB in float64)
 
 
 def _refine_crossing(net: Network, bounds: Bounds, node: int, shape: dict) -> None:
     """:func:`refine` each box's crossing entries of ``bounds[node]`` with CROWN's adaptive
-    multipliers; boxes are grouped by their crossing count (less padding, same bounds)."""
+    multipliers; boxes are grouped by their crossing count (less padding, same bounds),
+    as many per pass as keep the widest multiplier array within :data:`CHUNK` entries
+    (fewer numpy calls on narrow networks, bounded memory on wide ones)."""
     l, u = bounds[node]
     mask = (l < 0) & (u > 0)
     count = mask.sum(1)
     order = np.argsort(count, kind="stable")
-    for chunk in np.array_split(order, max(1, -(-len(order) // CHUNK))):
+    per_box = 2 * max(1, int(count.max(initial=0))) * max(net.sizes[: node + 1])
+    boxes = max(1, CHUNK // per_box)
+    for chunk in np.array_split(order, max(1, -(-len(order) // boxes))):
         R = int(count[chunk].max()) if len(chunk) else 0
         if R == 0:
             continue

@@ -37,7 +37,8 @@ from .certificate import (CLAIM_TOLERANCE, CLAIM_TOLERANCE_FLOAT32, Certificate,
 from .lp_leaf import check_lp_leaves
 from .network import Network, UnsupportedModel, file_sha256, load_network
 
-BATCH = 256  # boxes or subdomains bounded together
+BATCH = 256  # ReLU-split subdomains bounded together
+TREE_BATCH = 2048  # bisection-tree nodes handled together (their refinement passes are chunked by bounds.CHUNK)
 
 
 class ProofRefused(ValueError):
@@ -207,11 +208,11 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
     leaves = 0
     while pending:
         ids, lo, hi, known = pending.pop()
-        if len(ids) > BATCH:
-            pending.append((ids[BATCH:], lo[BATCH:], hi[BATCH:], None if known is None else
-                            [(l[BATCH:], u[BATCH:]) for l, u in known]))
-            ids, lo, hi = ids[:BATCH], lo[:BATCH], hi[:BATCH]
-            known = None if known is None else [(l[:BATCH], u[:BATCH]) for l, u in known]
+        if len(ids) > TREE_BATCH:
+            pending.append((ids[TREE_BATCH:], lo[TREE_BATCH:], hi[TREE_BATCH:], None if known is None else
+                            [(l[TREE_BATCH:], u[TREE_BATCH:]) for l, u in known]))
+            ids, lo, hi = ids[:TREE_BATCH], lo[:TREE_BATCH], hi[:TREE_BATCH]
+            known = None if known is None else [(l[:TREE_BATCH], u[:TREE_BATCH]) for l, u in known]
         split = dim[ids] >= 0
         if (~split).any():
             leaf = np.nonzero(~split)[0]

@@ -45,10 +45,17 @@ def lower_or_inf(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), -INF, x)
 
 
+_GAMMA: dict[int, float] = {}
+
+
 def gamma(n: int) -> float:
-    """``2·γ_{n+1}`` rounded up: the relative error factor of an ``n``-term sum or dot product."""
-    nu = (n + 1) * UNIT
-    return float(up(up(2.0 * nu) / down(1.0 - nu)))
+    """``2·γ_{n+1}`` rounded up: the relative error factor of an ``n``-term sum or dot product
+    (cached: it depends on ``n`` only, and the bounds ask for the same few ``n`` many times)."""
+    value = _GAMMA.get(n)
+    if value is None:
+        nu = (n + 1) * UNIT
+        value = _GAMMA[n] = float(up(up(2.0 * nu) / down(1.0 - nu)))
+    return value
 
 
 def sum_error(magnitude: np.ndarray, n: int) -> np.ndarray:
