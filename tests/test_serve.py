@@ -123,13 +123,14 @@ def without_times(text: str) -> str:
 def test_served_verify_answers_as_in_process(server, tmp_path, spec, result):
     outcomes = []
     for name, env in (("served", client_env(server)), ("in-process", {**os.environ, "VERIFIER_NO_SERVE": "1"})):
+        env["VERIFIER_CACHE_DIR"] = str(tmp_path / f"cache-{name}")  # both import the model afresh
         before = served_count(server)
         result_file = tmp_path / f"{name}.txt"
         done = cli(["verify", DEFAULT_MODEL, spec, "--result-file", result_file.name], env, tmp_path)
         assert served_count(server) == before + (name == "served"), log_of(server)
         outcomes.append((done.returncode, without_times(done.stdout), done.stderr,
                          result_file.read_text() if result_file.exists() else None))
-    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == outcomes[1], log_of(server)
     code, out, err, written = outcomes[0]
     if result is None:  # bad input: one error line naming the file, exit 2, nothing written
         assert code == 2 and out == "" and written is None
@@ -235,7 +236,7 @@ def test_prepare_instance_starts_a_server_that_run_instance_uses(private, tmp_pa
         done = subprocess.run(["bash", str(scripts / "run_instance.sh"), "v1", "mnist", str(DEFAULT_MODEL),
                                str(UNSAT), str(result), "120"], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0 and result.read_text().strip() == "unsat", done.stderr
-        assert served_count(path) >= 1 and "verify" in log_of(path)
+        assert served_count(path) >= 1 and "verify" in log_of(path), log_of(path)  # "refused: ..." says why
     finally:
         subprocess.run([sys.executable, "-m", "verifier.cli", "serve", "--stop", "--socket", str(path)],
                        capture_output=True, env=env, timeout=60)

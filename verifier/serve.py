@@ -25,6 +25,7 @@ import os
 import random
 import select
 import signal
+import socket
 import socketserver
 import sys
 import time
@@ -134,6 +135,11 @@ def _handle(server: _Server, conn) -> None:
         send_message(conn, {"refused": reason})
         return
     conn.settimeout(None)
+    if select.select([conn], [], [], 0)[0] and not conn.recv(1, socket.MSG_PEEK):
+        _log("the client went away before its command started")  # it runs the command itself
+        for fd in fds:
+            os.close(fd)
+        return
     pid = os.fork()
     if pid == 0:
         _worker(server, conn, message, fds)  # never returns

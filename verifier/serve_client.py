@@ -43,6 +43,7 @@ LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFI
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 16 * 2**20  # bytes of one JSON message (the environment and argv fit easily)
 PACKAGE = Path(__file__).resolve().parent
+REPLY_SECONDS = 10.0  # how long a client waits for the worker's pid before running the command itself
 
 
 def disabled() -> bool:
@@ -252,14 +253,15 @@ def served(argv: list[str], path: Path | None = None) -> int | None:
     if disabled() or command_of(argv) not in SERVED:
         return None
     started = start_time()
+    sock = connect(default_socket() if path is None else path)  # first: without a server, nothing else
+    if sock is None:
+        return None
     try:
         for fd in (0, 1, 2):
             os.fstat(fd)
         message = request(argv, started)
     except OSError:  # a closed standard stream, a deleted working folder: in-process, as before
-        return None
-    sock = connect(default_socket() if path is None else path)
-    if sock is None:
+        sock.close()
         return None
     pending: list[int] = []
     worker: list[int] = []
@@ -279,10 +281,12 @@ def served(argv: list[str], path: Path | None = None) -> int | None:
             if previous[sig] is not signal.SIG_IGN:
                 signal.signal(sig, forward)
         try:
+            sock.settimeout(REPLY_SECONDS)  # a server that does not answer (stuck, overloaded) is not used
             send_message(sock, message, [0, 1, 2])
             reply, _ = receive_message(sock)
+            sock.settimeout(None)
         except (OSError, ValueError):
-            return None  # nothing was started
+            return None  # nothing was started (a worker forked after this sees the connection closed and dies)
         if reply is None or "pid" not in reply:
             return None  # refused (another version, another environment) or the server stopped
         worker.append(int(reply["pid"]))
