@@ -344,6 +344,31 @@ def test_relu_terms_skip_only_exact_zeros_and_stay_below_the_exact_minimum():
             assert Fraction(sparse[b, r]) <= exact and Fraction(dense[b, r]) <= exact
 
 
+
+@pytest.mark.parametrize("scale", [1.0, 1e-300, 1e-320, 1e150])
+def test_crossing_step_gives_the_multipliers_and_a_term_below_the_exact_minimum(scale):
+    from verifier.proofcheck.bounds import Relaxation, relu_term
+
+    rng = np.random.default_rng(2)
+    B, R, n = 3, 4, 12
+    l = rng.normal(size=(B, n)) * scale
+    u = l + rng.uniform(0, 2, size=(B, n)) * scale
+    L = rng.normal(size=(B, R, n))
+    for alpha in (None, rng.uniform(0, 1, size=(B, R, n))):
+        relax = Relaxation({0: (l, u)}, alpha=None if alpha is None else {0: alpha})
+        prev, term = relax.crossing_step(0, L, l, u)
+        assert np.array_equal(prev, relax.multipliers(0, L))
+        generic = relu_term(L, prev, l, u, relax.exact_zero(0, l, u))
+        assert np.allclose(term, generic, rtol=1e-12, atol=1e-300 * scale)
+        for b in range(B):
+            for r in range(R):
+                exact = sum(min(Fraction(L[b, r, j]) * max(Fraction(z), 0) - Fraction(prev[b, r, j]) * Fraction(z)
+                                for z in [l[b, j], u[b, j]] + ([0.0] if l[b, j] < 0 < u[b, j] else []))
+                            for j in range(n))
+                assert Fraction(term[b, r]) <= exact and Fraction(generic[b, r]) <= exact
+    split = Relaxation({0: (l, u)}, signs={0: np.sign(rng.normal(size=(B, n)))})
+    assert split.crossing_step(0, L, l, u) is None  # split ReLUs take the general path
+
 ALLOWED = {"__future__", "numpy", "onnx", "json", "hashlib", "zipfile", "io", "ctypes", "re", "contextlib", "typing",
            "time", "dataclasses", "math", "os", "stat", "zlib"}
 
