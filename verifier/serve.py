@@ -3,16 +3,17 @@
 Issue 14: run once per process, as VNN-COMP's ``run_instance.sh`` does, a verdict the
 search finds in 0.5 s costs seconds of interpreter start, ``import torch`` and the other
 imports, and interpreter exit. The server pays for those once: it imports and warms up
-everything a command needs (:func:`warm_up_all`), then listens on a Unix socket
-(:mod:`socketserver`: ``UnixStreamServer`` + ``ForkingMixIn``). For each connection a
-handler process checks the peer (same user, ``SO_PEERCRED``), the client's source digest
-and import-time environment (:mod:`verifier.serve_client`), forks a worker and reports its
-pid and then its exit status. The worker takes on the client's working folder,
-environment, umask, stdin/stdout/stderr (passed over the socket, ``SCM_RIGHTS``) and
-command line, and runs :func:`verifier.cli.main` on it in-process, so the answers, the
-files written and the exit status are those of an in-process run; a ``verify`` deadline
-counts from the client's start. The handler kills the worker (its whole process group)
-when the client goes away (``timeout --kill-after``, ``kill -9``).
+everything a command needs (:func:`verifier.serve_worker.warm_up_all`), then listens on a
+Unix socket (:mod:`socketserver`: ``UnixStreamServer`` + ``ForkingMixIn``). For each
+connection a handler process checks the peer (same user, ``SO_PEERCRED``), the client's
+source digest and import-time environment (:mod:`verifier.serve_client`), forks a worker
+and reports its pid and then its exit status. The worker (:mod:`verifier.serve_worker`)
+takes on the client's working folder, environment, umask, limits, stdin/stdout/stderr
+(passed over the socket, ``SCM_RIGHTS``) and command line, and runs
+:func:`verifier.cli.main` on it in-process, so the answers, the files written and the exit
+status are those of an in-process run; a ``verify`` deadline counts from the client's
+start. The handler kills the worker (its whole process group) when the client goes away
+(``timeout --kill-after``, ``kill -9``).
 
 Only the standard library serves; torch and the rest are what the worker runs.
 """
@@ -20,52 +21,21 @@ Only the standard library serves; torch and the rest are what the worker runs.
 from __future__ import annotations
 
 import fcntl
-import gc
 import os
-import random
 import select
 import signal
 import socket
 import socketserver
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from .errors import VerifierInputError
-from .serve_client import (LIMITS, command_of, default_socket, fingerprint_difference, peer_credentials, peer_uid, private_folder, process_fingerprint,
-                           receive_message, send_message, source_digest)
+from .serve_client import (LIMITS, command_of, default_socket, fingerprint_difference, peer_credentials, peer_uid,
+                           private_folder, process_fingerprint, receive_message, send_message, source_digest)
+from .serve_worker import run_worker, warm_up_all
 
 POLL_SECONDS = 5.0  # how often an idle server looks at its clock and reaps finished handlers
-_PRISTINE: dict = {}  # torch's random state right after import (a fresh process's)
-
-
-def warm_up_all() -> float:
-    """Import and initialise, once, everything a command needs: torch (its random state as
-    a fresh process has it is kept for the workers), numpy, onnx, onnxruntime, networkx,
-    scipy's optimiser, the command line with its plugins, the domains and complete methods,
-    and one optimiser step (:func:`verifier.deadline.warm_up`). Never touches CUDA (a
-    forked worker could not use it). Returns the seconds it took."""
-    start = time.monotonic()
-    import torch
-
-    _PRISTINE["torch"] = torch.random.get_rng_state()
-    import networkx  # noqa: F401
-    import numpy  # noqa: F401
-    import onnx  # noqa: F401
-    import onnxruntime  # noqa: F401
-    import scipy.optimize  # noqa: F401
-
-    from . import api, cli, cli_results, fidelity, spec, verify, vnncomp  # noqa: F401
-    from .deadline import warm_up
-    from .domains import available_domains
-
-    cli.build_parser()  # the plugins' commands, the report and proof commands
-    available_domains()
-    warm_up(optimizers=True)
-    gc.collect()
-    gc.freeze()  # the workers' collections skip what the server made: fewer copy-on-write page copies
-    return time.monotonic() - start
 
 
 def _log(text: str) -> None:
@@ -142,7 +112,7 @@ def _handle(server: _Server, conn) -> None:
         return
     pid = os.fork()
     if pid == 0:
-        _worker(server, conn, message, fds)  # never returns
+        run_worker(server, conn, message, fds)  # never returns
     try:
         os.setpgid(pid, pid)  # as the worker does: its group exists before the client can go away
     except OSError:
@@ -224,83 +194,6 @@ def _wait(pid: int, conn) -> int:
 def _exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
-
-
-def _stream(fd: int, mode: str, template):
-    """A fresh text stream on ``fd`` (the client's), encoded as ``template`` was; line
-    buffered for stderr and for a terminal, as Python does at start-up."""
-    line = mode == "w" and (fd == 2 or os.isatty(fd))
-    return open(fd, mode, buffering=1 if line else -1, closefd=False,
-                encoding=getattr(template, "encoding", None) or "utf-8",
-                errors=getattr(template, "errors", None) or ("backslashreplace" if fd == 2 else "strict"))
-
-
-def _take_on_resources(message: dict) -> None:
-    """The client's resource limits (checked by :func:`_limits_refusal`), and as far as
-    allowed its CPU affinity and niceness (these change only the speed)."""
-    import resource
-
-    for name, (soft, hard) in message["limits"].items():
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    try:
-        os.sched_setaffinity(0, message.get("cpus") or os.sched_getaffinity(0))
-        os.setpriority(os.PRIO_PROCESS, 0, int(message.get("nice", os.getpriority(os.PRIO_PROCESS, 0))))
-    except (OSError, ValueError, TypeError):
-        pass
-
-
-def _worker(server: _Server, conn, message: dict, fds: list[int]) -> None:
-    """The forked worker: become the client's process (folder, environment, umask, streams,
-    fresh random states, default signals), run the command line and leave with its status
-    (``os._exit``: nothing of the server's runs at exit)."""
-    code = 3
-    try:
-        os.setpgid(0, 0)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        for sig in (signal.SIGTTIN, signal.SIGTTOU):  # a terminal that is not ours: EIO rather than a stop
-            signal.signal(sig, signal.SIG_IGN)
-        server.socket.close()
-        conn.close()
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        sys.stdin, sys.stdout, sys.stderr = (_stream(0, "r", sys.stdin), _stream(1, "w", sys.stdout),
-                                             _stream(2, "w", sys.stderr))
-        sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-        os.chdir(message["cwd"])
-        os.environ.clear()
-        os.environ.update(message["env"])
-        os.umask(message["umask"])
-        _take_on_resources(message)
-        sys.argv = ["verifier", *message["argv"]]
-        random.seed()
-        import numpy
-        import torch
-
-        numpy.random.seed()
-        if "torch" in _PRISTINE:
-            torch.random.set_rng_state(_PRISTINE["torch"])
-        from . import cli
-        from .cli_parser import PLUGIN_ERRORS
-
-        PLUGIN_ERRORS.clear()
-        code = cli.main(message["argv"], client_started=float(message["started"]))
-    except SystemExit as exc:  # argparse's error(): exit 2, as in-process
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
-    except BaseException:  # what an in-process run would show, with its exit status
-        traceback.print_exc()
-        code = 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
 
 
 def _socket_path(path: str | None) -> Path:
