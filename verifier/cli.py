@@ -23,8 +23,8 @@ import warnings
 
 from .cli_parser import PLUGIN_ERRORS, Parser as _Parser, add_debug, add_verbosity
 from .cli_process import (CACHE_WARNING, Interrupted, StdoutError, answering_interrupt, discard_stdout,  # noqa: F401
-                          guarded_stdout, interrupt_of, received_interrupt, show_warning as _show_warning,
-                          shown as _shown, signals_raised)
+                          guarded_stdout, interrupt_of, leave_now, received_interrupt,
+                          show_warning as _show_warning, shown as _shown, signals_raised)
 from .errors import VerifierInputError
 from .logs import configure as configure_logs, reset as reset_logs
 from .options import DTYPES, key_value_options  # the training plugin imports both from here too
@@ -425,21 +425,8 @@ def main(argv: list[str] | None = None, *, client_started: float | None = None) 
     finally:
         _CLIENT_STARTED[0] = None
     if program and _FAST_EXIT[0]:
-        _leave(code)
+        leave_now(code)
     return code
-
-
-def _leave(code: int) -> None:
-    """Flush stdout and stderr and end the process with ``code`` at once (``os._exit``),
-    skipping interpreter shutdown; if a flush fails, return (the normal exit reports it)."""
-    import os
-
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:
-        return
-    os._exit(code)
 
 
 def _report_interrupt(exc: KeyboardInterrupt) -> int:
