@@ -356,8 +356,9 @@ def test_crossing_step_gives_the_multipliers_and_a_term_below_the_exact_minimum(
     L = rng.normal(size=(B, R, n))
     for alpha in (None, rng.uniform(0, 1, size=(B, R, n))):
         relax = Relaxation({0: (l, u)}, alpha=None if alpha is None else {0: alpha})
-        prev, term = relax.crossing_step(0, L, l, u)
+        prev, term, contracts = relax.crossing_step(0, L, l, u)
         assert np.array_equal(prev, relax.multipliers(0, L))
+        assert contracts and np.all(np.abs(prev) <= np.abs(L))
         generic = relu_term(L, prev, l, u, relax.exact_zero(0, l, u))
         assert np.allclose(term, generic, rtol=1e-12, atol=1e-300 * scale)
         for b in range(B):
@@ -366,8 +367,36 @@ def test_crossing_step_gives_the_multipliers_and_a_term_below_the_exact_minimum(
                                 for z in [l[b, j], u[b, j]] + ([0.0] if l[b, j] < 0 < u[b, j] else []))
                             for j in range(n))
                 assert Fraction(term[b, r]) <= exact and Fraction(generic[b, r]) <= exact
+    steep = Relaxation({0: (l, u)}, alpha={0: np.full((B, R, n), 1.5)})
+    assert not steep.crossing_step(0, L, l, u)[2]  # a slope above 1 may grow |λ|: its maxima are recomputed
     split = Relaxation({0: (l, u)}, signs={0: np.sign(rng.normal(size=(B, n)))})
     assert split.crossing_step(0, L, l, u) is None  # split ReLUs take the general path
+
+
+def test_crown_bounds_contain_sampled_values_and_unit_rows_match_the_matrix_product(work):
+    from verifier.proofcheck.bounds import Relaxation, crown_bounds, lagrangian_bound
+    from verifier.proofcheck.network import load_network
+
+    net = load_network(str(relu_net(work, 5, 4, [16, 16, 16])))
+    rng = np.random.default_rng(3)
+    lo = rng.uniform(-1, 0.5, size=(6, 4))
+    hi = lo + rng.uniform(0.05, 1.0, size=(6, 4))
+    bounds = crown_bounds(net, lo, hi)
+    x = lo[:, None, :] + rng.uniform(size=(6, 500, 4)) * (hi - lo)[:, None, :]
+    v = x
+    for i, op in enumerate(net.ops):
+        l, u = bounds[i]
+        assert np.all((l[:, None, :] <= v) & (v <= u[:, None, :]))
+        v = {"linear": lambda v: v @ op.value.T, "shift": lambda v: v + op.value,
+             "relu": lambda v: np.maximum(v, 0.0)}[op.kind](v)
+    node = net.relu_inputs[-1]
+    rows = np.tile(np.arange(net.sizes[node]), (6, 1))
+    lam = np.zeros((6, 2 * rows.shape[1], net.sizes[node]))
+    lam[:, np.arange(rows.shape[1]), rows[0]], lam[:, rows.shape[1] + np.arange(rows.shape[1]), rows[0]] = 1.0, -1.0
+    relax = Relaxation({r: bounds[i] for r, i in enumerate(net.relu_inputs)})
+    plain = lagrangian_bound(net, node, lam, bounds, relax)
+    unit = lagrangian_bound(net, node, lam, bounds, relax, unit=np.concatenate([rows, rows], 1))
+    assert np.all(unit >= plain) and np.allclose(unit, plain, rtol=1e-12, atol=1e-12)
 
 ALLOWED = {"__future__", "numpy", "onnx", "json", "hashlib", "zipfile", "io", "ctypes", "re", "contextlib", "typing",
            "time", "dataclasses", "math", "os", "stat", "zlib"}

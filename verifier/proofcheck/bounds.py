@@ -121,14 +121,18 @@ class Relaxation:
             out = out - self.beta[r] * s[:, None, :]
         return out
 
-    def crossing_step(self, r: int, lam: np.ndarray, dl: np.ndarray, du: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(multipliers(r, lam), relu_term(...))`` ``((B, R, n), (B, R))`` computed together
+    def crossing_step(self, r: int, lam: np.ndarray, dl: np.ndarray,
+                      du: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        """``(multipliers(r, lam), relu_term(...), contracts)`` ``((B, R, n), (B, R), bool)`` computed together
         on the crossing entries only, for a ReLU without split signs or given multipliers
         whose domain ``[dl, du]`` ``(B, n)`` leaves exactly the crossing entries non-zero
         (CROWN's intermediate passes and the bisection tree's leaves); ``None`` otherwise.
         Stable entries take ``λ·[l ≥ 0]`` in one pass; the crossing ones are gathered once,
         given their slopes, scattered back and their terms summed from the same gather.
-        Same values as :meth:`multipliers` and :func:`relu_term`, fewer passes over ``λ``."""
+        Same values as :meth:`multipliers` and :func:`relu_term`, fewer passes over ``λ``.
+        ``contracts``: every slope lies in ``[0, 1]`` (CROWN's: ``α ∈ {0, 1}`` and the
+        chord), so ``|λ_in| ≤ |λ_out|`` entrywise (rounding is monotone) and an upper bound
+        of ``max |λ_out|`` per row bounds ``max |λ_in|`` too."""
         if r in self.direct or self.signs.get(r) is not None:
             return None
         l, u = self.shape_bounds[r]
@@ -142,17 +146,21 @@ class Relaxation:
             out = lam * active[:, None, :]
             box, entry = np.nonzero(cross)  # box-major order
             if len(box) == 0:
-                return out, np.zeros((batch, rows))
+                return out, np.zeros((batch, rows)), True
             g = lam[box, :, entry]  # (K, R)
             lg, ug = l[box, entry][:, None], u[box, entry][:, None]
             alpha = self.alpha.get(r)
-            alpha = (ug > -lg).astype(np.float64) if alpha is None else np.broadcast_to(alpha, lam.shape)[box, :, entry]
-            chord = np.nan_to_num(ug / (ug - lg), nan=0.0, posinf=0.0, neginf=0.0)
+            if alpha is None:
+                alpha, unit_slopes = (ug > -lg).astype(np.float64), True
+            else:
+                alpha = np.broadcast_to(alpha, lam.shape)[box, :, entry]
+                unit_slopes = bool(np.all((alpha >= 0) & (alpha <= 1)))
+            chord = np.nan_to_num(ug / (ug - lg), nan=0.0, posinf=0.0, neginf=0.0)  # in [0, 1]: fl(u − l) ≥ u
             gin = np.where(g > 0, alpha, chord)
             gin *= g
             out[box, :, entry] = gin
             values, crossing = _vertex_min(g, gin, dl[box, entry][:, None], du[box, entry][:, None])
-            return out, _gathered_sum(values, crossing, box, batch)
+            return out, _gathered_sum(values, crossing, box, batch), unit_slopes
 
     def exact_zero(self, r: int, dl: np.ndarray, du: np.ndarray) -> np.ndarray:
         """``(B, n)``: entries whose ReLU term is exactly 0 whatever ``λ``: the multiplier is
@@ -170,20 +178,27 @@ class Relaxation:
 
 
 def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, relax: Relaxation,
-                     domains: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+                     domains: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+                     unit: np.ndarray | None = None) -> np.ndarray:
     """Rigorous lower bounds ``(B, R)`` of ``lam·v_top`` (``lam`` ``(B, R, n_top)``) over the
     box ``bounds[0]`` (module docstring). ``bounds[i]``: sound bounds of ``v_i`` (``i < top``);
     ``domains[i]``: the sets the ReLU terms minimise over (default ``bounds[i]``; split
-    subdomains pass their clamped intervals, which must be non-empty)."""
+    subdomains pass their clamped intervals, which must be non-empty). ``unit`` ``(B, R)``:
+    each row of ``lam`` is ``±1`` at that entry and 0 elsewhere (as :func:`refine` builds
+    it), so its first linear step is a row gather of ``W`` (exact, no residual)."""
     relu_index = {i: r for r, i in enumerate(net.relu_inputs)}
     terms = []
-    L, peak = lam, None  # peak: max |λ| per row of the current λ, shared by its error bounds
+    L, peak = lam, None  # peak: an upper bound of max |λ| per row of the current λ, shared by its error bounds
+    if unit is not None:
+        peak = np.abs(np.take_along_axis(lam, unit[..., None], -1))[..., 0]
     for i in reversed(range(top)):
         op = net.ops[i]
         l, u = bounds[i]
         if op.kind in ("linear", "shift") and peak is None:
             peak = np.abs(L).max(-1)
-        if op.kind == "linear":
+        if op.kind == "linear" and unit is not None and L is lam:  # λ = ±e_unit: λ W = ±W[unit], exact
+            prev = op.value[unit] * np.take_along_axis(lam, unit[..., None], -1)
+        elif op.kind == "linear":
             prev = matmul(L, op.value)
             terms.append(-_residual(peak, L.shape[-1], op.abs_value.sum(0), l, u))
         elif op.kind == "shift":
@@ -207,9 +222,12 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
             fused = relax.crossing_step(r, L, dl, du)
             if fused is None:
                 prev = relax.multipliers(r, L)
-                fused = prev, relu_term(L, prev, dl, du, relax.exact_zero(r, dl, du))
+                fused = prev, relu_term(L, prev, dl, du, relax.exact_zero(r, dl, du)), False
             prev = fused[0]
             terms.append(fused[1])
+            if fused[2]:  # every |λ_in| ≤ |λ_out|: the row maxima still bound the new λ
+                L = prev
+                continue
         if prev is not L:
             L, peak = prev, None
     xl, xu = bounds[0]
@@ -342,7 +360,7 @@ def refine(net: Network, bounds: Bounds, node: int, rows: np.ndarray, relax: Rel
     k = np.arange(R)[None, :]
     lam[b, k, rows] = 1.0
     lam[b, R + k, rows] = -1.0
-    both = lagrangian_bound(net, node, lam, bounds, relax)
+    both = lagrangian_bound(net, node, lam, bounds, relax, unit=np.concatenate([rows, rows], 1))
     np.put_along_axis(l, rows, np.maximum(np.take_along_axis(l, rows, 1), both[:, :R]), 1)
     np.put_along_axis(u, rows, np.minimum(np.take_along_axis(u, rows, 1), -both[:, R:]), 1)
 
