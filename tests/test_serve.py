@@ -172,6 +172,14 @@ def test_another_source_or_environment_is_refused_and_runs_in_process(server, tm
     before = served_count(server)
     monkeypatch.setattr(serve_client, "source_digest", lambda: "another version")
     assert serve_client.served(["domains"]) is None  # nothing ran: the caller runs it itself
+    monkeypatch.undo()
+    monkeypatch.setenv("VERIFIER_SOCKET", str(server))
+    monkeypatch.delenv("VERIFIER_NO_SERVE", raising=False)
+    log = log_of(server)
+    for argv in (["verify", "m.onnx", "s.vnnlib", "--ray"], ["vnncomp", "bench", "--ray=local"], ["train"],
+                 ["--version"], ["serve"]):
+        assert serve_client.served(argv) is None, argv  # never served, not even asked
+    assert log_of(server) == log
     # a variable read when torch is imported: the server's value would not be this client's
     done = cli(["domains"], client_env(server, OMP_NUM_THREADS="3"), tmp_path)
     assert done.returncode == 0 and "crown" in done.stdout

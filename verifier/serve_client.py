@@ -250,8 +250,8 @@ def served(argv: list[str], path: Path | None = None) -> int | None:
     status; ``None`` (nothing was run) when it cannot or should not be served: see the
     module docstring. SIGINT and SIGTERM received meanwhile are forwarded to the worker,
     which answers them as an in-process run does (exit 130 / 143)."""
-    if disabled() or command_of(argv) not in SERVED:
-        return None
+    if disabled() or command_of(argv) not in SERVED or any(a.split("=")[0] == "--ray" for a in argv):
+        return None  # --ray: Ray's driver needs its exit handlers, which a worker does not run
     started = start_time()
     sock = connect(default_socket() if path is None else path)  # first: without a server, nothing else
     if sock is None:
