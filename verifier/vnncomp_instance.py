@@ -80,12 +80,18 @@ class FileResolver:
         self.cache_dir = cache_dir
         self._done: dict[Path, Path] = {}
 
-    def __call__(self, relative: str) -> Path:
-        """The plain file for ``relative`` (``x``, or ``x.gz`` decompressed); a missing file
-        raises :class:`VerifierInputError` naming the path that was looked for."""
+    def found(self, relative: str) -> Path:
+        """The benchmark's own file for ``relative`` (``x``, or ``x.gz`` when only that
+        exists); a missing file raises :class:`VerifierInputError` naming the path looked for."""
         path = bench_file(self.bench_dir, relative)
         if path is None:
             raise VerifierInputError(f"file not found: {self.bench_dir / relative}")
+        return path
+
+    def __call__(self, relative: str) -> Path:
+        """The plain file for ``relative`` (``x``, or ``x.gz`` decompressed); a missing file
+        raises :class:`VerifierInputError` naming the path that was looked for."""
+        path = self.found(relative)
         if path.suffix != ".gz":
             return path
         if path not in self._done:
@@ -137,7 +143,7 @@ def prepare(instance: Instance, files: FileResolver, models: ModelCache, fidelit
     start = time.perf_counter()
     model = models.get(files(instance.onnx))
     times["load"], start = time.perf_counter() - start, time.perf_counter()
-    spec = read_vnnlib(files(instance.vnnlib))
+    spec = read_vnnlib(files.found(instance.vnnlib))  # it reads .gz itself: errors name the benchmark's file
     spec.check_model(model.input_size, model.output_size)
     times["parse"], start = time.perf_counter() - start, time.perf_counter()
     if fidelity:  # a check passed before on this box (IR cache) is not repeated
