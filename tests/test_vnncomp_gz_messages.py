@@ -1,9 +1,9 @@
-"""A malformed ``.vnnlib.gz`` instance: its ``error`` names the benchmark's file and line.
+"""A malformed ``.vnnlib.gz`` or ``.onnx.gz`` instance: its ``error`` names the benchmark's file.
 
-The runner decompressed every ``.gz`` into a private temporary folder and parsed that copy,
+The runner decompressed every ``.gz`` into a private temporary folder and read that copy,
 so the message named a file the user never had (``/tmp/verifier_vnncomp_…/0_x.vnnlib:1``)
-and that was gone when the run ended. The spec reader reads ``.gz`` itself; the message
-now names ``BENCH/vnnlib/x.vnnlib.gz:LINE``.
+and that was gone when the run ended. The spec reader reads ``.gz`` itself (the message
+names ``BENCH/vnnlib/x.vnnlib.gz:LINE``); a model's message names ``BENCH/onnx/x.onnx.gz``.
 """
 
 from __future__ import annotations
@@ -51,3 +51,14 @@ def test_a_malformed_gz_spec_is_named_as_the_benchmark_has_it(tmp_path):
 def test_a_good_gz_spec_still_verifies(tmp_path):
     folder = bench(tmp_path, GOOD.read_text())
     assert outcome(tmp_path, folder, "vnnlib/prop.vnnlib.gz").result == "unsat"
+
+
+def test_a_bad_gz_model_is_named_as_the_benchmark_has_it(tmp_path):
+    folder = bench(tmp_path, GOOD.read_text())
+    (folder / "onnx" / "net.onnx").unlink()
+    (folder / "onnx" / "net.onnx.gz").write_bytes(gzip.compress(b"not an ONNX model"))
+    (folder / "vnnlib" / "prop.vnnlib").write_text(GOOD.read_text())
+    got = outcome(tmp_path, folder, "vnnlib/prop.vnnlib")
+    assert got.result == "error"
+    assert str(folder / "onnx" / "net.onnx.gz") in got.message, got.message
+    assert "verifier_vnncomp_" not in got.message, got.message

@@ -104,6 +104,13 @@ class FileResolver:
             self._done[path] = target
         return self._done[path]
 
+    def named(self, text: str) -> str:
+        """``text`` (a message) with the path of every decompressed copy replaced by the
+        benchmark's ``.gz`` file it came from."""
+        for original, copy in self._done.items():
+            text = text.replace(str(copy), str(original))
+        return text
+
 
 class ModelCache:
     """Loads each ONNX file once; a file that failed to load fails again without retrying.
@@ -204,7 +211,7 @@ def run_instance(instance: Instance, timeout: float, files: FileResolver, models
             run_time = time.perf_counter() - start
         else:
             prepare_time = time.perf_counter() - start
-        text = (str(exc).splitlines() or ["(no message)"])[0]
+        text = files.named((str(exc).splitlines() or ["(no message)"])[0])
         kind = "" if isinstance(exc, VerifierInputError) else f"{type(exc).__name__}: "
         status, cex, message = "error", None, kind + text
     write_result(result_file, status, cex)
