@@ -359,6 +359,9 @@ def test_crossing_step_gives_the_multipliers_and_a_term_below_the_exact_minimum(
         prev, term, contracts = relax.crossing_step(0, L, l, u)
         assert np.array_equal(prev, relax.multipliers(0, L))
         assert contracts and np.all(np.abs(prev) <= np.abs(L))
+        scratch = L.copy()
+        again = relax.crossing_step(0, scratch, l, u, reuse=True)
+        assert again[0] is scratch and np.array_equal(again[0], prev) and np.array_equal(again[1], term)
         generic = relu_term(L, prev, l, u, relax.exact_zero(0, l, u))
         assert np.allclose(term, generic, rtol=1e-12, atol=1e-300 * scale)
         for b in range(B):

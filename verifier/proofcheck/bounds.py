@@ -121,8 +121,8 @@ class Relaxation:
             out = out - self.beta[r] * s[:, None, :]
         return out
 
-    def crossing_step(self, r: int, lam: np.ndarray, dl: np.ndarray,
-                      du: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    def crossing_step(self, r: int, lam: np.ndarray, dl: np.ndarray, du: np.ndarray,
+                      reuse: bool = False) -> tuple[np.ndarray, np.ndarray, bool] | None:
         """``(multipliers(r, lam), relu_term(...), contracts)`` ``((B, R, n), (B, R), bool)`` computed together
         on the crossing entries only, for a ReLU without split signs or given multipliers
         whose domain ``[dl, du]`` ``(B, n)`` leaves exactly the crossing entries non-zero
@@ -132,7 +132,8 @@ class Relaxation:
         Same values as :meth:`multipliers` and :func:`relu_term`, fewer passes over ``λ``.
         ``contracts``: every slope lies in ``[0, 1]`` (CROWN's: ``α ∈ {0, 1}`` and the
         chord), so ``|λ_in| ≤ |λ_out|`` entrywise (rounding is monotone) and an upper bound
-        of ``max |λ_out|`` per row bounds ``max |λ_in|`` too."""
+        of ``max |λ_out|`` per row bounds ``max |λ_in|`` too. With ``reuse``, ``lam`` (a
+        temporary of the caller's) is overwritten by the result."""
         if r in self.direct or self.signs.get(r) is not None:
             return None
         l, u = self.shape_bounds[r]
@@ -143,11 +144,11 @@ class Relaxation:
         if not np.array_equal(~self.exact_zero(r, dl, du), cross):
             return None
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            out = lam * active[:, None, :]
             box, entry = np.nonzero(cross)  # box-major order
+            g = lam[box, :, entry]  # (K, R), gathered before lam may be overwritten
+            out = np.multiply(lam, active[:, None, :], out=lam if reuse else None)
             if len(box) == 0:
                 return out, np.zeros((batch, rows)), True
-            g = lam[box, :, entry]  # (K, R)
             lg, ug = l[box, entry][:, None], u[box, entry][:, None]
             alpha = self.alpha.get(r)
             if alpha is None:
@@ -201,6 +202,9 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
         elif op.kind == "linear":
             prev = matmul(L, op.value)
             terms.append(-_residual(peak, L.shape[-1], op.abs_value.sum(0), l, u))
+        elif op.kind == "shift" and unit is not None and L is lam:  # ±1 · c[unit], exact
+            prev = L
+            terms.append(np.take_along_axis(lam, unit[..., None], -1)[..., 0] * op.value[unit])
         elif op.kind == "shift":
             prev = L
             m = L.shape[-1]
@@ -219,7 +223,7 @@ def lagrangian_bound(net: Network, top: int, lam: np.ndarray, bounds: Bounds, re
         else:
             r = relu_index[i]
             dl, du = (domains or {}).get(i, (l, u))
-            fused = relax.crossing_step(r, L, dl, du)
+            fused = relax.crossing_step(r, L, dl, du, reuse=L is not lam)
             if fused is None:
                 prev = relax.multipliers(r, L)
                 fused = prev, relu_term(L, prev, dl, du, relax.exact_zero(r, dl, du)), False
