@@ -401,6 +401,18 @@ def test_crown_bounds_contain_sampled_values_and_unit_rows_match_the_matrix_prod
     unit = lagrangian_bound(net, node, lam, bounds, relax, unit=np.concatenate([rows, rows], 1))
     assert np.all(unit >= plain) and np.allclose(unit, plain, rtol=1e-12, atol=1e-12)
 
+
+def test_refinement_passes_group_every_box_with_crossing_entries_once():
+    from verifier.proofcheck.bounds import PASS_ROWS, _count_groups
+
+    counts = np.sort(np.random.default_rng(4).integers(0, 40, size=300))
+    runs = _count_groups(counts)
+    covered = np.concatenate([np.arange(a, b) for a, b, _ in runs])
+    assert np.array_equal(covered, np.nonzero(counts > 0)[0])  # each box once, the zero-count ones left out
+    assert all(R == counts[b - 1] for _, b, R in runs)
+    assert len(runs) > 1 and _count_groups(np.zeros(5, int)) == []
+    assert len(_count_groups(np.full(50, 7))) == 1 and len(_count_groups(np.array([1, PASS_ROWS]))) == 2
+
 ALLOWED = {"__future__", "numpy", "onnx", "json", "hashlib", "zipfile", "io", "ctypes", "re", "contextlib", "typing",
            "time", "dataclasses", "math", "os", "stat", "zlib"}
 

@@ -408,27 +408,48 @@ def crown_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Boun
 
 
 CHUNK = 1 << 19  # entries of the widest λ ``(boxes, 2R, n)`` of one refinement pass (4 MiB in float64)
+PASS_ROWS = 512  # a refinement pass costs about as much as this many more objective rows
 
 
 def _refine_crossing(net: Network, bounds: Bounds, node: int, shape: dict) -> None:
     """:func:`refine` each box's crossing entries of ``bounds[node]`` with CROWN's adaptive
-    multipliers; boxes are grouped by their crossing count (less padding, same bounds),
-    as many per pass as keep the widest multiplier array within :data:`CHUNK` entries
-    (fewer numpy calls on narrow networks, bounded memory on wide ones)."""
+    multipliers (the same bounds however the boxes are grouped). Boxes are sorted by
+    their crossing count ``c`` and cut into passes of ``R = max c`` objectives each
+    (:func:`_count_groups`), each pass at most :data:`CHUNK` entries wide."""
     l, u = bounds[node]
     mask = (l < 0) & (u > 0)
     count = mask.sum(1)
     order = np.argsort(count, kind="stable")
-    per_box = 2 * max(1, int(count.max(initial=0))) * max(net.sizes[: node + 1])
-    boxes = max(1, CHUNK // per_box)
-    for chunk in np.array_split(order, max(1, -(-len(order) // boxes))):
-        R = int(count[chunk].max()) if len(chunk) else 0
-        if R == 0:
+    width = max(net.sizes[: node + 1])
+    for start, stop, R in _count_groups(count[order]):
+        boxes = max(1, CHUNK // (2 * R * width))
+        for chunk in np.array_split(order[start:stop], -(-(stop - start) // boxes)):
+            rows = np.argsort(~mask[chunk], axis=1, kind="stable")[:, :R]
+            part = [(a[chunk], b[chunk]) for a, b in bounds[: node + 1]]
+            refine(net, part, node, rows, Relaxation({r: (a[chunk], b[chunk]) for r, (a, b) in shape.items()}))
+            l[chunk], u[chunk] = part[node]
+
+
+def _count_groups(counts: np.ndarray) -> list[tuple[int, int, int]]:
+    """Cut sorted crossing counts ``(N,)`` into runs ``(start, stop, R)`` (``R`` the run's
+    largest count; boxes without a crossing entry are left out): a run takes the next
+    larger count unless padding its boxes up to it costs more objective rows
+    (``2·boxes·increase``) than a separate pass (:data:`PASS_ROWS`)."""
+    values, sizes = np.unique(counts, return_counts=True)
+    runs: list[tuple[int, int, int]] = []
+    start = stop = 0
+    top = 0
+    for v, m in zip(values.tolist(), sizes.tolist()):
+        if v == 0:
+            start = stop = stop + m
             continue
-        rows = np.argsort(~mask[chunk], axis=1, kind="stable")[:, :R]
-        part = [(a[chunk], b[chunk]) for a, b in bounds[: node + 1]]
-        refine(net, part, node, rows, Relaxation({r: (a[chunk], b[chunk]) for r, (a, b) in shape.items()}))
-        l[chunk], u[chunk] = part[node]
+        if stop > start and 2 * (stop - start) * (v - top) > PASS_ROWS:
+            runs.append((start, stop, top))
+            start = stop
+        stop, top = stop + m, v
+    if stop > start:
+        runs.append((start, stop, top))
+    return runs
 
 
 def clamped_domains(net: Network, bounds: Bounds, signs: dict[int, np.ndarray]) -> tuple[dict, np.ndarray]:
