@@ -279,7 +279,7 @@ class ActivationSplit(CompleteMethod):
 
 class Auto(CompleteMethod):
     name = "auto"
-    description = "box, crown, then input-split (≤ 16 inputs), relu-split or activation-split until the deadline"
+    description = "box, then input-split (≤ 16 inputs), else crown, relu-split or activation-split, until the deadline"
 
     def decide(self, model, region, index, deadline, device, dtype, options, notes):
         low_dim = model.input_size <= INPUT_SPLIT_MAX_DIM
