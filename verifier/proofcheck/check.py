@@ -165,23 +165,47 @@ def _relaxation(net: Network, bounds) -> Relaxation:
     return Relaxation(_shapes(net, bounds))
 
 
-def _leaf_bounds(net: Network, region: Region, lo, hi, known, claims, tolerance: float) -> np.ndarray:
-    """Lower bounds ``(B, k)`` of the stacked rows over boxes ``lo``/``hi``: the best of
-    IBP on the outputs and the Lagrangian bound on IBP ∩ ``known`` bounds; the boxes that
-    stay open, or below their ``claims`` ``(B, k)``, are bounded again on CROWN-tightened
-    bounds."""
-    K = len(net.ops)
+def _cheap_leaf_bounds(net: Network, region: Region, lo, hi, known, claims, tolerance: float):
+    """Lower bounds ``(B, k)`` of the stacked rows over boxes ``lo``/``hi``: the best of IBP
+    on the outputs and the Lagrangian bound on IBP ∩ ``known`` bounds; and ``(B,)`` which
+    boxes stay open or below their ``claims`` ``(B, k)`` (to be bounded again on
+    CROWN-tightened bounds, :func:`_tight_leaf_bounds`)."""
     lam = np.broadcast_to(region.C, (len(lo), *region.C.shape))
     cheap = interval_bounds(net, lo, hi, known)
-    lb = np.maximum(spec_interval_bound(region.C, *cheap[-1]), lagrangian_bound(net, K, lam, cheap, _relaxation(net, cheap)))
-    still = ~region.closed(lb).all(1) | below_claim(lb, claims, tolerance).any(1)
-    if still.any():
-        idx = np.nonzero(still)[0]
-        sub = None if known is None else [(l[idx], u[idx]) for l, u in known]
-        full = crown_bounds(net, lo[idx], hi[idx], sub)
-        lb2 = lagrangian_bound(net, K, lam[idx], full, _relaxation(net, full))
-        lb[idx] = np.maximum(lb[idx], np.maximum(lb2, spec_interval_bound(region.C, *full[-1])))
-    return lb
+    lb = np.maximum(spec_interval_bound(region.C, *cheap[-1]),
+                    lagrangian_bound(net, len(net.ops), lam, cheap, _relaxation(net, cheap)))
+    return lb, ~region.closed(lb).all(1) | below_claim(lb, claims, tolerance).any(1)
+
+
+def _tight_leaf_bounds(net: Network, region: Region, full) -> np.ndarray:
+    """Lower bounds ``(B, k)`` of the stacked rows on CROWN-tightened bounds ``full``."""
+    lam = np.broadcast_to(region.C, (len(full[0][0]), *region.C.shape))
+    return np.maximum(lagrangian_bound(net, len(net.ops), lam, full, _relaxation(net, full)),
+                      spec_interval_bound(region.C, *full[-1]))
+
+
+def _rows(bounds, index):
+    """Each node's bounds restricted to the boxes ``index`` (``None`` stays ``None``)."""
+    return None if bounds is None else [(l[index], u[index]) for l, u in bounds]
+
+
+def _leaf_verdict(region: Region, cert: Certificate, r: int, ids, lo, hi, lb: np.ndarray, claim: np.ndarray) -> None:
+    """Raise :class:`LeafFailed` for the first input-split leaf ``ids`` whose bounds ``lb``
+    ``(B, k)`` fall below its ``claim`` or leave a disjunct open."""
+    short = np.nonzero(below_claim(lb, claim, cert.tolerance).any(1))[0]
+    if len(short):
+        i = short[0]
+        row = int(np.nonzero(below_claim(lb[i], claim[i], cert.tolerance))[0][0])
+        raise LeafFailed(f"region {r}, input-split leaf {int(ids[i])}: re-derived bound {lb[i, row]:.12g} of "
+                         f"row {row} is below the certificate's claim {claim[i, row]:.12g}")
+    closed = region.closed(lb)
+    bad = np.nonzero(~closed.all(1))[0]
+    if len(bad):
+        i, d = bad[0], int(np.nonzero(~closed[bad[0]])[0][0])
+        rows = region.rows_of(d)
+        raise LeafFailed(f"region {r}, input-split leaf {int(ids[i])} (box {lo[i].tolist()} .. "
+                         f"{hi[i].tolist()}): disjunct {d} not refuted (best row: lower bound "
+                         f"{lb[i, rows].max():.9g}, needs > {region.b[rows][lb[i, rows].argmax()]:.9g})")
 
 
 def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> int:
@@ -214,30 +238,22 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
             ids, lo, hi = ids[:TREE_BATCH], lo[:TREE_BATCH], hi[:TREE_BATCH]
             known = None if known is None else [(l[:TREE_BATCH], u[:TREE_BATCH]) for l, u in known]
         split = dim[ids] >= 0
-        if (~split).any():
-            leaf = np.nonzero(~split)[0]
-            sub = None if known is None else [(l[leaf], u[leaf]) for l, u in known]
+        leaf, node = np.nonzero(~split)[0], np.nonzero(split)[0]
+        reopen = leaf[:0]
+        if len(leaf):
             claim = claims[ids[leaf]]
-            lb = _leaf_bounds(net, region, lo[leaf], hi[leaf], sub, claim, cert.tolerance)
-            short = np.nonzero(below_claim(lb, claim, cert.tolerance).any(1))[0]
-            if len(short):
-                i = short[0]
-                row = int(np.nonzero(below_claim(lb[i], claim[i], cert.tolerance))[0][0])
-                raise LeafFailed(f"region {r}, input-split leaf {int(ids[leaf[i]])}: re-derived bound {lb[i, row]:.12g} of "
-                                 f"row {row} is below the certificate's claim {claim[i, row]:.12g}")
-            closed = region.closed(lb)
-            bad = np.nonzero(~closed.all(1))[0]
-            if len(bad):
-                i, d = bad[0], int(np.nonzero(~closed[bad[0]])[0][0])
-                rows = region.rows_of(d)
-                raise LeafFailed(f"region {r}, input-split leaf {int(ids[leaf[i]])} (box {lo[leaf[i]].tolist()} .. "
-                                 f"{hi[leaf[i]].tolist()}): disjunct {d} not refuted (best row: lower bound "
-                                 f"{lb[i, rows].max():.9g}, needs > {region.b[rows][lb[i, rows].argmax()]:.9g})")
+            lb, still = _cheap_leaf_bounds(net, region, lo[leaf], hi[leaf], _rows(known, leaf), claim, cert.tolerance)
+            reopen = leaf[still]
+        # one CROWN pass for the split nodes and the leaves the cheap bound left open
+        both = np.concatenate([node, reopen])
+        full = crown_bounds(net, lo[both], hi[both], _rows(known, both)) if len(both) else None
+        if len(leaf):
+            if len(reopen):
+                lb[still] = np.maximum(lb[still], _tight_leaf_bounds(net, region, _rows(full, slice(len(node), None))))
+            _leaf_verdict(region, cert, r, ids[leaf], lo[leaf], hi[leaf], lb, claim)
             leaves += len(leaf)
-        if split.any():
-            node = np.nonzero(split)[0]
-            sub = None if known is None else [(l[node], u[node]) for l, u in known]
-            bounds = crown_bounds(net, lo[node], hi[node], sub)
+        if len(node):
+            bounds = _rows(full, slice(0, len(node)))
             d, m = dim[ids[node]], mid[ids[node]]
             rows = np.arange(len(node))
             low, high = lo[node], hi[node]
