@@ -38,7 +38,8 @@ from .lp_leaf import check_lp_leaves
 from .network import Network, UnsupportedModel, file_sha256, load_network
 
 BATCH = 256  # ReLU-split subdomains bounded together
-TREE_BATCH = 2048  # bisection-tree nodes handled together (their refinement passes are chunked by bounds.CHUNK)
+TREE_BATCH = 2048  # bisection-tree nodes handled together (their refinement passes are chunked by bounds.CHUNK) ...
+TREE_ENTRIES = 1 << 22  # ... unless their bounds of every node would hold more entries than this (32 MiB)
 
 
 class ProofRefused(ValueError):
@@ -230,13 +231,12 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
         raise LeafFailed(f"region {r}: the split nodes do not form a tree")
     pending = [(np.array([0]), region.lower.copy(), region.upper.copy(), None)]
     leaves = 0
+    batch = max(BATCH, min(TREE_BATCH, TREE_ENTRIES // sum(net.sizes)))
     while pending:
         ids, lo, hi, known = pending.pop()
-        if len(ids) > TREE_BATCH:
-            pending.append((ids[TREE_BATCH:], lo[TREE_BATCH:], hi[TREE_BATCH:], None if known is None else
-                            [(l[TREE_BATCH:], u[TREE_BATCH:]) for l, u in known]))
-            ids, lo, hi = ids[:TREE_BATCH], lo[:TREE_BATCH], hi[:TREE_BATCH]
-            known = None if known is None else [(l[:TREE_BATCH], u[:TREE_BATCH]) for l, u in known]
+        if len(ids) > batch:
+            pending.append((ids[batch:], lo[batch:], hi[batch:], _rows(known, slice(batch, None))))
+            ids, lo, hi, known = ids[:batch], lo[:batch], hi[:batch], _rows(known, slice(0, batch))
         split = dim[ids] >= 0
         leaf, node = np.nonzero(~split)[0], np.nonzero(split)[0]
         reopen = leaf[:0]
