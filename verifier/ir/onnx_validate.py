@@ -41,6 +41,18 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message (``'parse error'`` when it has none), at most
+    ``limit`` characters: a longer one is cut after its last whole word, ending in ``…``."""
+    text = (str(exc).splitlines() or [""])[0]
+    if not text:
+        return "parse error"
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return (cut[: cut.rfind(" ") + 1] if " " in cut else cut) + "…"
+
+
 def _type_name(elem: int) -> str:
     try:
         return onnx.TensorProto.DataType.Name(elem)
@@ -75,7 +87,7 @@ def load_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
         model = onnx.load(path)
     except Exception as exc:  # protobuf and the external-data loader raise several unrelated types
         raise ModelError(f"cannot read ONNX model {path}: not a valid ONNX file "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'parse error'})") from None
+                         f"({type(exc).__name__}: {first_line(exc)})") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelError(f"ONNX model {path} has no nodes (corrupt, truncated or not an ONNX file)")
     return model
