@@ -53,13 +53,24 @@ def _from_dataset(ds, which: str) -> tuple:
     return x, y
 
 
+def _reason(exc: Exception) -> str:
+    """Why numpy refused a file or array, in a few words: pickled objects (never loaded:
+    ``allow_pickle=False``) said as such, else numpy's first line, cut at a word."""
+    from verifier.ir.onnx_validate import first_line
+
+    text = str(exc)
+    if "pickle" in text.lower():
+        return "it holds pickled Python objects, which are never loaded"
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 def _read_npz(path: str, need_train: bool = True) -> dict:
     """The four arrays of an ``.npz`` file, or a :class:`DataError` naming the file and key
     (without ``need_train``, ``x_train``/``y_train`` may be absent: empty arrays then)."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:120]}); {USAGE}") from None
+        raise DataError(f"{path}: not a readable .npz file ({_reason(exc)}); {USAGE}") from None
     except Exception as exc:  # zipfile.BadZipFile and friends
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}); {USAGE}") from None
     if isinstance(archive, np.ndarray):
@@ -78,8 +89,7 @@ def _read_npz(path: str, need_train: bool = True) -> dict:
             try:
                 arrays[key] = archive[key]
             except Exception as exc:
-                raise DataError(f"{path}: array {key} cannot be read ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:100] if str(exc) else ''}); store plain numeric "
+                raise DataError(f"{path}: array {key} cannot be read ({_reason(exc)}); store plain numeric "
                                 f"arrays (no objects)") from None
     if "x_train" not in arrays:
         x = arrays["x_test"]
