@@ -115,6 +115,42 @@ def served_count(path: Path) -> int:
     return len(re.findall(r"^verifier serve: pid \d+: exit", log_of(path), re.M))
 
 
+def counts(path: Path) -> tuple[int, int]:
+    """Workers started and clients refused so far by the server on ``path``."""
+    text = log_of(path)
+    return len(re.findall(r"^verifier serve: pid \d+: verify", text, re.M)), text.count("refused:")
+
+
+def new_worker(path: Path, started: int, refused: int) -> str:
+    """The pid of the worker after the first ``started`` ones the server on ``path`` started;
+    fails at once if the server refuses the client instead (the sources were edited while
+    the test ran: the server then rightly refuses; rerun)."""
+
+    def ready() -> bool:
+        text = log_of(path)
+        assert text.count("refused:") == refused, text
+        return len(re.findall(r"^verifier serve: pid \d+: verify", text, re.M)) > started
+
+    wait_for(ready)
+    return re.findall(r"^verifier serve: pid (\d+): verify", log_of(path), re.M)[started]
+
+
+def reading_stdin(pid: str) -> bool | None:
+    """Whether the process ``pid`` waits in a read from its stdin pipe (``/proc``: its wait
+    channel, else its system call); ``None`` where the kernel shows neither."""
+    proc = Path("/proc") / pid
+    try:
+        wchan = (proc / "wchan").read_text().strip()
+        if wchan not in ("", "0"):
+            return "pipe" in wchan
+        call = (proc / "syscall").read_text().split()
+    except OSError:
+        return None
+    if not call or call[0] == "running":
+        return False if call else None
+    return call[:2] in (["0", "0x0"], ["63", "0x0"])  # read(0, ...) on x86-64 / arm64
+
+
 def without_times(text: str) -> str:
     return re.sub(r"^time: .*$", "time: -", text, flags=re.M)
 
@@ -144,12 +180,14 @@ def test_served_command_reads_the_clients_stdin_and_a_signal_stops_it(server, tm
     """The worker reads the spec from the client's own stdin (a pipe kept open): SIGTERM or
     SIGINT to the client reaches it, the run ends as an in-process one does (exit 143 / 130,
     result file ``timeout``), and the server goes on serving."""
-    before = served_count(server)
+    before, (started, refused) = served_count(server), counts(server)
     proc = subprocess.Popen([sys.executable, "-m", "verifier.cli", "verify", str(DEFAULT_MODEL), "/dev/stdin",
                              "--result-file", "r.txt"], env=client_env(server), cwd=tmp_path,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(re.findall(r"^verifier serve: pid \d+: verify", log_of(server), re.M)) > before)
-    time.sleep(0.5)  # the worker is now blocked reading the spec
+    worker = new_worker(server, started, refused)
+    if reading_stdin(worker) is None:
+        time.sleep(3)  # cannot see it: give the worker time to get there
+    wait_for(lambda: reading_stdin(worker) is not False and (time.sleep(0.3) or reading_stdin(worker) is not False))
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, (out, err)
@@ -249,3 +287,26 @@ def test_prepare_instance_starts_a_server_that_run_instance_uses(private, tmp_pa
         subprocess.run([sys.executable, "-m", "verifier.cli", "serve", "--stop", "--socket", str(path)],
                        capture_output=True, env=env, timeout=60)
     wait_for(lambda: not path.exists(), 60)
+
+
+FORKED_PARALLEL = """
+import os, signal, torch
+from verifier.serve_worker import fresh_state, warm_up_all
+fresh = torch.get_num_threads()
+warm_up_all()
+a, x = torch.randn(1500, 1500, dtype=torch.float64), torch.randn(5_000_000)
+(a @ a).sum(); (x.exp() + x.sin()).sum()  # parallel regions in the server (none today; must stay harmless)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(120)  # a worker hung in its first parallel region dies of SIGALRM
+    fresh_state()
+    (a @ a).sum(); (x.exp() + x.sin()).sum()
+    os._exit(0 if torch.get_num_threads() == fresh else 1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_forked_worker_runs_parallel_torch_ops_with_a_fresh_processs_threads():
+    done = subprocess.run([sys.executable, "-c", FORKED_PARALLEL], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0 and done.stdout.strip() == "0", (done.stdout, done.stderr)

@@ -16,8 +16,9 @@ PRISTINE: dict = {}  # torch's random state right after import (a fresh process'
 
 
 def warm_up_all() -> float:
-    """Import and initialise, once, everything a command needs: torch (its random state as
-    a fresh process has it is kept for the workers), numpy, onnx, onnxruntime, networkx,
+    """Import and initialise, once, everything a command needs: torch (its random state and
+    thread count as a fresh process has them are kept for the workers, and the server runs
+    single-threaded), numpy, onnx, onnxruntime, networkx,
     scipy's optimiser, the command line with its plugins, the domains and complete methods,
     and one optimiser step (:func:`verifier.deadline.warm_up`). Never touches CUDA (a
     forked worker could not use it). Returns the seconds it took."""
@@ -25,6 +26,11 @@ def warm_up_all() -> float:
     import torch
 
     PRISTINE["torch"] = torch.random.get_rng_state()
+    PRISTINE["threads"] = torch.get_num_threads()
+    # no OpenMP/MKL thread pool in the server: a forked child whose parent ran a parallel
+    # region with worker threads hangs in its own first one (measured); each worker sets
+    # the thread count back (fresh_state)
+    torch.set_num_threads(1)
     import networkx  # noqa: F401
     import numpy  # noqa: F401
     import onnx  # noqa: F401
@@ -66,6 +72,19 @@ def take_on_resources(message: dict) -> None:
         pass
 
 
+def fresh_state() -> None:
+    """In a forked worker, what a fresh process would have: torch's thread count and random
+    state as right after ``import torch``, Python's and numpy's random state newly seeded."""
+    import numpy
+    import torch
+
+    random.seed()
+    numpy.random.seed()
+    if "torch" in PRISTINE:
+        torch.random.set_rng_state(PRISTINE["torch"])
+        torch.set_num_threads(PRISTINE["threads"])
+
+
 def run_worker(server, conn, message: dict, fds: list[int]) -> None:
     """The forked worker: become the client's process (folder, environment, umask, streams,
     fresh random states, default signals), run the command line and leave with its status
@@ -92,13 +111,7 @@ def run_worker(server, conn, message: dict, fds: list[int]) -> None:
         os.umask(message["umask"])
         take_on_resources(message)
         sys.argv = ["verifier", *message["argv"]]
-        random.seed()
-        import numpy
-        import torch
-
-        numpy.random.seed()
-        if "torch" in PRISTINE:
-            torch.random.set_rng_state(PRISTINE["torch"])
+        fresh_state()
         from . import cli
         from .cli_parser import PLUGIN_ERRORS
 
