@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ from benchdata import benchmarks_dir
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "mnist_small.onnx"
 PROPERTIES = REPO / "models" / "properties"
+
+# CLI runs inside the tests never reach a `verifier serve` worker that happens to run
+# (the user's, or one a prepare_instance.sh test started): tests/test_serve.py turns
+# serving on for its own runs.
+os.environ.setdefault("VERIFIER_NO_SERVE", "1")
 
 
 def pytest_addoption(parser):

@@ -409,16 +409,6 @@ def test_verify_cli_ray_relu_split(cluster, relu_net, tmp_path, capsys):
         assert f"result: {answer}\n" in out and "relu-split branch-and-bound on 2 Ray workers" in out
 
 
-def _auto_takes_a_registry() -> bool:
-    import inspect
-
-    from verifier.complete.methods import Auto
-
-    return "methods" in inspect.signature(Auto).parameters
-
-
-@pytest.mark.skipif(not _auto_takes_a_registry(), reason="verifier.complete.methods.Auto takes no methods registry "
-                                                         "yet: verify --ray with auto searches in the driver")
 def test_verify_ray_auto_searches_on_the_workers(cluster, random_net):
     """``auto`` chooses its branch-and-bound among ``verify``'s ``methods``: its input-split
     runs on the workers, and the global registry is left as it was."""

@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object (verdict, times, counterexample, per-region notes, what decided; "
                         "schema: docs/outputs.md) instead of text")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="input-split branch-and-bound on a Ray cluster at ADDRESS (alone: a local one with this "
+                   help="input-split and relu-split branch-and-bound on a Ray cluster at ADDRESS (alone: a local one with this "
                         "machine's cores); needs the cluster extra (docs/scale.md)")
     from .proof.cli import add_check_proof_command, add_proof_argument
 
@@ -364,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the instances on a Ray cluster at ADDRESS (alone: a local one with this machine's "
                         "cores); needs the cluster extra (docs/scale.md)")
     p.add_argument("--timings", metavar="FILE",
-                   help="also write each instance's time split (start-up, load + check, search) to this CSV "
-                        "(columns: docs/outputs.md)")
+                   help="also write each instance's time split (load, parse, check, search seconds and the "
+                        "subdomains bounded) to this CSV (docs/outputs.md)")
     p.set_defaults(func=cmd_vnncomp)
 
 

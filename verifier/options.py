@@ -31,6 +31,7 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "iterations": (lambda v: v >= 0, "an integer ≥ 0"),
     "batch": (lambda v: v >= 1, "an integer ≥ 1"),
     "candidates": (lambda v: v >= 1, "an integer ≥ 1"),
+    "refine_depth": (lambda v: v >= 0, "an integer ≥ 0"),
     "patience": (lambda v: v >= 1, "an integer ≥ 1"),
     "projections": (lambda v: v is None or v >= 1, "an integer ≥ 1"),
     "time_limit": (lambda v: v > 0 and not math.isnan(v), "a number of seconds > 0"),

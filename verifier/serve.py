@@ -371,7 +371,7 @@ def stop(socket_path: str | None = None) -> int:
     from .serve_client import connect
 
     path = Path(socket_path) if socket_path else default_socket()
-    sock = connect(path)
+    sock = connect(path, explicit=bool(socket_path))  # the server on a --socket path need not be in a private folder
     if sock is None:
         print(f"error: no verifier server of this user answers on {path}", file=sys.stderr)
         return 1

@@ -204,17 +204,18 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
-def connect(path: Path, timeout: float = 2.0) -> socket.socket | None:
+def connect(path: Path, timeout: float = 2.0, explicit: bool = False) -> socket.socket | None:
     """A connection to a server of this user at ``path``, or ``None``: no socket there, a
-    socket not owned by this user, in a folder that is not private (for the default path),
-    nobody listening (a stale socket: ignored), or a listener of another user."""
+    socket not owned by this user, in a folder that is not private (for the default path;
+    ``explicit``: a path the user named, with ``--socket`` or ``VERIFIER_SOCKET``, is not
+    held to that), nobody listening (a stale socket: ignored), or a listener of another user."""
     try:
         info = os.lstat(path)
     except OSError:
         return None
     if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
         return None
-    if not os.environ.get("VERIFIER_SOCKET") and private_folder(path.parent) is not None:
+    if not explicit and not os.environ.get("VERIFIER_SOCKET") and private_folder(path.parent) is not None:
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

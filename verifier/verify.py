@@ -71,17 +71,13 @@ def _refute_region(model: Model, region: InputRegion, index: int, domain: str, d
 def method_registry(methods: Mapping[str, CompleteMethod] | None) -> Mapping[str, CompleteMethod]:
     """:data:`~verifier.complete.methods.METHODS` with ``methods`` in place of those of the
     same name (a new dict; the registry is not changed); unless ``methods`` names its own,
-    ``auto`` chooses its branch-and-bound among them (where
-    :class:`~verifier.complete.methods.Auto` takes a ``methods`` registry; until then it
-    uses the global one)."""
-    import inspect
-
+    ``auto`` chooses its branch-and-bound among them (:class:`~verifier.complete.methods.Auto`'s
+    ``methods`` registry)."""
     if not methods:
         return METHODS
     registry = {**METHODS, **methods}
-    auto = type(METHODS["auto"])
-    if "auto" not in methods and "methods" in inspect.signature(auto).parameters:
-        registry["auto"] = auto(methods=registry)
+    if "auto" not in methods:
+        registry["auto"] = type(METHODS["auto"])(methods=registry)
     return registry
 
 

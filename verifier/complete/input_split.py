@@ -40,6 +40,12 @@ from ..proof.record import active
 
 
 SPLIT_RULES = ("lookahead", "coefficient", "gradient")
+# Forward linear bounds seed CROWN's intermediate passes only on wide nets (at least this
+# many pre-activation entries; the cGAN generators have 53,632-138,688), where CROWN from IBP
+# costs too much per box. On narrow nets they change CROWN's final coefficients and so the
+# split choices: ACAS Xu 3_9 prop_1 (300 entries) took 1,511 boxes without them and more
+# than 43,401 (a 40 s timeout) with them.
+FORWARD_MIN_ENTRIES = 4096
 
 
 @dataclass
@@ -138,7 +144,8 @@ def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes, strict=None):
     """Bounds of a batch of boxes in two steps. Cheap: IBP intersected with the bounds
     inherited from the parent box (valid on every sub-box), then CROWN's final pass.
     Full, for the boxes still open: forward linear bounds when the input has at most
-    :data:`~verifier.complete.forward_linear.MAX_INPUTS` values (cheap whatever the width,
+    :data:`~verifier.complete.forward_linear.MAX_INPUTS` values and the net at least
+    :data:`FORWARD_MIN_ENTRIES` pre-activation entries (cheap whatever the width,
     and they leave CROWN fewer crossing entries to bound), CROWN intermediate bounds
     (starting from those) and the final pass again. Returns per box the tighter ``lb``, its ``Λ_x``, and the
     intermediate bounds its children inherit."""
@@ -151,7 +158,8 @@ def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes, strict=None):
     idx = still.nonzero().reshape(-1)
     crown = CrownDomain()
     part = {n: (l[idx], u[idx]) for n, (l, u) in cheap.items()}
-    if math.prod(lower.shape[1:]) <= MAX_INPUTS and active() is None:
+    wide = sum(math.prod(l.shape[1:]) for l, _ in cheap.values()) >= FORWARD_MIN_ENTRIES
+    if wide and math.prod(lower.shape[1:]) <= MAX_INPUTS and active() is None:
         # forward linear bounds first (n+1 passes; fewer crossing rows for CROWN); not under
         # verify --proof, whose checker re-derives the leaves' bounds by IBP and CROWN only
         part = forward_linear_bounds(graph, lower[idx], upper[idx], known=part, need=list(part))

@@ -25,6 +25,7 @@ instead of reading kind lists:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 import networkx as nx
@@ -281,6 +282,11 @@ class Auto(CompleteMethod):
     name = "auto"
     description = "box, then input-split (≤ 16 inputs), else crown, relu-split or activation-split, until the deadline"
 
+    def __init__(self, methods: Mapping[str, CompleteMethod] | None = None):
+        """``methods``: the registry ``auto`` chooses its branch-and-bound from (default: the
+        global :data:`METHODS`; ``verify(methods=...)`` passes its own, e.g. the Ray searches)."""
+        self.methods = methods
+
     def decide(self, model, region, index, deadline, device, dtype, options, notes):
         low_dim = model.input_size <= INPUT_SPLIT_MAX_DIM
         for name in AUTO_CASCADE:
@@ -293,7 +299,7 @@ class Auto(CompleteMethod):
                 return "unsat", None
         order = ("input-split",) if low_dim else ("relu-split", "activation-split")
         for name in order:
-            method = METHODS[name]
+            method = (METHODS if self.methods is None else self.methods)[name]
             missing = method.supports(model.graph)
             if not missing:
                 return method.decide(model, region, index, deadline, device, dtype, {}, notes)
