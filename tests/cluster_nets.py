@@ -8,23 +8,11 @@ from pathlib import Path
 
 def gemm_relu_net(path: Path, layers: list[tuple[list, list]]) -> Path:
     """An ONNX net ``x → (Gemm → Relu)* → Gemm`` with the given ``(W, b)`` layers."""
-    import numpy as np
     import onnx
-    from onnx import helper as oh
 
-    nodes, inits, prev = [], [], "x"
-    for i, (w, b) in enumerate(layers):
-        w, b = np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)
-        inits += [onnx.numpy_helper.from_array(w, f"W{i}"), onnx.numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(oh.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"z{i}"], transB=1))
-        prev = f"z{i}"
-        if i < len(layers) - 1:
-            nodes.append(oh.make_node("Relu", [prev], [f"a{i}"]))
-            prev = f"a{i}"
-    inputs = [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", len(layers[0][0][0])])]
-    graph = oh.make_graph(nodes, "net", inputs,
-                          [oh.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, ["N", len(layers[-1][1])])], inits)
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)], ir_version=8), path)
+    from onnx_builders import gemm_relu_model
+
+    onnx.save(gemm_relu_model(layers), path)
     return path
 
 

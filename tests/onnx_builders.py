@@ -75,6 +75,20 @@ def make_model(
     return model
 
 
+def gemm_relu_model(layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> onnx.ModelProto:
+    """The MLP ``x → (Gemm → Relu)* → Gemm`` with float32 weights ``W`` ``(out, in)`` and biases
+    ``b`` ``(out,)`` of ``layers`` (``transB=1``: ``z = x Wᵀ + b``), batch axis ``'N'``."""
+    nodes, inits, prev = [], {}, "x"
+    for i, (w, b) in enumerate(layers):
+        inits[f"W{i}"], inits[f"b{i}"] = np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)
+        nodes.append(oh.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"z{i}"], transB=1))
+        prev = f"z{i}"
+        if i < len(layers) - 1:
+            nodes.append(oh.make_node("Relu", [prev], [f"a{i}"]))
+            prev = f"a{i}"
+    return make_model(nodes, ["N", inits["W0"].shape[1]], prev, inits)
+
+
 def save_model(model: onnx.ModelProto, directory: str | Path, stem: str = "model") -> Path:
     """Write ``model`` under ``directory`` with a unique file name; return the path."""
     path = Path(directory) / f"{stem}-{uuid.uuid4().hex[:12]}.onnx"

@@ -13,26 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import verifier
+from onnx_builders import gemm_relu_model
 from verifier.domains import get_domain
 
 
 def relu_mlp(path, rng, widths):
     """An ONNX MLP ``x → (Gemm → Relu)* → Gemm`` with random weights; returns the weights."""
-    nodes, inits, layers = [], [], []
-    prev = "x"
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
         w = (rng.normal(size=(b, a)) / np.sqrt(a)).astype(np.float32)
         bias = (rng.normal(size=b) * 0.3).astype(np.float32)
         layers.append((w.astype(np.float64), bias.astype(np.float64)))
-        inits += [onnx.numpy_helper.from_array(w, f"W{i}"), onnx.numpy_helper.from_array(bias, f"b{i}")]
-        nodes.append(oh.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"z{i}"], transB=1))
-        prev = f"z{i}"
-        if i < len(widths) - 2:
-            nodes.append(oh.make_node("Relu", [prev], [f"a{i}"]))
-            prev = f"a{i}"
-    graph = oh.make_graph(nodes, "mlp", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", widths[0]])],
-                          [oh.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, ["N", widths[-1]])], inits)
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)], ir_version=8), path)
+    onnx.save(gemm_relu_model(layers), path)
     return layers
 
 
