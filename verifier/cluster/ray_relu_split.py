@@ -77,16 +77,11 @@ def make_engine(model, region: InputRegion, disjunct: int, root: dict, dtype: to
     the one-process search's optimisation dtype
     (:func:`~verifier.complete.relu_split.default_bound_dtype`: float32 steps, float64
     bounds on large networks)."""
-    from ..complete.relu_split import default_bound_dtype
+    from ..complete.relu_split import beta_crown_engine
 
-    graph = model.graph_for("cpu", dtype)
-    lower = model.as_batch(region.lower.to(dtype=dtype))
-    upper = model.as_batch(region.upper.to(dtype=dtype))
     out_shape = tuple(model.graph.nodes[model.graph.graph["output"]]["shape"])
-    lam = region.disjuncts[disjunct].A.reshape(1, -1, *out_shape).to(lower)
-    bound_dtype = default_bound_dtype(dtype, layout_for(graph, root).total)
-    fast = model.graph_for("cpu", bound_dtype) if bound_dtype != dtype else None
-    return ShardEngine(graph, lower, upper, lam, root, iterations=iterations, fast_graph=fast, shard=shard)
+    lam = region.disjuncts[disjunct].A.reshape(1, -1, *out_shape)
+    return beta_crown_engine(model, region, lam, root, dtype, "cpu", iterations, engine=ShardEngine, shard=shard)
 
 
 def layout_for(graph: nx.DiGraph, root: dict):

@@ -154,22 +154,34 @@ def relu_split_bab(model: Model, region: InputRegion, deadline: Deadline, disjun
     pre = relu_pre_activations(graph)
     if root is None:
         root, _ = root_intermediate_bounds(model, region, device, dtype, region_index=region_index)
-    lower = model.as_batch(region.lower.to(device=device, dtype=dtype))
-    upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
     proof = active() is not None
-
     layout = Layout(pre, root)
     bound_dtype = default_bound_dtype(dtype, layout.total) if bound_dtype is None else bound_dtype
-    fast = model.graph_for(device, bound_dtype) if bound_dtype != dtype else None
 
     def make_engine(lam):
-        engine = BetaCrown(graph, lower, upper, lam.to(lower), root, iterations=iterations, fast_graph=fast)
+        engine = beta_crown_engine(model, region, lam, root, dtype, device, iterations, bound_dtype)
         if proof:  # verify --proof: closed subdomains are recorded with re-derivable α, β
             engine.track_best, engine.proof_region = True, region_index
         return engine
 
     return search_disjuncts(model, region, deadline, disjuncts, region_index, make_engine,
                             layout, decide_linear, batch, stats, candidates)
+
+
+def beta_crown_engine(model: Model, region: InputRegion, lam: torch.Tensor, root, dtype: torch.dtype, device: str,
+                      iterations: int, bound_dtype: torch.dtype | None = None, engine: type = BetaCrown,
+                      **kwargs) -> BetaCrown:
+    """The β-CROWN ``engine`` (a :class:`~verifier.complete.beta_crown.BetaCrown` class) of the
+    rows ``lam`` ``(1, k, *out)`` over the region's box in ``dtype`` on ``device``, from the
+    root intermediate bounds ``root`` (node → ``(l, u)``, ``(1, *S)`` each), optimising α, β
+    in ``bound_dtype`` (``None``: :func:`default_bound_dtype`); ``kwargs`` go to the class."""
+    graph = model.graph_for(device, dtype)
+    if bound_dtype is None:
+        bound_dtype = default_bound_dtype(dtype, Layout(relu_pre_activations(graph), root).total)
+    lower = model.as_batch(region.lower.to(device=device, dtype=dtype))
+    upper = model.as_batch(region.upper.to(device=device, dtype=dtype))
+    fast = model.graph_for(device, bound_dtype) if bound_dtype != dtype else None
+    return engine(graph, lower, upper, lam.to(lower), root, iterations=iterations, fast_graph=fast, **kwargs)
 
 
 FLOAT32_NEURONS = 512  # split-able ReLUs from which float64 searches optimise in float32
