@@ -166,8 +166,12 @@ class Relaxation:
     def exact_zero(self, r: int, dl: np.ndarray, du: np.ndarray) -> np.ndarray:
         """``(B, n)``: entries whose ReLU term is exactly 0 whatever ``λ``: the multiplier is
         ``λ`` itself (active: ``λ·1``) on a domain ``z ≥ 0``, or ``0`` (dead: ``λ·0``) on a
-        domain ``z ≤ 0``, and no ``β`` moves it (:meth:`multipliers`)."""
+        domain ``z ≤ 0``, and no ``β`` moves it (:meth:`multipliers`). None for multipliers
+        given outright (``direct``, an LP's dual): they are any floats, so every entry's
+        term ``(λ_out − λ_in)·z`` (active) or ``−λ_in·z`` (dead) is minimised, never skipped."""
         l, u = self.shape_bounds[r]
+        if r in self.direct:
+            return np.zeros(np.broadcast_shapes(np.shape(dl), np.shape(du)), bool)
         s = self.signs.get(r)
         active, dead = l >= 0, u <= 0
         if s is not None:
