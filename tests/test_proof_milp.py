@@ -57,3 +57,100 @@ def test_given_multipliers_bound_every_point_whatever_they_are(seed):
     b = interval_bounds(one, np.array([[1.0]]), np.array([[2.0]]))
     forged = lagrangian_bound(one, 3, np.ones((1, 1, 1)), b, Relaxation({0: b[1]}, direct={0: np.full((1, 1, 1), 100.0)}))
     assert forged[0, 0] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def milp_closed(tmp_path_factory):
+    """The ReLU-splitting instance of test_proof.py with every fully split subdomain's LP
+    made undecided (as a time limit would), so relu-split ends 'unknown' and the MILP
+    closes the disjunct; the certificate is written with the LP tree and without it."""
+    import verifier.complete.relu_split as relu_split
+    from proof_helpers import certify, relu_net, robustness_spec
+
+    work = tmp_path_factory.mktemp("milp")
+    model = relu_net(work, 4, 8, [20, 20])
+    spec = robustness_spec(work / "relu.vnnlib", model, 4, 8, 0.15)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(relu_split, "decide_linear", lambda *a, **k: ("unknown", None))
+        status, index = certify(model, spec, str(work / "tree.proof"), "relu-split")
+    assert status == "unsat" and index["certified"]
+    return model, spec, str(work / "tree.proof"), work
+
+
+def _tree_disjunct(index: dict) -> dict:
+    return next(d for d in index["regions"][0]["disjuncts"] if d.get("lp_tree"))
+
+
+def test_a_milp_closed_disjunct_checks_with_no_trusted_part(milp_closed):
+    from proof_helpers import read_archive
+    from verifier.proofcheck.check import check_proof
+
+    model, spec, proof, _ = milp_closed
+    index, arrays = read_archive(proof)
+    item = _tree_disjunct(index)
+    assert item["milp"] is None and item["lp_leaves"] >= 2 and item["leaves"] == 0
+    signs = arrays[f"r0.d{item['index']}.lp.signs"]
+    assert (signs == 0).any(), "the tree's leaves leave ReLUs unfixed (their triangle bounds them)"
+    report = check_proof(model, spec, proof)
+    assert report.valid and report.message == "proof valid" and not report.trusted, (report.message, report.trusted)
+
+
+@pytest.mark.parametrize("name", ["theta", "dual", "dropped", "sign", "claim"])
+def test_perturbed_tree_leaves_are_rejected(milp_closed, name):
+    from proof_helpers import read_archive, write_archive
+    from verifier.proofcheck.check import check_proof
+
+    model, spec, proof, work = milp_closed
+    index, arrays = read_archive(proof)
+    item = _tree_disjunct(index)
+    key = f"r0.d{item['index']}.lp"
+    bad = dict(arrays)
+    if name == "theta":  # the weights of the rows: θ = e_0 bounds another combination
+        theta = np.zeros_like(arrays[f"{key}.theta"])
+        theta[:, 0] = 1.0
+        bad[f"{key}.theta"] = np.where(theta == arrays[f"{key}.theta"], 1 - theta, theta)
+    elif name == "dual":
+        dual = arrays[f"{key}.dual"].copy()
+        j = int(np.abs(dual[0]).argmax())
+        dual[0, j] *= 1.5
+        bad[f"{key}.dual"] = dual
+    elif name == "dropped":
+        bad = {k: (v[1:] if k.startswith(f"{key}.") else v) for k, v in arrays.items()}
+        item["lp_leaves"] -= 1
+    elif name == "sign":  # a split of one leaf turned the other way
+        signs = arrays[f"{key}.signs"].copy()
+        j = int(np.nonzero(signs[0])[0][0])
+        signs[0, j] = -signs[0, j]
+        bad[f"{key}.signs"] = signs
+    else:
+        lower = arrays[f"{key}.lower"].copy()
+        lower[0] += 1.0
+        bad[f"{key}.lower"] = lower
+    report = check_proof(model, spec, write_archive(str(work / f"{name}.proof"), index, bad))
+    assert not report.valid and ("LP leaf" in report.message or "do not cover" in report.message), report.message
+
+
+def test_a_tree_over_its_cap_leaves_the_disjunct_trusted(milp_closed):
+    """With a cap of 2 LPs the tree does not finish: the disjunct stays trusted to HiGHS,
+    as before, and both the certificate and the checker's report say why."""
+    import verifier.complete.relu_split as relu_split
+    from proof_helpers import certify
+    from verifier.proofcheck.check import check_proof
+    from verifier.proof import record
+
+    model, spec, _, work = milp_closed
+    init = record.ProofRecorder.__init__
+
+    def capped(self):
+        init(self)
+        self.lp_nodes = 2
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(relu_split, "decide_linear", lambda *a, **k: ("unknown", None))
+        patch.setattr(record.ProofRecorder, "__init__", capped)
+        status, index = certify(model, spec, str(work / "capped.proof"), "relu-split")
+    assert status == "unsat"
+    milp = [d["milp"] for d in index["regions"][0]["disjuncts"] if d["milp"]]
+    assert milp and all("cap of 2 LPs" in m for m in milp), milp
+    report = check_proof(model, spec, str(work / "capped.proof"))
+    assert report.valid and len(report.trusted) == len(milp) and "cap of 2 LPs" in report.trusted[0], report.trusted

@@ -12,17 +12,28 @@ from typing import Callable
 
 from ..errors import VerifierInputError
 
+MAX_LP_NODES = 10_000_000
+
 
 def add_proof_argument(parser) -> None:
     """``--proof FILE`` on ``verify``."""
     parser.add_argument("--proof", metavar="FILE",
                         help="write a certificate of an unsat verdict that `verifier check-proof` re-checks "
                              "(docs/proofs.md)")
+    parser.add_argument("--proof-lp-nodes", metavar="N", type=int, default=None,
+                        help="with --proof: at most N LPs (and 60 s) per disjunct the MILP closed, to build the LP "
+                             "branch-and-bound that makes it checkable (default 2000; 0: leave it trusted to HiGHS)")
 
 
 def check_proof_output(args) -> None:
-    """Refuse an unwritable ``--proof`` path, or one that is an input, before any work."""
+    """Refuse an unwritable ``--proof`` path, or one that is an input, and a
+    ``--proof-lp-nodes`` outside ``[0, 10⁷]`` or without ``--proof``, before any work."""
+    nodes = getattr(args, "proof_lp_nodes", None)
+    if nodes is not None and not 0 <= nodes <= MAX_LP_NODES:
+        raise VerifierInputError(f"--proof-lp-nodes must be an integer in [0, {MAX_LP_NODES}], got {nodes}")
     if getattr(args, "proof", None) is None:
+        if nodes is not None:
+            raise VerifierInputError("--proof-lp-nodes needs --proof FILE (it bounds the certificate's LP search)")
         return
     from .. import outputs
 
@@ -40,21 +51,25 @@ def recorded_verify(args, regions: int, run: Callable[[], object]):
         return run()
     remote = getattr(args, "ray", None) is not None  # shards of the search run in other processes, unrecorded
     result, line = recorded(path, args.model, args.spec, regions, run,
-                            ["--ray: the search ran on a Ray cluster, whose workers record nothing"] if remote else [])
+                            ["--ray: the search ran on a Ray cluster, whose workers record nothing"] if remote else [],
+                            lp_nodes=getattr(args, "proof_lp_nodes", None))
     print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
     return result
 
 
 def recorded(path: str, model_path: str, spec_path: str, regions: int, run: Callable[[], object],
-             unrecorded: list[str] | None = None):
+             unrecorded: list[str] | None = None, lp_nodes: int | None = None):
     """``(run(), line)``: the verification run with a recorder active, its certificate
     written to ``path`` when the verdict is ``unsat`` (``vnncomp --proofs DIR`` calls this
     per instance), and one line saying what was written. ``unrecorded``: reasons the run
-    cannot be certified whatever it records (the certificate says so)."""
+    cannot be certified whatever it records (the certificate says so); ``lp_nodes``: the
+    LP branch-and-bound's cap per disjunct the MILP closed (:mod:`~verifier.proof.milp_tree`;
+    ``None`` its default, 0 none)."""
     from .record import ProofRecorder, recording
     from .writer import build_certificate, write_certificate
 
     recorder = ProofRecorder()
+    recorder.lp_nodes = lp_nodes
     for reason in unrecorded or []:
         recorder.cannot_certify(reason)
     with recording(recorder):
@@ -64,7 +79,10 @@ def recorded(path: str, model_path: str, spec_path: str, regions: int, run: Call
     index, arrays = build_certificate(recorder, model_path, spec_path, regions, result.status)
     size = write_certificate(path, index, arrays)
     if index["certified"]:
-        return result, f"proof: {path} ({size / 1e6:.2f} MB; check it with `verifier check-proof`)"
+        trusted = [f"region {e['index']}, disjunct {d['index']}" for e in index["regions"]
+                   for d in e.get("disjuncts", []) if d.get("milp")]
+        note = f"; {len(trusted)} disjuncts trusted to HiGHS's MILP: {', '.join(trusted)}" if trusted else ""
+        return result, f"proof: {path} ({size / 1e6:.2f} MB; check it with `verifier check-proof`{note})"
     return result, f"proof: {path} says the verdict is uncertified: {'; '.join(index['uncertified'])}"
 
 

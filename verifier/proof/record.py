@@ -120,6 +120,7 @@ class ProofRecorder:
         self.relu: dict[int, ReluRegion] = {}
         self.uncertified: list[str] = []
         self.dtypes: set[str] = set()
+        self.lp_nodes: int | None = None  # LPs per MILP-closed disjunct's certificate (None: the default, 0: none)
 
     def arithmetic(self, dtype: torch.dtype) -> None:
         """Note the dtype the recorded bounds were computed in (float32 claims are compared

@@ -52,7 +52,7 @@ def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, 
         return index, arrays
     for r in range(regions):
         if r in recorder.relu:
-            index["regions"].append(_relu_region(r, recorder.relu[r], arrays, net, spec_path))
+            index["regions"].append(_relu_region(r, recorder.relu[r], arrays, net, spec_path, recorder.lp_nodes))
             continue
         tree = recorder.trees.get(r)
         parts = tree.arrays() if tree is not None else {"dim": torch.tensor([-1]), "mid": torch.tensor([np.nan]),
@@ -64,7 +64,7 @@ def build_certificate(recorder: ProofRecorder, model_path: str, spec_path: str, 
     return index, arrays
 
 
-def _relu_region(r: int, rec, arrays: dict, net, spec_path: str) -> dict:
+def _relu_region(r: int, rec, arrays: dict, net, spec_path: str, lp_nodes: int | None) -> dict:
     entry = {"index": r, "kind": "relu-split", "relus": [int(l.numel()) for l, _ in rec.claims],
              "intermediate": sorted(int(t) for t in rec.inter_rows), "disjuncts": []}
     for i, (l, u) in enumerate(rec.claims):
@@ -79,8 +79,12 @@ def _relu_region(r: int, rec, arrays: dict, net, spec_path: str) -> dict:
         arrays[f"r{r}.inter{t}.rows"] = _np(rows).astype(np.int64)
         for i, a in enumerate(rec.inter_alpha[t]):
             arrays[f"r{r}.inter{t}.alpha{i}"] = _np(a)
+    tree = _MilpTrees(net, spec_path, r, rec, lp_nodes)
     for d in sorted(set(rec.leaves) | set(rec.trusted) | set(rec.trusted_disjuncts)):
         item = {"index": d, "leaves": 0, "lp_leaves": 0, "trusted_leaves": 0, "milp": rec.trusted_disjuncts.get(d)}
+        if item["milp"] and tree.replace(d, item, arrays):
+            entry["disjuncts"].append(item)
+            continue
         if d in rec.leaves:
             signs, alpha, beta, lower = (torch.cat(parts) for parts in zip(*rec.leaves[d]))
             arrays[f"r{r}.d{d}.lower"] = _np(lower).astype(np.float64)
@@ -96,6 +100,61 @@ def _relu_region(r: int, rec, arrays: dict, net, spec_path: str) -> dict:
                 item["trusted_leaves"] = int(len(trusted))
         entry["disjuncts"].append(item)
     return entry
+
+
+class _MilpTrees:
+    """Per region: replaces a disjunct the MILP closed by checkable leaves
+    (:meth:`replace`), computing the checker's root bounds once."""
+
+    def __init__(self, net, spec_path: str, r: int, rec, lp_nodes: int | None):
+        self.net, self.spec_path, self.r, self.rec, self.lp_nodes = net, spec_path, r, rec, lp_nodes
+        self.region = self.bounds = None
+
+    def replace(self, d: int, item: dict, arrays: dict) -> bool:
+        """Whether disjunct ``d`` (marked ``milp`` in ``item``) is now certified without
+        HiGHS: the search's own leaves already cover every phase (its ``milp`` mark is
+        dropped and the leaves are written as usual: False is returned with ``item``
+        changed), or the LP branch-and-bound of :mod:`~verifier.proof.milp_tree` closed
+        it (its ``lp`` arrays written; True). Otherwise ``item["milp"]`` says why it stays
+        trusted (False)."""
+        from ..proofcheck.check import covers
+
+        rec, T = self.rec, sum(int(l.numel()) for l, _ in self.rec.claims)
+        parts = [torch.cat([p[0] for p in rec.leaves.get(d, [])]) if d in rec.leaves else torch.zeros(0, T)]
+        parts += list(rec.trusted.get(d, []))
+        signs = _np(torch.cat([p.to(torch.int8) for p in parts])) if T else np.zeros((0, 0), np.int8)
+        if len(signs) and covers(signs):
+            item["milp"] = None
+            return False
+        if self.net is None or not rec.claims or self.lp_nodes == 0:
+            return False
+        from .milp_tree import MAX_NODES, lp_tree
+
+        region, bounds = self._root()
+        rows = region.rows_of(d)
+        found = lp_tree(self.net, bounds, region.C[rows], region.b[rows],
+                        MAX_NODES if self.lp_nodes is None else self.lp_nodes)
+        if found.arrays is None:
+            item["milp"] = f"{item['milp']}; {found.reason}"
+            return False
+        arrays.update({f"r{self.r}.d{d}.lp.{name}": value for name, value in found.arrays.items()})
+        item.update({"milp": None, "lp_leaves": int(len(found.arrays["signs"])),
+                     "lp_tree": {"nodes": found.nodes, "seconds": round(found.seconds, 3)}})
+        return True
+
+    def _root(self):
+        """The spec region (as the checker reads it) and the checker's root bounds."""
+        if self.bounds is None:
+            from ..proofcheck.blas import single_thread
+            from ..proofcheck.bounds import crown_bounds
+            from ..proofcheck.check import read_regions
+
+            self.region = read_regions(self.spec_path)[self.r]
+            extra = {int(t): (_np(rows).astype(np.int64), {i: _np(a)[None] for i, a in enumerate(self.rec.inter_alpha[t])})
+                     for t, rows in self.rec.inter_rows.items()}
+            with single_thread():
+                self.bounds = crown_bounds(self.net, self.region.lower, self.region.upper, extra=extra)
+        return self.region, self.bounds
 
 
 def _lp_leaves(r: int, d: int, rec, signs: np.ndarray, arrays: dict, item: dict, net, spec_path: str) -> np.ndarray:

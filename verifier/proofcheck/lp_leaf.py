@@ -55,29 +55,10 @@ def check_lp_leaves(net: Network, region, cert, r: int, d: int, count: int, boun
         raise LeafFailed(f"region {r}, disjunct {d}: an LP leaf's dual is negative or not finite")
     if np.any(np.abs(signs.astype(np.int16)) > 1):
         raise LeafFailed(f"region {r}, disjunct {d}: split signs outside {{-1, 0, 1}}")
-    K = len(net.ops)
-    colsum = np.abs(A).sum(0)
-    out_l, out_u = bounds[K]
-    size = np.maximum(np.abs(out_l), np.abs(out_u))  # (1, m)
     for start in range(0, count, BATCH):
-        s = signs[start:start + BATCH].astype(np.float64)
-        n = len(s)
-        s_r = _split(s, sizes)
-        domains, empty = clamped_domains(net, bounds, s_r)
-        live = np.nonzero(~empty)[0]
-        if len(live) == 0:
-            continue
-        th = theta[start:start + n][live]
-        objective = th @ A  # (N, m), plain float64: its rounding is charged below
-        with np.errstate(invalid="ignore", over="ignore"):
-            residual = sum_up(mul_up(matmul_error(th, colsum), size))
-            threshold = sum_up(mul_up(th, b[None, :]))
-        relax = Relaxation(dict(claims), signs={i: v[live] for i, v in s_r.items()},
-                           direct={i: v[live][:, None, :] for i, v in _split(dual[start:start + n], sizes).items()})
-        lb = lagrangian_bound(net, K, objective[:, None, :], bounds, relax,
-                              {node: (l[live], u[live]) for node, (l, u) in domains.items()})[:, 0]
-        with np.errstate(invalid="ignore"):
-            value = np.where(np.isnan(lb - residual), -np.inf, down(lb - residual))
+        n = len(signs[start:start + BATCH])
+        value, threshold, live = dual_bounds(net, A, b, signs[start:start + n], theta[start:start + n],
+                                             dual[start:start + n], bounds, claims, sizes)
         claim = lower[start:start + n][live]
         short = np.nonzero(below_claim(value, np.where(np.isfinite(claim), claim, np.nan), cert.tolerance))[0]
         if len(short):
@@ -90,3 +71,35 @@ def check_lp_leaves(net: Network, region, cert, r: int, d: int, count: int, boun
             raise LeafFailed(f"region {r}, disjunct {d}, LP leaf {start + int(live[i])}: its dual bound "
                              f"{value[i]:.9g} of θ·A y does not exceed θ·b = {threshold[i]:.9g}")
     return signs
+
+
+def dual_bounds(net: Network, A: np.ndarray, b: np.ndarray, signs: np.ndarray, theta: np.ndarray, dual: np.ndarray,
+                bounds, claims: dict, sizes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weak-duality bound of LP leaves (module docstring): for split ``signs`` ``(N, T)``
+    (``0``: unfixed, a crossing entry's term minimised over its whole interval, i.e. its
+    triangle), ``theta`` ``(N, k)`` ``≥ 0`` and ``dual`` ``(N, T)`` on the root ``bounds`` of
+    the rows ``A`` ``(k, m)``, ``b`` ``(k,)``: ``(value, threshold, live)``, ``value``
+    ``(L,)`` a rigorous lower bound of ``θA·y`` on each of the ``L`` non-empty subdomains
+    ``live`` ``(L,)`` (the empty ones need no bound) and ``threshold`` ``(L,)`` ``θ·b``
+    rounded up: ``value > threshold`` refutes the disjunct there."""
+    K = len(net.ops)
+    colsum = np.abs(A).sum(0)
+    out_l, out_u = bounds[K]
+    size = np.maximum(np.abs(out_l), np.abs(out_u))  # (1, m)
+    s_r = _split(signs.astype(np.float64), sizes)
+    domains, empty = clamped_domains(net, bounds, s_r)
+    live = np.nonzero(~empty)[0]
+    if len(live) == 0:
+        return np.zeros(0), np.zeros(0), live
+    th = theta[live]
+    objective = th @ A  # (N, m), plain float64: its rounding is charged below
+    with np.errstate(invalid="ignore", over="ignore"):
+        residual = sum_up(mul_up(matmul_error(th, colsum), size))
+        threshold = sum_up(mul_up(th, b[None, :]))
+    relax = Relaxation(dict(claims), signs={i: v[live] for i, v in s_r.items()},
+                       direct={i: v[live][:, None, :] for i, v in _split(dual, sizes).items()})
+    lb = lagrangian_bound(net, K, objective[:, None, :], bounds, relax,
+                          {node: (l[live], u[live]) for node, (l, u) in domains.items()})[:, 0]
+    with np.errstate(invalid="ignore"):
+        value = np.where(np.isnan(lb - residual), -np.inf, down(lb - residual))
+    return value, threshold, live
