@@ -191,7 +191,6 @@ INPUT_SPLIT_PERTURBATIONS = {
     "a split turned into a leaf": lambda i, a: _set(a, "r0.tree.dim", 0, -1),
     "a leaf dropped": lambda i, a: _set(a, "r0.tree.right", 0, -1),
     "a split point moved off its box": lambda i, a: _set(a, "r0.tree.mid", 0, 10.0),
-    "a split index of the wrong type": lambda i, a: a.update({"r0.tree.dim": a["r0.tree.dim"].astype(np.float64)}),
     "a leaf's bound raised": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
                                              a["r0.tree.claims"][~np.isnan(a["r0.tree.claims"])][0] + 1.0),
     "a leaf's claim 1e300": lambda i, a: _set(a, "r0.tree.claims", tuple(np.argwhere(~np.isnan(a["r0.tree.claims"]))[0]),
@@ -496,6 +495,9 @@ def test_a_one_leaf_certificate_with_a_made_up_claim_is_rejected(tmp_path):
     assert status == "unsat"
     index, arrays = read_archive(str(tmp_path / "p.proof"))
     assert check_proof(model, spec, str(tmp_path / "p.proof")).valid
-    arrays["r0.tree.claims"] = np.full_like(arrays["r0.tree.claims"], 1e300)
-    report = check_proof(model, spec, write_archive(str(tmp_path / "q.proof"), index, arrays))
-    assert not report.valid
+    arrays["r0.tree.claims"] = np.full_like(arrays["r0.tree.claims"], 1e300)  # (1, 1): not one per row
+    with pytest.raises(ProofRefused, match="malformed certificate: region 0: tree arrays of different lengths"):
+        check_proof(model, spec, write_archive(str(tmp_path / "q.proof"), index, arrays))
+    arrays["r0.tree.claims"] = np.full((1, 2), 1e300)  # one per row: well-formed, not reached
+    report = check_proof(model, spec, write_archive(str(tmp_path / "q2.proof"), index, arrays))
+    assert not report.valid and "below the certificate's claim" in report.message, report.message

@@ -3,7 +3,8 @@
 :func:`recorded_verify`) and ``verifier check-proof MODEL SPEC PROOF``
 (:func:`add_check_proof_command`). Exit codes of ``check-proof``: 0 ``proof valid``,
 1 the first leaf that fails (or a certificate that certifies nothing), 2 a certificate of
-another model or spec, or an unreadable file (one ``error:`` line)."""
+another model or spec, an unreadable file, or a malformed certificate (a key or array
+missing or of the wrong type or shape) (one ``error:`` line)."""
 
 from __future__ import annotations
 

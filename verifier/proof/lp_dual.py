@@ -216,7 +216,7 @@ def lp_leaf_duals(net: Network, relu_bounds: list[tuple[np.ndarray, np.ndarray]]
     Returns the ``lp`` arrays (``signs``, ``theta``, ``dual``, ``lower``) of the duals that
     check and ``(N,)`` which ones."""
     from ..proofcheck.bounds import interval_bounds
-    from ..proofcheck.certificate import LeafFailed
+    from ..proofcheck.certificate import CertificateError, LeafFailed
     from ..proofcheck.lp_leaf import check_lp_leaves
 
     bounds = interval_bounds(net, box[0][None], box[1][None])
@@ -234,7 +234,7 @@ def lp_leaf_duals(net: Network, relu_bounds: list[tuple[np.ndarray, np.ndarray]]
         leaf = _Leaves(one, len(b), A, b)
         try:
             check_lp_leaves(net, leaf, leaf, 0, 0, 1, bounds, claims, sizes)
-        except LeafFailed:
+        except (LeafFailed, CertificateError):
             continue
         kept.append(one)
         done[i] = True

@@ -33,6 +33,74 @@ class CertificateUnreadable(CertificateError):
     an unreadable index is (``check-proof`` refuses it, exit 2)."""
 
 
+class CertificateMalformed(CertificateError):
+    """The certificate's index or arrays do not have the structure of the format (a
+    missing key or array, a value of the wrong type, an array of the wrong shape or
+    dtype): not a certificate either (``check-proof`` refuses it, exit 2). A well-formed
+    certificate whose bound or cover fails is :class:`LeafFailed` instead (exit 1)."""
+
+
+INTEGER_ARRAYS = (".dim", ".left", ".right", ".rows", ".signs", ".trusted", ".sel", ".dom")  # every other key: float
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _need(ok: bool, where: str, value, what: str) -> None:
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        raise CertificateMalformed(f"index.json: {where} is {shown}, not {what}")
+
+
+def validate_index(index: dict) -> None:
+    """Check the index's structure (docs/proofs.md, "The file"): every key the checker
+    reads is present with its type. Raises :class:`CertificateMalformed` naming the first
+    key that is missing or of the wrong type and what it should be."""
+    def text(where: str, value) -> None:
+        _need(isinstance(value, str), where, value, "a string")
+
+    for key in ("tool", "result"):
+        text(key, index.get(key))
+    for key in ("model", "spec"):
+        entry = index.get(key)
+        _need(isinstance(entry, dict), key, entry, 'an object {"file": …, "sha256": …}')
+        for field in ("file", "sha256"):
+            text(f"{key}.{field}", entry.get(field))
+    _need(isinstance(index.get("certified"), bool), "certified", index.get("certified"), "true or false")
+    reasons = index.get("uncertified")
+    _need(isinstance(reasons, list) and all(isinstance(x, str) for x in reasons), "uncertified", reasons,
+          "a list of strings")
+    _need(index.get("claims_dtype") in ("float32", "float64"), "claims_dtype", index.get("claims_dtype"),
+          '"float32" or "float64"')
+    regions = index.get("regions")
+    _need(isinstance(regions, list), "regions", regions, "a list")
+    for n, entry in enumerate(regions):
+        at = f"regions[{n}]"
+        _need(isinstance(entry, dict), at, entry, "an object")
+        _need(_is_count(entry.get("index")), f"{at}.index", entry.get("index"), "an integer ≥ 0")
+        kind = entry.get("kind")
+        _need(kind in ("box-tree", "relu-split"), f"{at}.kind", kind, '"box-tree" or "relu-split"')
+        if kind == "box-tree":
+            _need(_is_count(entry.get("nodes")), f"{at}.nodes", entry.get("nodes"), "an integer ≥ 0")
+            continue
+        for key in ("relus", "intermediate", "pools"):
+            value = entry.get(key)
+            _need(isinstance(value, list) and all(_is_count(x) for x in value), f"{at}.{key}", value,
+                  "a list of integers ≥ 0")
+        disjuncts = entry.get("disjuncts")
+        _need(isinstance(disjuncts, list), f"{at}.disjuncts", disjuncts, "a list")
+        for m, item in enumerate(disjuncts):
+            where = f"{at}.disjuncts[{m}]"
+            _need(isinstance(item, dict), where, item, "an object")
+            for key in ("index", "leaves", "lp_leaves", "trusted_leaves"):
+                _need(_is_count(item.get(key)), f"{where}.{key}", item.get(key), "an integer ≥ 0")
+            _need(item.get("milp") is None or isinstance(item.get("milp"), str), f"{where}.milp", item.get("milp"),
+                  "null or a string")
+    seen = [entry["index"] for entry in regions]
+    _need(len(set(seen)) == len(seen), "regions", seen, "regions of distinct indices")
+
+
 class LeafFailed(Exception):
     """A leaf (or the cover) does not check; the message names it and why."""
 
@@ -69,15 +137,22 @@ class Certificate:
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise CertificateError(f"{path}: format {index.get('format') if isinstance(index, dict) else None!r} "
                                    f"is not {FORMAT!r}")
+        try:
+            validate_index(index)
+        except CertificateMalformed as exc:
+            raise CertificateMalformed(f"{path} is a malformed certificate: {exc}; give the certificate "
+                                       f"verify --proof wrote") from None
         self.index, self.path = index, path
         self.tolerance = 1e-6  # how far re-derived bounds may fall below the claims (set by the checker)
 
     def array(self, key: str) -> np.ndarray:
-        """The array stored under ``key``; :class:`CertificateError` if it is missing or unreadable."""
+        """The array stored under ``key``: :class:`CertificateMalformed` if it is missing or of
+        the wrong kind (integers for split indices, signs, rows and max-pool parameters,
+        floats for everything else), :class:`CertificateUnreadable` if it cannot be read."""
         try:
             data = self._read(f"{key}.npy")
         except KeyError:
-            raise CertificateError(f"{self.path}: array '{key}' is missing") from None
+            raise CertificateMalformed(f"array '{key}' is missing") from None
         except UNREADABLE as exc:
             raise CertificateUnreadable(f"{self.path}: member {key}.npy cannot be read ({exc}); give the certificate "
                                         f"verify --proof wrote") from None
@@ -92,10 +167,15 @@ class Certificate:
             if dtype.hasobject or math.prod(shape) * dtype.itemsize != len(data) - stream.tell():
                 raise ValueError(f"its header declares {shape} {dtype}, which is not the {len(data)} bytes stored")
             stream.seek(0)
-            return np.load(stream, allow_pickle=False)
+            value = np.load(stream, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise CertificateUnreadable(f"{self.path}: array '{key}' is not a readable .npy array ({exc}); give the "
                                         f"certificate verify --proof wrote") from None
+        integer = key.endswith(INTEGER_ARRAYS)
+        if value.dtype.kind not in ("iu" if integer else "f"):
+            raise CertificateMalformed(f"array '{key}' holds {value.dtype} values, not "
+                                       f"{'integers' if integer else 'floats'}")
+        return value
 
     def _read(self, member: str) -> bytes:
         """One member's bytes; :class:`CertificateError` for a member larger than

@@ -33,7 +33,7 @@ import numpy as np
 from .blas import single_thread
 from .bounds import Relaxation, clamped_domains, crown_bounds, interval_bounds, lagrangian_bound, spec_interval_bound
 from .certificate import (CLAIM_TOLERANCE, CLAIM_TOLERANCE_FLOAT32, Certificate, CertificateError,
-                          CertificateUnreadable, LeafFailed, below_claim)
+                          CertificateMalformed, CertificateUnreadable, LeafFailed, below_claim)
 from .lp_leaf import check_lp_leaves
 from .network import Network, UnsupportedModel, file_sha256, load_network
 
@@ -43,7 +43,8 @@ TREE_ENTRIES = 1 << 22  # ... unless their bounds of every node would hold more 
 
 
 class ProofRefused(ValueError):
-    """The certificate does not belong to this model and spec, or cannot be read (exit 2)."""
+    """The certificate does not belong to this model and spec, cannot be read, or is malformed
+    (a missing or mistyped index key or array, an array of the wrong shape): exit 2."""
 
 
 @dataclass
@@ -104,7 +105,7 @@ def check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckReport
     """Check the certificate ``proof_path`` of ``unsat`` for the model and spec (module
     docstring), with one BLAS thread (:func:`~verifier.proofcheck.blas.single_thread`).
     Raises :class:`ProofRefused` for a certificate of another model or spec, or an
-    unreadable one; returns a report whose ``valid`` is False naming the first failing
+    unreadable or malformed one; returns a report whose ``valid`` is False naming the first failing
     leaf otherwise."""
     with single_thread():
         return _check_proof(model_path, spec_path, proof_path)
@@ -140,20 +141,24 @@ def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckRepor
         for r, region in enumerate(regions):
             entry = entries.get(r)
             if entry is None:
-                raise LeafFailed(f"region {r}: the certificate has nothing for it")
+                raise CertificateMalformed(f"region {r}: the certificate has nothing for it")
             if entry.get("kind") == "box-tree":
                 report.leaves += check_box_tree(net, region, cert, r)
             elif entry.get("kind") == "relu-split":
                 report.leaves += check_relu_split(net, region, cert, entry, report.trusted)
             else:
-                raise LeafFailed(f"region {r}: unknown kind {entry.get('kind')!r}")
+                raise CertificateMalformed(f"region {r}: unknown kind {entry.get('kind')!r}")
         report.valid, report.message = True, "proof valid"
     except CertificateUnreadable as exc:  # corrupt bytes: not a certificate (exit 2), as an unreadable index
         raise ProofRefused(str(exc)) from None
+    except CertificateMalformed as exc:  # a missing array, one of the wrong kind or shape: not a certificate (exit 2)
+        raise ProofRefused(f"{proof_path} is a malformed certificate: {exc}; give the certificate verify --proof "
+                           f"wrote") from None
     except (CertificateError, LeafFailed) as exc:
         report.message = f"proof invalid: {exc}"
-    except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:  # arrays of the wrong kind
-        report.message = f"proof invalid: malformed certificate ({type(exc).__name__}: {exc})"
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:  # structure no check above names
+        raise ProofRefused(f"{proof_path} is a malformed certificate ({type(exc).__name__}: {exc}); give the "
+                           f"certificate verify --proof wrote") from None
     report.seconds = time.perf_counter() - start
     return report
 
@@ -218,7 +223,7 @@ def check_box_tree(net: Network, region: Region, cert: Certificate, r: int) -> i
     if claims.shape == (1, 1) and M == 1 and len(region.b) != 1 and np.isnan(claims).all():
         claims = np.full((1, len(region.b)), np.nan)  # one leaf, no claim recorded (a single domain pass)
     if not (len(mid) == len(left) == len(right) == M >= 1) or claims.shape != (M, len(region.b)):
-        raise LeafFailed(f"region {r}: tree arrays of different lengths")
+        raise CertificateMalformed(f"region {r}: tree arrays of different lengths")
     n = region.lower.shape[1]
     inner = dim >= 0
     if np.any(dim[inner] >= n) or np.any((left[inner] < 0) | (left[inner] >= M) | (right[inner] < 0) | (right[inner] >= M)):
@@ -303,7 +308,7 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
     relus = net.relu_inputs
     sizes = [net.sizes[i] for i in relus]
     if list(entry.get("relus", [])) != sizes:
-        raise LeafFailed(f"region {r}: the certificate's ReLU sizes {entry.get('relus')} are not the model's {sizes}")
+        raise CertificateMalformed(f"region {r}: the certificate's ReLU sizes {entry.get('relus')} are not the model's {sizes}")
     claims = {i: (cert.array(f"r{r}.claims.l{i}")[None], cert.array(f"r{r}.claims.u{i}")[None])
               for i in range(len(relus))}
     extra = {}
@@ -313,12 +318,12 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
     for t, (rows, slopes) in extra.items():
         if np.any((rows < 0) | (rows >= sizes[t])) or any(a.shape != (1, 2 * len(rows), sizes[i])
                                                           for i, a in slopes.items()):
-            raise LeafFailed(f"region {r}: intermediate slopes of ReLU {t} have the wrong shape")
+            raise CertificateMalformed(f"region {r}: intermediate slopes of ReLU {t} have the wrong shape")
     bounds = crown_bounds(net, region.lower, region.upper, extra=extra)
     for i, node in enumerate(relus):
         (l, u), (cl, cu) = bounds[node], claims[i]
         if cl.shape != l.shape or cu.shape != u.shape:
-            raise LeafFailed(f"region {r}: claimed bounds of ReLU {i} have the wrong shape")
+            raise CertificateMalformed(f"region {r}: claimed bounds of ReLU {i} have the wrong shape")
         bad = np.nonzero((below_claim(l, cl, cert.tolerance) | below_claim(-u, -cu, cert.tolerance))[0])[0]
         if len(bad):
             j = int(bad[0])
@@ -328,7 +333,7 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
     final = {i: cert.array(f"r{r}.final.alpha{i}")[None] for i in range(len(relus))}
     lam = region.C[None]
     if any(a.shape != (1, len(region.b), sizes[i]) for i, a in final.items()):
-        raise LeafFailed(f"region {r}: final slopes have the wrong shape")
+        raise CertificateMalformed(f"region {r}: final slopes have the wrong shape")
     pools = read_pools(net, cert, entry)
     lb = np.maximum(lagrangian_bound(net, K, lam, bounds, Relaxation(_shapes(net, bounds), alpha=final, pools=pools)),
                     lagrangian_bound(net, K, lam, bounds, Relaxation(_shapes(net, bounds), pools=pools)))
@@ -336,7 +341,7 @@ def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dic
     if cert.has(f"r{r}.final.lower"):
         claim = cert.array(f"r{r}.final.lower")
         if claim.shape != (len(region.b),):
-            raise LeafFailed(f"region {r}: claimed root bounds have the wrong shape")
+            raise CertificateMalformed(f"region {r}: claimed root bounds have the wrong shape")
         short = np.nonzero(below_claim(lb[0], claim, cert.tolerance))[0]
         if len(short):
             raise LeafFailed(f"region {r}: re-derived root bound {lb[0, short[0]]:.12g} of row {int(short[0])} is below "
@@ -366,13 +371,13 @@ def read_pools(net: Network, cert: Certificate, entry: dict) -> dict[int, tuple[
     r = entry["index"]
     sizes = [len(net.ops[i].value) for i in net.pools]
     if list(entry.get("pools", [])) != sizes:
-        raise LeafFailed(f"region {r}: the certificate's max-pool sizes {entry.get('pools')} are not the model's {sizes}")
+        raise CertificateMalformed(f"region {r}: the certificate's max-pool sizes {entry.get('pools')} are not the model's {sizes}")
     out = {}
     for p, i in enumerate(net.pools):
         windows = net.ops[i].value
         sel, dom = cert.array(f"r{r}.pool{p}.sel"), cert.array(f"r{r}.pool{p}.dom")
         if sel.shape != (len(windows),) or dom.shape != (len(windows),) or sel.dtype.kind not in "iu":
-            raise LeafFailed(f"region {r}: max-pool {p}'s parameters have the wrong shape or kind")
+            raise CertificateMalformed(f"region {r}: max-pool {p}'s parameters have the wrong shape or kind")
         if np.any((sel < 0) | (sel >= windows.shape[1])) or np.any((dom != 0) & (dom != 1)):
             raise LeafFailed(f"region {r}: max-pool {p} selects outside its windows or has a flag other than 0/1")
         if np.any(windows[np.arange(len(windows)), sel] < 0):
@@ -390,7 +395,7 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted,
         signs, alpha, beta, lower = (cert.array(f"r{r}.d{d}.{name}") for name in ("signs", "alpha", "beta", "lower"))
         N = len(signs)
         if signs.shape != (N, T) or alpha.shape != (N, k, T) or beta.shape != (N, k, T) or lower.shape != (N, k):
-            raise LeafFailed(f"region {r}, disjunct {d}: leaf arrays of the wrong shape")
+            raise CertificateMalformed(f"region {r}, disjunct {d}: leaf arrays of the wrong shape")
         parts.append(signs)
     else:
         signs = np.zeros((0, T), np.int8)
@@ -400,7 +405,7 @@ def _check_leaves(net, region, cert, r, d, item, bounds, claims, sizes, trusted,
     if item.get("trusted_leaves"):
         lp = cert.array(f"r{r}.d{d}.trusted")
         if lp.shape[1:] != (T,):
-            raise LeafFailed(f"region {r}, disjunct {d}: trusted leaf array of the wrong shape")
+            raise CertificateMalformed(f"region {r}, disjunct {d}: trusted leaf array of the wrong shape")
         parts.append(lp)
         trusted.append(f"region {r}, disjunct {d}: {len(lp)} subdomains with every ReLU fixed, closed by a HiGHS LP")
     every = np.concatenate(parts) if parts else np.zeros((0, T), np.int8)

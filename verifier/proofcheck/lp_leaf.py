@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bounds import Relaxation, clamped_domains, lagrangian_bound
-from .certificate import LeafFailed, below_claim
+from .certificate import CertificateMalformed, LeafFailed, below_claim
 from .network import Network
 from .rounding import down, matmul_error, mul_up, sum_up
 
@@ -50,7 +50,7 @@ def check_lp_leaves(net: Network, region, cert, r: int, d: int, count: int, boun
     T = sum(sizes)
     if signs.shape != (count, T) or theta.shape != (count, len(b)) or dual.shape != (count, T) \
             or lower.shape != (count,):
-        raise LeafFailed(f"region {r}, disjunct {d}: LP leaf arrays of the wrong shape")
+        raise CertificateMalformed(f"region {r}, disjunct {d}: LP leaf arrays of the wrong shape")
     if not (np.all(np.isfinite(theta)) and np.all(theta >= 0) and np.all(np.isfinite(dual))):
         raise LeafFailed(f"region {r}, disjunct {d}: an LP leaf's dual is negative or not finite")
     if np.any(np.abs(signs.astype(np.int16)) > 1):
