@@ -150,6 +150,29 @@ def test_cli_takes_the_box_from_a_spec(tmp_path, capsys):
     assert out.startswith("outputs Y_1, Y_3: 508 sampled and 64 attacked outputs")
 
 
+def test_cli_multi_region_spec_needs_region(tmp_path, capsys):
+    """A spec of two input regions: without ``--region`` reach refuses it (it used to draw
+    region 0 silently); ``--region 1`` draws the second box (its sampled outputs differ from
+    the first's), and an index past the last is refused naming the count."""
+    path = mlp(tmp_path, 2, 2, [6], 2)
+    spec = tmp_path / "two.vnnlib"
+    spec.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                    "(declare-const Y_1 Real)\n(assert (or\n"
+                    " (and (>= X_0 0) (<= X_0 0.1) (>= X_1 0) (<= X_1 0.1) (>= Y_0 Y_1))\n"
+                    " (and (>= X_0 5) (<= X_0 6) (>= X_1 -6) (<= X_1 -5) (>= Y_0 Y_1))))\n")
+    code, out, err = run(capsys, "reach", path, "--spec", spec, "--samples", "100")
+    assert_refused(code, out, err, "--region", "2 input regions", str(spec))
+    assert out == ""
+    firsts = []
+    for region in ("0", "1"):
+        code, out, err = run(capsys, "reach", path, "--spec", spec, "--region", region, "--samples", "100")
+        assert code == 0, err
+        firsts.append(out.splitlines()[0])
+    assert firsts[0] != firsts[1]  # two different boxes were drawn
+    code, out, err = run(capsys, "reach", path, "--spec", spec, "--region", "2", "--samples", "100")
+    assert_refused(code, out, err, "--region 2", "0..1")
+
+
 def test_cli_bad_input_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     two, three = mlp(tmp_path, 0, 2, [4], 2), mlp(tmp_path, 1, 2, [4], 3)
     box = ["--input-box", "0:1,0:1"]

@@ -30,7 +30,6 @@ def cmd_reach(args) -> int:
     if args.region is not None and args.spec is None:
         raise VerifierInputError(f"--region {args.region}: only with --spec (it picks one of the spec's input "
                                  f"regions); --input-box gives a single box")
-    region = 0 if args.region is None else args.region
     samples = check_samples(args.samples, "--samples")
     seed = check_seed(args.seed, "--seed")
     directions(args.directions)
@@ -41,15 +40,15 @@ def cmd_reach(args) -> int:
         check_not_an_input(args.plot, "--plot", [("the input model", args.model)]
                            + ([] if args.spec is None else [("the input spec", args.spec)]))
         check_plot_path(args.plot, "--plot")
-    model = load(args.model, check=False)
+    spec = None
     if args.spec is not None:
         from .spec import read_vnnlib
 
         spec = read_vnnlib(args.spec)
+        region = spec_region(spec, args.region, args.spec)
+    model = load(args.model, check=False)
+    if spec is not None:
         spec.check_model(model.input_size, model.output_size)
-        if not 0 <= region < len(spec.regions):
-            raise VerifierInputError(f"--region {region}: the spec {args.spec} has {len(spec.regions)} input "
-                                     f"region(s), 0..{len(spec.regions) - 1}")
         lower, upper = (t.reshape(-1).double() for t in spec.regions[region].float64_range())
     else:
         lower, upper = parse_input_box(args.input_box, model.input_size)
@@ -73,6 +72,23 @@ def cmd_reach(args) -> int:
     return 0
 
 
+def spec_region(spec, region: int | None, path: str) -> int:
+    """The index of the input region of ``spec`` (a :class:`~verifier.spec.model.Spec` read
+    from ``path``) that ``reach`` draws: ``region`` (``--region``), or 0 for a spec of one
+    region. Raises :class:`VerifierInputError` for an index outside ``0..len(spec.regions)-1``
+    and for a spec of several regions without ``--region`` (a picture of one box would
+    silently leave the others out)."""
+    count = len(spec.regions)
+    if region is None:
+        if count > 1:
+            raise VerifierInputError(f"--spec {path} has {count} input regions and reach draws one box: choose it "
+                                     f"with --region 0..{count - 1}")
+        return 0
+    if not 0 <= region < count:
+        raise VerifierInputError(f"--region {region}: the spec {path} has {count} input region(s), 0..{count - 1}")
+    return region
+
+
 def add_reach_command(sub) -> None:
     """Add ``reach`` to the CLI's sub-parsers (``verifier/cli.py`` calls this in ``build_parser``)."""
     p = sub.add_parser("reach", help="sampled outputs and the Box / DeepZ / CROWN sets of two outputs over a box")
@@ -82,7 +98,9 @@ def add_reach_command(sub) -> None:
     p.add_argument("model")
     p.add_argument("--input-box", metavar="L1:U1,L2:U2,...", help="one low:high pair per model input")
     p.add_argument("--spec", metavar="FILE.vnnlib", help="take the input box from a VNN-LIB spec instead")
-    p.add_argument("--region", type=int, help="with --spec: the spec's input region (default 0)")
+    p.add_argument("--region", type=int, metavar="N",
+                   help="with --spec: the spec's input region to draw, 0..count-1 (required when the spec has "
+                        "several; a spec of one region needs none)")
     p.add_argument("--outputs", metavar="I,J", help="the two outputs drawn (default 0,1 for a two-output model)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                    help=f"uniform input samples (default {DEFAULT_SAMPLES}; box corners are added for ≤ "
