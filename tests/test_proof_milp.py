@@ -154,3 +154,42 @@ def test_a_tree_over_its_cap_leaves_the_disjunct_trusted(milp_closed):
     assert milp and all("cap of 2 LPs" in m for m in milp), milp
     report = check_proof(model, spec, str(work / "capped.proof"))
     assert report.valid and len(report.trusted) == len(milp) and "cap of 2 LPs" in report.trusted[0], report.trusted
+
+
+def test_cli_proof_lp_nodes(milp_closed, capsys):
+    """``--proof-lp-nodes 0`` leaves the MILP's disjunct trusted and the ``proof:`` line
+    names it; a negative cap, or a cap without ``--proof``, is refused before any work."""
+    from cli_helpers import assert_refused, run
+
+    model, spec, _, work = milp_closed
+    proof = work / "cli.proof"
+    for extra, words in ((["--proof-lp-nodes", "-1", "--proof", proof], "--proof-lp-nodes must be an integer in"),
+                         (["--proof-lp-nodes", "5"], "--proof-lp-nodes needs --proof FILE")):
+        assert_refused(*run(capsys, "verify", model, spec, "--method", "milp", *extra), words)
+    code, out, err = run(capsys, "verify", model, spec, "--method", "milp", "--no-cache", "--proof", proof,
+                         "--proof-lp-nodes", "0")
+    assert code == 0 and "result: unsat" in out, (out, err)
+    assert "1 disjuncts trusted to HiGHS's MILP: region 0, disjunct 0" in out, out
+    code, out, err = run(capsys, "check-proof", model, spec, proof)
+    assert code == 0 and "trusted (not re-derived): region 0, disjunct 0: HiGHS MILP" in out, out
+    assert out.strip().endswith("proof valid (with 1 parts trusted to HiGHS)"), out
+
+
+def test_a_milp_mark_on_a_disjunct_the_search_covered_is_dropped():
+    """The MILP runs on every disjunct α-CROWN left open once relu-split ends 'unknown', so
+    a disjunct the search closed on its own is marked too: its leaves cover every phase,
+    so the writer drops the mark and no LP tree is built."""
+    import torch
+
+    from verifier.proof.record import ReluRegion
+    from verifier.proof.writer import _MilpTrees
+
+    rec = ReluRegion(claims=[(torch.tensor([-1.0, -1.0]), torch.tensor([1.0, 1.0]))])
+    signs = torch.tensor([[1, 0], [-1, 1], [-1, -1]], dtype=torch.int8)
+    rec.leaves[0] = [(signs[:2], None, None, None)]
+    rec.trusted[0] = [signs[2:]]
+    item = {"index": 0, "milp": "HiGHS MILP"}
+    assert _MilpTrees(None, "", 0, rec, None).replace(0, item, {}) is False and item["milp"] is None
+    rec.leaves[0] = [(signs[:1], None, None, None)]  # one phase of the second ReLU missing: the mark stays
+    item = {"index": 0, "milp": "HiGHS MILP"}
+    assert _MilpTrees(None, "", 0, rec, 0).replace(0, item, {}) is False and item["milp"] == "HiGHS MILP"
