@@ -1,9 +1,16 @@
 """Checking the LP-closed subdomains of a ``relu-split`` certificate by weak duality.
 
-A subdomain with every ReLU fixed that an LP (HiGHS) closed is recorded with the LP's
-dual solution (:mod:`verifier.proof.lp_dual`): weights ``θ`` ``(k,)`` of the disjunct's
-rows ``A y ≤ b`` and the multipliers ``λ_r`` at every ReLU's input ``(T,)``. The checker
-does not trust them: for ANY ``θ ≥ 0`` and any ``λ``, the Lagrangian bound of
+A subdomain that an LP (HiGHS) closed is recorded with the LP's dual solution
+(:mod:`verifier.proof.lp_dual`): weights ``θ`` ``(k,)`` of the disjunct's rows ``A y ≤ b``
+and the multipliers ``λ_r`` at every ReLU's input ``(T,)``. Its ReLUs are all fixed (a
+subdomain the search split to the end), or some are not (the leaves of the LP tree that
+certifies a disjunct the MILP closed, :mod:`verifier.proof.milp_tree`): an unfixed
+crossing ReLU's term ``λ_out·max(z, 0) − λ_in·z`` is minimised exactly over its interval,
+i.e. over the vertices ``l``, ``0``, ``u``, which is its minimum over the LP's triangle
+(vertices ``(l, 0)``, ``(0, 0)``, ``(u, u)``: a linear function of ``(z, a)`` is least at a
+vertex of the hull of the graph). Every other ReLU entry's term is minimised too, never
+skipped: with multipliers given outright, ``λ_in`` need not equal ``λ_out`` on an active
+entry. The checker does not trust them: for ANY ``θ ≥ 0`` and any ``λ``, the Lagrangian bound of
 :func:`~verifier.proofcheck.bounds.lagrangian_bound` with objective ``c = fl(θ A)`` and
 the ReLU inputs' multipliers set to ``λ`` (every other multiplier follows by the backward
 pass; each variable bound is handled by minimising its term exactly over its interval,
