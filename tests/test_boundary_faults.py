@@ -288,6 +288,23 @@ def test_regular_result_file_is_still_written(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".probe")]  # the probe is removed
 
 
+def test_output_folder_is_created_one_level_only(tmp_path):
+    """An output folder (``train --out``, ``vnncomp --results-dir``, ``--proofs``) is created
+    when the folder it goes in exists, refused otherwise (the rule of output files), and
+    ``create=False`` creates nothing."""
+    with pytest.raises(verifier.VerifierInputError, match=r"--results-dir .*/a/b: folder .*/a does not exist"):
+        check_output_dir(tmp_path / "a" / "b", "--results-dir")
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(verifier.VerifierInputError, match="folder does not exist"):
+        check_output_dir(tmp_path / "a", "--proofs", create=False)
+    assert not (tmp_path / "a").exists()
+    assert check_output_dir(tmp_path / "a", "--proofs") == str(tmp_path / "a")
+    assert (tmp_path / "a").is_dir() and os.listdir(tmp_path / "a") == []  # the probe file is gone
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(verifier.VerifierInputError, match="is a file"):
+        check_output_dir(tmp_path / "f" / "sub", "--out")
+
+
 def test_virtual_output_folders_are_refused():
     with pytest.raises(verifier.VerifierInputError, match="cannot create a file|not writable"):
         check_output_dir("/proc", "--results-dir", create=False)

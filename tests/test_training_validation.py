@@ -243,6 +243,20 @@ def test_out_pointing_at_a_file_or_below_one(tmp_path, capsys):
     assert afile.read_text() == "keep me"
 
 
+def test_out_in_a_missing_folder_is_refused_like_every_output_path(tmp_path, capsys):
+    """``--out`` is created, the folder it goes in must exist, as for ``--result-file`` and
+    every other output path (``train`` used to create the missing parents, so a mistyped
+    parent became a new tree); nothing is created. With the parent present the folder is
+    made and the run goes on to its first epoch (stopped here by ``no_training``)."""
+    out = tmp_path / "missing" / "run"
+    line = assert_refused(_train_args(out), capsys, needle="--out")
+    assert f"{tmp_path / 'missing'} does not exist" in line
+    assert not (tmp_path / "missing").exists()
+    rc, _, err, _ = _run(_train_args(tmp_path / "run"), capsys)
+    assert rc == 130, err  # ReachedTraining: every check passed
+    assert (tmp_path / "run").is_dir()
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
 def test_out_in_an_unwritable_folder(tmp_path, capsys):
     locked = tmp_path / "locked"

@@ -201,7 +201,13 @@ def test_output_that_is_an_input_is_refused(tmp_path, capsys, target):
 
 
 def test_results_dir_is_created(bench, tmp_path, capsys):
-    results = tmp_path / "deep" / "er" / "results"
+    """The folder --results-dir names is created; the folder it goes in must exist (the rule
+    of every output path: a mistyped parent is refused before any instance runs)."""
+    deep = tmp_path / "deep" / "er" / "results"
+    code, err = run([bench, "--output", tmp_path / "o.csv", "--results-dir", deep, "--limit", "1"], capsys)
+    assert_refused(code, err, "--results-dir", "does not exist")
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "o.csv").exists()
+    results = tmp_path / "results"
     code, err = run([bench, "--output", tmp_path / "o.csv", "--results-dir", results, "--limit", "1"], capsys)
     assert code == 0, err
     assert (results / "net__good.txt").read_text().strip() == "unsat"

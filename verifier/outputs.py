@@ -3,8 +3,10 @@
 Every result file, CSV row, JSON record and checkpoint the project writes goes through
 this module, so that a reader never sees a torn file:
 
-- :func:`check_output_file` / :func:`check_output_dir` validate a path the user named
-  *before* the expensive work starts (a verdict is never lost to a bad ``--result-file``),
+- :func:`check_output_file` / :func:`check_output_dir` / :func:`check_creatable_dir` validate
+  a path the user named *before* the expensive work starts (a verdict is never lost to a bad
+  ``--result-file``); the file or folder an option names may be created, the folder it goes
+  in must exist,
   and :func:`check_not_an_input` refuses an output path that names one of the inputs;
 - :func:`write_atomic` writes a temporary file in the same folder, flushes and fsyncs it,
   then renames it over the target (``os.replace`` is atomic on POSIX and Windows): the
@@ -104,26 +106,58 @@ def check_not_an_input(path: str | os.PathLike, option: str,
 def check_output_dir(path: str | os.PathLike, option: str, create: bool = True) -> str:
     """Refuse ``path`` unless it is (or, with ``create``, can become) a writable folder.
 
-    A missing folder is created (with its parents) when ``create``; a path that is a file,
-    or a folder in which no file can be created (probed with a temporary file: read-only or
-    virtual file systems such as ``/proc``), raises :class:`VerifierInputError` naming
-    ``option``. Returns ``path`` as ``str``.
+    The rule of every output path of the command line: what the option names may be
+    created, the folder it goes in must already exist (as for :func:`check_output_file`;
+    a mistyped parent is refused, not built). A missing ``path`` whose parent folder exists
+    is created (one level, ``os.mkdir``) when ``create``; a missing parent, a path that is a
+    file, or a folder in which no file can be created (probed with a temporary file:
+    read-only or virtual file systems such as ``/proc``) raises :class:`VerifierInputError`
+    naming ``option``. Returns ``path`` as ``str``.
     """
-    path = os.fspath(path)
-    if not path:
-        raise VerifierInputError(f"{option}: empty path (give a folder)")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise VerifierInputError(f"{option} {path}: is a file; give a folder")
+    path = check_creatable_dir(path, option)
     if not os.path.exists(path):
         if not create:
             raise VerifierInputError(f"{option} {path}: folder does not exist")
         try:
-            os.makedirs(path, exist_ok=True)
+            os.mkdir(path)
+        except FileExistsError:  # created meanwhile by a concurrent run: checked again below
+            check_creatable_dir(path, option)
         except OSError as exc:
             raise VerifierInputError(f"{option} {path}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise VerifierInputError(f"{option} {path}: folder is not writable")
     _probe(path, f"{option} {path}")
+    return path
+
+
+def check_creatable_dir(path: str | os.PathLike, option: str) -> str:
+    """Refuse ``path`` unless it is a writable folder or can be created as one in an existing
+    writable folder (its parent); creates nothing (a run checks its output folder before any
+    work and creates it afterwards with :func:`check_output_dir`).
+
+    Raises :class:`VerifierInputError` naming ``option`` for an empty path, a path that is a
+    file (or lies below one), a folder that is not writable, and a missing parent folder
+    (``--out runs/a``: ``runs`` must exist). Returns ``path`` as ``str``."""
+    path = os.fspath(path)
+    if not path:
+        raise VerifierInputError(f"{option}: empty path (give a folder)")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise VerifierInputError(f"{option} {path}: is a file; give a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise VerifierInputError(f"{option} {path}: folder is not writable")
+        return path
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(parent):
+        above = parent
+        while not os.path.exists(above):
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise VerifierInputError(f"{option} {path}: {above} is a file, so the folder cannot be created")
+        raise VerifierInputError(f"{option} {path}: folder {parent} does not exist (create it first, or name a "
+                                 f"folder in an existing one)")
+    if not os.path.isdir(parent):
+        raise VerifierInputError(f"{option} {path}: {parent} is a file, so the folder cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise VerifierInputError(f"{option} {path}: cannot create the folder ({parent} is not writable)")
     return path
 
 

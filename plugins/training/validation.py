@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from verifier.errors import VerifierInputError
+from verifier.outputs import check_creatable_dir
 
 METHODS = ("standard", "pgd", "ibp", "crown-ibp", "dual-lp", "colt", "double-margin", "landscape")
 RAMP_SHAPES = ("linear", "smooth")
@@ -238,27 +239,13 @@ def check_train_options(*, method, eps, epochs, eps_test=None, batch_size=None, 
 
 # --- output folder --------------------------------------------------------------------------
 def check_out_folder(out, option: str = "--out") -> str:
-    """``out`` is a writable folder or can be created as one; creates nothing."""
+    """``out`` is a writable folder or can be created as one in an existing folder
+    (:func:`verifier.outputs.check_creatable_dir`, the rule of every output path); creates nothing."""
     try:
         path = os.fspath(out)
     except TypeError:
         raise VerifierInputError(f"{option}: must be a folder path, not {type(out).__name__}") from None
-    if not path:
-        raise VerifierInputError(f"{option}: empty path (give a folder)")
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise VerifierInputError(f"{option} {path}: is a file; give a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise VerifierInputError(f"{option} {path}: folder is not writable")
-        return path
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise VerifierInputError(f"{option} {path}: {parent} is a file, so the folder cannot be created")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise VerifierInputError(f"{option} {path}: cannot create the folder ({parent} is not writable)")
-    return path
+    return check_creatable_dir(path, option)
 
 
 # --- data ----------------------------------------------------------------------------------
