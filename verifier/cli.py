@@ -64,13 +64,13 @@ def _load_with_spec(args, known: dict | None = None):
     """Model and spec; the domain or complete method ``args.domain`` is checked against
     the model (:func:`refuse_unsupported`) before the fidelity check, which samples inside
     the spec's first input box. ``known`` (if given) receives ``regions``, the spec's
-    number of input regions, as soon as the spec is read."""
+    number of input regions, and ``spec`` as soon as the spec is read."""
     from .api import load
     from .spec import read_vnnlib
 
     spec = read_vnnlib(args.spec)
     if known is not None:
-        known["regions"] = len(spec.regions)
+        known["regions"], known["spec"] = len(spec.regions), spec
     model = load(args.model, check=False, cache=not args.no_cache)
     spec.check_model(model.input_size, model.output_size)
     from .complete.methods import METHODS

@@ -39,9 +39,11 @@ def verify_json(args, result, timeout: float | None, seed: int, known: dict) -> 
 
 def report_verify(args, result, timeout: float | None, seed: int, known: dict) -> None:
     """Write ``--result-file`` (VNN-COMP format) and print ``result``'s verdict: the
-    ``--json`` record (one line), or the notes, ``time:`` and ``result:`` lines. Raises
-    ``OSError`` from writing the result file."""
-    from .counterexample import write_result
+    ``--json`` record (one line), or the notes, for ``sat`` the counterexample's summary
+    (:func:`verifier.counterexample.describe_counterexample`, with ``known["spec"]``'s
+    region), then the ``time:`` and ``result:`` lines. Raises ``OSError`` from writing the
+    result file."""
+    from .counterexample import describe_counterexample, write_result
 
     if args.result_file is not None:
         write_result(args.result_file, result.status, result.counterexample)
@@ -50,6 +52,10 @@ def report_verify(args, result, timeout: float | None, seed: int, known: dict) -
         return
     for note in result.notes:
         print(note)
+    cex = result.counterexample
+    if cex is not None and known.get("spec") is not None:
+        for line in describe_counterexample(cex, known["spec"].regions[cex.region_index]):
+            print(line)
     print(f"time: {result.seconds:.3f} s")
     print(f"result: {result.status}")
 
