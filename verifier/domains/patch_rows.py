@@ -8,6 +8,7 @@ groups of rows sharing a location, ``M`` rows per group, window ``(C, K₀, K₁
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -59,9 +60,42 @@ class Rows:
     groups' locations in the target's grid. One row per group when the rows are chosen
     neurons; every channel and sign of a location when they are all neurons."""
 
-    def __init__(self, values: torch.Tensor, loc: torch.Tensor, geometry: Geometry, clean: bool = True):
+    def __init__(self, values: torch.Tensor, loc: torch.Tensor, geometry: Geometry, clean: bool = True,
+                 origins: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.values, self.loc, self.geometry, self.is_clean = values, loc, geometry, clean
+        # explicit window origins (rows, columns) ``(B, G)`` in the current grid, where they are
+        # no affine function of the location (after a transposed convolution whose stride does
+        # not divide the windows' stride); ``None``: ``loc·stride − padding`` (the geometry)
+        self.origins = origins
         self._index = None
+        self._pads = None
+
+    def like(self, values: torch.Tensor, clean: bool = True) -> "Rows":
+        """Rows with new ``values`` on the same windows (location, geometry, origins)."""
+        out = Rows(values, self.loc, self.geometry, clean, self.origins)
+        out.every_location = self.every_location
+        return out
+
+    def window_origins(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows' origins (row, column) ``(B, G)`` in the current grid (may be negative)."""
+        if self.origins is not None:
+            return self.origins
+        (s0, s1), (p0, p1), tw = self.geometry.stride, self.geometry.padding, self.geometry.target[1]
+        return (self.loc // tw) * s0 - p0, (self.loc % tw) * s1 - p1
+
+    def pads(self) -> tuple[int, int, int, int]:
+        """``(top, bottom, left, right)`` zero padding of the grid that holds every window."""
+        if self.origins is None:
+            return self.geometry.pads()
+        if self._pads is None:
+            (k0, k1), (h, w) = self.geometry.kernel, self.geometry.grid
+            oy, ox = self.origins
+            if oy.numel() == 0:
+                self._pads = (0, 0, 0, 0)
+            else:
+                self._pads = (max(0, -int(oy.min())), max(0, int(oy.max()) + k0 - h),
+                              max(0, -int(ox.min())), max(0, int(ox.max()) + k1 - w))
+        return self._pads
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -73,10 +107,12 @@ class Rows:
         which multiply no variable) set to zero."""
         if not self.is_clean:
             (k0, k1), (s0, s1), (p0, p1), (h, w), (_, tw) = self.geometry
-            if p0 > 0 or p1 > 0 or (self.geometry.target[0] - 1) * s0 + k0 > h or (tw - 1) * s1 + k1 > w:
+            if self.origins is not None or p0 > 0 or p1 > 0 or (self.geometry.target[0] - 1) * s0 + k0 > h \
+                    or (tw - 1) * s1 + k1 > w:
                 device = self.loc.device
-                ys = ((self.loc // tw) * s0 - p0).unsqueeze(-1) + torch.arange(k0, device=device)
-                xs = ((self.loc % tw) * s1 - p1).unsqueeze(-1) + torch.arange(k1, device=device)
+                oy, ox = self.window_origins()
+                ys = oy.unsqueeze(-1) + torch.arange(k0, device=device)
+                xs = ox.unsqueeze(-1) + torch.arange(k1, device=device)
                 inside = ((ys >= 0) & (ys < h)).unsqueeze(-1) & ((xs >= 0) & (xs < w)).unsqueeze(-2)
                 self.values = self.values * inside[:, :, None, None]
             self.is_clean = True
@@ -86,11 +122,12 @@ class Rows:
         """Flat positions ``(B, G, C·K₀·K₁)`` of each group's window in the padded
         ``(C, H_p, W_p)`` grid."""
         if self._index is None:
-            (k0, k1), (s0, s1), _, (h, w), (_, tw) = self.geometry
-            top, bottom, left, right = self.geometry.pads()
+            (k0, k1), (h, w) = self.geometry.kernel, self.geometry.grid
+            top, bottom, left, right = self.pads()
             hp, wp = h + top + bottom, w + left + right
             device = self.loc.device
-            origin = (self.loc // tw) * s0 * wp + (self.loc % tw) * s1  # i·s₀ − p₀ + top (top = p₀)
+            oy, ox = self.window_origins()
+            origin = (oy + top) * wp + (ox + left)
             offsets = (torch.arange(channels, device=device)[:, None, None] * (hp * wp)
                        + torch.arange(k0, device=device)[None, :, None] * wp
                        + torch.arange(k1, device=device)[None, None, :]).reshape(-1)
@@ -102,10 +139,16 @@ class Rows:
         stack of lines) at each group's window: ``(B, G, 1, *E, C, K₀, K₁)``, zero outside
         the grid."""
         (k0, k1), (s0, s1), _, _, (th, tw) = self.geometry
-        top, bottom, left, right = self.geometry.pads()
+        top, bottom, left, right = self.pads()
         padded = F.pad(t, (left, right, top, bottom)).contiguous()
         B, G = self.loc.shape
         lead, wp = padded.shape[1:-2], padded.shape[-1]
+        if self.origins is not None:  # each window at its own origin: one gather of its entries
+            C = t.shape[-3]
+            extra = math.prod(lead[:-1])
+            index = self.index(C).reshape(B, 1, -1).expand(B, extra, -1)
+            out = padded.reshape(B, extra, -1).gather(2, index).reshape(B, extra, G, -1).transpose(1, 2)
+            return out.reshape(B, G, 1, *lead, k0, k1)
         strides = padded.stride()
         # every window of the target's grid as a strided view, copied once; then each group takes its own
         windows = padded.as_strided((B, th, tw, *lead, k0, k1), (strides[0], s0 * wp, s1, *strides[1:-2], wp, 1))
@@ -120,7 +163,7 @@ class Rows:
     def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` ``(B, G, C, H, W)`` (one per row, ``M = 1``) at each row's window
         ``(B, G, 1, C, K₀, K₁)``."""
-        top, bottom, left, right = self.geometry.pads()
+        top, bottom, left, right = self.pads()
         B, G, C = t.shape[:3]
         out = F.pad(t, (left, right, top, bottom)).reshape(B, G, -1).gather(2, self.index(C))
         return out.reshape(B, G, 1, C, *self.geometry.kernel)
@@ -128,7 +171,7 @@ class Rows:
     def dense(self, shape: tuple) -> torch.Tensor:
         """The windows scattered into dense coefficients ``(B, G·M, *shape)``."""
         C, H, W = grid_shape(shape)
-        top, bottom, left, right = self.geometry.pads()
+        top, bottom, left, right = self.pads()
         B, G, M = self.shape
         flat = self.values.new_zeros((B, G, M, C * (H + top + bottom) * (W + left + right)))
         index = self.index(C).unsqueeze(2).expand(B, G, M, -1)
@@ -145,7 +188,10 @@ def after_conv(rows: Rows, values: torch.Tensor, stride: tuple, padding: tuple, 
     geometry = Geometry(tuple(values.shape[-2:]), (g.stride[0] * stride[0], g.stride[1] * stride[1]),
                         (g.padding[0] * stride[0] + padding[0], g.padding[1] * stride[1] + padding[1]), (H, W),
                         g.target)
-    out = Rows(values, rows.loc, geometry, clean=False)
+    origins = None
+    if rows.origins is not None:
+        origins = (rows.origins[0] * stride[0] - padding[0], rows.origins[1] * stride[1] - padding[1])
+    out = Rows(values, rows.loc, geometry, clean=False, origins=origins)
     out.every_location = rows.every_location
     return out
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..ir.graph import predecessors_by_slot
 from ..ops import cached_while_constant
 from ..ops.relaxation import RELAXATIONS
-from .patch_rows import Rows, after_conv, conv_attrs, grid_shape
+from .patch_rows import Geometry, Rows, after_conv, conv_attrs, grid_shape
 
 
 WINDOW_MATRIX_ENTRIES = 1 << 22  # a convolution's window map is a matrix up to this size (else conv_transpose)
@@ -68,6 +68,80 @@ def conv_step(rows: Rows, node: dict, in_shape: tuple, start: torch.Tensor | Non
             out = (flat.reshape(B * G * M, -1) @ matrix).reshape(B * G * M, -1, k0, k1)
         out = out.reshape(B, G, M, *out.shape[1:])
     return after_conv(rows, out, (s0, s1), (p0, p1), in_shape), constant
+
+
+def conv_transpose_attrs(node: dict) -> tuple | None:
+    """``(weight, bias, stride, begin pads)`` of a 2-D transposed convolution with one group
+    and no dilation (the ones :func:`conv_transpose_step` crosses), else ``None``."""
+    if node["kind"] != "conv_transpose":
+        return None
+    weight, a = node["params"]["weight"], node["attrs"]
+    if weight.dim() != 4 or a["group"] != 1 or tuple(a["dilations"]) != (1, 1):
+        return None
+    return weight, node["params"].get("bias"), tuple(a["strides"]), tuple(a["pads"][:2])
+
+
+def conv_transpose_step(rows: Rows, node: dict, in_shape: tuple) -> tuple[Rows, torch.Tensor]:
+    """CROWN's affine rule through a transposed convolution ``y[o] = Σ_{o = s·i + t − p} W[:, :, t]ᵀ x[i]``
+    (weight ``(C_i, C_o, k₀, k₁)``, stride ``s``, begin pads ``p``) on the windows: a window of
+    ``Λ_y`` of size ``K`` at origin ``a`` reaches the inputs ``i₀ = ⌈(a + p − k + 1)/s⌉ …
+    ⌊(a + p + K − 1)/s⌋``, and ``Λ_x[i₀ + v] = Σ_t Λ_y[s·v + t − d]·W[t]`` with
+    ``d = a + p − s·i₀``: the ordinary stride-``s`` convolution with ``W`` of the window
+    zero-padded by ``d`` in front, one convolution per phase ``a mod s`` (the new windows
+    have ``K' = ⌈(K + k − 1)/s⌉`` entries). The new origins are ``i₀``: an affine function of
+    the location when ``s`` divides the windows' stride, else kept per window
+    (:attr:`Rows.origins`). Constant ``Σ Λ_y·b`` over the window's entries inside the grid."""
+    weight, bias, stride, pads = conv_transpose_attrs(node)
+    v = rows.clean()
+    B, G, M, Co, K0, K1 = v.shape
+    ci, _, k0, k1 = weight.shape
+    w = weight.to(v)
+    constant = v.new_zeros((B, G, M)) if bias is None else torch.matmul(v.sum((-1, -2)), bias.to(v.dtype))
+    sizes = [(K + k - 2) // s + 1 for K, k, s in zip((K0, K1), (k0, k1), stride)]
+    oy, ox = rows.window_origins()
+    firsts = [torch.div(o + p - k + 1 + s - 1, s, rounding_mode="floor")
+              for o, p, k, s in zip((oy, ox), pads, (k0, k1), stride)]
+    fronts = [o + p - s * f for o, p, s, f in zip((oy, ox), pads, stride, firsts)]  # d ∈ [k − s, k − 1]
+    spans = [s * (n - 1) + k for s, n, k in zip(stride, sizes, (k0, k1))]
+    out = v.new_zeros((B * G, M, ci, *sizes))
+    flat = v.reshape(B * G, M, Co, K0, K1)
+    phase = (fronts[0] * (max(k1, stride[1]) + 1) + fronts[1]).reshape(-1)
+    for key in torch.unique(phase).tolist():
+        members = (phase == key).nonzero().reshape(-1)
+        d0, d1 = int(fronts[0].reshape(-1)[members[0]]), int(fronts[1].reshape(-1)[members[0]])
+        part = flat.index_select(0, members).reshape(-1, Co, K0, K1)
+        part = F.pad(part, (d1, spans[1] - d1 - K1, d0, spans[0] - d0 - K0))  # negative: cropped
+        found = F.conv2d(part, w, None, stride)
+        out.index_copy_(0, members, found.reshape(len(members), M, ci, *sizes))
+    out = out.reshape(B, G, M, ci, *sizes)
+    _, H, W = grid_shape(in_shape)
+    g = rows.geometry
+    uniform = rows.origins is None and all(S % s == 0 for S, s in zip(g.stride, stride))
+    if uniform:  # i₀ = (S/s)·j − P' for every location j, P' = −⌈(p − P − k + 1)/s⌉
+        new_stride = (g.stride[0] // stride[0], g.stride[1] // stride[1])
+        new_pad = tuple(-((p - P - k + s) // s) for P, p, k, s in zip(g.padding, pads, (k0, k1), stride))
+        geometry = Geometry(tuple(sizes), new_stride, new_pad, (H, W), g.target)
+        found = Rows(out, rows.loc, geometry, clean=False)
+    else:
+        geometry = Geometry(tuple(sizes), g.stride, g.padding, (H, W), g.target)
+        found = Rows(out, rows.loc, geometry, clean=False, origins=(firsts[0], firsts[1]))
+    found.every_location = rows.every_location
+    return found, constant
+
+
+def scale_shift_step(rows: Rows, node: dict) -> tuple[Rows, torch.Tensor]:
+    """CROWN's affine rule through ``y = a ⊙ x + b`` (constants broadcast to the grid) on the
+    windows: ``Λ_x = a ⊙ Λ_y``, constant ``Σ Λ_y·b`` (``a`` and ``b`` gathered at the
+    windows; entries outside the grid meet zeros there)."""
+    v = rows.values
+    B = v.shape[0]
+    grid = grid_shape(node["shape"])
+    scale, shift = (node["params"][k].to(v).expand(tuple(node["shape"])).reshape(1, *grid).expand(B, *grid)
+                    for k in ("scale", "shift"))
+    taps = rows.gather(torch.stack([scale, shift], 1)).unbind(3)  # each (B, G, 1, C, K₀, K₁)
+    B, G, M = rows.shape
+    constant = torch.matmul(v.reshape(B * G, M, -1), taps[1].reshape(B * G, -1, 1)).reshape(B, G, M)
+    return rows.like(v * taps[0]), constant
 
 
 def per_row_or_shared(t: torch.Tensor, B: int, R: int, grid: tuple) -> torch.Tensor | None:
@@ -142,18 +216,14 @@ def elementwise_step(rows: Rows, context, n: str, shape: tuple) -> tuple[Rows, t
                 other = None if context.mirror is None else v * torch.where(up, w[-2], w[-1])
             if other is not None:  # the rows −Λ: Σ −Λ⁻b_l − Λ⁺b_u
                 context.mirror.append((constant - other.reshape(B, G, M, -1).sum(-1)).reshape(B, -1))
-            out = Rows(v * slope, rows.loc, rows.geometry)
-            out.every_location = rows.every_location
-            return out, constant
+            return rows.like(v * slope), constant
         windows = [rows.gather(t) for t in lines]
     a_l, b_l, a_u, b_u = windows
     pos, neg = v.clamp(min=0), v.clamp(max=0)
     constant = (pos * b_l + neg * b_u).reshape(B, G, M, -1).sum(-1)
     if context.mirror is not None:
         context.mirror.append((constant - (neg * b_l + pos * b_u).reshape(B, G, M, -1).sum(-1)).reshape(B, -1))
-    out = Rows(pos * a_l + neg * a_u, rows.loc, rows.geometry)
-    out.every_location = rows.every_location
-    return out, constant
+    return rows.like(pos * a_l + neg * a_u), constant
 
 
 def _shared_rows_step(rows: Rows, lines: list, same_slope: bool, mirror: list | None = None
@@ -174,6 +244,4 @@ def _shared_rows_step(rows: Rows, lines: list, same_slope: bool, mirror: list | 
     if mirror is not None:  # the rows −V: Σ −V⁻b_l − V⁺b_u
         mirror.append((constant - flat(w[2]) @ neg.reshape(M, -1).t() - flat(w[1]) @ pos.reshape(M, -1).t())
                       .reshape(B, -1))
-    out = Rows(values, rows.loc, rows.geometry)
-    out.every_location = rows.every_location
-    return out, constant.reshape(B, G, M)
+    return rows.like(values), constant.reshape(B, G, M)

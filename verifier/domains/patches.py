@@ -45,7 +45,8 @@ from ..ir.graph import input_node, predecessors_by_slot
 from ..linalg import centre_radius, dot
 from ..ops.relaxation import RELAXATIONS
 from .patch_rows import Geometry, Rows, after_conv, concretize_windows, conv_attrs, grid_shape
-from .patch_steps import conv_step, elementwise_step, needs_grad
+from .patch_steps import (conv_step, conv_transpose_attrs, conv_transpose_step, elementwise_step, needs_grad,
+                          scale_shift_step)
 
 PATCH_FORMS = ("affine", "elementwise")
 
@@ -73,16 +74,32 @@ def _step_form(domain, graph: nx.DiGraph, n: str) -> str | None:
             or grid_shape(graph.nodes[preds[0]]["shape"]) is None:
         return None
     form = getattr(domain.backward_transfer_for(node["kind"]), "patch_form", None)
-    if form == "affine" and conv_attrs(node) is not None:
+    if form == "affine" and (conv_attrs(node) is not None or conv_transpose_attrs(node) is not None
+                             or _channel_scale(graph, n)):
         return form
     if form == "elementwise" and node["kind"] in RELAXATIONS:
         return form
     return None
 
 
+def _channel_scale(graph: nx.DiGraph, n: str) -> bool:
+    """Whether node ``n`` is a ``scale_shift`` on a grid whose constants broadcast to it (a
+    batch normalisation after a convolution)."""
+    node = graph.nodes[n]
+    if node["kind"] != "scale_shift":
+        return False
+    shape = tuple(node["shape"])
+    try:
+        return all(tuple(torch.broadcast_shapes(tuple(node["params"][k].shape), shape)) == shape
+                   for k in ("scale", "shift"))
+    except (KeyError, RuntimeError):
+        return False
+
+
 def patchable(domain, graph: nx.DiGraph, target: str) -> bool:
-    """Whether :func:`patch_bound` applies to rows of ``target``: a 2-D convolution whose
-    backward transfer in ``domain`` is CROWN's affine rule."""
+    """Whether :func:`patch_bound` applies to rows of ``target``: a 2-D convolution,
+    transposed convolution or per-entry scale on a grid whose backward transfer in ``domain``
+    is CROWN's affine rule."""
     return _step_form(domain, graph, target) == "affine"
 
 
@@ -98,8 +115,12 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: Rows, bias: torch.Tensor, con
         form = _step_form(domain, graph, n)
         (p,) = predecessors_by_slot(graph, n) if form is not None else (None,)
         step = None
-        if form == "affine":
+        if form == "affine" and graph.nodes[n]["kind"] == "conv":
             step = conv_step(rows, graph.nodes[n], graph.nodes[p]["shape"], start)
+        elif form == "affine" and graph.nodes[n]["kind"] == "conv_transpose":
+            step = conv_transpose_step(rows, graph.nodes[n], graph.nodes[p]["shape"])
+        elif form == "affine":
+            step = scale_shift_step(rows, graph.nodes[n])
         elif form == "elementwise":
             step = elementwise_step(rows, context, n, graph.nodes[n]["shape"])
         if step is None:  # from here on densely, by the engine
@@ -168,6 +189,8 @@ def patch_bound_all(domain, graph: nx.DiGraph, target: str, context, lower: torc
     the lines once per location. ``None`` when the target is not a plain convolution
     (groups, dilation)."""
     node = graph.nodes[target]
+    if conv_attrs(node) is None:
+        return None
     weight, bias, stride, padding, dilation, groups = conv_attrs(node)
     if groups != 1 or tuple(dilation) != (1, 1):
         return None
@@ -199,9 +222,13 @@ def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
         if form is None:
             return None
         (p,) = predecessors_by_slot(graph, n)
-        if form == "affine":
+        if form == "affine" and conv_attrs(graph.nodes[n]) is not None:
             weight, _, (s0, s1), _, (d0, d1), _ = conv_attrs(graph.nodes[n])
             k0, k1 = (k0 - 1) * s0 + d0 * (weight.shape[2] - 1) + 1, (k1 - 1) * s1 + d1 * (weight.shape[3] - 1) + 1
+            largest = max(largest, grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
+        elif form == "affine" and conv_transpose_attrs(graph.nodes[n]) is not None:
+            weight, _, (s0, s1), _ = conv_transpose_attrs(graph.nodes[n])
+            k0, k1 = (k0 + weight.shape[2] - 2) // s0 + 1, (k1 + weight.shape[3] - 2) // s1 + 1
             largest = max(largest, grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
         n = p
     return largest
