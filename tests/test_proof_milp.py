@@ -193,3 +193,18 @@ def test_a_milp_mark_on_a_disjunct_the_search_covered_is_dropped():
     rec.leaves[0] = [(signs[:1], None, None, None)]  # one phase of the second ReLU missing: the mark stays
     item = {"index": 0, "milp": "HiGHS MILP"}
     assert _MilpTrees(None, "", 0, rec, 0).replace(0, item, {}) is False and item["milp"] == "HiGHS MILP"
+
+
+def test_the_lp_tree_refuses_what_its_lp_cannot_state():
+    """Max-pooling (no exact LP) or a ReLU on the input: the tree is not tried, and its
+    reason (which the trusted disjunct carries) says why."""
+    from verifier.proof.milp_tree import lp_tree
+
+    W = np.eye(4)
+    pool = Network([Op("linear", W, abs_value=W), Op("relu"), Op("maxpool", np.array([[0, 1], [2, 3]]))], [4, 4, 4, 2])
+    bounds = interval_bounds(pool, -np.ones((1, 4)), np.ones((1, 4)))
+    found = lp_tree(pool, bounds, np.array([[1.0, -1.0]]), np.array([0.0]))
+    assert found.arrays is None and found.nodes == 0 and "not maxpool" in found.reason
+    first = Network([Op("relu"), Op("linear", W, abs_value=W)], [4, 4, 4])
+    found = lp_tree(first, interval_bounds(first, -np.ones((1, 4)), np.ones((1, 4))), np.eye(4)[:1], np.zeros(1))
+    assert found.arrays is None and "a ReLU on the input" in found.reason

@@ -57,6 +57,10 @@ def lp_tree(net: Network, bounds, A: np.ndarray, b: np.ndarray, max_nodes: int =
 
     start = time.perf_counter()
     relus = net.relu_inputs
+    other = sorted({op.kind for op in net.ops} - {"linear", "shift", "scale", "div", "relu"})
+    if other or not relus or relus[0] == 0:
+        return LpTree(None, 0, 0.0, "the LP branch-and-bound states affine and ReLU steps only"
+                                    + (f", not {', '.join(other)}" if other else " (a ReLU on the input)"))
     relu_bounds = [(bounds[i][0][0], bounds[i][1][0]) for i in relus]
     sizes = [net.sizes[i] for i in relus]
     claims = {r: bounds[i] for r, i in enumerate(relus)}

@@ -130,10 +130,13 @@ class _MilpTrees:
             return False
         from .milp_tree import MAX_NODES, lp_tree
 
+        from ..proofcheck.blas import single_thread
+
         region, bounds = self._root()
         rows = region.rows_of(d)
-        found = lp_tree(self.net, bounds, region.C[rows], region.b[rows],
-                        MAX_NODES if self.lp_nodes is None else self.lp_nodes)
+        with single_thread():  # the checker's BLAS setting (same roundings; no spinning threads)
+            found = lp_tree(self.net, bounds, region.C[rows], region.b[rows],
+                            MAX_NODES if self.lp_nodes is None else self.lp_nodes)
         if found.arrays is None:
             item["milp"] = f"{item['milp']}; {found.reason}"
             return False
