@@ -88,7 +88,7 @@ def test_large_inputs_are_summarised_and_only_the_disjuncts_outputs_listed():
     lines = describe_counterexample(Counterexample(x, y, 0), region)
     assert lines[0].startswith("counterexample input: 20 values X_0..X_19 in [0, 0.9], at most 0.5 from the box "
                                "centre (L∞), 1 on a face of the box")
-    assert lines[1] == "counterexample output (onnxruntime): Y_4 = 4, Y_11 = 11 (of 12 outputs)"
+    assert lines[1] == "counterexample output (onnxruntime): Y_4 = 4, Y_11 = 11 (2 of 12 outputs)"
     assert lines[2] == "unsafe outputs (disjunct 0 of 1 holds): Y_4 - Y_11 = -7 <= 0"
 
 
@@ -96,3 +96,12 @@ def test_no_satisfied_disjunct_is_said_not_invented():
     region = region_of(Conjunction(torch.tensor([[1.0]], dtype=F64), torch.tensor([0.0], dtype=F64)))
     lines = describe_counterexample(Counterexample(np.zeros(3), np.array([1.0]), 0), region)
     assert lines[-1] == "unsafe outputs: no disjunct of the spec holds for these outputs in float64"
+
+
+def test_a_spec_without_output_constraints_says_every_output_is_unsafe():
+    """A VNN-LIB file with no output assertion reads as one disjunct ``0·y ≤ 0``: every
+    output is unsafe, and the text says so instead of printing ``0 = 0 <= 0``."""
+    region = region_of(Conjunction(torch.zeros(1, 12, dtype=F64), torch.zeros(1, dtype=F64)))
+    lines = describe_counterexample(Counterexample(np.zeros(3), np.arange(12.0), 0), region)
+    assert lines[1].endswith("Y_9 = 9 (first 10 of 12 outputs)")
+    assert lines[-1] == "unsafe outputs (disjunct 0 of 1 holds): it constrains no output, so every output is unsafe"

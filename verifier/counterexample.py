@@ -41,9 +41,9 @@ def describe_counterexample(counterexample: Counterexample, region: InputRegion)
     (each ``X_i`` for at most :data:`LISTED_VALUES` inputs, else their range, their L∞
     distance from the centre of ``region``'s box and how many lie on a face of the box),
     onnxruntime's outputs (each ``Y_j`` up to :data:`LISTED_VALUES`, else those the satisfied
-    disjunct names), and the first disjunct of ``region``'s unsafe set that the outputs
-    satisfy, each row ``A_i y ≤ b_i`` (``<`` where strict) with its value. The values are
-    rounded (9 significant digits); the result file and ``--json`` carry them exactly.
+    disjunct names, or the first :data:`LISTED_VALUES` where it names none), and the first
+    disjunct of ``region``'s unsafe set that the outputs satisfy, each row ``A_i y ≤ b_i``
+    (``<`` where strict) with its value. The values are rounded (9 significant digits); the result file and ``--json`` carry them exactly.
 
     ``counterexample.x`` ``(n_inputs,)`` and ``.y`` ``(n_outputs,)`` (any shape, flattened)
     are what onnxruntime ran and returned; ``region`` is the spec's input region
@@ -62,14 +62,18 @@ def describe_counterexample(counterexample: Counterexample, region: InputRegion)
                  f"at most {distance:.6g} from the box centre (L∞), {on_face} on a face of the box "
                  f"(every value: --result-file or --json)"]
     disjunct = _satisfied_disjunct(region, y)
-    shown = range(y.size) if y.size <= LISTED_VALUES or disjunct is None else \
-        sorted({int(j) for j in torch.nonzero(region.disjuncts[disjunct].A.abs().sum(0)).reshape(-1)})
+    named = [] if disjunct is None else torch.nonzero(region.disjuncts[disjunct].A.abs().sum(0)).reshape(-1).tolist()
+    shown = range(y.size) if y.size <= LISTED_VALUES else (named or range(LISTED_VALUES))
     lines.append("counterexample output (onnxruntime): " + ", ".join(f"Y_{j} = {y[j]:.9g}" for j in shown)
-                 + ("" if len(shown) == y.size else f" (of {y.size} outputs)"))
+                 + ("" if len(shown) == y.size else f" ({'' if named else 'first '}{len(shown)} of {y.size} outputs)"))
     if disjunct is None:  # confirmed by the attack in float64: only a bug gets here
         lines.append("unsafe outputs: no disjunct of the spec holds for these outputs in float64")
         return lines
     conj = region.disjuncts[disjunct]
+    if not bool(conj.A.any()):  # a spec without output assertions: the whole output space is unsafe
+        lines.append(f"unsafe outputs (disjunct {disjunct} of {len(region.disjuncts)} holds): it constrains no "
+                     f"output, so every output is unsafe")
+        return lines
     rows = [_row_text(conj, i, y) for i in range(min(len(conj.b), LISTED_ROWS))]
     more = f"; and {len(conj.b) - len(rows)} more rows" if len(conj.b) > len(rows) else ""
     lines.append(f"unsafe outputs (disjunct {disjunct} of {len(region.disjuncts)} holds): " + "; ".join(rows) + more)
