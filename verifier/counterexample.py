@@ -43,7 +43,8 @@ def describe_counterexample(counterexample: Counterexample, region: InputRegion)
     onnxruntime's outputs (each ``Y_j`` up to :data:`LISTED_VALUES`, else those the satisfied
     disjunct names, or the first :data:`LISTED_VALUES` where it names none), and the first
     disjunct of ``region``'s unsafe set that the outputs satisfy, each row ``A_i y ≤ b_i``
-    (``<`` where strict) with its value. The values are rounded (9 significant digits); the result file and ``--json`` carry them exactly.
+    (``<`` where strict) with its value. The values are rounded (9 significant digits); the
+    result file and ``--json`` carry them exactly.
 
     ``counterexample.x`` ``(n_inputs,)`` and ``.y`` ``(n_outputs,)`` (any shape, flattened)
     are what onnxruntime ran and returned; ``region`` is the spec's input region
