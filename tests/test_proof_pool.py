@@ -1,7 +1,7 @@
 """Max-pooling in proof certificates: the checker reads MaxPool as onnxruntime runs it,
-its Lagrangian term stays below the exact value for any relaxation parameters, unsat
-certificates of conv + ReLU + max-pool nets check, and a perturbed max-pool parameter is
-rejected."""
+its Lagrangian term stays below the exact value for any relaxation parameters and any
+sign of the pooled input, unsat certificates of conv + ReLU + max-pool and conv +
+max-pool + ReLU nets check, and a perturbed max-pool parameter is rejected."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 
 from onnx_builders import GraphBuilder, save_model
 from proof_helpers import certify, pool_net, read_archive, robustness_spec, write_archive
+from verifier.proofcheck.bounds import crown_bounds, interval_bounds
+from verifier.proofcheck.check import read_regions
 from verifier.proofcheck.check import check_proof
-from verifier.proofcheck.network import UnsupportedModel, load_network
+from verifier.proofcheck.network import load_network
 from verifier.proofcheck.pool import pool_ibp, pool_multipliers, pool_relaxation, pool_term
 
 
@@ -38,22 +40,31 @@ def test_the_checker_reads_max_pooling_as_onnxruntime_runs_it(tmp_path, C, H, W,
     assert np.array_equal(lo, hi) and np.array_equal(lo, expected)
 
 
-def test_max_pooling_of_anything_but_a_relu_output_is_not_read(tmp_path):
-    g = GraphBuilder(np.random.default_rng(0), (1, 2, 4, 4))
+def test_max_pooling_of_any_input_is_read_as_onnxruntime_runs_it(tmp_path):
+    """Max-pooling of the graph input itself (negative values too), not only of a ReLU's output."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    g = GraphBuilder(rng, (1, 2, 4, 4))
     path = str(save_model(g.model(g.op("Flatten", g.op("MaxPool", g.x, kernel_shape=[2, 2], strides=[2, 2]))), tmp_path))
-    with pytest.raises(UnsupportedModel, match="max-pooling of a ReLU's output"):
-        load_network(path)
+    net = load_network(path)
+    assert [op.kind for op in net.ops] == ["maxpool"]
+    x = rng.normal(size=(1, 2, 4, 4)).astype(np.float32)
+    v = x.reshape(1, -1).astype(np.float64)
+    lo, hi = pool_ibp(net.ops[0].value, v, v)
+    assert np.array_equal(lo, hi) and np.array_equal(lo, ort.InferenceSession(path).run(None, {"x": x})[0])
 
 
-@pytest.mark.parametrize("overlap", [False, True])
-def test_the_pool_term_is_below_the_exact_minimum_for_any_parameters(overlap):
+@pytest.mark.parametrize("overlap,signed", [(False, False), (True, False), (False, True), (True, True)])
+def test_the_pool_term_is_below_the_exact_minimum_for_any_parameters(overlap, signed):
     """``λ·maxpool(v) − λ_in·v ≥ pool_term`` at sampled points of the box, for the rule's
-    parameters and for random ones (any selection and flag must stay sound)."""
-    rng = np.random.default_rng(int(overlap))
+    parameters and for random ones (any selection and flag must stay sound), on boxes of
+    a ReLU's output (``l ≥ 0``) and of any sign (max-pooling of a convolution)."""
+    rng = np.random.default_rng(int(overlap) + 2 * int(signed))
     n_in = 9 if overlap else 8
     windows = np.array([[0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8]]) if overlap else \
         np.array([[0, 1, 4, 5], [2, 3, 6, 7], [0, 1, -1, -1]])
-    l = rng.uniform(0, 1, (3, n_in))
+    l = rng.uniform(-1 if signed else 0, 1, (3, n_in))
     u = l + rng.uniform(0, 1, (3, n_in)) * (rng.uniform(size=(3, n_in)) > 0.3)
     lam = rng.normal(size=(3, 5, len(windows)))
     for sel, dom in (pool_relaxation(windows, l, u),
@@ -111,3 +122,40 @@ def test_input_splitting_certificates_of_max_pool_nets_check(tmp_path):
     assert status == "unsat" and index["certified"] and index["regions"][0]["nodes"] > 1
     report = check_proof(model, spec, str(tmp_path / "p.proof"))
     assert report.valid and report.leaves > 1, report.message
+
+
+def _conv_pool_relu(directory: Path, seed: int = 0, side: int = 4, channels: int = 2) -> str:
+    """Conv (3×3, padded) → MaxPool 2×2/2 → ReLU → Gemm → ReLU → Gemm: the max-pool's input
+    is a convolution's output (negative entries, crossing 0 on a box)."""
+    rng = np.random.default_rng(seed)
+    g = GraphBuilder(rng, (1, 1, side, side))
+    h = g.op("Conv", g.x, g.weight(channels, 1, 3, 3), g.rand(channels, scale=0.1), pads=[1, 1, 1, 1])
+    h = g.op("Flatten", g.op("Relu", g.op("MaxPool", h, kernel_shape=[2, 2], strides=[2, 2])))
+    h = g.op("Relu", g.op("Gemm", h, g.weight(10, channels * (side // 2) ** 2), g.rand(10, scale=0.1), transB=1))
+    return str(save_model(g.model(g.op("Gemm", h, g.weight(3, 10), g.rand(3, scale=0.1), transB=1)), directory))
+
+
+@pytest.mark.parametrize("method", ["input-split", "relu-split"])
+def test_certificates_of_max_pooling_of_a_convolution_check(tmp_path, method):
+    """The recorded relaxation (sel, dom) and the checker's own rule hold for any bounds of
+    the pooled input (module docstring of verifier/proofcheck/pool.py); the checker tightens
+    the pooled input's crossing entries by CROWN passes, as the verifier's CROWN does for
+    the input of every relaxed op. A perturbed selection is rejected."""
+    model = _conv_pool_relu(tmp_path)
+    spec = robustness_spec(tmp_path / "p.vnnlib", model, 0, 16, 0.08)
+    net, region = load_network(model), read_regions(spec)[0]
+    pool_in = net.pools[0]
+    ibp, crown = interval_bounds(net, region.lower, region.upper), crown_bounds(net, region.lower, region.upper)
+    assert np.any((crown[pool_in][0] < 0) & (crown[pool_in][1] > 0)), "the pooled input crosses 0"
+    assert np.any(crown[pool_in][0] > ibp[pool_in][0]), "and its crossing entries are tightened"
+    proof = str(tmp_path / "p.proof")
+    status, index = certify(model, spec, proof, method)
+    assert status == "unsat" and index["certified"], index["uncertified"]
+    report = check_proof(model, spec, proof)
+    assert report.valid and report.leaves > 1 and not report.trusted, report.message
+    if method == "relu-split":
+        index, arrays = read_archive(proof)
+        bad = dict(arrays)
+        bad["r0.pool0.sel"] = (arrays["r0.pool0.sel"] + 1) % 4
+        report = check_proof(model, spec, write_archive(str(tmp_path / "sel.proof"), index, bad))
+        assert not report.valid and report.message.startswith("proof invalid: region 0"), report.message

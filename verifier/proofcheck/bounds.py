@@ -383,9 +383,10 @@ def crossing_rows(l: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def crown_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Bounds | None = None,
                  extra: dict | None = None) -> Bounds:
-    """Bounds of every chain node: IBP (∩ ``known``), then each pre-activation's crossing
-    entries tightened by the Lagrangian bound with CROWN's adaptive multipliers, layer by
-    layer (CROWN's intermediate bounds, Zhang et al. 2018, §3.3).
+    """Bounds of every chain node: IBP (∩ ``known``), then the crossing entries of each
+    ReLU's and max-pool's input tightened by the Lagrangian bound with CROWN's adaptive
+    multipliers, layer by layer (CROWN's intermediate bounds, Zhang et al. 2018, §3.3;
+    the verifier's CROWN tightens the crossing entries of every relaxed op's input).
 
     ``extra[r] = (rows (R,), {r': slopes (B, 2R, n_r')})``: α-CROWN's recorded
     intermediate passes. As the verifier replays them
@@ -395,10 +396,11 @@ def crown_bounds(net: Network, lower: np.ndarray, upper: np.ndarray, known: Boun
     bounds = interval_bounds(net, lower, upper, known)
     relus = net.relu_inputs
     shape = {}
-    for r, node in enumerate(relus):
+    for node in sorted(set(relus) | set(net.pools)):  # max-pool inputs: crossing entries too, as the verifier's CROWN
         if node > 0:
             _refine_crossing(net, bounds, node, shape)
-        shape[r] = bounds[node]
+        if node in relus:
+            shape[relus.index(node)] = bounds[node]
     if not extra:
         return bounds
     bounds = interval_bounds(net, lower, upper, bounds)

@@ -14,11 +14,13 @@ Op kinds (opset semantics of the ONNX operator reference):
 * ``Mul``/``Div`` by a constant → ``scale``/``div`` (elementwise, broadcast);
 * ``Relu`` → ``relu``; ``Flatten``, ``Reshape``, ``Identity``, ``Dropout`` (inference) →
   nothing (the flattened row-major vector is unchanged);
-* ``MaxPool`` (2-D, any kernel, strides, pads, dilations; ``ceil_mode = 0``) of a ReLU's
-  output → ``maxpool`` with ``windows`` ``(n_out, K)``: each output's window as flat input
+* ``MaxPool`` (2-D, any kernel, strides, pads, dilations; ``ceil_mode = 0``) of any input
+  → ``maxpool`` with ``windows`` ``(n_out, K)``: each output's window as flat input
   indices in the kernel's row-major order, ``−1`` for padding (ONNX pads with −∞). Its
-  input must be a ReLU's output: those bounds are never tightened by CROWN passes
-  (``l ≥ 0``, nothing crossing), so the checker's bounds of it are the verifier's.
+  relaxation's term is bounded for any bounds of its input
+  (:mod:`~verifier.proofcheck.pool`); the crossing entries of its input are tightened by
+  CROWN passes as a ReLU's input is (:func:`~verifier.proofcheck.bounds.crown_bounds`),
+  as the verifier's CROWN does (none for a ReLU's output, ``l ≥ 0``).
 
 Every other op kind raises :class:`UnsupportedModel` naming it: the checker certifies
 nothing it cannot re-derive. Weights are kept as float64 (exact copies of float32 ones).
@@ -143,8 +145,6 @@ def load_network(path: str) -> Network:
         elif kind == "Conv":
             shape = _conv(node, attrs, shape, consts, ops, where)
         elif kind == "MaxPool":
-            if not ops or ops[-1].kind != "relu":
-                raise UnsupportedModel(f"{where}: the checker certifies max-pooling of a ReLU's output only")
             shape = _maxpool(attrs, shape, ops, where)
         else:
             pos = 0 if node.input[0] == current else 1

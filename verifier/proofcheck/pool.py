@@ -20,6 +20,8 @@ The Lagrangian term ``min_{v ∈ [l, u]} λ·maxpool(v) − λ_in·v`` is bounde
   ``max_{j≠s} u_j ≤ l_s`` and ``up(max_{j≠s} u_j − l_s)`` otherwise (an upper bound of
   ``max v_w − v_s`` on the box);
 * ``λ_o < 0``, not ``dom_o``: ``t_o = λ_o max v_w ≥ λ_o max_j u_j``;
+* nothing above needs ``l ≥ 0``: the input may be a ReLU's output or any other node
+  (a convolution's, crossing 0);
 * ``residual``: where two windows select the same input, ``λ_in`` is a rounded sum; its
   error is bounded by Higham's sum bound times ``max(|l_j|, |u_j|)``.
 
