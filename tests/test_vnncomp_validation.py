@@ -213,6 +213,16 @@ def test_results_dir_is_created(bench, tmp_path, capsys):
     assert (results / "net__good.txt").read_text().strip() == "unsat"
 
 
+@pytest.mark.parametrize("option", ["--timings", "--proofs"])
+def test_a_refused_output_leaves_no_results_folder(bench, tmp_path, capsys, option):
+    """A bad --timings file or --proofs folder is refused before the default results folder
+    (``o_results/``) is created (it was left behind, empty)."""
+    bad = tmp_path / "missing" / "x.csv" if option == "--timings" else tmp_path / "missing" / "proofs"
+    code, err = run([bench, "--output", tmp_path / "o.csv", option, bad], capsys)
+    assert_refused(code, err, option, "does not exist")
+    assert not (tmp_path / "o_results").exists() and not (tmp_path / "o.csv").exists()
+
+
 # --- resume -------------------------------------------------------------------------
 
 def test_resume_refuses_a_csv_with_another_header(bench, tmp_path, capsys):

@@ -91,16 +91,23 @@ def check_vnncomp_output(args) -> None:
     ``reference.csv`` (the published results ``verifier report`` reads), or a model or spec
     file one of its rows names (as written or with ``.gz``; every row, ``--limit`` or not),
     before anything is written (:func:`verifier.outputs.check_not_an_input`). Validates the
-    run first (:func:`verifier.vnncomp.plan_benchmark`, which writes nothing); raises
+    run first (:func:`verifier.vnncomp.plan_benchmark`, which writes nothing), and the
+    output folders (``--results-dir``, ``--proofs``) and ``--timings`` file, so that a
+    refused one leaves no results folder behind; raises
     :class:`~verifier.errors.VerifierInputError`."""
     from pathlib import Path
 
-    from .outputs import check_not_an_input
+    from .outputs import check_creatable_dir, check_not_an_input, check_output_file
     from .vnncomp import plan_benchmark, read_instances
 
     plan = plan_benchmark(args.bench_dir, instances_csv=args.instances, timeout_scale=args.timeout_scale,
                           output=args.output, results_dir=args.results_dir, domain=args.domain,
                           limit=args.limit)
+    check_creatable_dir(plan.results_dir, "--results-dir")
+    if args.proofs is not None:
+        check_creatable_dir(args.proofs, "--proofs")
+    if args.timings is not None:
+        check_output_file(args.timings, "--timings")
     csv_path = Path(args.instances) if args.instances is not None else plan.bench_dir / "instances.csv"
     inputs: list[tuple[str, str | os.PathLike]] = [("the benchmark's instances CSV", csv_path)]
     reference = plan.bench_dir / "reference.csv"  # the published answers `verifier report` compares with
