@@ -169,7 +169,7 @@ def test_cli_proof_lp_nodes(milp_closed, capsys):
     code, out, err = run(capsys, "verify", model, spec, "--method", "milp", "--no-cache", "--proof", proof,
                          "--proof-lp-nodes", "0")
     assert code == 0 and "result: unsat" in out, (out, err)
-    assert "1 disjuncts trusted to HiGHS's MILP: region 0, disjunct 0" in out, out
+    assert "1 disjunct trusted to HiGHS's MILP: region 0, disjunct 0" in out, out
     code, out, err = run(capsys, "check-proof", model, spec, proof)
     assert code == 0 and "trusted (not re-derived): region 0, disjunct 0: HiGHS MILP" in out, out
     assert out.strip().endswith("proof valid (with 1 parts trusted to HiGHS)"), out

@@ -82,7 +82,8 @@ def recorded(path: str, model_path: str, spec_path: str, regions: int, run: Call
     if index["certified"]:
         trusted = [f"region {e['index']}, disjunct {d['index']}" for e in index["regions"]
                    for d in e.get("disjuncts", []) if d.get("milp")]
-        note = f"; {len(trusted)} disjuncts trusted to HiGHS's MILP: {', '.join(trusted)}" if trusted else ""
+        plural = "s" if len(trusted) != 1 else ""
+        note = f"; {len(trusted)} disjunct{plural} trusted to HiGHS's MILP: {', '.join(trusted)}" if trusted else ""
         return result, f"proof: {path} ({size / 1e6:.2f} MB; check it with `verifier check-proof`{note})"
     return result, f"proof: {path} says the verdict is uncertified: {'; '.join(index['uncertified'])}"
 
