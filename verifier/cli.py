@@ -235,11 +235,12 @@ def cmd_domains(args) -> int:
     from .complete.methods import METHODS
     from .domains import available_domains
 
+    width = max(map(len, [*available_domains(), *METHODS]))  # one column for both lists
     for name, cls in sorted(available_domains().items()):
-        print(f"{name:14s} {getattr(cls, 'description', '')}")
+        print(f"{name:{width}s}  {getattr(cls, 'description', '')}")
     print("\ncomplete methods for `verify --method` (or --domain; see docs/complete.md):")
     for name, method in METHODS.items():
-        print(f"{name:14s} {method.description}")
+        print(f"{name:{width}s}  {method.description}")
     return 0
 
 
