@@ -93,3 +93,12 @@ def test_a_well_formed_certificate_whose_bound_fails_stays_exit_1(certificates, 
     assert code == 1 and out.strip().splitlines()[-1].startswith("proof invalid: region 0") and not err, (out, err)
     code, out, err = run(capsys, "check-proof", model, spec, proof)
     assert code == 0 and out.strip().endswith("proof valid"), (out, err)
+
+
+def test_a_split_index_of_the_wrong_type_is_refused(certificates, capsys):
+    """The bisection tree's split inputs as floats (was 'proof invalid', exit 1)."""
+    work, (model, spec, proof), _ = certificates
+    index, arrays = read_archive(proof)
+    arrays["r0.tree.dim"] = arrays["r0.tree.dim"].astype(np.float64)
+    bad = write_archive(str(work / "dim.proof"), index, arrays)
+    assert_refused(*run(capsys, "check-proof", model, spec, bad), "array 'r0.tree.dim' holds float64 values, not integers")
