@@ -47,12 +47,13 @@ class LpTree:
     reason: str = ""
 
 
-def lp_tree(net: Network, bounds, A: np.ndarray, b: np.ndarray, max_nodes: int = MAX_NODES,
-            seconds: float = SECONDS) -> LpTree:
+def lp_tree(net: Network, bounds: list[tuple[np.ndarray, np.ndarray]], A: np.ndarray, b: np.ndarray,
+            max_nodes: int = MAX_NODES, seconds: float = SECONDS) -> LpTree:
     """The LP branch-and-bound of the module docstring for the disjunct ``A y ≤ b``
     (``A`` ``(k, m)``, ``b`` ``(k,)``) on the checker's root ``bounds`` (per chain node
     ``(1, n_i)`` lower and upper, as :func:`~verifier.proofcheck.bounds.crown_bounds`
-    gives them). At most ``max_nodes`` LPs and ``seconds`` of wall-clock time."""
+    gives them). At most ``max_nodes`` LPs and ``seconds`` of wall-clock time. Never
+    raises for an LP HiGHS cannot solve (that node is split, or the tree gives up)."""
     from ..proofcheck.lp_leaf import dual_bounds
 
     start = time.perf_counter()

@@ -81,14 +81,16 @@ def check_lp_leaves(net: Network, region, cert, r: int, d: int, count: int, boun
 
 
 def dual_bounds(net: Network, A: np.ndarray, b: np.ndarray, signs: np.ndarray, theta: np.ndarray, dual: np.ndarray,
-                bounds, claims: dict, sizes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                bounds: list[tuple[np.ndarray, np.ndarray]], claims: dict[int, tuple[np.ndarray, np.ndarray]],
+                sizes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The weak-duality bound of LP leaves (module docstring): for split ``signs`` ``(N, T)``
     (``0``: unfixed, a crossing entry's term minimised over its whole interval, i.e. its
     triangle), ``theta`` ``(N, k)`` ``≥ 0`` and ``dual`` ``(N, T)`` on the root ``bounds`` of
     the rows ``A`` ``(k, m)``, ``b`` ``(k,)``: ``(value, threshold, live)``, ``value``
     ``(L,)`` a rigorous lower bound of ``θA·y`` on each of the ``L`` non-empty subdomains
     ``live`` ``(L,)`` (the empty ones need no bound) and ``threshold`` ``(L,)`` ``θ·b``
-    rounded up: ``value > threshold`` refutes the disjunct there."""
+    rounded up: ``value > threshold`` refutes the disjunct there. ``claims``: per ReLU the
+    bounds ``(1, n_r)`` its relaxation's shape is read from; ``sizes``: each ReLU's entries."""
     K = len(net.ops)
     colsum = np.abs(A).sum(0)
     out_l, out_u = bounds[K]
