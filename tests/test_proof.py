@@ -1,6 +1,6 @@
 """Proof certificates (``verify --proof``) and the independent checker (``check-proof``):
-certificates of unsat on small ReLU nets check (input splitting, ReLU splitting, MILP
-parts certified by an LP tree); every single-value perturbation of one is rejected; the
+certificates of unsat on small ReLU nets check (input splitting, ReLU splitting; MILP
+parts: test_proof_milp.py); every single-value perturbation of one is rejected; the
 checker's arithmetic rounds outward; the checker imports nothing from the search."""
 
 from __future__ import annotations
@@ -87,16 +87,6 @@ def test_float32_searches_are_certified(work, input_split):
     assert status == "unsat" and index["claims_dtype"] == "float32"
     report = check_proof(model, spec, str(work / "f32.proof"))
     assert report.valid, report.message
-
-
-def test_milp_parts_are_certified_by_an_lp_tree(work, relu_split):
-    """The MILP method's disjuncts get the writer's LP branch-and-bound (test_proof_milp.py):
-    nothing is trusted to HiGHS."""
-    model, spec, _ = relu_split
-    status, index = certify(model, spec, str(work / "milp.proof"), "milp")
-    assert status == "unsat" and all(d.get("lp_tree") and not d["milp"] for d in index["regions"][0]["disjuncts"])
-    report = check_proof(model, spec, str(work / "milp.proof"))
-    assert report.valid and not report.trusted, report.message
 
 
 def test_a_spec_of_two_regions_is_certified_region_by_region(work, input_split):

@@ -61,9 +61,11 @@ def test_given_multipliers_bound_every_point_whatever_they_are(seed):
 
 @pytest.fixture(scope="module")
 def milp_closed(tmp_path_factory):
-    """The ReLU-splitting instance of test_proof.py with every fully split subdomain's LP
-    made undecided (as a time limit would), so relu-split ends 'unknown' and the MILP
-    closes the disjunct; the certificate is written with the LP tree and without it."""
+    """The ReLU-splitting instance of test_proof.py, its disjunct closed by the MILP twice:
+    ``replay.proof``, relu-split with every fully split subdomain's LP made undecided (as a
+    time limit would), so the search ends 'unknown' having closed most of the disjunct;
+    ``root.proof``, the MILP method (α-CROWN's root, then HiGHS), so the LP tree starts
+    from the root with no leaf of a search."""
     import verifier.complete.relu_split as relu_split
     from proof_helpers import certify, relu_net, robustness_spec
 
@@ -72,9 +74,11 @@ def milp_closed(tmp_path_factory):
     spec = robustness_spec(work / "relu.vnnlib", model, 4, 8, 0.15)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(relu_split, "decide_linear", lambda *a, **k: ("unknown", None))
-        status, index = certify(model, spec, str(work / "tree.proof"), "relu-split")
+        status, index = certify(model, spec, str(work / "replay.proof"), "relu-split")
     assert status == "unsat" and index["certified"]
-    return model, spec, str(work / "tree.proof"), work
+    status, index = certify(model, spec, str(work / "root.proof"), "milp")
+    assert status == "unsat" and index["certified"]
+    return model, spec, work
 
 
 def _tree_disjunct(index: dict) -> dict:
@@ -82,26 +86,35 @@ def _tree_disjunct(index: dict) -> dict:
 
 
 def test_a_milp_closed_disjunct_checks_with_no_trusted_part(milp_closed):
+    """From the root: LP leaves only, ReLUs left unfixed (bounded by their triangle).
+    After the search: the tree replays the search's splits, its leaves close the nodes
+    they cover (no LP there) and LPs close what the search left open."""
     from proof_helpers import read_archive
     from verifier.proofcheck.check import check_proof
 
-    model, spec, proof, _ = milp_closed
-    index, arrays = read_archive(proof)
+    model, spec, work = milp_closed
+    index, arrays = read_archive(str(work / "root.proof"))
     item = _tree_disjunct(index)
-    assert item["milp"] is None and item["lp_leaves"] >= 2 and item["leaves"] == 0
+    assert item["milp"] is None and item["lp_leaves"] >= 2 and item["leaves"] == 0 and item["lp_tree"]["covered"] == 0
     signs = arrays[f"r0.d{item['index']}.lp.signs"]
-    assert (signs == 0).any(), "the tree's leaves leave ReLUs unfixed (their triangle bounds them)"
-    report = check_proof(model, spec, proof)
-    assert report.valid and report.message == "proof valid" and not report.trusted, (report.message, report.trusted)
+    l, u = (np.concatenate([arrays[f"r0.claims.{side}{i}"] for i in range(2)]) for side in "lu")
+    assert ((signs == 0) & (l < 0) & (u > 0)).any(), "the tree's leaves leave crossing ReLUs unfixed"
+    index, _ = read_archive(str(work / "replay.proof"))
+    replay = _tree_disjunct(index)
+    assert replay["milp"] is None and replay["leaves"] > 10 * replay["lp_leaves"] >= 10
+    assert replay["lp_tree"]["covered"] > 0 and replay["lp_tree"]["nodes"] < item["lp_tree"]["nodes"]
+    for name in ("root", "replay"):
+        report = check_proof(model, spec, str(work / f"{name}.proof"))
+        assert report.valid and report.message == "proof valid" and not report.trusted, (name, report.message)
 
 
-@pytest.mark.parametrize("name", ["theta", "dual", "dropped", "sign", "claim"])
+@pytest.mark.parametrize("name", ["theta", "dual", "dropped", "sign", "claim", "dropped after the search"])
 def test_perturbed_tree_leaves_are_rejected(milp_closed, name):
     from proof_helpers import read_archive, write_archive
     from verifier.proofcheck.check import check_proof
 
-    model, spec, proof, work = milp_closed
-    index, arrays = read_archive(proof)
+    model, spec, work = milp_closed
+    index, arrays = read_archive(str(work / ("replay.proof" if "search" in name else "root.proof")))
     item = _tree_disjunct(index)
     key = f"r0.d{item['index']}.lp"
     bad = dict(arrays)
@@ -114,8 +127,8 @@ def test_perturbed_tree_leaves_are_rejected(milp_closed, name):
         j = int(np.abs(dual[0]).argmax())
         dual[0, j] *= 1.5
         bad[f"{key}.dual"] = dual
-    elif name == "dropped":
-        bad = {k: (v[1:] if k.startswith(f"{key}.") else v) for k, v in arrays.items()}
+    elif name.startswith("dropped"):  # the tree's last leaf
+        bad = {k: (v[:-1] if k.startswith(f"{key}.") else v) for k, v in arrays.items()}
         item["lp_leaves"] -= 1
     elif name == "sign":  # a split of one leaf turned the other way
         signs = arrays[f"{key}.signs"].copy()
@@ -126,19 +139,18 @@ def test_perturbed_tree_leaves_are_rejected(milp_closed, name):
         lower = arrays[f"{key}.lower"].copy()
         lower[0] += 1.0
         bad[f"{key}.lower"] = lower
-    report = check_proof(model, spec, write_archive(str(work / f"{name}.proof"), index, bad))
+    report = check_proof(model, spec, write_archive(str(work / f"{name.replace(' ', '_')}.proof"), index, bad))
     assert not report.valid and ("LP leaf" in report.message or "do not cover" in report.message), report.message
 
 
 def test_a_tree_over_its_cap_leaves_the_disjunct_trusted(milp_closed):
-    """With a cap of 2 LPs the tree does not finish: the disjunct stays trusted to HiGHS,
-    as before, and both the certificate and the checker's report say why."""
-    import verifier.complete.relu_split as relu_split
+    """With a cap of 2 LPs the tree from the root does not finish: the disjunct stays
+    trusted to HiGHS, as before, and both the certificate and the checker's report say why."""
     from proof_helpers import certify
     from verifier.proofcheck.check import check_proof
     from verifier.proof import record
 
-    model, spec, _, work = milp_closed
+    model, spec, work = milp_closed
     init = record.ProofRecorder.__init__
 
     def capped(self):
@@ -146,9 +158,8 @@ def test_a_tree_over_its_cap_leaves_the_disjunct_trusted(milp_closed):
         self.lp_nodes = 2
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(relu_split, "decide_linear", lambda *a, **k: ("unknown", None))
         patch.setattr(record.ProofRecorder, "__init__", capped)
-        status, index = certify(model, spec, str(work / "capped.proof"), "relu-split")
+        status, index = certify(model, spec, str(work / "capped.proof"), "milp")
     assert status == "unsat"
     milp = [d["milp"] for d in index["regions"][0]["disjuncts"] if d["milp"]]
     assert milp and all("cap of 2 LPs" in m for m in milp), milp
@@ -161,7 +172,7 @@ def test_cli_proof_lp_nodes(milp_closed, capsys):
     names it; a negative cap, or a cap without ``--proof``, is refused before any work."""
     from cli_helpers import assert_refused, run
 
-    model, spec, _, work = milp_closed
+    model, spec, work = milp_closed
     proof = work / "cli.proof"
     for extra, words in ((["--proof-lp-nodes", "-1", "--proof", proof], "--proof-lp-nodes must be an integer in"),
                          (["--proof-lp-nodes", "5"], "--proof-lp-nodes needs --proof FILE")):
@@ -189,10 +200,10 @@ def test_a_milp_mark_on_a_disjunct_the_search_covered_is_dropped():
     rec.leaves[0] = [(signs[:2], None, None, None)]
     rec.trusted[0] = [signs[2:]]
     item = {"index": 0, "milp": "HiGHS MILP"}
-    assert _MilpTrees(None, "", 0, rec, None).replace(0, item, {}) is False and item["milp"] is None
+    assert _MilpTrees(None, "", 0, rec, None).replace(0, item) == (True, {}) and item["milp"] is None
     rec.leaves[0] = [(signs[:1], None, None, None)]  # one phase of the second ReLU missing: the mark stays
     item = {"index": 0, "milp": "HiGHS MILP"}
-    assert _MilpTrees(None, "", 0, rec, 0).replace(0, item, {}) is False and item["milp"] == "HiGHS MILP"
+    assert _MilpTrees(None, "", 0, rec, 0).replace(0, item) == (True, {}) and item["milp"] == "HiGHS MILP"
 
 
 def test_the_lp_tree_refuses_what_its_lp_cannot_state():

@@ -39,21 +39,30 @@ MARGIN = 1e-9  # a leaf's bound must clear θ·b by this much (relative): the ch
 class LpTree:
     """The outcome of :func:`lp_tree`: ``arrays`` (the ``lp`` leaves: ``signs`` ``(L, T)``
     int8, ``theta`` ``(L, k)``, ``dual`` ``(L, T)``, ``lower`` ``(L,)``) when every leaf
-    refuted the disjunct, else ``None`` and ``reason`` (why it stopped); ``nodes``: LPs solved."""
+    refuted the disjunct, else ``None`` and ``reason`` (why it stopped); ``nodes``: LPs solved;
+    ``covered``: nodes the search's own leaves closed (``known``)."""
 
     arrays: dict | None
     nodes: int
     seconds: float
     reason: str = ""
+    covered: int = 0
 
 
 def lp_tree(net: Network, bounds: list[tuple[np.ndarray, np.ndarray]], A: np.ndarray, b: np.ndarray,
-            max_nodes: int = MAX_NODES, seconds: float = SECONDS) -> LpTree:
+            max_nodes: int = MAX_NODES, seconds: float = SECONDS, known: np.ndarray | None = None) -> LpTree:
     """The LP branch-and-bound of the module docstring for the disjunct ``A y ≤ b``
     (``A`` ``(k, m)``, ``b`` ``(k,)``) on the checker's root ``bounds`` (per chain node
     ``(1, n_i)`` lower and upper, as :func:`~verifier.proofcheck.bounds.crown_bounds`
     gives them). At most ``max_nodes`` LPs and ``seconds`` of wall-clock time. Never
-    raises for an LP HiGHS cannot solve (that node is split, or the tree gives up)."""
+    raises for an LP HiGHS cannot solve (that node is split, or the tree gives up).
+
+    ``known`` ``(M, T)``: split signs of subdomains the search closed (its leaves, which the
+    certificate keeps). A node they cover together (:func:`~verifier.proofcheck.check.covers`
+    on those compatible with its splits) needs no LP (``LpTree.covered`` counts them), and
+    an open node they reach is split on the entry they fix most often, so the tree replays
+    the search and its LPs close only what the search left open."""
+    from ..proofcheck.check import covers
     from ..proofcheck.lp_leaf import dual_bounds
 
     start = time.perf_counter()
@@ -67,16 +76,22 @@ def lp_tree(net: Network, bounds: list[tuple[np.ndarray, np.ndarray]], A: np.nda
     claims = {r: bounds[i] for r, i in enumerate(relus)}
     box = (bounds[0][0][0], bounds[0][1][0])
     T = sum(sizes)
-    stack = [np.zeros(T, np.int8)]
+    known = np.zeros((0, T), np.int8) if known is None else known.astype(np.int8)
+    stack = [(np.zeros(T, np.int8), np.arange(len(known)))]
     leaves: list[dict] = []
-    nodes = 0
+    nodes = covered = 0
     while stack:
         elapsed = time.perf_counter() - start
         if nodes >= max_nodes or elapsed > seconds:
             cap = f"{max_nodes} LPs" if nodes >= max_nodes else f"{seconds:g} s"
             return LpTree(None, nodes, elapsed, f"its LP branch-and-bound reached its cap of {cap} with "
                                                 f"{len(stack)} subdomains open")
-        s = stack.pop()
+        s, compatible = stack.pop()
+        below = known[compatible]
+        below[:, s != 0] = 0  # the node's own splits hold on all of it
+        if len(below) and covers(below):
+            covered += 1
+            continue
         nodes += 1
         found = lp_leaf_dual(net, relu_bounds, s, box, A, b)
         if found is not None and found.empty:  # only crossing ReLUs are split: cannot happen, kept sound
@@ -89,7 +104,8 @@ def lp_tree(net: Network, bounds: list[tuple[np.ndarray, np.ndarray]], A: np.nda
                 lower = value[0] if len(live) else np.nan
                 leaves.append({"signs": s, "theta": found.theta, "dual": found.dual, "lower": lower})
                 continue
-        j = _branch(s, found, relu_bounds)
+        fixed = (below != 0).sum(0)
+        j = int(fixed.argmax()) if fixed.any() else _branch(s, found, relu_bounds)
         if j is None:
             return LpTree(None, nodes, time.perf_counter() - start,
                           "its LP branch-and-bound found a subdomain with every ReLU fixed whose LP dual does "
@@ -97,11 +113,13 @@ def lp_tree(net: Network, bounds: list[tuple[np.ndarray, np.ndarray]], A: np.nda
         for side in (-1, 1):
             child = s.copy()
             child[j] = side
-            stack.append(child)
-    arrays = {name: np.stack([leaf[name] for leaf in leaves]) if name != "lower"
-              else np.array([leaf[name] for leaf in leaves], np.float64) for name in ("signs", "theta", "dual", "lower")}
-    arrays["signs"] = arrays["signs"].astype(np.int8)
-    return LpTree(arrays, nodes, time.perf_counter() - start)
+            stack.append((child, compatible[known[compatible, j] != -side]))
+    arrays = {"signs": np.zeros((len(leaves), T), np.int8), "theta": np.zeros((len(leaves), len(b))),
+              "dual": np.zeros((len(leaves), T)), "lower": np.zeros(len(leaves))}
+    for i, leaf in enumerate(leaves):
+        for name in arrays:
+            arrays[name][i] = leaf[name]
+    return LpTree(arrays, nodes, time.perf_counter() - start, covered=covered)
 
 
 def _branch(s: np.ndarray, found, relu_bounds) -> int | None:

@@ -82,22 +82,25 @@ def _relu_region(r: int, rec, arrays: dict, net, spec_path: str, lp_nodes: int |
     tree = _MilpTrees(net, spec_path, r, rec, lp_nodes)
     for d in sorted(set(rec.leaves) | set(rec.trusted) | set(rec.trusted_disjuncts)):
         item = {"index": d, "leaves": 0, "lp_leaves": 0, "trusted_leaves": 0, "milp": rec.trusted_disjuncts.get(d)}
-        if item["milp"] and tree.replace(d, item, arrays):
-            entry["disjuncts"].append(item)
-            continue
-        if d in rec.leaves:
+        keep, extra = tree.replace(d, item) if item["milp"] else (True, {})
+        if keep and d in rec.leaves:
             signs, alpha, beta, lower = (torch.cat(parts) for parts in zip(*rec.leaves[d]))
             arrays[f"r{r}.d{d}.lower"] = _np(lower).astype(np.float64)
             arrays[f"r{r}.d{d}.signs"] = _np(signs).astype(np.int8)
             arrays[f"r{r}.d{d}.alpha"] = _np(alpha).astype(np.float64)
             arrays[f"r{r}.d{d}.beta"] = _np(beta).astype(np.float64)
             item["leaves"] = int(signs.shape[0])
-        if d in rec.trusted:
+        if keep and d in rec.trusted:
             trusted = _np(torch.cat(rec.trusted[d])).astype(np.int8)
             trusted = _lp_leaves(r, d, rec, trusted, arrays, item, net, spec_path)
             if len(trusted):
                 arrays[f"r{r}.d{d}.trusted"] = trusted
                 item["trusted_leaves"] = int(len(trusted))
+        if len(extra.get("signs", ())):  # the LP tree's leaves after any of the search's own LP leaves
+            for name, value in extra.items():
+                key = f"r{r}.d{d}.lp.{name}"
+                arrays[key] = np.concatenate([arrays[key], value]) if key in arrays else value
+            item["lp_leaves"] += int(len(extra["signs"]))
         entry["disjuncts"].append(item)
     return entry
 
@@ -110,13 +113,13 @@ class _MilpTrees:
         self.net, self.spec_path, self.r, self.rec, self.lp_nodes = net, spec_path, r, rec, lp_nodes
         self.region = self.bounds = None
 
-    def replace(self, d: int, item: dict, arrays: dict) -> bool:
-        """Whether disjunct ``d`` (marked ``milp`` in ``item``) is now certified without
-        HiGHS: the search's own leaves already cover every phase (its ``milp`` mark is
-        dropped and the leaves are written as usual: False is returned with ``item``
-        changed), or the LP branch-and-bound of :mod:`~verifier.proof.milp_tree` closed
-        it (its ``lp`` arrays written; True). Otherwise ``item["milp"]`` says why it stays
-        trusted (False)."""
+    def replace(self, d: int, item: dict) -> tuple[bool, dict]:
+        """For disjunct ``d``, marked ``milp`` in ``item``: ``(keep, extra)``, whether the
+        search's own leaves of ``d`` are written as usual and the ``lp`` leaf arrays to add.
+        The mark is dropped when the search's leaves already cover every phase (nothing to
+        add), or when the LP branch-and-bound of :mod:`~verifier.proof.milp_tree` closes
+        what they leave open (its leaves added; the search's kept only where the tree
+        used them). Otherwise ``item["milp"]`` says why the disjunct stays trusted."""
         from ..proofcheck.check import covers
 
         rec, T = self.rec, sum(int(l.numel()) for l, _ in self.rec.claims)
@@ -125,25 +128,23 @@ class _MilpTrees:
         signs = _np(torch.cat([p.to(torch.int8) for p in parts])) if T else np.zeros((0, 0), np.int8)
         if len(signs) and covers(signs):
             item["milp"] = None
-            return False
+            return True, {}
         if self.net is None or not rec.claims or self.lp_nodes == 0:
-            return False
-        from .milp_tree import MAX_NODES, lp_tree
-
+            return True, {}
         from ..proofcheck.blas import single_thread
+        from .milp_tree import MAX_NODES, lp_tree
 
         region, bounds = self._root()
         rows = region.rows_of(d)
         with single_thread():  # the checker's BLAS setting (same roundings; no spinning threads)
             found = lp_tree(self.net, bounds, region.C[rows], region.b[rows],
-                            MAX_NODES if self.lp_nodes is None else self.lp_nodes)
+                            MAX_NODES if self.lp_nodes is None else self.lp_nodes, known=signs)
         if found.arrays is None:
             item["milp"] = f"{item['milp']}; {found.reason}"
-            return False
-        arrays.update({f"r{self.r}.d{d}.lp.{name}": value for name, value in found.arrays.items()})
-        item.update({"milp": None, "lp_leaves": int(len(found.arrays["signs"])),
-                     "lp_tree": {"nodes": found.nodes, "seconds": round(found.seconds, 3)}})
-        return True
+            return True, {}
+        item.update({"milp": None, "lp_tree": {"nodes": found.nodes, "covered": found.covered,
+                                               "seconds": round(found.seconds, 3)}})
+        return found.covered > 0, found.arrays
 
     def _root(self):
         """The spec region (as the checker reads it) and the checker's root bounds."""
