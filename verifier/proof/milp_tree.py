@@ -10,8 +10,10 @@ by their triangle, the root bounds clamped by the node's splits) is solved with 
 node whose bound refutes the disjunct becomes an LP leaf (split signs ``0`` on the ReLUs it
 left unfixed); otherwise it is split on the crossing ReLU whose triangle is most violated
 at the LP optimum, weighted by the upper face's dual (the most-infeasible rule of MILP
-solvers; Achterberg et al. 2005), and both children are searched depth first. The leaves
-form a complete case split by construction, which the checker verifies
+solvers; Achterberg et al. 2005), and both children are searched depth first. Where ReLU
+splitting ran first, its closed leaves (``known``) are replayed: a node they cover needs
+no LP and an open node they reach is split as they were. The leaves (the tree's and the
+search's it used) form a complete case split by construction, which the checker verifies
 (:func:`~verifier.proofcheck.check.covers`).
 
 The search stops at ``max_nodes`` LPs or ``seconds``; the disjunct then stays trusted to
