@@ -2,14 +2,20 @@
 
 A frontier of sub-boxes of the region is bounded many at a time with one domain call
 (``C`` = every disjunct's rows). A sub-box is closed when every disjunct has a row with
-``lb(A_i y) > b_i``. Open sub-boxes have their centre checked for a counterexample,
-confirmed by onnxruntime, and are split in two along the input chosen by look-ahead
-(``split_rule="lookahead"``): both halves of every input are bounded cheaply and the
-input whose halves' margins sum highest wins — on every other generation of boxes (and
-on ties) the ``"coefficient"`` rule picks instead (``|Λ_j|·width_j``, the input's share of
-the CROWN bound's looseness): each rule alone stalls on instances the other solves, the
-alternation solved all we tried. ``"gradient"`` (``width_j·|∂v/∂x_j|`` at the centre) and
-``"coefficient"`` can be chosen alone.
+``lb(A_i y) > b_i``. Open sub-boxes have their centre, and the vertex minimising CROWN's
+linear bound of their worst row, checked for a counterexample, confirmed by onnxruntime,
+and are split in two. The default split rule ``"fsb"`` is a filtered look-ahead (as FSB
+filters ReLU splits, Bunel et al. 2020, here on inputs): the ``candidates`` inputs chosen
+by the cheap rules — the coefficient rule ``|Λ_j|·width_j`` (the input's share of the
+CROWN bound's looseness; α,β-CROWN's "smart branching" for input splits) and the gradient
+rule ``width_j·|∂v/∂x_j|`` at the centre, then the coefficient rule's runners-up — are
+each tried by bounding both halves fully, the input whose halves' margins sum highest
+wins, and the chosen halves keep those bounds (they are not bounded again). Each cheap
+rule alone stalls on ACAS Xu instances the other solves in a few hundred boxes (5_5/5_8
+property 1 for the coefficient rule, 1_1 property 6 and 3_6 property 1 for the gradient
+rule); trying both decides them all. ``"lookahead"`` (both halves of every input bounded
+cheaply, alternating by generation with the coefficient rule, the previous default),
+``"coefficient"`` and ``"gradient"`` can be chosen alone.
 Sub-boxes inherit their parent's intermediate bounds (valid on any sub-box), so most
 are closed by IBP ∩ inherited bounds plus one CROWN final pass; only the boxes that stay
 open pay for fresh CROWN intermediate bounds. The frontier is explored depth-first in
@@ -39,7 +45,7 @@ from .methods import stacked_strict
 from ..proof.record import active
 
 
-SPLIT_RULES = ("lookahead", "coefficient", "gradient")
+SPLIT_RULES = ("fsb", "lookahead", "coefficient", "gradient")
 # Forward linear bounds seed CROWN's intermediate passes only on wide nets (at least this
 # many pre-activation entries; the cGAN generators have 53,632-138,688), where CROWN from IBP
 # costs too much per box. On narrow nets they change CROWN's final coefficients and so the
@@ -175,9 +181,89 @@ def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes, strict=None):
     return lb, coeff, inter
 
 
+def _halves(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(left_hi, right_lo)`` ``(N, n)``: box ``i`` halved across input ``dim[i]`` at its midpoint."""
+    rows = torch.arange(len(lo), device=lo.device)
+    mid = (lo[rows, dim] + hi[rows, dim]) / 2
+    left_hi, right_lo = hi.clone(), lo.clone()
+    left_hi[rows, dim] = mid
+    right_lo[rows, dim] = mid
+    return left_hi, right_lo
+
+
+def _linear_minimisers(lo: torch.Tensor, hi: torch.Tensor, coeff: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """``(N, n)``: per box the vertex minimising CROWN's linear lower bound ``Λ_x·x + c`` of
+    spec row ``row[i]`` (``lo`` where ``Λ_x > 0``, else ``hi``): where the relaxation places
+    the row's smallest value, a candidate counterexample beside the centre."""
+    lam = coeff[torch.arange(len(lo), device=lo.device), row]
+    return torch.where(lam > 0, lo, hi)
+
+
+def _candidates(model, lo, hi, lb, coef_scores, open_mask, splittable, C, b, sizes, count: int) -> torch.Tensor:
+    """``(N, count)`` inputs to try splitting, best guess first: the coefficient rule's
+    choice (``|Λ_j|·width_j``, the smart-branching score of α,β-CROWN's input split), the
+    gradient rule's (``width_j·|∂v/∂x_j|`` at the centre), then the coefficient rule's
+    next choices. Unsplittable inputs are never chosen while a splittable one is left
+    (repeats are dropped by :func:`_best_split`)."""
+    ninf = torch.full_like(coef_scores, float("-inf"))
+    coef = torch.where(splittable, torch.nan_to_num(coef_scores, nan=0.0), ninf)
+    order = coef.argsort(dim=1, descending=True)
+    picks = [order[:, 0]]
+    if count > 1:
+        grad = _split_scores(model, (lo + hi) / 2, hi - lo, open_mask, C, b, sizes)
+        picks.append(torch.where(splittable, torch.nan_to_num(grad, nan=0.0), ninf).argmax(dim=1))
+    picks += [order[:, j] for j in range(1, min(count - 1, lo.shape[1]))]
+    return torch.stack(picks[:count], dim=1)
+
+
+def _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b, sizes, strict):
+    """Filtered look-ahead (FSB-style, on inputs): both halves of every box across every
+    distinct splittable candidate input of ``picks`` ``(N, K)`` are bounded by
+    :func:`_cascade_bounds` (from the box's own intermediate bounds), and per box the input
+    whose halves' margins (clamped at 0, a closed half counting 0) sum highest wins; ties go
+    to the earlier candidate. The chosen halves keep their bounds, so the search does not
+    bound them again. Returns the chosen inputs ``(N,)`` and ``[lo, hi, intermediate bounds,
+    lb, Λ_x, halves bounded]`` of the ``2N`` children (lefts, then rights)."""
+    N, K = picks.shape
+    valid = splittable.gather(1, picks)
+    for k in range(1, K):
+        valid[:, k] &= ~(picks[:, :k] == picks[:, k:k + 1]).any(dim=1)
+    box, col = valid.nonzero(as_tuple=True)
+    P = len(box)
+    dims = picks[box, col]
+    left_hi, right_lo = _halves(lo[box], hi[box], dims)
+    all_lo, all_hi = torch.cat([lo[box], right_lo]), torch.cat([left_hi, hi[box]])
+    known = {n: (torch.cat([l[box], l[box]]), torch.cat([u[box], u[box]])) for n, (l, u) in inter.items()}
+    with torch.no_grad():
+        c_lb, c_coeff, c_inter = bound_in_parts(
+            lambda i: _cascade_bounds(model, graph, all_lo[i], all_hi[i], _take(known, i), C, b, sizes, strict),
+            2 * P, _merge_cascade)
+    margin = _box_margin(torch.nan_to_num(c_lb, nan=float("-inf")) - b, open_mask[box].repeat(2, 1), sizes)
+    margin = margin.clamp(max=0)
+    table = torch.full((N, K), float("-inf"), dtype=margin.dtype, device=margin.device)
+    table[box, col] = torch.nan_to_num(margin[:P] + margin[P:], nan=float("-inf"))
+    pair = torch.full((N, K), -1, dtype=torch.long, device=lo.device)
+    pair[box, col] = torch.arange(P, device=lo.device)
+    # a box whose candidates all have -inf halves keeps its first valid candidate
+    table = torch.where(valid, table.nan_to_num(neginf=-1e300), torch.full_like(table, float("-inf")))
+    choice = pair[torch.arange(N, device=lo.device), table.argmax(dim=1)]
+    order = torch.cat([choice, choice + P])
+    return dims[choice], [all_lo[order], all_hi[order], _take(c_inter, order), c_lb[order], c_coeff[order], 2 * P]
+
+
+def _take(item, part):
+    """``item`` (a tensor, a node → ``(l, u)`` dict, or ``None``) restricted to rows ``part``."""
+    if item is None:
+        return None
+    if isinstance(item, dict):
+        return {n: (l[part], u[part]) for n, (l, u) in item.items()}
+    return item[part]
+
+
 class _Frontier:
-    """Open boxes (their inherited intermediate bounds, depths and proof-tree node ids),
-    newest last."""
+    """Open boxes, newest last: per box ``lo``, ``hi``, intermediate bounds (inherited from
+    the parent, or the box's own when its bounds are already known), depth, proof-tree node
+    id, and — for boxes the branching already bounded — ``lb`` and ``Λ_x``."""
 
     def __init__(self):
         self.parts: list[tuple] = []
@@ -185,33 +271,36 @@ class _Frontier:
     def __len__(self) -> int:
         return sum(len(p[0]) for p in self.parts)
 
-    def push(self, lo, hi, inter, depth, ids):
-        self.parts.append((lo, hi, inter, depth, ids))
+    def push(self, lo, hi, inter, depth, ids, lb=None, coeff=None):
+        self.parts.append((lo, hi, inter, depth, ids, lb, coeff))
 
     def pop(self, batch: int):
-        lo, hi, inter, depth, ids = self.parts.pop()
-        if len(lo) > batch:
-            cut = len(lo) - batch
-            self.parts.append((lo[:cut], hi[:cut], None if inter is None else {n: (l[:cut], u[:cut]) for n, (l, u) in inter.items()},
-                               depth[:cut], ids[:cut]))
-            lo, hi, depth, ids = lo[cut:], hi[cut:], depth[cut:], ids[cut:]
-            inter = None if inter is None else {n: (l[cut:], u[cut:]) for n, (l, u) in inter.items()}
-        return lo, hi, inter, depth, ids
+        part = self.parts.pop()
+        if len(part[0]) > batch:
+            cut = len(part[0]) - batch
+            self.parts.append(tuple(_take(t, slice(None, cut)) for t in part))
+            part = tuple(_take(t, slice(cut, None)) for t in part)
+        return part
 
 
 def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domain: str = "crown",
                     batch: int = 512, region_index: int = 0, dtype: torch.dtype = torch.float64,
-                    device: str = "cpu", stats: BaBStats | None = None, split_rule: str = "lookahead",
-                    **domain_options) -> tuple[str, Counterexample | None]:
+                    device: str = "cpu", stats: BaBStats | None = None, split_rule: str = "fsb",
+                    candidates: int = 2, **domain_options) -> tuple[str, Counterexample | None]:
     """``("unsat", None)`` if every sub-box is refuted, ``("sat", cex)`` on a confirmed
     counterexample, ``("unknown", None)`` when the search ends with open boxes that cannot be
     split (every input's midpoint, in ``dtype``, equals an endpoint) and whose centre and
     corners are not counterexamples; raises :class:`~verifier.deadline.Timeout` when the
     deadline passes. Rows written strict (``<``) are refuted by ``lb ≥ b``.
-    With ``domain="crown"`` (default) boxes are bounded by :func:`_cascade_bounds`; any
-    other domain bounds each box from scratch and splits the widest input."""
+    With ``domain="crown"`` (default) boxes are bounded by :func:`_cascade_bounds` and split
+    by ``split_rule`` (see the module docstring; ``candidates`` ≥ 1: inputs tried per box by
+    ``"fsb"``); any other domain bounds each box from scratch and splits by the gradient
+    rule. Raises :class:`VerifierInputError` for an unknown ``split_rule`` or a
+    ``candidates`` that is not a whole number ≥ 1."""
     if split_rule not in SPLIT_RULES:
         raise VerifierInputError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, not '{split_rule}'")
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise VerifierInputError(f"candidates must be a whole number ≥ 1 (inputs tried per split), not {candidates!r}")
     stats = stats if stats is not None else BaBStats()
     first, last = region.float64_range()
     if bool((first > last).any()):
@@ -239,18 +328,17 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         recorder.cannot_certify(f"input splitting bounded by '{domain}' with options (the checker re-derives CROWN)")
     while len(frontier):
         deadline.check()
-        lo, hi, inherited, depth, ids = frontier.pop(batch)
-        with torch.no_grad():
-            if own:
-                lb, coeff, inter = bound_in_parts(
-                    lambda i: _cascade_bounds(model, graph, lo[i], hi[i],
-                                              None if inherited is None else {n: (l[i], u[i]) for n, (l, u) in inherited.items()},
-                                              C, b, sizes, strict),
-                    len(lo), _merge_cascade)
-            else:
-                lb, _ = compute_bounds(model, lo, hi, domain=domain, C=C, **domain_options)
-                coeff, inter = None, None
-        stats.boxes_bounded += len(lo)
+        lo, hi, inter, depth, ids, lb, coeff = frontier.pop(batch)
+        if lb is None:  # not bounded yet (the region's box, or a split chosen without look-ahead)
+            with torch.no_grad():
+                if own:
+                    lb, coeff, inter = bound_in_parts(
+                        lambda i: _cascade_bounds(model, graph, lo[i], hi[i], _take(inter, i), C, b, sizes, strict),
+                        len(lo), _merge_cascade)
+                else:
+                    lb, _ = compute_bounds(model, lo, hi, domain=domain, C=C, **domain_options)
+                    coeff, inter = None, None
+            stats.boxes_bounded += len(lo)
         nan_box = torch.isnan(lb).any(dim=1)  # NaN bounds (an overflow): refute nothing, are not split on
         lb = torch.nan_to_num(lb, nan=float("-inf"))
         open_mask = _open_disjuncts(lb, b, sizes, strict)
@@ -259,29 +347,17 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             tree.close(ids[(~keep).cpu()], lb[~keep])
         if not bool(keep.any()):
             continue
-        lo, hi, open_mask, ids = lo[keep], hi[keep], open_mask[keep], ids[keep.cpu()]
+        lo, hi, lb, coeff, inter, depth = (_take(t, keep) for t in (lo, hi, lb, coeff, inter, depth))
+        open_mask, ids, nan_box = open_mask[keep], ids[keep.cpu()], nan_box[keep]
         centres, widths = (lo + hi) / 2, hi - lo
-        hit = confirm_candidates(model, region, centres, region_index)
+        worst = None if coeff is None else _worst_open_row(lb - b, open_mask, sizes)
+        hit = confirm_candidates(model, region, centres if worst is None else
+                                 torch.cat([centres, _linear_minimisers(lo, hi, coeff, worst)]), region_index)
         if hit is not None:
             return "sat", hit
-        if split_rule in ("lookahead", "coefficient") and coeff is not None:
-            worst = _worst_open_row(lb[keep] - b, open_mask, sizes)
-            scores = coeff[keep][torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths
-            if split_rule == "lookahead":
-                kept = {n: (l[keep], u[keep]) for n, (l, u) in inter.items()}
-                look = _lookahead_scores(model, graph, lo, hi, kept, C, b, sizes, open_mask)
-                parent = _box_margin(lb[keep] - b, open_mask, sizes).clamp(max=0)
-                # ties (no input improves the cheap bound), and every other generation of
-                # boxes, use the coefficient rule: neither rule alone wins everywhere
-                flat = (look - 2 * parent[:, None]).max(dim=1).values <= 1e-9 * (1 + parent.abs())
-                flat |= depth[keep] % 2 == 1
-                scores = torch.where(flat[:, None], scores, look)
-        else:
-            scores = _split_scores(model, centres, widths, open_mask, C, b, sizes)
         # never split an input whose midpoint (in the bounding dtype) equals an endpoint
-        mids = (lo + hi) / 2
-        splittable = (mids > lo) & (mids < hi)
-        stuck = ~splittable.any(dim=1) | nan_box[keep]
+        splittable = (centres > lo) & (centres < hi)
+        stuck = ~splittable.any(dim=1) | nan_box
         if bool(stuck.any()):
             # boxes at float resolution (or with NaN bounds, which halving does not cure): their
             # corners are the remaining candidates; if none is a counterexample the box is left
@@ -291,28 +367,39 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
                 return "sat", hit
             exhausted += int(stuck.sum())
             stats.exhausted = exhausted
-            keep2 = ~stuck
-            if not bool(keep2.any()):
+            if bool(stuck.all()):
                 continue
-            lo, hi, centres, widths, scores, splittable = (t[keep2] for t in (lo, hi, centres, widths, scores, splittable))
-            ids = ids[keep2.cpu()]
-            depth_kept, inter_kept = depth[keep][keep2], (None if inter is None else
-                                                          {n: (l[keep][keep2], u[keep][keep2]) for n, (l, u) in inter.items()})
+            lo, hi, lb, coeff, inter, depth, worst, open_mask, centres, widths, splittable = (
+                _take(t, ~stuck) for t in (lo, hi, lb, coeff, inter, depth, worst, open_mask, centres, widths, splittable))
+            ids = ids[(~stuck).cpu()]
+        with torch.no_grad():
+            coef_scores = None if coeff is None else (coeff[torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths)
+        if split_rule == "fsb" and coeff is not None:
+            picks = _candidates(model, lo, hi, lb, coef_scores, open_mask, splittable, C, b, sizes, candidates)
+            dim, children = _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b, sizes, strict)
+            stats.boxes_bounded += children.pop()
         else:
-            depth_kept, inter_kept = depth[keep], (None if inter is None else
-                                                   {n: (l[keep], u[keep]) for n, (l, u) in inter.items()})
-        scores = torch.where(splittable, torch.nan_to_num(scores, nan=0.0), torch.full_like(scores, float("-inf")))
-        dim = scores.argmax(dim=1)
-        rows = torch.arange(len(lo), device=lo.device)
-        mid = centres[rows, dim]
-        left_hi, right_lo = hi.clone(), lo.clone()
-        left_hi[rows, dim] = mid
-        right_lo[rows, dim] = mid
-        child_inter = None if inter_kept is None else {n: (torch.cat([l, l]), torch.cat([u, u]))
-                                                       for n, (l, u) in inter_kept.items()}
-        child_ids = ids.repeat(2) if tree is None else tree.split(ids, dim, mid)
-        frontier.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), child_inter, (depth_kept + 1).repeat(2),
-                      child_ids)
+            if split_rule in ("lookahead", "coefficient") and coeff is not None:
+                scores = coef_scores
+                if split_rule == "lookahead":
+                    look = _lookahead_scores(model, graph, lo, hi, inter, C, b, sizes, open_mask)
+                    parent = _box_margin(lb - b, open_mask, sizes).clamp(max=0)
+                    # ties (no input improves the cheap bound), and every other generation of
+                    # boxes, use the coefficient rule: neither rule alone wins everywhere
+                    flat = (look - 2 * parent[:, None]).max(dim=1).values <= 1e-9 * (1 + parent.abs())
+                    flat |= depth % 2 == 1
+                    scores = torch.where(flat[:, None], scores, look)
+            else:
+                scores = _split_scores(model, centres, widths, open_mask, C, b, sizes)
+            scores = torch.where(splittable, torch.nan_to_num(scores, nan=0.0), torch.full_like(scores, float("-inf")))
+            dim = scores.argmax(dim=1)
+            left_hi, right_lo = _halves(lo, hi, dim)
+            children = [torch.cat([lo, right_lo]), torch.cat([left_hi, hi]),
+                        None if inter is None else {n: (torch.cat([l, l]), torch.cat([u, u])) for n, (l, u) in inter.items()},
+                        None, None]
+        child_ids = ids.repeat(2) if tree is None else tree.split(ids, dim, centres[torch.arange(len(lo)), dim])
+        c_lo, c_hi, c_inter, c_lb, c_coeff = children
+        frontier.push(c_lo, c_hi, c_inter, (depth + 1).repeat(2), child_ids, c_lb, c_coeff)
         stats.max_frontier = max(stats.max_frontier, len(frontier))
     if exhausted:
         return "unknown", None

@@ -144,7 +144,7 @@ def get_method(name: str) -> CompleteMethod:
 class InputSplit(CompleteMethod):
     name = "input-split"
     description = "branch-and-bound on the input box, bounded by CROWN (low-dimensional inputs)"
-    options = ("batch", "split_rule")
+    options = ("batch", "split_rule", "candidates")
 
     def supports(self, graph):
         from ..domains import get_domain
