@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .api import Model
-from .deadline import Deadline
+from .deadline import Deadline, interruptible
 from .fidelity import run_onnxruntime
 from .spec.model import InputRegion
 
@@ -231,7 +231,7 @@ def attack_region(model: Model, region: InputRegion, deadline: Deadline, region_
             break
         x.requires_grad_(True)
         vx = violation(x)
-        grad, = torch.autograd.grad(vx.sum(), x)
+        grad, = torch.autograd.grad(interruptible(vx.sum()), x)
         with torch.no_grad():
             improved = vx < best_v
             best_x[improved], best_v[improved] = x.detach()[improved], vx.detach()[improved]

@@ -107,6 +107,29 @@ def checkpoint() -> None:
         raise Timeout()
 
 
+def interruptible(output: "torch.Tensor") -> "torch.Tensor":
+    """``output`` (a tensor autograd will differentiate), with :func:`checkpoint` hooked
+    before every step of its backward pass: a gradient of α-CROWN's bound or of an attack's
+    loss through a large network is one uninterruptible call otherwise (seconds on a
+    vision transformer), and would carry the search that long past its deadline. A
+    deadline that passes during ``output.backward()`` (or ``torch.autograd.grad``) raises
+    :class:`Timeout` from it. Returns ``output`` itself; tensors without a graph are
+    returned untouched. The hooks go with the graph (freed by the backward pass)."""
+    seen, stack = set(), [getattr(output, "grad_fn", None)]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        fn.register_prehook(_check_in_backward)
+        stack.extend(f for f, _ in fn.next_functions)
+    return output
+
+
+def _check_in_backward(grads):
+    checkpoint()
+
+
 def remaining() -> float:
     """Seconds left on the active deadline (``inf`` without one)."""
     deadline = _ACTIVE.get()

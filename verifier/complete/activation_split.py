@@ -51,7 +51,7 @@ import torch
 
 from ..api import Model
 from ..attack import Counterexample
-from ..deadline import Deadline
+from ..deadline import Deadline, interruptible
 from ..errors import VerifierInputError
 from ..ir.graph import predecessors_by_slot, topological_order
 from ..ops import FORWARD
@@ -199,7 +199,7 @@ class IntervalBetaCrown(BetaCrown):
             for _ in range(DESCENT_STEPS):
                 y = y.detach().requires_grad_(True)
                 v = region.violation(model(y).double().cpu())
-                (grad,) = torch.autograd.grad(v.sum(), y)
+                (grad,) = torch.autograd.grad(interruptible(v.sum()), y)
                 y = torch.minimum(torch.maximum(y.detach() - step * grad.sign(), lower), upper)
                 step = step * 0.7
         return torch.cat([x, y.detach()])

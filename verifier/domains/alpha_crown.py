@@ -18,7 +18,7 @@ from __future__ import annotations
 import networkx as nx
 import torch
 
-from ..deadline import checkpoint
+from ..deadline import checkpoint, interruptible
 from ..ir.graph import predecessors_by_slot, topological_order
 from ..linalg import per_sample_rows
 from . import register_domain
@@ -55,13 +55,16 @@ class AlphaCrownDomain(BackwardDomain):
         best, _ = self.optimise(graph, lower, upper, torch.cat([lam, -lam], 1))
         return best[:, :k], -best[:, k:]
 
-    def optimise(self, graph, lower, upper, lam):
+    def optimise(self, graph, lower, upper, lam, bounds: dict | None = None):
         """Lower bounds ``(B, k)`` of ``Λ·f`` with optimised slopes, and the tightest
         intermediate bounds met on the way (the intersection of every step's, each of
-        which is sound), which branch-and-bound starts from."""
+        which is sound), which branch-and-bound starts from. ``bounds``: CROWN's
+        intermediate bounds on this box when the caller has them (sound ones; e.g. from a
+        CROWN step just before), instead of computing them again."""
         k = lam.shape[1]
-        with torch.no_grad():
-            bounds = self.intermediate_bounds(graph, lower, upper)
+        if bounds is None:
+            with torch.no_grad():
+                bounds = self.intermediate_bounds(graph, lower, upper)
         alpha = self._initial_slopes(graph, bounds, lower, k)
         rows, inner = ({}, {}) if not self.optimise_intermediate else self._intermediate_slopes(graph, bounds, lower)
         tightest = dict(bounds)
@@ -85,7 +88,7 @@ class AlphaCrownDomain(BackwardDomain):
                     current = self.final_pass(graph, lower, upper, lam, step_bounds, alpha)
                     loss = -current.sum()
                     opt.zero_grad()
-                    loss.backward()
+                    interruptible(loss).backward()
                 opt.step()
                 with torch.no_grad():
                     if inner:
