@@ -143,7 +143,8 @@ class Rows:
         padded = F.pad(t, (left, right, top, bottom)).contiguous()
         B, G = self.loc.shape
         lead, wp = padded.shape[1:-2], padded.shape[-1]
-        if self.origins is not None:  # each window at its own origin: one gather of its entries
+        if self.origins is not None or 2 * G < th * tw:
+            # each chosen window's entries gathered (not every window of the grid copied first)
             C = t.shape[-3]
             extra = math.prod(lead[:-1])
             index = self.index(C).reshape(B, 1, -1).expand(B, extra, -1)

@@ -96,6 +96,16 @@ def _channel_scale(graph: nx.DiGraph, n: str) -> bool:
         return False
 
 
+DENSE_WINDOW_FRACTION = 0.5  # windows of more than this share of their grid's area go dense
+
+
+def _covers_grid(rows: Rows, shape: tuple) -> bool:
+    """Whether the rows' windows span more than :data:`DENSE_WINDOW_FRACTION` of the grid
+    (``shape``'s ``H·W``): the dense form costs no more there, and needs no gathers."""
+    (k0, k1), (_, H, W) = rows.geometry.kernel, grid_shape(shape)
+    return min(k0, H) * min(k1, W) > DENSE_WINDOW_FRACTION * H * W
+
+
 def patchable(domain, graph: nx.DiGraph, target: str) -> bool:
     """Whether :func:`patch_bound` applies to rows of ``target``: a 2-D convolution,
     transposed convolution or per-entry scale on a grid whose backward transfer in ``domain``
@@ -115,7 +125,9 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: Rows, bias: torch.Tensor, con
         form = _step_form(domain, graph, n)
         (p,) = predecessors_by_slot(graph, n) if form is not None else (None,)
         step = None
-        if form == "affine" and graph.nodes[n]["kind"] == "conv":
+        if form is not None and _covers_grid(rows, graph.nodes[n]["shape"]):
+            step = None  # windows as large as the grid: the dense form is the cheaper one
+        elif form == "affine" and graph.nodes[n]["kind"] == "conv":
             step = conv_step(rows, graph.nodes[n], graph.nodes[p]["shape"], start)
         elif form == "affine" and graph.nodes[n]["kind"] == "conv_transpose":
             step = conv_transpose_step(rows, graph.nodes[n], graph.nodes[p]["shape"])
