@@ -93,3 +93,18 @@ def test_candidates_must_be_a_whole_number_at_least_one(tmp_path, bad):
                                               torch.tensor([-top - 1], dtype=torch.float64))])
     with pytest.raises(VerifierInputError, match="candidates"):
         IS.input_split_bab(model, region, Deadline(10), candidates=bad)
+
+
+def test_descent_stays_in_each_box_and_never_worsens_the_violation(tmp_path):
+    model, lo, hi, top = _net_and_region(tmp_path, seed=5, widths=(3, 12, 12, 2))
+    region = InputRegion(lo, hi, [Conjunction(torch.tensor([[-1.0, 0.0]], dtype=torch.float64),
+                                              torch.tensor([-top], dtype=torch.float64))])
+    gen = torch.Generator().manual_seed(1)
+    box_lo = -1 + 1.5 * torch.rand(64, 3, generator=gen, dtype=torch.float64)
+    box_hi = box_lo + 0.5 * torch.rand(64, 3, generator=gen, dtype=torch.float64)
+    start = (box_lo + box_hi) / 2
+    end = IS._descend(model, region, box_lo, box_hi, start)
+    assert bool(((end >= box_lo) & (end <= box_hi)).all())
+    with torch.no_grad():
+        before, after = region.violation(model(start)), region.violation(model(end))
+    assert bool((after <= before).all()) and bool((after < before).any())
