@@ -252,10 +252,14 @@ def test_a_second_server_and_bad_options_are_refused(server, private, tmp_path):
     for args, words in ((["--socket", server], "already running"),
                         (["--socket", private / "s.sock", "--idle-timeout", "0"], "--idle-timeout"),
                         (["--socket", private / "no" / "s.sock"], "does not exist"),
-                        (["--stop", "--detach"], "--stop")):
+                        (["--stop", "--detach"], "--stop"),
+                        (["--socket", ""], "empty path"),
+                        (["--socket", private / "plain.txt"], "is not a socket")):
+        (private / "plain.txt").write_text("a user's file")
         done = cli(["serve", *args], {**os.environ, "VERIFIER_NO_SERVE": "1"}, tmp_path)
         assert done.returncode == 2 and done.stderr.startswith("error: ") and words in done.stderr, done.stderr
         assert len(done.stderr.splitlines()) == 1
+    assert sorted(p.name for p in private.iterdir() if p.name.startswith("plain")) == ["plain.txt"]  # no .lock/.log
 
 
 def test_served_deadline_counts_from_the_clients_start(capsys):

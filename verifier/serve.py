@@ -199,6 +199,8 @@ def _exit_code(status: int) -> int:
 def _socket_path(path: str | None) -> Path:
     """The socket path to serve on, its folder made (the default one private, mode 0700) and
     checked; :class:`VerifierInputError` naming ``--socket`` otherwise."""
+    if path is not None and not path:
+        raise VerifierInputError("--socket: empty path (give the socket's path, or leave --socket out for the default)")
     target = Path(path) if path else default_socket()
     if not path and not os.environ.get("VERIFIER_SOCKET"):
         try:
@@ -212,6 +214,8 @@ def _socket_path(path: str | None) -> Path:
         raise VerifierInputError(f"--socket {target}: the folder {target.parent} does not exist")
     if len(os.fsencode(target)) > 107:
         raise VerifierInputError(f"--socket {target}: longer than a Unix socket path may be (107 bytes)")
+    if target.exists() and not (target.is_socket() or target.is_symlink()):  # before the lock, log and fork
+        raise VerifierInputError(f"--socket {target} exists and is not a socket; give another path")
     return target
 
 
