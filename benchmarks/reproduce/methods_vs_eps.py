@@ -117,6 +117,7 @@ def main() -> int:
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
+    os.makedirs(args.work, exist_ok=True)
     data = load_data("mnist", None, args.count)
     rows = []
     for eps in args.train_eps:
