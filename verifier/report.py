@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import VerifierInputError
-from .report_csv import (RESULT_HEADER, Reference, instance_key, load_reference, read_all_results,  # noqa: F401
-                         read_reference, read_results, run_time_seconds)
+from .report_csv import (ALIASES, RESULT_HEADER, RESULT_WORDS, Reference, instance_key,  # noqa: F401
+                         load_reference, normalise_result, read_all_results, read_reference, read_results,
+                         run_time_seconds)
 
 OURS = "verifier"
-ALIASES = {"holds": "unsat", "violated": "sat", "": "unknown"}
 ANSWERS = ("sat", "unsat")
 
 
@@ -133,12 +133,6 @@ class Report:
     def any_wrong(self) -> bool:
         """Whether any of our answers contradicts an expected one."""
         return any(b.summaries[0].wrong for b in self.benchmarks)
-
-
-def normalise_result(text: str) -> str:
-    """A result word in VNN-COMP spelling: ``sat``/``unsat``/``unknown``/``timeout``/``error``/…"""
-    text = (text or "").strip().lower()
-    return ALIASES.get(text, text)
 
 
 def _number(text: str | None) -> float:

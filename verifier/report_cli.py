@@ -42,7 +42,7 @@ def cmd_report(args) -> int:
     if not rows:
         raise VerifierInputError(f"{', '.join(args.results)}: no result rows (expected "
                                  f"benchmark,onnx,vnnlib,prepare_time,result,run_time lines)")
-    references = [load_reference(path) for path in args.reference or []]
+    references = [load_reference(path, "--reference") for path in args.reference or []]
     report = build_report(rows, references, args.bench_root)
     used = {b.reference for b in report.benchmarks}
     notes += [f"--reference {ref.path} lists none of the results' instances" for ref in references

@@ -8,9 +8,12 @@
   a benchmark name, ``run_time`` a finite number ``>= 0`` (seconds), no second header line
   (files joined with ``cat``) and one row per instance (the benchmark and the
   :func:`instance_key` of its paths; an exact duplicate is refused too, since a doubled row
-  would count twice).
+  would count twice), and ``result`` one of :data:`RESULT_WORDS` (any case; ``holds`` and
+  ``violated``, VNN-COMP 2021's words, read as ``unsat`` and ``sat``). A reference CSV given
+  as results is named as such.
 - :func:`read_reference` / :func:`load_reference`: a VNN-COMP ``reference.csv``, one row
-  per instance.
+  per instance: ``onnx``, ``vnnlib`` and an ``expected`` or ``<tool>_result`` column (a
+  results CSV given as a reference is named as such).
 
 Every problem raises :class:`~verifier.errors.VerifierInputError` as ``FILE:LINE: what``.
 """
@@ -28,10 +31,23 @@ from pathlib import Path
 from .errors import VerifierInputError
 from .logs import note
 from .outputs import read_complete_lines
+from .vnncomp_plan import RESULTS as RESULT_WORDS
 
 _LOG = logging.getLogger(__name__)
 
 RESULT_HEADER = ("benchmark", "onnx", "vnnlib", "prepare_time", "result", "run_time")
+# RESULT_WORDS (vnncomp_plan.RESULTS): what `verifier vnncomp` writes, VNN-COMP's words since 2022;
+# ALIASES: VNN-COMP 2021's words
+ALIASES = {"holds": "unsat", "violated": "sat", "": "unknown"}  # "": a published tool's empty cell
+REFERENCE_COLUMNS = "onnx,vnnlib and expected and/or <tool>_result (VNN-COMP: onnx,vnnlib,timeout,expected," \
+                    "<tool>_result,<tool>_time,...)"
+
+
+def normalise_result(text: str) -> str:
+    """A result word in VNN-COMP spelling: lower case, ``holds``/``violated`` as
+    ``unsat``/``sat`` and an empty cell as ``unknown`` (:data:`ALIASES`); other words unchanged."""
+    text = (text or "").strip().lower()
+    return ALIASES.get(text, text)
 
 
 @dataclass
@@ -114,9 +130,11 @@ def read_results(path: str | os.PathLike, notes: list[str] | None = None,
     instance already read (benchmark, :func:`instance_key`) to its ``(file, line)``, so that
     :func:`read_all_results` finds one listed in two files; it is updated. Raises
     :class:`VerifierInputError` (``FILE:LINE: ...``) for a missing, unreadable, non-UTF-8 or
-    malformed file, a row with another number of columns, an empty benchmark, onnx or vnnlib
-    cell, a ``run_time`` that is not a finite number ``>= 0``, a second header line, or an
-    instance listed twice."""
+    malformed file, a first line naming columns other than the results header (a reference
+    CSV), a row with another number of columns, an empty benchmark, onnx or vnnlib cell, a
+    result that is not one of :data:`RESULT_WORDS` (or an alias, :func:`normalise_result`), a
+    ``run_time`` that is not a finite number ``>= 0``, a second header line, or an instance
+    listed twice."""
     seen = {} if seen is None else seen
     reader = csv.reader(_complete_lines(path, notes))
     rows: list[dict[str, str]] = []
@@ -130,6 +148,10 @@ def read_results(path: str | os.PathLike, notes: list[str] | None = None,
                     continue
                 raise VerifierInputError(f"{path}:{number}: a second header line (files joined with cat?); "
                                          f"give each results file as its own argument")
+            if number == 1 and {"onnx", "vnnlib"} <= set(cells):
+                raise VerifierInputError(f"{path}:1: header '{','.join(cells)[:120]}' is not a results header "
+                                         f"({','.join(RESULT_HEADER)})" + ("; it is a reference CSV: give it "
+                                         "with --reference" if _is_reference(cells) else ""))
             if len(cells) != len(RESULT_HEADER):
                 raise VerifierInputError(f"{path}:{number}: expected {len(RESULT_HEADER)} columns "
                                          f"({','.join(RESULT_HEADER)}), got {len(cells)}")
@@ -138,6 +160,10 @@ def read_results(path: str | os.PathLike, notes: list[str] | None = None,
             if empty:
                 raise VerifierInputError(f"{path}:{number}: empty {' and '.join(empty)} cell (each row names its "
                                          f"benchmark and instance)")
+            if not record["result"] or normalise_result(record["result"]) not in RESULT_WORDS:
+                raise VerifierInputError(f"{path}:{number}: result '{record['result']}' is not a VNN-COMP result "
+                                         f"(one of {', '.join(RESULT_WORDS)}; holds and violated read as unsat "
+                                         f"and sat)")
             if run_time_seconds(record["run_time"]) is None:
                 raise VerifierInputError(f"{path}:{number}: run_time '{record['run_time']}' is not valid "
                                          f"(a finite number >= 0, in seconds)")
@@ -162,20 +188,41 @@ def read_all_results(paths: list[str | os.PathLike], notes: list[str] | None = N
     return [row for path in paths for row in read_results(path, notes, seen)]
 
 
-def read_reference(path: str | os.PathLike) -> tuple[list[str], dict[tuple[str, str], dict[str, str]]]:
+def _tools(fields: list[str]) -> list[str]:
+    """The tool names of a reference's ``<tool>_result`` columns, in column order."""
+    return [name[: -len("_result")] for name in fields if name.endswith("_result") and name != "_result"]
+
+
+def _is_reference(fields) -> bool:
+    """Whether columns ``fields`` hold a reference's answers: ``expected`` or a ``<tool>_result``."""
+    return "expected" in fields or bool(_tools(list(fields)))
+
+
+def read_reference(path: str | os.PathLike,
+                   option: str | None = None) -> tuple[list[str], dict[tuple[str, str], dict[str, str]]]:
     """Tool names (from ``<tool>_result`` columns, in column order) and the rows of a
     ``reference.csv`` keyed by :func:`instance_key`. Raises :class:`VerifierInputError`
-    (``FILE:LINE: ...``) for a missing, unreadable, non-UTF-8 or malformed file, one without
-    ``onnx``/``vnnlib`` columns, or an instance listed twice."""
-    text = _read_text(path)
+    (``[OPTION ]FILE:LINE: ...``, ``option`` the command-line option that named the file)
+    for a missing, unreadable, non-UTF-8 or malformed file, one without ``onnx``/``vnnlib``
+    columns or without an ``expected`` or ``<tool>_result`` column (e.g. a results CSV:
+    nothing to compare with), or an instance listed twice."""
+    where = f"{option} {path}" if option else f"{path}"
+    try:
+        text = _read_text(path)
+    except VerifierInputError as exc:
+        raise VerifierInputError(f"{option} {exc}" if option else str(exc)) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         fields = [name.strip() for name in reader.fieldnames or []]
         reader.fieldnames = fields
         missing = [name for name in ("onnx", "vnnlib") if name not in fields]
         if missing:
-            raise VerifierInputError(f"{path}:1: no {' or '.join(missing)} column (expected onnx,vnnlib,"
-                                     "timeout,expected,<tool>_result,<tool>_time,...)")
+            raise VerifierInputError(f"{where}:1: no {' or '.join(missing)} column (a reference needs the columns "
+                                     f"{REFERENCE_COLUMNS})")
+        if not _is_reference(fields):
+            kind = "a results CSV" if "result" in fields else "not a reference"
+            raise VerifierInputError(f"{where}:1: {kind} (columns {','.join(fields)[:120]}): no expected or "
+                                     f"<tool>_result column; a reference needs the columns {REFERENCE_COLUMNS}")
         rows: dict[tuple[str, str], dict[str, str]] = {}
         lines: dict[tuple[str, str], int] = {}
         for row in reader:
@@ -183,16 +230,15 @@ def read_reference(path: str | os.PathLike) -> tuple[list[str], dict[tuple[str, 
             if key == ("", ""):  # a row of empty cells: no instance
                 continue
             if key in rows:
-                raise VerifierInputError(f"{path}:{reader.line_num}: instance {row['onnx']} {row['vnnlib']} is "
+                raise VerifierInputError(f"{where}:{reader.line_num}: instance {row['onnx']} {row['vnnlib']} is "
                                          f"already on line {lines[key]} (one row per instance)")
             rows[key], lines[key] = row, reader.line_num
     except csv.Error as exc:
-        raise VerifierInputError(f"{path}:{reader.line_num}: not a CSV row ({exc})") from None
-    tools = [name[: -len("_result")] for name in fields if name.endswith("_result") and name != "_result"]
-    return tools, rows
+        raise VerifierInputError(f"{where}:{reader.line_num}: not a CSV row ({exc})") from None
+    return _tools(fields), rows
 
 
-def load_reference(path: str | os.PathLike) -> Reference:
+def load_reference(path: str | os.PathLike, option: str | None = None) -> Reference:
     """:func:`read_reference` as a :class:`Reference` (same errors)."""
-    tools, rows = read_reference(path)
+    tools, rows = read_reference(path, option)
     return Reference(os.fspath(path), tools, rows)
