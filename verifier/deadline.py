@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Timeout(Exception):

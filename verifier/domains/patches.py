@@ -83,15 +83,18 @@ def _step_form(domain, graph: nx.DiGraph, n: str) -> str | None:
 
 
 def _channel_scale(graph: nx.DiGraph, n: str) -> bool:
-    """Whether node ``n`` is a ``scale_shift`` on a grid whose constants broadcast to it (a
-    batch normalisation after a convolution)."""
+    """Whether node ``n`` is a ``scale_shift`` on a grid whose constants broadcast to it and
+    are not both scalars (a batch normalisation after a convolution)."""
     node = graph.nodes[n]
     if node["kind"] != "scale_shift":
         return False
     shape = tuple(node["shape"])
     try:
-        return all(tuple(torch.broadcast_shapes(tuple(node["params"][k].shape), shape)) == shape
-                   for k in ("scale", "shift"))
+        params = [node["params"][k] for k in ("scale", "shift")]
+        # constants that vary over the grid (a batch norm's per channel); a scalar scale (an
+        # input normalisation) is left to the dense walk, whose sums round as before
+        return any(p.numel() > 1 for p in params) and all(
+            tuple(torch.broadcast_shapes(tuple(p.shape), shape)) == shape for p in params)
     except (KeyError, RuntimeError):
         return False
 
