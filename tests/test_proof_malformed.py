@@ -102,3 +102,68 @@ def test_a_split_index_of_the_wrong_type_is_refused(certificates, capsys):
     arrays["r0.tree.dim"] = arrays["r0.tree.dim"].astype(np.float64)
     bad = write_archive(str(work / "dim.proof"), index, arrays)
     assert_refused(*run(capsys, "check-proof", model, spec, bad), "array 'r0.tree.dim' holds float64 values, not integers")
+
+
+def _tree(n: int) -> dict:
+    return {"nodes": n, "covered": 0, "seconds": 0.5}
+
+
+# A count (or list) of the index that disagrees with the arrays stored: (certificate, change, words).
+COUNT_FAULTS = {
+    "tree nodes 5, one stored": ("box", lambda i, a: i["regions"][0].update(nodes=5),
+                                 "regions[0].nodes is 5, but array 'r0.tree.dim' has 1 rows"),
+    "one leaf more than stored": ("relu", lambda i, a: _disjunct(i).update(leaves=_disjunct(i)["leaves"] + 1),
+                                  "regions[0].disjuncts[0].leaves is 470, but array 'r0.d0.signs' has 469 rows"),
+    "slopes of one leaf fewer": ("relu", lambda i, a: a.update({"r0.d0.alpha": a["r0.d0.alpha"][1:]}),
+                                 "regions[0].disjuncts[0].leaves is 469, but array 'r0.d0.alpha' has 468 rows"),
+    "leaves 0, leaves stored": ("relu", lambda i, a: _disjunct(i).update(leaves=0),
+                                "regions[0].disjuncts[0].leaves is 0, but array 'r0.d0.signs' has 469 rows"),
+    "lp leaves not stored": ("relu", lambda i, a: _disjunct(i).update(lp_leaves=2),
+                             "regions[0].disjuncts[0].lp_leaves is 2, but array 'r0.d0.lp.signs' is missing"),
+    "trusted leaves fewer than stored": (
+        "relu", lambda i, a: (_disjunct(i).update(trusted_leaves=1), a.update({"r0.d0.trusted": a["r0.d0.signs"][:3]})),
+        "regions[0].disjuncts[0].trusted_leaves is 1, but array 'r0.d0.trusted' has 3 rows"),
+    "trusted array, count 0": ("relu", lambda i, a: a.update({"r0.d0.trusted": a["r0.d0.signs"][:3]}),
+                               "regions[0].disjuncts[0].trusted_leaves is 0, but array 'r0.d0.trusted' has 3 rows"),
+    "intermediate pass not listed": ("relu", lambda i, a: i["regions"][0].update(intermediate=[]),
+                                     "regions[0].intermediate is [], but array 'r0.inter1."),
+    "a ReLU more than listed": ("relu", lambda i, a: a.update({"r0.claims.l2": a["r0.claims.l1"]}),
+                                "regions[0].relus is [20, 20], but array 'r0.claims.l2' is stored"),
+    "a max-pool not listed": ("relu", lambda i, a: a.update({"r0.pool0.sel": np.zeros(4, np.int64)}),
+                              "regions[0].pools is [], but array 'r0.pool0.sel' is stored"),
+    "arrays of a region not listed": ("box", lambda i, a: a.update({"r1.tree.dim": a["r0.tree.dim"]}),
+                                      "regions has no region 1, but array 'r1.tree.dim' is stored"),
+    "a region the spec lacks": ("box", lambda i, a: (i["regions"].append(dict(i["regions"][0], index=1)),
+                                                     a.update({f"r1.tree.{k}": a[f"r0.tree.{k}"] for k in
+                                                               ("dim", "mid", "left", "right", "claims")})),
+                                "regions[1].index is 1, but the spec has 1 region(s)"),
+    "a disjunct the spec lacks": ("relu", lambda i, a: i["regions"][0]["disjuncts"].append(
+        dict(_disjunct(i), index=5, leaves=0)), "regions[0].disjuncts[1].index is 5, but region 0 of the spec has 2"),
+    "two disjuncts 0": ("relu", lambda i, a: i["regions"][0]["disjuncts"].append(dict(_disjunct(i))),
+                        "regions[0].disjuncts is [0, 0], not disjuncts of distinct indices"),
+    "lp_tree covers nothing, leaves kept": ("relu", lambda i, a: _disjunct(i).update(lp_tree=_tree(4)),
+                                            "regions[0].disjuncts[0].leaves is 469, not 0"),
+    "lp_tree fewer LPs than LP leaves": (
+        "relu", lambda i, a: (_disjunct(i).update(leaves=0, lp_leaves=3, lp_tree=_tree(2)),
+                              [a.pop(f"r0.d0.{k}") for k in ("signs", "alpha", "beta", "lower")]),
+        "regions[0].disjuncts[0].lp_leaves is 3, not from 1 to its lp_tree.nodes 2"),
+    "lp_tree nodes a string": ("relu", lambda i, a: _disjunct(i).update(lp_tree={**_tree(1), "nodes": "1"}),
+                               "regions[0].disjuncts[0].lp_tree.nodes is '1', not an integer ≥ 0"),
+    "an array of no known name": ("relu", lambda i, a: a.update({"r0.extra": a["r0.final.lower"]}),
+                                  "regions[0] calls for no array of that name, but array 'r0.extra' is stored"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COUNT_FAULTS))
+def test_a_count_that_disagrees_with_the_stored_arrays_is_refused(certificates, capsys, name):
+    """Was 'proof valid' for a tree of 1 node whose index said 5 nodes, and for leaf counts
+    or lists of passes, ReLUs, regions and disjuncts that the stored arrays contradict."""
+    work, box, relu = certificates
+    which, change, words = COUNT_FAULTS[name]
+    model, spec, proof = box if which == "box" else relu
+    index, arrays = read_archive(proof)
+    change(index, arrays)
+    bad = write_archive(str(work / f"count_{name.replace(' ', '_').replace(',', '')}.proof"), index, arrays)
+    code, out, err = run(capsys, "check-proof", model, spec, bad)
+    assert_refused(code, out, err, bad, "malformed certificate", f"index.json: {words}",
+                   "give the certificate verify --proof wrote")

@@ -8,9 +8,11 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import zipfile
 import zlib
+from typing import Callable
 
 import numpy as np
 
@@ -97,8 +99,119 @@ def validate_index(index: dict) -> None:
                 _need(_is_count(item.get(key)), f"{where}.{key}", item.get(key), "an integer ≥ 0")
             _need(item.get("milp") is None or isinstance(item.get("milp"), str), f"{where}.milp", item.get("milp"),
                   "null or a string")
+            if "lp_tree" in item:
+                _lp_tree(item, f"{where}.lp_tree")
+        indices = [item["index"] for item in disjuncts]
+        _need(len(set(indices)) == len(indices), f"{at}.disjuncts", indices, "disjuncts of distinct indices")
     seen = [entry["index"] for entry in regions]
     _need(len(set(seen)) == len(seen), "regions", seen, "regions of distinct indices")
+
+
+def _lp_tree(item: dict, where: str) -> None:
+    """Check a disjunct's ``lp_tree`` record (the LP branch-and-bound that replaced the MILP,
+    :mod:`verifier.proof.milp_tree`) against the disjunct's own counts: ``nodes`` LPs solved
+    (``≥ 1``: the root is never covered by the search's leaves, or no tree is built),
+    ``covered`` nodes closed by the search's leaves (``0``: none of them is kept, so
+    ``leaves`` and ``trusted_leaves`` are 0 and every one of the ``1..nodes`` LP leaves is
+    the tree's)."""
+    tree = item["lp_tree"]
+    _need(isinstance(tree, dict), where, tree, 'an object {"nodes": …, "covered": …, "seconds": …}')
+    for key in ("nodes", "covered"):
+        _need(_is_count(tree.get(key)), f"{where}.{key}", tree.get(key), "an integer ≥ 0")
+    seconds = tree.get("seconds")
+    _need(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+          and seconds >= 0, f"{where}.seconds", seconds, "a number ≥ 0")
+    _need(tree["nodes"] >= 1, f"{where}.nodes", tree["nodes"], "≥ 1 (the tree solves its root's LP)")
+    if tree["covered"] == 0:
+        parent = where.rsplit(".", 1)[0]
+        for key in ("leaves", "trusted_leaves"):
+            _need(item[key] == 0, f"{parent}.{key}", item[key], f"0 (its lp_tree covered nothing with the search's "
+                                                                 f"leaves, so none are kept)")
+        _need(1 <= item["lp_leaves"] <= tree["nodes"], f"{parent}.lp_leaves", item["lp_leaves"],
+              f"from 1 to its lp_tree.nodes {tree['nodes']} (one LP leaf per LP at most)")
+
+
+# A region's arrays, by name after "r<index>.": (pattern, its region kind, the index key that counts them)
+STORED = ((r"tree\.(?:dim|mid|left|right|claims)", "box-tree", None), (r"final\.lower", "relu-split", None),
+          (r"(?:claims\.[lu]|final\.alpha)(\d+)", "relu-split", "relus"),
+          (r"pool(\d+)\.(?:sel|dom)", "relu-split", "pools"),
+          (r"inter(\d+)\.(?:rows|alpha(\d+))", "relu-split", "intermediate"),
+          (r"d(\d+)\.lp\.(?:signs|theta|dual|lower)", "relu-split", "lp_leaves"),
+          (r"d(\d+)\.trusted", "relu-split", "trusted_leaves"),
+          (r"d(\d+)\.(?:signs|alpha|beta|lower)", "relu-split", "leaves"))
+
+
+def _not_called_for(n: int, entry: dict, name: str) -> str | None:
+    """``None`` when region ``entry`` (``regions[n]``) calls for an array ``r<index>.<name>``,
+    else the index key (and its value) that does not: :data:`STORED`."""
+    for pattern, kind, key in STORED:
+        part = re.fullmatch(pattern, name)
+        if part is None:
+            continue
+        if entry["kind"] != kind:
+            return f"regions[{n}].kind is {entry['kind']!r}"
+        if key is None:
+            return None
+        number = int(part[1])
+        if key in ("relus", "pools", "intermediate"):
+            ok = number < len(entry[key]) if key != "intermediate" else \
+                number in entry[key] and (part[2] is None or int(part[2]) < number)
+            return None if ok else f"regions[{n}].{key} is {entry[key]!r}"
+        if not any(item["index"] == number for item in entry["disjuncts"]):
+            return f"regions[{n}].disjuncts has no disjunct {number}"
+        return None  # its length must equal the disjunct's count: check_counts
+    return f"regions[{n}] calls for no array of that name"
+
+
+def check_stored(index: dict, names: list[str]) -> None:
+    """Every array among the archive's members ``names`` (``<key>.npy``) must be one that a
+    list of the (validated) index calls for: not the arrays of a ReLU, max-pool or
+    intermediate pass the index does not list, nor those of a region or disjunct it does
+    not have. Raises :class:`CertificateMalformed` naming the index key and the array."""
+    regions = {entry["index"]: (n, entry) for n, entry in enumerate(index["regions"])}
+    for member in names:
+        if not member.endswith(".npy"):
+            continue
+        key = member[:-4]
+        found = re.fullmatch(r"r(\d+)\.(.+)", key)
+        if found is None:
+            why = "no region's arrays are named so"
+        elif int(found[1]) not in regions:
+            why = f"regions has no region {int(found[1])}"
+        else:
+            why = _not_called_for(*regions[int(found[1])], found[2])
+        if why is not None:
+            raise CertificateMalformed(f"index.json: {why}, but array '{key}' is stored")
+
+
+TREE_ARRAYS = ("dim", "mid", "left", "right", "claims")  # r<i>.tree.<name>: one row per node
+LEAF_ARRAYS = {"leaves": ("signs", "alpha", "beta", "lower"),  # r<i>.d<j>.<name>: one row per leaf of the kind
+               "lp_leaves": ("lp.signs", "lp.theta", "lp.dual", "lp.lower"), "trusted_leaves": ("trusted",)}
+
+
+def check_counts(index: dict, shape: Callable[[str], tuple[int, ...] | None]) -> None:
+    """Every count of the (validated) index equals the length (first axis) of each array it
+    counts: a ``box-tree`` region's ``nodes`` those of its tree arrays, a disjunct's
+    ``leaves``, ``lp_leaves`` and ``trusted_leaves`` those of its leaf arrays of that kind
+    (:data:`LEAF_ARRAYS`; a count of 0 with no such array stored is fine), whether or not
+    the checker reads them later (a disjunct closed at the root, or left to HiGHS).
+    ``shape(key)``: a stored array's shape, ``None`` when it is not stored. Raises
+    :class:`CertificateMalformed` naming the index key and the array."""
+    for n, entry in enumerate(index["regions"]):
+        r, at = entry["index"], f"regions[{n}]"
+        if entry["kind"] == "box-tree":
+            groups = [(f"{at}.nodes", entry["nodes"], [f"r{r}.tree.{name}" for name in TREE_ARRAYS])]
+        else:
+            groups = [(f"{at}.disjuncts[{m}].{key}", item[key], [f"r{r}.d{item['index']}.{name}" for name in names])
+                      for m, item in enumerate(entry["disjuncts"]) for key, names in LEAF_ARRAYS.items()]
+        for where, count, keys in groups:
+            for key in keys:
+                found = shape(key)
+                if found is None and count == 0:
+                    continue
+                held = "is missing" if found is None else f"has shape {found}" if not found else f"has {found[0]} rows"
+                if found is None or not found or found[0] != count:
+                    raise CertificateMalformed(f"index.json: {where} is {count}, but array '{key}' {held}")
 
 
 class LeafFailed(Exception):
@@ -127,6 +240,7 @@ class Certificate:
         if not stat.S_ISREG(mode):  # a folder, FIFO or device: never opened (a FIFO would block)
             kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
             raise CertificateError(f"the certificate {path} is {kind}; give the .proof file verify --proof wrote")
+        self.path = path
         try:
             self._zip = zipfile.ZipFile(path)
             index = json.loads(self._read("index.json").decode("utf-8"))
@@ -139,10 +253,12 @@ class Certificate:
                                    f"is not {FORMAT!r}")
         try:
             validate_index(index)
+            check_stored(index, self._zip.namelist())
+            check_counts(index, self.shape)
         except CertificateMalformed as exc:
             raise CertificateMalformed(f"{path} is a malformed certificate: {exc}; give the certificate "
                                        f"verify --proof wrote") from None
-        self.index, self.path = index, path
+        self.index = index
         self.tolerance = 1e-6  # how far re-derived bounds may fall below the claims (set by the checker)
 
     def array(self, key: str) -> np.ndarray:
@@ -185,6 +301,31 @@ class Certificate:
             raise CertificateUnreadable(f"{self.path}: member {member} declares {size} bytes (at most "
                                         f"{MAX_MEMBER_BYTES} in a certificate)")
         return self._zip.read(member)
+
+    def shape(self, key: str) -> tuple[int, ...] | None:
+        """The shape an array ``key`` declares in its ``.npy`` header (nothing else is read),
+        ``None`` when it is not stored; :class:`CertificateUnreadable` for a header that
+        cannot be read or disagrees with the member's size (as :meth:`array`)."""
+        if not self.has(key):
+            return None
+        try:
+            with self._zip.open(f"{key}.npy") as stream:
+                version = np.lib.format.read_magic(stream)
+                header = {(1, 0): np.lib.format.read_array_header_1_0,
+                          (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if header is None:
+                    raise ValueError(f"npy format version {version} (1.0 or 2.0 expected)")
+                shape, _, dtype = header(stream)
+                size = self._zip.getinfo(f"{key}.npy").file_size
+                if dtype.hasobject or math.prod(shape) * dtype.itemsize != size - stream.tell():
+                    raise ValueError(f"its header declares {shape} {dtype}, which is not the {size} bytes stored")
+                return tuple(shape)
+        except UNREADABLE as exc:
+            raise CertificateUnreadable(f"{self.path}: member {key}.npy cannot be read ({exc}); give the certificate "
+                                        f"verify --proof wrote") from None
+        except ValueError as exc:
+            raise CertificateUnreadable(f"{self.path}: array '{key}' is not a readable .npy array ({exc}); give the "
+                                        f"certificate verify --proof wrote") from None
 
     def has(self, key: str) -> bool:
         """Whether an array ``key`` is stored."""

@@ -137,15 +137,19 @@ def _check_proof(model_path: str, spec_path: str, proof_path: str) -> CheckRepor
             raise LeafFailed(f"the checker cannot read the model: {exc}") from None
         report.reading = time.perf_counter() - start
         cert.tolerance = CLAIM_TOLERANCE_FLOAT32 if index.get("claims_dtype") == "float32" else CLAIM_TOLERANCE
-        entries = {e.get("index"): e for e in index.get("regions", [])}
+        entries = {e["index"]: (f"regions[{n}]", e) for n, e in enumerate(index["regions"])}
+        for at, entry in entries.values():
+            if entry["index"] >= len(regions):
+                raise CertificateMalformed(f"index.json: {at}.index is {entry['index']}, but the spec has "
+                                           f"{len(regions)} region(s)")
         for r, region in enumerate(regions):
-            entry = entries.get(r)
+            at, entry = entries.get(r, (None, None))
             if entry is None:
                 raise CertificateMalformed(f"region {r}: the certificate has nothing for it")
             if entry.get("kind") == "box-tree":
                 report.leaves += check_box_tree(net, region, cert, r)
             elif entry.get("kind") == "relu-split":
-                report.leaves += check_relu_split(net, region, cert, entry, report.trusted)
+                report.leaves += check_relu_split(net, region, cert, entry, report.trusted, at)
             else:
                 raise CertificateMalformed(f"region {r}: unknown kind {entry.get('kind')!r}")
         report.valid, report.message = True, "proof valid"
@@ -301,10 +305,16 @@ def _per_relu(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(flat, np.cumsum(sizes)[:-1], axis=-1)
 
 
-def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dict, trusted: list[str]) -> int:
-    """Check one ``relu-split`` region entry; append what is trusted to ``trusted``;
-    return the number of leaves re-derived."""
+def check_relu_split(net: Network, region: Region, cert: Certificate, entry: dict, trusted: list[str],
+                     at: str) -> int:
+    """Check one ``relu-split`` region entry (``at``: its place in the index,
+    ``"regions[n]"``); append what is trusted to ``trusted``; return the number of leaves
+    re-derived. (Its counts agree with the stored arrays: :class:`Certificate` checked.)"""
     r = entry["index"]
+    for m, item in enumerate(entry["disjuncts"]):
+        if item["index"] >= len(region.sizes):
+            raise CertificateMalformed(f"index.json: {at}.disjuncts[{m}].index is {item['index']}, but region {r} "
+                                       f"of the spec has {len(region.sizes)} disjunct(s)")
     relus = net.relu_inputs
     sizes = [net.sizes[i] for i in relus]
     if list(entry.get("relus", [])) != sizes:
