@@ -1,5 +1,6 @@
 """A structurally malformed certificate (index.json keys missing or of the wrong type, an
-array missing or of the wrong dtype or shape, a truncated archive) is bad input:
+array missing or of the wrong dtype or shape, a count of the index that disagrees with
+its arrays, a truncated archive) is bad input:
 ``check-proof`` refuses it with one ``error:`` line naming the file and what is wrong,
 exit 2; a well-formed certificate whose bound fails is ``proof invalid``, exit 1."""
 
