@@ -39,8 +39,9 @@ def test_best_split_keeps_the_halves_bounds_and_picks_the_best_candidate(tmp_pat
     open_mask = IS._open_disjuncts(lb, b, sizes)
     picks = torch.tensor([[0, 2], [2, 2], [1, 0], [2, 1]])
     splittable = torch.ones(4, 3, dtype=torch.bool)
+    parent = IS._box_margin(lb - b, open_mask, sizes).clamp(max=0)
     dim, (c_lo, c_hi, c_inter, c_lb, c_coeff, count) = IS._best_split(
-        model, graph, los, his, inter, open_mask, picks, splittable, C, b, sizes, None)
+        model, graph, los, his, inter, open_mask, picks, splittable, C, b, sizes, None, parent)
     assert count == 2 * 7  # the repeated candidate of box 1 is tried once
     for i in range(4):
         scores = []
@@ -50,7 +51,8 @@ def test_best_split_keeps_the_halves_bounds_and_picks_the_best_candidate(tmp_pat
             known = {n: (torch.cat([l[i:i + 1]] * 2), torch.cat([u[i:i + 1]] * 2)) for n, (l, u) in inter.items()}
             h_lb, _, _ = IS._cascade_bounds(model, graph, halves_lo, halves_hi, known, C, b, sizes)
             margin = IS._box_margin(h_lb - b, open_mask[i:i + 1].repeat(2, 1), sizes).clamp(max=0)
-            scores.append((float(margin.sum()), j, halves_lo, halves_hi, h_lb))
+            improves = float(margin.min()) > float(parent[i]) + 1e-9 * (1 + abs(float(parent[i])))
+            scores.append((float(margin.sum()) if improves else -1e299, j, halves_lo, halves_hi, h_lb))
         best = max(scores, key=lambda s: s[0])  # max keeps the first of equal scores, as the rule does
         assert int(dim[i]) == best[1]
         # children: lefts first, then rights; their bounds are those of a fresh cascade
@@ -108,3 +110,33 @@ def test_descent_stays_in_each_box_and_never_worsens_the_violation(tmp_path):
     with torch.no_grad():
         before, after = region.violation(model(start)), region.violation(model(end))
     assert bool((after <= before).all()) and bool((after < before).any())
+
+
+# ../shared/cases/field/case04_matmul_3d_batched model_b: two blocks of three inputs, each
+# through its own 3x4 MatMul and ReLU, summed by one MatMul; Y_0 ≤ 4.0083 over [-1, 1]^6
+_WB = [[[0.3166, 0.5105, -1.4931, 2.2527], [-1.9156, 1.1018, -0.3299, -0.8806], [-0.6563, -0.672, 0.3802, -0.1101]],
+       [[1.4826, -1.8296, -0.0031, -0.8921], [0.7759, -2.1181, -0.3437, 0.2102], [-1.4843, 0.9852, 0.1787, 1.0069]]]
+_W2 = [[0.9592, -0.9799], [-0.7978, -0.2033], [0.748, 0.851], [-0.7097, -0.6072], [-0.7978, -0.5842],
+       [-0.2379, -0.1318], [2.0581, -0.5064], [-0.2887, 0.4586]]
+
+
+def test_fsb_splits_the_input_block_that_limits_the_worse_half(tmp_path):
+    """The greedy sum of the halves' margins preferred, without end, the inputs of the block
+    that tightens one half only (the gradient rule's), leaving the other block unsplit:
+    millions of boxes on this unsat property. The guard (a candidate must improve the worse
+    half, else the coefficient rule's input) closes it in a few dozen."""
+    from onnx import helper as oh
+    from onnx_builders import make_model, save_model
+    nodes = [oh.make_node("MatMul", ["x", "Wb"], ["h"]), oh.make_node("Relu", ["h"], ["r"]),
+             oh.make_node("Reshape", ["r", "shape"], ["f"]), oh.make_node("MatMul", ["f", "W2"], ["y"])]
+    inits = {"Wb": np.array(_WB, dtype=np.float32), "W2": np.array(_W2, dtype=np.float32),
+             "shape": np.array([1, -1], dtype=np.int64)}
+    model = verifier.load(save_model(make_model(nodes, [2, 1, 3], "y", inits), tmp_path))
+    lo, hi = -torch.ones(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64)
+    x = lo + (hi - lo) * torch.rand(20000, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert float(model(x)[:, 0].max()) < 4.0084
+    region = InputRegion(lo, hi, [Conjunction(torch.tensor([[-1.0, 0.0]], dtype=torch.float64),
+                                              torch.tensor([-4.30427], dtype=torch.float64))])
+    stats = IS.BaBStats()
+    status, _ = IS.input_split_bab(model, region, Deadline(60), stats=stats, split_rule="fsb", candidates=2)
+    assert status == "unsat" and stats.boxes_bounded < 1000, stats

@@ -39,7 +39,7 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # every input region here is a box (VNN-LIB, compute_bounds' [lower, upper]): a domain
     # told norm=1 or 2 would bound the L1/L2 ball inscribed in it instead, and prove unsat wrongly
     "norm": (lambda v: v == math.inf, "inf (input regions are L∞ boxes; L1/L2 balls are not supported)"),
-    "split_rule": (lambda v: v in _split_rules(), "one of lookahead, coefficient, gradient"),
+    "split_rule": (lambda v: v in _split_rules(), "one of fsb, lookahead, coefficient, gradient"),
 }
 
 

@@ -243,12 +243,16 @@ def _candidates(model, lo, hi, lb, coef_scores, open_mask, splittable, C, b, siz
     return torch.stack(picks[:count], dim=1)
 
 
-def _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b, sizes, strict):
+def _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b, sizes, strict, parent):
     """Filtered look-ahead (FSB-style, on inputs): both halves of every box across every
     distinct splittable candidate input of ``picks`` ``(N, K)`` are bounded by
-    :func:`_cascade_bounds` (from the box's own intermediate bounds), and per box the input
-    whose halves' margins (clamped at 0, a closed half counting 0) sum highest wins; ties go
-    to the earlier candidate. The chosen halves keep their bounds, so the search does not
+    :func:`_cascade_bounds` (from the box's own intermediate bounds), and per box, among the
+    inputs whose worse half improves on the box's own margin ``parent`` ``(N,)`` (clamped at
+    0), the one whose halves' margins (clamped at 0, a closed half counting 0) sum highest
+    wins; when none improves its worse half, the first candidate (the coefficient rule's)
+    does. Ties go to the earlier candidate. The guard keeps the greedy sum from halving,
+    without end, inputs that only ever tighten one half while the input that limits the
+    other is never split. The chosen halves keep their bounds, so the search does not
     bound them again. Returns the chosen inputs ``(N,)`` and ``[lo, hi, intermediate bounds,
     lb, Λ_x, halves bounded]`` of the ``2N`` children (lefts, then rights)."""
     N, K = picks.shape
@@ -268,7 +272,11 @@ def _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b,
     margin = _box_margin(torch.nan_to_num(c_lb, nan=float("-inf")) - b, open_mask[box].repeat(2, 1), sizes)
     margin = margin.clamp(max=0)
     table = torch.full((N, K), float("-inf"), dtype=margin.dtype, device=margin.device)
-    table[box, col] = torch.nan_to_num(margin[:P] + margin[P:], nan=float("-inf"))
+    worse = torch.minimum(margin[:P], margin[P:])
+    base = parent[box]
+    improves = worse > base + 1e-9 * (1 + base.abs())
+    score = torch.where(improves, margin[:P] + margin[P:], torch.full_like(worse, -1e299))
+    table[box, col] = torch.nan_to_num(score, nan=float("-inf"))
     pair = torch.full((N, K), -1, dtype=torch.long, device=lo.device)
     pair[box, col] = torch.arange(P, device=lo.device)
     # a box whose candidates all have -inf halves keeps its first valid candidate
@@ -404,7 +412,9 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             coef_scores = None if coeff is None else (coeff[torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths)
         if split_rule == "fsb" and coeff is not None:
             picks = _candidates(model, lo, hi, lb, coef_scores, open_mask, splittable, C, b, sizes, candidates)
-            dim, children = _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b, sizes, strict)
+            parent = _box_margin(lb - b, open_mask, sizes).clamp(max=0)
+            dim, children = _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b, sizes, strict,
+                                        parent)
             stats.boxes_bounded += children.pop()
         else:
             if split_rule in ("lookahead", "coefficient") and coeff is not None:
