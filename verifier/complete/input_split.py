@@ -270,16 +270,17 @@ def _best_split(model, graph, lo, hi, inter, open_mask, picks, splittable, C, b,
             lambda i: _cascade_bounds(model, graph, all_lo[i], all_hi[i], _take(known, i), C, b, sizes, strict),
             2 * P, _merge_cascade)
     margin = _box_margin(torch.nan_to_num(c_lb, nan=float("-inf")) - b, open_mask[box].repeat(2, 1), sizes)
-    margin = margin.clamp(max=0)
-    table = torch.full((N, K), float("-inf"), dtype=margin.dtype, device=margin.device)
+    margin = margin.clamp(max=0).double()  # scores in float64: the sentinels below overflow float32
+    table = torch.full((N, K), float("-inf"), dtype=torch.float64, device=margin.device)
     worse = torch.minimum(margin[:P], margin[P:])
-    base = parent[box]
+    base = parent[box].double()
     improves = worse > base + 1e-9 * (1 + base.abs())
     score = torch.where(improves, margin[:P] + margin[P:], torch.full_like(worse, -1e299))
     table[box, col] = torch.nan_to_num(score, nan=float("-inf"))
     pair = torch.full((N, K), -1, dtype=torch.long, device=lo.device)
     pair[box, col] = torch.arange(P, device=lo.device)
-    # a box whose candidates all have -inf halves keeps its first valid candidate
+    # a box whose candidates all have -inf halves keeps its first valid candidate (candidate 0,
+    # the coefficient rule's, is a splittable input, so every box has one)
     table = torch.where(valid, table.nan_to_num(neginf=-1e300), torch.full_like(table, float("-inf")))
     choice = pair[torch.arange(N, device=lo.device), table.argmax(dim=1)]
     order = torch.cat([choice, choice + P])

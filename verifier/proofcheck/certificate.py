@@ -25,6 +25,21 @@ CLAIM_TOLERANCE = 1e-6  # re-derived bounds may fall this far (relative) below t
 CLAIM_TOLERANCE_FLOAT32 = 1e-4  # claims computed in float32 (verify --dtype float32) are that much less precise
 
 
+
+def _npy_header(stream, size: int) -> tuple[int, ...]:
+    """The shape an ``.npy`` member of ``size`` bytes declares, its header read from
+    ``stream`` (left after the header); ``ValueError`` for a format other than 1.0/2.0, an
+    object dtype, or a header whose shape and dtype do not account for the bytes stored."""
+    version = np.lib.format.read_magic(stream)
+    header = {(1, 0): np.lib.format.read_array_header_1_0,
+              (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if header is None:
+        raise ValueError(f"npy format version {version} (1.0 or 2.0 expected)")
+    shape, _, dtype = header(stream)
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize != size - stream.tell():
+        raise ValueError(f"its header declares {shape} {dtype}, which is not the {size} bytes stored")
+    return tuple(shape)
+
 class CertificateError(ValueError):
     """The file is not a readable certificate of this format (the message says why)."""
 
@@ -274,14 +289,7 @@ class Certificate:
                                         f"verify --proof wrote") from None
         try:
             stream = io.BytesIO(data)
-            version = np.lib.format.read_magic(stream)
-            header = {(1, 0): np.lib.format.read_array_header_1_0,
-                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if header is None:
-                raise ValueError(f"npy format version {version} (1.0 or 2.0 expected)")
-            shape, _, dtype = header(stream)
-            if dtype.hasobject or math.prod(shape) * dtype.itemsize != len(data) - stream.tell():
-                raise ValueError(f"its header declares {shape} {dtype}, which is not the {len(data)} bytes stored")
+            _npy_header(stream, len(data))
             stream.seek(0)
             value = np.load(stream, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -310,16 +318,7 @@ class Certificate:
             return None
         try:
             with self._zip.open(f"{key}.npy") as stream:
-                version = np.lib.format.read_magic(stream)
-                header = {(1, 0): np.lib.format.read_array_header_1_0,
-                          (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-                if header is None:
-                    raise ValueError(f"npy format version {version} (1.0 or 2.0 expected)")
-                shape, _, dtype = header(stream)
-                size = self._zip.getinfo(f"{key}.npy").file_size
-                if dtype.hasobject or math.prod(shape) * dtype.itemsize != size - stream.tell():
-                    raise ValueError(f"its header declares {shape} {dtype}, which is not the {size} bytes stored")
-                return tuple(shape)
+                return _npy_header(stream, self._zip.getinfo(f"{key}.npy").file_size)
         except UNREADABLE as exc:
             raise CertificateUnreadable(f"{self.path}: member {key}.npy cannot be read ({exc}); give the certificate "
                                         f"verify --proof wrote") from None
