@@ -89,3 +89,35 @@ def test_attack_checks_the_deadline_inside_its_gradient_steps(mlp, backward_chec
     with Deadline(600.0).active():
         attack_region(mlp, region, Deadline(600.0), steps=3)
     assert backward_checks[0] > 0
+
+
+def test_vnncomp_runner_warms_up_before_the_search_clock(tmp_path, monkeypatch):
+    """``run_instance`` runs the one-time warm-up of what the search uses (the optimisers
+    on a 784-input net, searched by α-CROWN and ReLU splitting) before ``verify`` starts
+    its deadline: verify's own warm-up then finds nothing to do."""
+    import shutil
+
+    import verifier.deadline as deadline
+    import verifier.verify as verify_module
+    from conftest import DEFAULT_MODEL, PROPERTIES
+    from verifier.vnncomp_instance import FileResolver, ModelCache, run_instance
+    from verifier.vnncomp_plan import Instance
+
+    for sub, src in (("onnx", DEFAULT_MODEL), ("vnnlib", PROPERTIES / "mnist_0_eps0.02.vnnlib")):
+        (tmp_path / sub).mkdir()
+        shutil.copy(src, tmp_path / sub / src.name)
+    calls = []
+    real = deadline.warm_up
+
+    def recording(optimizers=True, where="runner"):
+        calls.append((where, optimizers, "optimizers" in deadline._WARM))
+        return real(optimizers)
+
+    monkeypatch.setattr(deadline, "warm_up", recording)
+    monkeypatch.setattr(verify_module, "warm_up", lambda optimizers=True: recording(optimizers, "verify"))
+    instance = Instance(f"onnx/{DEFAULT_MODEL.name}", "vnnlib/mnist_0_eps0.02.vnnlib", 30)
+    out = run_instance(instance, 30.0, FileResolver(tmp_path, tmp_path), ModelCache(disk_cache=False),
+                       tmp_path / "result.txt")
+    assert out.result in ("unsat", "unknown", "timeout"), out
+    assert calls[0][:2] == ("runner", True)
+    assert all(warm for where, optimizers, warm in calls if where == "verify" and optimizers)
