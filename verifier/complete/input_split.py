@@ -37,7 +37,7 @@ from ..api import Model, compute_bounds
 from ..domains.crown import CrownDomain
 from ..ir.graph import input_node
 from ..attack import Counterexample, confirm_candidates
-from ..deadline import Deadline
+from ..deadline import Deadline, interruptible
 from ..errors import VerifierInputError
 from .forward_linear import MAX_INPUTS, forward_linear_bounds
 from .memory import bound_in_parts
@@ -100,7 +100,7 @@ def _split_scores(model: Model, centres: torch.Tensor, widths: torch.Tensor,
         rows = y @ C.T - b
         viol, _ = _best_rows(rows, sizes)
         viol = torch.where(open_mask, viol, torch.full_like(viol, float("inf")))
-        grad, = torch.autograd.grad(viol.min(dim=1).values.sum(), x)
+        grad, = torch.autograd.grad(interruptible(viol.min(dim=1).values.sum()), x)
     return widths * (grad.abs() + 1e-12)
 
 
@@ -173,7 +173,9 @@ def _cascade_bounds(model, graph, lo, hi, inherited, C, b, sizes, strict=None):
         # forward linear bounds first (n+1 passes; fewer crossing rows for CROWN); not under
         # verify --proof, whose checker re-derives the leaves' bounds by IBP and CROWN only
         part = forward_linear_bounds(graph, lower[idx], upper[idx], known=part, need=list(part))
-    full = crown.intermediate_bounds(graph, lower[idx], upper[idx], known=part)
+    # wide nets: IBP refreshed after each bounded node (fewer crossing rows; the checker of
+    # verify --proof re-derives plain CROWN, so not under it)
+    full = crown.intermediate_bounds(graph, lower[idx], upper[idx], known=part, refresh=wide and active() is None)
     lb2, coeff2 = _crown_final(graph, crown, lower[idx], upper[idx], C, full)
     lb, coeff = lb.clone(), coeff.clone()
     lb[idx], coeff[idx] = torch.maximum(lb[idx], lb2), coeff2
@@ -215,7 +217,7 @@ def _descend(model: Model, region: InputRegion, lo: torch.Tensor, hi: torch.Tens
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             v = region.violation(model(x).double())
-            grad, = torch.autograd.grad(v.sum(), x)
+            grad, = torch.autograd.grad(interruptible(v.sum()), x)
         with torch.no_grad():
             better = v < best_v
             best = torch.where(better[:, None], x.detach(), best)
