@@ -24,6 +24,7 @@ import verifier.domains.patches as patches
 from verifier.domains import get_domain
 from verifier.linalg import per_sample_rows
 from onnx_builders import make_model, save_model
+from patch_helpers import count_calls, dense, random_box  # noqa: F401 (dense: a fixture)
 
 F64 = torch.float64
 TOL = 1e-9
@@ -67,35 +68,13 @@ NETS = {
 
 
 def _box(model, rng, batch=3, width=0.6):
-    x = torch.as_tensor(rng.normal(0, 1, (batch, *model.input_shape)), dtype=F64)
-    return x - width / 2, x + width / 2
-
-
-@pytest.fixture
-def dense(monkeypatch):
-    """Switch the patch path off (every pass dense) inside a ``with dense():`` block."""
-    class Switch:
-        def __enter__(self):
-            monkeypatch.setattr(backward, "patchable", lambda *a: False)
-
-        def __exit__(self, *exc):
-            monkeypatch.setattr(backward, "patchable", patches.patchable)
-
-    return Switch
+    return random_box(model, rng, batch, width)
 
 
 @pytest.fixture
 def counted(monkeypatch):
     """The number of patch-form passes run so far."""
-    calls = [0]
-    real = patches.patch_bound
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(backward, "patch_bound", counting)
-    return calls
+    return count_calls(monkeypatch, backward, "patch_bound", patches.patch_bound)
 
 
 @pytest.mark.parametrize("name", list(NETS))

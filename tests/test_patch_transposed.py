@@ -25,6 +25,7 @@ import verifier.domains.patch_steps as patch_steps
 from verifier.domains import get_domain
 from verifier.linalg import per_sample_rows
 from onnx_builders import make_model, save_model
+from patch_helpers import count_calls, dense, random_box  # noqa: F401 (dense: a fixture)
 
 F64 = torch.float64
 TOL = 1e-9
@@ -76,35 +77,13 @@ NETS = {  # stride 2 after stride 2 (per-window origins), a stride-1 last layer,
 
 
 def _box(model, rng, batch=2, width=0.5):
-    x = torch.as_tensor(rng.normal(0, 1, (batch, *model.input_shape)), dtype=F64)
-    return x - width / 2, x + width / 2
-
-
-@pytest.fixture
-def dense(monkeypatch):
-    """Switch the patch path off (every pass dense) inside a ``with dense():`` block."""
-    class Switch:
-        def __enter__(self):
-            monkeypatch.setattr(backward, "patchable", lambda *a: False)
-
-        def __exit__(self, *exc):
-            monkeypatch.setattr(backward, "patchable", patches.patchable)
-
-    return Switch
+    return random_box(model, rng, batch, width)
 
 
 @pytest.fixture
 def crossed(monkeypatch):
     """The number of windows steps through a transposed convolution so far."""
-    calls = [0]
-    real = patch_steps.conv_transpose_step
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(patches, "conv_transpose_step", counting)
-    return calls
+    return count_calls(monkeypatch, patches, "conv_transpose_step", patch_steps.conv_transpose_step)
 
 
 def _model(tmp_path, name, seed=0):
