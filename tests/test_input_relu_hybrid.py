@@ -4,15 +4,13 @@ not finish is never counted as proved (it goes back to input splitting)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-import verifier
-from test_domain_ordering import relu_mlp
+from test_input_split_branching import _net_and_region as sampled_net
 from verifier.complete import input_relu_hybrid as H
 from verifier.complete import relu_split
-from verifier.complete.input_split import BaBStats, input_split_bab
+from verifier.complete.input_split import input_split_bab
 from verifier.deadline import Deadline, Timeout
 from verifier.spec.model import Conjunction, InputRegion
 
@@ -20,12 +18,7 @@ from verifier.spec.model import Conjunction, InputRegion
 def _net_and_region(tmp_path, offset, seed=9, widths=(3, 12, 12, 2)):
     """A random ReLU net and the property ``y_0 ≥ top + offset`` over ``[-1, 1]^3``, ``top``
     the largest ``y_0`` of 20,000 samples (a true value: ``offset < 0`` is sat)."""
-    rng = np.random.default_rng(seed)
-    relu_mlp(tmp_path / "m.onnx", rng, widths)
-    model = verifier.load(tmp_path / "m.onnx")
-    lo, hi = -torch.ones(widths[0], dtype=torch.float64), torch.ones(widths[0], dtype=torch.float64)
-    x = lo + (hi - lo) * torch.rand(20000, widths[0], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    top = float(model(x)[:, 0].max())
+    model, lo, hi, top = sampled_net(tmp_path, seed, widths)
     region = InputRegion(lo, hi, [Conjunction(torch.tensor([[-1.0, 0.0]], dtype=torch.float64),
                                               torch.tensor([-(top + offset)], dtype=torch.float64))])
     return model, region, top + offset
