@@ -177,13 +177,15 @@ class Milp(CompleteMethod):
         (:data:`~verifier.complete.milp_encoders.MILP_ENCODERS`: ReLU, and sign, floor,
         ceil, round on ranges of at most ``MAX_BINARIES_PER_ENTRY`` steps). With
         intermediate ``bounds`` (node → ``(l, u)``), also names the nodes with entries too
-        wide for that cap, which keep their LP relaxation (sound, not exact)."""
+        wide for that cap, which keep their LP relaxation (sound, not exact). A network too
+        large to encode (:func:`~verifier.domains.lp_encoding.too_large`) is named too."""
+        from ..domains.lp_encoding import too_large
         from .milp_encoders import encoder_for, inexact_entries
 
         missing = [(source, f"the MILP does not encode op kind '{kind}' exactly")
                    for kind, source in _kinds(graph).items()
                    if kind not in AFFINE_KINDS | {"input", "constant"} and encoder_for(kind) is None]
-        return missing + (inexact_entries(graph, bounds) if bounds is not None else [])
+        return missing + too_large(graph) + (inexact_entries(graph, bounds) if bounds is not None else [])
 
     def decide(self, model, region, index, deadline, device, dtype, options, notes):
         from .milp import milp_disjunct

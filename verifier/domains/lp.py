@@ -27,7 +27,7 @@ from . import register_domain
 from .base import Domain
 from .crown import CrownDomain
 from .dual_lp import DualLPDomain
-from .lp_encoding import RelaxationProblem, relaxation_problem, unencodable
+from .lp_encoding import RelaxationProblem, relaxation_problem, too_large, unencodable
 
 
 def _linprog():
@@ -49,9 +49,10 @@ class LPDomain(Domain):
         self.time_limit, self.intermediate = time_limit, intermediate
 
     def supports(self, graph):
-        """The op kinds with an LP constraint builder."""
+        """The op kinds with an LP constraint builder, on networks small enough to encode
+        (:func:`~verifier.domains.lp_encoding.too_large`)."""
         return [(source, f"the LP encoding has no constraint builder for op kind '{kind}'")
-                for source, kind in unencodable(graph)]
+                for source, kind in unencodable(graph)] + too_large(graph)
 
     def intermediate_bounds(self, graph, lower, upper):
         sources = {"crown": [CrownDomain], "dual-lp": [DualLPDomain], "best": [CrownDomain, DualLPDomain]}
@@ -60,6 +61,8 @@ class LPDomain(Domain):
                 for n in found[0]}
 
     def bound(self, graph, lower, upper, C=None):
+        for source, message in too_large(graph):  # before the intermediate bounds' work
+            raise VerifierInputError(f"{message} (largest: node '{source}')")
         bounds_by_node = self.intermediate_bounds(graph, lower, upper)
         for node, (l, u) in bounds_by_node.items():
             if not (bool(torch.isfinite(l).all()) and bool(torch.isfinite(u).all())):

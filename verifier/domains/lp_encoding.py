@@ -32,6 +32,10 @@ from ..ops.relaxation import RELAXATIONS
 from ..ops.softmax import SOFTMAX_KINDS, SoftmaxRelaxation
 
 MAX_VARIABLES = 200_000
+# affine ops are encoded by their dense Jacobians (out × in entries each, float64): past this
+# many in all the encoding would need gigabytes (a GAN generator's transposed convolutions:
+# 1.5e9) and is refused up front; the VNN-COMP conv nets need at most 2.6e7 (cifar_wide_kw)
+MAX_JACOBIAN_ENTRIES = 100_000_000
 
 
 def dense_jacobians(node: dict, input_shapes: list[tuple], like: torch.Tensor) -> list[np.ndarray]:
@@ -200,11 +204,44 @@ def unencodable(graph) -> list[tuple[str, str]]:
             if d["kind"] not in ("input", "constant") and lookup(LP_CONSTRAINTS, d["kind"]) is None]
 
 
+def jacobian_entries(graph) -> tuple[int, str | None]:
+    """Entries of the dense Jacobians :func:`lp_affine` builds, ``Σ out_size × in_size`` over
+    the affine nodes' non-constant inputs (a count from shapes alone), and the source name
+    of the node with the most."""
+    total, worst, name = 0, 0, None
+    for n, d in graph.nodes(data=True):
+        if d["kind"] in ("input", "constant") or lookup(LP_CONSTRAINTS, d["kind"]) is not lp_affine:
+            continue
+        if d.get("shape") is None:  # a probe graph without shapes (`verifier ops`): nothing to count
+            continue
+        out = math.prod(d["shape"])
+        entries = sum(out * math.prod(graph.nodes[p].get("shape") or ()) for p in predecessors_by_slot(graph, n)
+                      if graph.nodes[p]["kind"] != "constant")
+        total += entries
+        if entries > worst:
+            worst, name = entries, d.get("source", n)
+    return total, name
+
+
+def too_large(graph) -> list[tuple[str, str]]:
+    """``[(node source, message)]`` when the encoding's dense Jacobians exceed
+    :data:`MAX_JACOBIAN_ENTRIES` (the node with the largest named), else ``[]``: what the lp
+    domain's and the MILP's ``supports`` report, so they refuse before any work."""
+    entries, name = jacobian_entries(graph)
+    if entries <= MAX_JACOBIAN_ENTRIES:
+        return []
+    return [(name, f"LP/MILP encodings are for small networks: the affine ops' dense Jacobians have "
+                   f"{entries:.3g} entries in all (at most {MAX_JACOBIAN_ENTRIES:.3g}, about "
+                   f"{8 * MAX_JACOBIAN_ENTRIES / 2 ** 30:.0f} GiB); use a bound domain (crown, alpha-crown) "
+                   f"or branch-and-bound")]
+
+
 def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) -> RelaxationProblem:
     """Encode the network over the box ``[lower, upper]`` (one sample, ``(1, *input_shape)``)
     as the LP of the module docstring, with ``bounds`` the pre-activation bounds of every
     nonlinear node's input. Raises :class:`VerifierInputError` for a network over
-    ``MAX_VARIABLES`` values or an op kind without a constraint builder."""
+    ``MAX_VARIABLES`` values or ``MAX_JACOBIAN_ENTRIES`` dense Jacobian entries, or an op
+    kind without a constraint builder."""
     sizes = {n: math.prod(graph.nodes[n]["shape"]) for n in topological_order(graph)}
     total = sum(sizes.values())
     if total > MAX_VARIABLES:
@@ -214,6 +251,8 @@ def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) 
     if unsupported:
         source, kind = unsupported[0]
         raise VerifierInputError(f"LP/MILP encodings do not handle op kind '{kind}' (node '{source}')")
+    for source, message in too_large(graph):
+        raise VerifierInputError(f"{message} (largest: node '{source}')")
     enc = LPEncoder(graph, bounds, lower, total)
     states = propagate(graph, enc, lower, upper, keep=True)
     start = {n: b.start for n, b in states.items()}
