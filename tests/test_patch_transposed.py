@@ -12,7 +12,6 @@ with the patch path taken through a transposed convolution."""
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 import onnx.helper as oh
 import pytest
@@ -23,9 +22,8 @@ import verifier.domains.backward as backward
 import verifier.domains.patches as patches
 import verifier.domains.patch_steps as patch_steps
 from verifier.domains import get_domain
-from verifier.linalg import per_sample_rows
 from onnx_builders import make_model, save_model
-from patch_helpers import count_calls, dense, random_box  # noqa: F401 (dense: a fixture)
+from patch_helpers import assert_alpha_rows_match_dense, count_calls, dense, random_box  # noqa: F401 (dense: a fixture)
 
 F64 = torch.float64
 TOL = 1e-9
@@ -121,28 +119,8 @@ def test_transposed_patch_pass_with_per_row_slopes_equals_dense(tmp_path, name, 
     graph, dom = model.graph_for("cpu", F64), get_domain("alpha-crown")
     bounds = get_domain("crown").intermediate_bounds(graph, lower, upper)
     target = [n for n in backward.pre_activation_nodes(graph, dom) if patches.patchable(dom, graph, n)][-1]
-    l, u = bounds[target]
-    index = per_sample_rows(torch.ones_like(l, dtype=torch.bool).reshape(l.shape[0], -1))[:, :9]
-    R = index.shape[1]
-    gen = torch.Generator().manual_seed(1)
-    below = nx.ancestors(graph, target)
-    alpha = {n: torch.rand((l.shape[0], 2 * R, *graph.nodes[n]["shape"]), dtype=F64, generator=gen).requires_grad_(True)
-             for n in dom.optimisable(graph) if n in below}
-    assert alpha, "no optimisable node below the target"
-
-    def run():
-        lb, ub = dom.bound_rows(graph, target, index, lower, upper, bounds, alpha)
-        grads = torch.autograd.grad((lb.sum() - 2 * ub.sum()), list(alpha.values()))
-        return lb.detach(), ub.detach(), grads
-
-    fast = run()
-    assert crossed[0] > 0, "no window crossed a transposed convolution"
-    with dense():
-        slow = run()
-    torch.testing.assert_close(fast[0], slow[0], rtol=TOL, atol=TOL)
-    torch.testing.assert_close(fast[1], slow[1], rtol=TOL, atol=TOL)
-    for a, b in zip(fast[2], slow[2]):
-        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+    assert_alpha_rows_match_dense(dom, graph, target, lower, upper, bounds, 9, dense, crossed, TOL,
+                                  "no window crossed a transposed convolution")
 
 
 def test_transposed_patch_bounds_contain_onnxruntime_outputs(tmp_path):
