@@ -107,7 +107,7 @@ def test_model_loads_and_matches_onnxruntime(name, elem_type, tmp_path):
     np.testing.assert_allclose(y, Reference(path).run(x.reshape(64, IN)), rtol=1e-4, atol=1e-5)
 
 
-POSITIVE_INPUT = ("Log", "Sqrt", "Reciprocal")  # ops defined (finite) only for inputs > 0 (sqrt: ≥ 0)
+POSITIVE_INPUT = ("Log", "Sqrt", "Reciprocal", "Pow-1", "Pow1.5", "Pow-0.5")  # defined (finite) only for inputs > 0 (sqrt, x^1.5: ≥ 0)
 
 SETTINGS = settings(max_examples=2, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
