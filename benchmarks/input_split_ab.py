@@ -11,8 +11,7 @@ Each ACAS Xu instance (``NET:PROP``, e.g. ``5_9:1`` for ``ACASXU_run2a_5_9_batch
 variant runs :func:`~verifier.complete.input_split.input_split_bab` on every region with the
 same ``--timeout`` (seconds of search per instance, the regions sharing it), the variants
 alternating per instance so that the machine's load moves them alike. A variant is a
-``split_rule`` of the current code, optionally with ``-cN`` (``candidates=N``) and ``-h``
-(``relu_hybrid=True``: ReLU splitting in deep boxes), or ``base``:
+``split_rule`` of the current code, optionally with ``-cN`` (``candidates=N``), or ``base``:
 the ``input_split.py`` of ``--base-commit``, loaded from git into this process (the
 search before a change, same model objects). No attack runs first (the same for every
 variant); the search's own falsification finds the ``sat`` ones. Printed per instance and
@@ -65,9 +64,6 @@ def variant(name: str, base) -> tuple[object, dict] | None:
         return None
     options = {"split_rule": rule}
     for part in rest:
-        if part == "h":  # ReLU splitting in deep boxes (verifier/complete/input_relu_hybrid.py)
-            options["relu_hybrid"] = True
-            continue
         if part[:1] != "c" or not part[1:].isdigit() or int(part[1:]) < 1:
             return None
         options["candidates"] = int(part[1:])
@@ -98,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds of search per instance (default 30)")
     parser.add_argument("--variants", default="fsb,base", help="comma-separated: fsb, lookahead, coefficient, "
-                                                                "gradient (optionally -cN, -h), base")
+                                                                "gradient (optionally -cN), base")
     parser.add_argument("--base-commit", default="aec711e", help="the commit whose input_split.py 'base' runs")
     parser.add_argument("--instances", nargs="+", default=DEFAULT_INSTANCES, help="NET:PROP, e.g. 5_9:1")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -112,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = {name: variant(name, base) for name in names}
     bad = [name for name, v in variants.items() if v is None]
     if bad:
-        print(f"error: --variants: unknown variant(s) {', '.join(bad)} (valid: a split rule, optionally -cN and -h, or base)",
+        print(f"error: --variants: unknown variant(s) {', '.join(bad)} (valid: a split rule, optionally -cN, or base)",
               file=sys.stderr)
         return 2
     print(f"load average at start: {os.getloadavg()[0]:.2f}")

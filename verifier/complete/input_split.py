@@ -44,7 +44,6 @@ from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows
 from .methods import stacked_strict
 from ..proof.record import active
-from .input_relu_hybrid import HybridStats, ReluHybrid
 
 
 SPLIT_RULES = ("fsb", "lookahead", "coefficient", "gradient")
@@ -302,8 +301,7 @@ def _take(item, part):
 class _Frontier:
     """Open boxes, newest last: per box ``lo``, ``hi``, intermediate bounds (inherited from
     the parent, or the box's own when its bounds are already known), depth, proof-tree node
-    id, — for boxes the branching already bounded — ``lb`` and ``Λ_x``, and the depth from
-    which the box may go to ReLU splitting (:mod:`~verifier.complete.input_relu_hybrid`)."""
+    id and, for boxes the branching already bounded, ``lb`` and ``Λ_x``."""
 
     def __init__(self):
         self.parts: list[tuple] = []
@@ -311,8 +309,8 @@ class _Frontier:
     def __len__(self) -> int:
         return sum(len(p[0]) for p in self.parts)
 
-    def push(self, lo, hi, inter, depth, ids, lb=None, coeff=None, next_try=None):
-        self.parts.append((lo, hi, inter, depth, ids, lb, coeff, torch.zeros_like(depth) if next_try is None else next_try))
+    def push(self, lo, hi, inter, depth, ids, lb=None, coeff=None):
+        self.parts.append((lo, hi, inter, depth, ids, lb, coeff))
 
     def pop(self, batch: int):
         part = self.parts.pop()
@@ -326,8 +324,7 @@ class _Frontier:
 def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domain: str = "crown",
                     batch: int = 512, region_index: int = 0, dtype: torch.dtype = torch.float64,
                     device: str = "cpu", stats: BaBStats | None = None, split_rule: str = "fsb",
-                    candidates: int = 2, relu_hybrid: bool = False, hybrid_stats: HybridStats | None = None,
-                    **domain_options) -> tuple[str, Counterexample | None]:
+                    candidates: int = 2, **domain_options) -> tuple[str, Counterexample | None]:
     """``("unsat", None)`` if every sub-box is refuted, ``("sat", cex)`` on a confirmed
     counterexample, ``("unknown", None)`` when the search ends with open boxes that cannot be
     split (every input's midpoint, in ``dtype``, equals an endpoint) and whose centre and
@@ -336,10 +333,7 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
     With ``domain="crown"`` (default) boxes are bounded by :func:`_cascade_bounds` and split
     by ``split_rule`` (see the module docstring; ``candidates`` ≥ 1: inputs tried per box by
     ``"fsb"``); any other domain bounds each box from scratch and splits by the gradient
-    rule. ``relu_hybrid`` (default off: it solved no more ACAS Xu instances, docs/complete.md):
-    deep open boxes with few crossing ReLUs are also tried by ReLU splitting
-    (:mod:`~verifier.complete.input_relu_hybrid`; counters in ``hybrid_stats``; never under
-    ``verify --proof``). Raises :class:`VerifierInputError` for an unknown ``split_rule`` or a
+    rule. Raises :class:`VerifierInputError` for an unknown ``split_rule`` or a
     ``candidates`` that is not a whole number ≥ 1."""
     if split_rule not in SPLIT_RULES:
         raise VerifierInputError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, not '{split_rule}'")
@@ -368,13 +362,11 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
         recorder.arithmetic(dtype)
     frontier.push(region.lower.to(device=device, dtype=dtype)[None], region.upper.to(device=device, dtype=dtype)[None], None,
                   torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long))
-    hybrid = ReluHybrid(model, region, graph, region_index, dtype, device, stats=hybrid_stats) \
-        if relu_hybrid and own else None
     if tree is not None and not own:
         recorder.cannot_certify(f"input splitting bounded by '{domain}' with options (the checker re-derives CROWN)")
     while len(frontier):
         deadline.check()
-        lo, hi, inter, depth, ids, lb, coeff, next_try = frontier.pop(batch)
+        lo, hi, inter, depth, ids, lb, coeff = frontier.pop(batch)
         if lb is None:  # not bounded yet (the region's box, or a split chosen without look-ahead)
             with torch.no_grad():
                 if own:
@@ -393,7 +385,7 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             tree.close(ids[(~keep).cpu()], lb[~keep])
         if not bool(keep.any()):
             continue
-        lo, hi, lb, coeff, inter, depth, next_try = (_take(t, keep) for t in (lo, hi, lb, coeff, inter, depth, next_try))
+        lo, hi, lb, coeff, inter, depth = (_take(t, keep) for t in (lo, hi, lb, coeff, inter, depth))
         open_mask, ids, nan_box = open_mask[keep], ids[keep.cpu()], nan_box[keep]
         centres, widths = (lo + hi) / 2, hi - lo
         worst = None if coeff is None else _worst_open_row(lb - b, open_mask, sizes)
@@ -402,18 +394,6 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
                                  region_index)
         if hit is not None:
             return "sat", hit
-        if hybrid is not None:
-            found, closed = _try_hybrid(hybrid, lo, hi, inter, depth, next_try, open_mask & ~nan_box[:, None], deadline)
-            if found is not None:
-                return "sat", found
-            if bool(closed.any()):
-                keep = ~closed
-                lo, hi, lb, coeff, inter, depth, next_try = (_take(t, keep) for t in (lo, hi, lb, coeff, inter, depth, next_try))
-                open_mask, ids, nan_box = open_mask[keep], ids[keep.cpu()], nan_box[keep]
-                if not len(lo):
-                    continue
-                centres, widths = (lo + hi) / 2, hi - lo
-                worst = None if coeff is None else _worst_open_row(lb - b, open_mask, sizes)
         # never split an input whose midpoint (in the bounding dtype) equals an endpoint
         splittable = (centres > lo) & (centres < hi)
         stuck = ~splittable.any(dim=1) | nan_box
@@ -428,9 +408,8 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
             stats.exhausted = exhausted
             if bool(stuck.all()):
                 continue
-            lo, hi, lb, coeff, inter, depth, worst, open_mask, centres, widths, splittable, next_try = (
-                _take(t, ~stuck) for t in (lo, hi, lb, coeff, inter, depth, worst, open_mask, centres, widths, splittable,
-                                           next_try))
+            lo, hi, lb, coeff, inter, depth, worst, open_mask, centres, widths, splittable = (
+                _take(t, ~stuck) for t in (lo, hi, lb, coeff, inter, depth, worst, open_mask, centres, widths, splittable))
             ids = ids[(~stuck).cpu()]
         with torch.no_grad():
             coef_scores = None if coeff is None else (coeff[torch.arange(len(lo)), worst].abs() * widths + 1e-12 * widths)
@@ -461,38 +440,18 @@ def input_split_bab(model: Model, region: InputRegion, deadline: Deadline, domai
                         None, None]
         child_ids = ids.repeat(2) if tree is None else tree.split(ids, dim, centres[torch.arange(len(lo)), dim])
         c_lo, c_hi, c_inter, c_lb, c_coeff = children
-        c_depth, c_next = (depth + 1).repeat(2), next_try.repeat(2)
+        c_depth = (depth + 1).repeat(2)
         if c_lb is not None:  # the least-closed halves last: the next batch takes them first
             margin = _box_margin(torch.nan_to_num(c_lb, nan=float("-inf")) - b, open_mask.repeat(2, 1), sizes)
             order = margin.argsort(descending=True, stable=True)
-            c_lo, c_hi, c_inter, c_lb, c_coeff, c_depth, c_next = (
-                _take(t, order) for t in (c_lo, c_hi, c_inter, c_lb, c_coeff, c_depth, c_next))
+            c_lo, c_hi, c_inter, c_lb, c_coeff, c_depth = (
+                _take(t, order) for t in (c_lo, c_hi, c_inter, c_lb, c_coeff, c_depth))
             child_ids = child_ids[order.cpu()]
-        frontier.push(c_lo, c_hi, c_inter, c_depth, child_ids, c_lb, c_coeff, c_next)
+        frontier.push(c_lo, c_hi, c_inter, c_depth, child_ids, c_lb, c_coeff)
         stats.max_frontier = max(stats.max_frontier, len(frontier))
     if exhausted:
         return "unknown", None
     return "unsat", None
-
-
-def _try_hybrid(hybrid: ReluHybrid, lo, hi, inter, depth, next_try, open_mask, deadline):
-    """ReLU splitting on the open boxes :meth:`ReluHybrid.eligible` picks (each on its open
-    disjuncts, while the hybrid's time share lasts): ``(counterexample or None, closed (N,))``,
-    ``closed`` true only for boxes the sub-search proved; an unfinished box's ``next_try``
-    moves ``retry_depth`` deeper (in place)."""
-    closed = torch.zeros(len(lo), dtype=torch.bool, device=lo.device)
-    for i in hybrid.eligible(depth, next_try, inter).nonzero().reshape(-1).tolist():
-        if hybrid.spent():
-            break
-        disjuncts = open_mask[i].nonzero().reshape(-1).tolist()
-        if not disjuncts:
-            continue
-        verdict, cex = hybrid.decide(lo[i], hi[i], _take(inter, slice(i, i + 1)), disjuncts, deadline)
-        if verdict == "sat":
-            return cex, closed
-        closed[i] = verdict == "unsat"
-        next_try[i] = depth[i] + hybrid.retry_depth
-    return None, closed
 
 
 def _merge_cascade(parts):

@@ -144,7 +144,7 @@ def get_method(name: str) -> CompleteMethod:
 class InputSplit(CompleteMethod):
     name = "input-split"
     description = "branch-and-bound on the input box, bounded by CROWN (low-dimensional inputs)"
-    options = ("batch", "split_rule", "candidates", "relu_hybrid")
+    options = ("batch", "split_rule", "candidates")
 
     def supports(self, graph):
         from ..domains import get_domain
@@ -152,18 +152,14 @@ class InputSplit(CompleteMethod):
         return get_domain("crown").supports(graph)
 
     def decide(self, model, region, index, deadline, device, dtype, options, notes):
-        from .input_relu_hybrid import HybridStats
         from .input_split import BaBStats, input_split_bab
 
-        stats, hybrid = BaBStats(), HybridStats()
+        stats = BaBStats()
         try:
             return input_split_bab(model, region, deadline, domain="crown", region_index=index, dtype=dtype,
-                                   device=device, stats=stats, hybrid_stats=hybrid, **options)
+                                   device=device, stats=stats, **options)
         finally:
             notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
-            if hybrid.tried:
-                notes.append(f"region {index}: ReLU splitting tried on {hybrid.tried} boxes, closed {hybrid.closed} "
-                             f"({hybrid.subdomains} subdomains, {hybrid.seconds:.1f} s)")
 
 
 class Milp(CompleteMethod):

@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""float32 against float64 bound arithmetic: the verdicts of one benchmark, instance by instance (issue 14).
+
+Usage::
+
+    python benchmarks/dtype_verdicts.py BENCH_DIR [--timeout-scale S] [--limit N] [--out DIR] [--threads T]
+
+Runs ``verifier vnncomp BENCH_DIR --dtype float64`` and then ``--dtype float32`` (same
+instances, same scaled timeouts, one after the other in child processes, the IR cache filled
+by the first), joins the two results CSVs by instance and prints one markdown table: per
+dtype the solved count (sat + unsat), the wrong ones against ``reference.csv``'s
+``expected`` column, timeouts/unknown and run time; then the instances both decided (and
+whether every one of them agrees), those only one decided, and every contradiction (sat in
+one, unsat in the other), flagged ``!!``. Exit 1 when any verdict contradicts the other
+dtype's or the expected answer, else 0.
+
+What it measures: whether ``--dtype float32`` (every bound, the search and the refutation
+margin ``1e-6·(1 + |b|)`` in float32, docs/complete.md) ever answers differently from
+float64 on the same instance. A timeout in one dtype against a verdict in the other is a
+speed difference, not a disagreement; it is listed but does not fail the run.
+
+Not a test: it takes as long as two runs of the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from verifier.report_csv import instance_key, normalise_result, read_reference, read_results, run_time_seconds
+
+DTYPES = ("float64", "float32")
+DECIDED = ("sat", "unsat")
+
+
+def run_benchmark(bench: Path, dtype: str, out: Path, scale: float, limit: int | None, threads: int) -> tuple[Path, float]:
+    """``verifier vnncomp`` on ``bench`` in ``dtype``: the results CSV and the wall seconds."""
+    csv = out / f"{bench.name}_{dtype}.csv"
+    command = [sys.executable, "-m", "verifier", "vnncomp", str(bench), "--dtype", dtype, "--output", str(csv),
+               "--timeout-scale", str(scale), "--quiet"]
+    if limit:
+        command += ["--limit", str(limit)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return csv, time.perf_counter() - start
+
+
+def verdicts(csv: Path) -> dict[tuple[str, str], tuple[str, float]]:
+    """Instance key → (result word, run seconds) of a results CSV."""
+    rows = read_results(csv)
+    return {instance_key(r["onnx"], r["vnnlib"]): (normalise_result(r["result"]), run_time_seconds(r["run_time"]) or 0.0)
+            for r in rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench", type=Path, help="folder with instances.csv (and reference.csv for the expected answers)")
+    parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every instance timeout (default 1)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N instances")
+    parser.add_argument("--out", type=Path, default=Path("runs/dtype_verdicts"), help="folder for the two CSVs")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (default 1)")
+    args = parser.parse_args(argv)
+    if not (args.bench / "instances.csv").is_file():
+        print(f"error: {args.bench}: no instances.csv (give a VNN-COMP benchmark folder)", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    if (args.bench / "reference.csv").is_file():
+        _, rows = read_reference(args.bench / "reference.csv")
+        expected = {k: normalise_result(r.get("expected", "")) for k, r in rows.items()}
+    load = [os.getloadavg()[0]]
+    found, wall = {}, {}
+    for dtype in DTYPES:
+        csv, wall[dtype] = run_benchmark(args.bench, dtype, args.out, args.timeout_scale, args.limit, args.threads)
+        found[dtype] = verdicts(csv)
+        load.append(os.getloadavg()[0])
+    keys = sorted(set(found["float64"]) & set(found["float32"]))
+    print(f"## {args.bench.name}: float64 against float32, timeouts × {args.timeout_scale}, "
+          f"{len(keys)} instances (load average {' → '.join(f'{x:.1f}' for x in load)})\n")
+    print("| dtype | solved | sat | unsat | wrong | timeout/unknown | run time s | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    failed = False
+    for dtype in DTYPES:
+        words = [found[dtype][k][0] for k in keys]
+        wrong = sum(w in DECIDED and expected.get(k) in DECIDED and w != expected[k] for k, w in zip(keys, words))
+        failed |= wrong > 0
+        print(f"| {dtype} | {sum(w in DECIDED for w in words)} | {words.count('sat')} | {words.count('unsat')} | "
+              f"{wrong} | {sum(w not in DECIDED for w in words)} | {sum(found[dtype][k][1] for k in keys):.1f} | "
+              f"{wall[dtype]:.1f} |")
+    both = [k for k in keys if found["float64"][k][0] in DECIDED and found["float32"][k][0] in DECIDED]
+    contradictions = [k for k in both if found["float64"][k][0] != found["float32"][k][0]]
+    one = [k for k in keys if (found["float64"][k][0] in DECIDED) != (found["float32"][k][0] in DECIDED)]
+    failed |= bool(contradictions)
+    print(f"\nBoth decided: {len(both)}, of which {len(both) - len(contradictions)} agree; "
+          f"decided by one dtype only: {len(one)}; contradictions: {len(contradictions)}")
+    for k in one:
+        print(f"- one only: {k[0]} {k[1]}: float64 {found['float64'][k][0]}, float32 {found['float32'][k][0]}")
+    for k in contradictions:
+        print(f"- !! {k[0]} {k[1]}: float64 {found['float64'][k][0]}, float32 {found['float32'][k][0]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
