@@ -16,7 +16,7 @@ import torch
 
 import verifier
 from onnx_builders import GraphBuilder, Reference, random_box, sample_box, save_model
-from test_box_soundness import RTOL, SAMPLES, assert_within
+from box_cases import RTOL, SAMPLES, assert_within
 
 BOXES = 2
 LP_MAX = 200  # the LP runs when the input and output sizes are at most this

@@ -1,6 +1,6 @@
 """Property tests: every abstract domain's bounds are sound for every supported ONNX op.
 
-The op cases are those of :mod:`test_box_soundness` (its ``CASES``: a small random ONNX
+The op cases are those of :mod:`box_cases` (its ``CASES``: a small random ONNX
 model per op and attribute combination). For each (domain × case) and each of a few
 hypothesis-drawn random boxes (``BOXES`` of them bounded together in one call), the
 domain's bounds on the outputs ``f(x)`` and on ``C·f(x)`` for a random spec matrix ``C``
@@ -45,7 +45,7 @@ import verifier
 from verifier.domains import available_domains
 from verifier.errors import VerifierInputError
 from onnx_builders import GraphBuilder, Reference, random_box, sample_box, save_model
-from test_box_soundness import BOXES, CASES, RTOL, SAMPLES, Built
+from box_cases import BOXES, CASES, RTOL, SAMPLES, Built
 
 N = "N"
 SEED = int(os.environ.get("DOMAIN_SOUNDNESS_SEED", random.randrange(2**32)))

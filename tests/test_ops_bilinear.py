@@ -23,7 +23,7 @@ from verifier.ops import FORWARD
 from verifier.ops.bilinear import BILINEAR, LOWER_CORNERS, UPPER_CORNERS, product_range, tangent_plane
 
 from onnx_builders import GraphBuilder, Reference, random_box, sample_box, save_model
-from test_box_soundness import Built
+from box_cases import Built
 from test_domain_soundness import assert_contains, pgd_points
 
 N = "N"
