@@ -25,6 +25,7 @@ Not a test: it takes as long as two runs of the benchmark.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def run_benchmark(bench: Path, dtype: str, out: Path, scale: float, limit: int |
     csv = out / f"{bench.name}_{dtype}.csv"
     command = [sys.executable, "-m", "verifier", "vnncomp", str(bench), "--dtype", dtype, "--output", str(csv),
                "--timeout-scale", str(scale), "--quiet"]
-    if limit:
+    if limit is not None:
         command += ["--limit", str(limit)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
@@ -57,18 +58,50 @@ def verdicts(csv: Path) -> dict[tuple[str, str], tuple[str, float]]:
             for r in rows}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments as one ``error:`` line and exit 2 (no usage block)."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _refusal(args) -> str | None:
+    """What is wrong with the options, before any work (``None``: nothing; the ``--out`` folder
+    is created last, once everything else is valid)."""
+    if not args.bench.exists():
+        return f"benchmark folder not found: {args.bench}"
+    if not args.bench.is_dir():
+        return f"{args.bench} is not a folder (give a VNN-COMP benchmark folder)"
+    if not (args.bench / "instances.csv").is_file():
+        return f"{args.bench}: no instances.csv (give a VNN-COMP benchmark folder)"
+    if not math.isfinite(args.timeout_scale) or args.timeout_scale <= 0:
+        return f"--timeout-scale must be a finite number > 0, got {args.timeout_scale}"
+    if args.limit is not None and args.limit < 1:
+        return f"--limit must be a whole number >= 1 (omit it for every instance), got {args.limit}"
+    if args.threads < 1:
+        return f"--threads must be a whole number >= 1, got {args.threads}"
+    if args.out.exists() and not args.out.is_dir():
+        return f"--out {args.out} is not a folder"
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {args.out}: cannot create the folder ({exc.strerror})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _Parser(prog="dtype_verdicts.py", description=__doc__.splitlines()[0])
     parser.add_argument("bench", type=Path, help="folder with instances.csv (and reference.csv for the expected answers)")
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every instance timeout (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N instances")
     parser.add_argument("--out", type=Path, default=Path("runs/dtype_verdicts"), help="folder for the two CSVs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (default 1)")
     args = parser.parse_args(argv)
-    if not (args.bench / "instances.csv").is_file():
-        print(f"error: {args.bench}: no instances.csv (give a VNN-COMP benchmark folder)", file=sys.stderr)
+    refusal = _refusal(args)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     expected = {}
     if (args.bench / "reference.csv").is_file():
         _, rows = read_reference(args.bench / "reference.csv")
@@ -76,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     load = [os.getloadavg()[0]]
     found, wall = {}, {}
     for dtype in DTYPES:
-        csv, wall[dtype] = run_benchmark(args.bench, dtype, args.out, args.timeout_scale, args.limit, args.threads)
+        try:
+            csv, wall[dtype] = run_benchmark(args.bench, dtype, args.out, args.timeout_scale, args.limit, args.threads)
+        except subprocess.CalledProcessError as exc:  # the runner printed its own error: line
+            print(f"error: verifier vnncomp --dtype {dtype} on {args.bench} ended with exit code {exc.returncode}",
+                  file=sys.stderr)
+            return 2 if exc.returncode == 2 else 1
         found[dtype] = verdicts(csv)
         load.append(os.getloadavg()[0])
     keys = sorted(set(found["float64"]) & set(found["float32"]))

@@ -254,3 +254,25 @@ def test_an_unknown_option_is_named_with_its_command(capsys):
     code, out, err = run_exiting(capsys, "certify", DEFAULT_MODEL, "--eps", "0.1", "--device", "cuda")
     assert_refused(code, out, err, "verifier certify: unrecognized arguments: --device cuda",
                    "see verifier certify --help")
+
+
+def test_spec_with_more_outputs_than_the_model_names_the_line(capsys, tmp_path):
+    """The spec declares Y_0..Y_10 against a 10-output model: the error names the line that
+    declares Y_10, the first variable the model lacks."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(784)] + [f"(declare-const Y_{j} Real)" for j in range(11)]
+    lines += [f"(assert (>= X_{i} 0))" for i in range(784)] + [f"(assert (<= X_{i} 1))" for i in range(784)]
+    lines.append("(assert (>= Y_10 Y_0))")
+    spec = tmp_path / "eleven.vnnlib"
+    spec.write_text("\n".join(lines) + "\n")
+    code, out, err = run(capsys, "verify", DEFAULT_MODEL, spec)
+    assert code == 2 and out == ""
+    assert err.strip() == (f"error: {spec}:795: declares 11 output variables (Y_0 to Y_10) but the model has "
+                           f"10 outputs (Y_0 to Y_9)")
+
+
+def test_method_options_are_named_by_the_option_given(capsys):
+    """A bad --domain-option names --method when the method was given by --method."""
+    code, _, err = run(capsys, "verify", DEFAULT_MODEL, ROBUST, "--method", "input-split", "--domain-option", "nope=1")
+    assert code == 2 and err.startswith("error: --method input-split has no option nope")
+    code, _, err = run(capsys, "verify", DEFAULT_MODEL, ROBUST, "--domain", "input-split", "--domain-option", "nope=1")
+    assert code == 2 and err.startswith("error: --domain input-split has no option nope")

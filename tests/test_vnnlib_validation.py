@@ -68,7 +68,8 @@ def test_case09_bad_files_are_errors_with_a_line(name):
 
 def test_case09_too_many_outputs_is_a_size_error_and_contradiction_parses():
     spec = read_vnnlib(CASE09 / "bad_too_many_outputs.vnnlib")
-    with pytest.raises(SpecError, match="2 output variables"):
+    with pytest.raises(SpecError, match=r"bad_too_many_outputs.vnnlib:4: declares 2 output variables \(Y_0 to Y_1\) "
+                                        r"but the model has 1 output \(Y_0\)"):
         spec.check_model(2, 1)
     spec = read_vnnlib(CASE09 / "ok_contradiction.vnnlib")  # legal: unsat later
     (region,) = spec.regions

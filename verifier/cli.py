@@ -54,10 +54,12 @@ def checked_device(name: str, flag: str = "--device") -> str:
 
 
 def _checked_domain_options(args) -> dict:
-    """``--domain`` and ``--domain-option`` checked before any work."""
+    """``--domain`` (or ``--method``) and ``--domain-option`` checked before any work; errors
+    name the option the user gave."""
     from .options import check_domain_options
 
-    return check_domain_options(args.domain, key_value_options(args.domain_option))
+    flag = "--method" if getattr(args, "complete_method", None) is not None else "--domain"
+    return check_domain_options(args.domain, key_value_options(args.domain_option), flag)
 
 
 def _load_with_spec(args, known: dict | None = None):

@@ -53,7 +53,7 @@ def describe_counterexample(counterexample: Counterexample, region: InputRegion)
     x = np.asarray(counterexample.x, dtype=np.float64).reshape(-1)
     y = np.asarray(counterexample.y, dtype=np.float64).reshape(-1)
     if x.size <= LISTED_VALUES:
-        lines = ["counterexample input: " + ", ".join(f"X_{i} = {v:.9g}" for i, v in enumerate(x))]
+        lines = ["counterexample input: " + ", ".join(f"X_{i} = {v + 0.0:.9g}" for i, v in enumerate(x))]
     else:
         lower = region.lower.reshape(-1).double().cpu().numpy()
         upper = region.upper.reshape(-1).double().cpu().numpy()
@@ -65,7 +65,7 @@ def describe_counterexample(counterexample: Counterexample, region: InputRegion)
     disjunct = _satisfied_disjunct(region, y)
     named = [] if disjunct is None else torch.nonzero(region.disjuncts[disjunct].A.abs().sum(0)).reshape(-1).tolist()
     shown = range(y.size) if y.size <= LISTED_VALUES else (named or range(LISTED_VALUES))
-    lines.append("counterexample output (onnxruntime): " + ", ".join(f"Y_{j} = {y[j]:.9g}" for j in shown)
+    lines.append("counterexample output (onnxruntime): " + ", ".join(f"Y_{j} = {y[j] + 0.0:.9g}" for j in shown)
                  + ("" if len(shown) == y.size else f" ({'' if named else 'first '}{len(shown)} of {y.size} outputs)"))
     if disjunct is None:  # confirmed by the attack in float64: only a bug gets here
         lines.append("unsafe outputs: no disjunct of the spec holds for these outputs in float64")

@@ -239,10 +239,11 @@ def check_options(options: dict[str, Any], types: dict[str, type | None], where:
     return checked
 
 
-def check_domain_options(domain: str, options: dict[str, Any] | None) -> dict[str, Any]:
+def check_domain_options(domain: str, options: dict[str, Any] | None, flag: str = "--domain") -> dict[str, Any]:
     """Validate the options for ``verify``/``bounds --domain domain`` (a domain name, a
-    complete method, or ``auto``, which takes none). Raises :class:`VerifierInputError`
-    for an unknown domain or a bad option; returns the converted options."""
+    complete method, or ``auto``, which takes none; ``flag``: the option that named it, for
+    the messages). Raises :class:`VerifierInputError` for an unknown domain or a bad option;
+    returns the converted options."""
     from .complete.methods import METHODS
     from .domains import available_domains
 
@@ -250,7 +251,7 @@ def check_domain_options(domain: str, options: dict[str, Any] | None) -> dict[st
     with_options = [name for name, method in METHODS.items() if method.options]
     if domain in METHODS and not METHODS[domain].options:
         if options:
-            raise VerifierInputError(f"--domain {domain} takes no options (got {', '.join(sorted(options))}); "
+            raise VerifierInputError(f"{flag} {domain} takes no options (got {', '.join(sorted(options))}); "
                                      f"name a domain or a complete method ({', '.join(with_options)}) to pass options")
         return options
     if domain in METHODS:
@@ -260,7 +261,7 @@ def check_domain_options(domain: str, options: dict[str, Any] | None) -> dict[st
 
         found = {**option_types(milp_disjunct), **option_types(relu_split_bab), **option_types(input_split_bab)}
         types = {k: found.get(k) for k in METHODS[domain].options}
-        return check_options(options, types, f"--domain {domain}")
+        return check_options(options, types, f"{flag} {domain}")
     domains = available_domains()
     if domain not in domains:
         raise VerifierInputError(f"unknown domain '{domain}'; installed domains: {', '.join(sorted(domains))}, "

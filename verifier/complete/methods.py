@@ -159,7 +159,8 @@ class InputSplit(CompleteMethod):
             return input_split_bab(model, region, deadline, domain="crown", region_index=index, dtype=dtype,
                                    device=device, stats=stats, **options)
         finally:
-            notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} boxes")
+            notes.append(f"region {index}: input-split branch-and-bound bounded {stats.boxes_bounded} "
+                         f"box{'' if stats.boxes_bounded == 1 else 'es'}")
 
 
 class Milp(CompleteMethod):

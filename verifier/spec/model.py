@@ -123,6 +123,7 @@ class Spec:
     num_inputs: int
     num_outputs: int
     source: str = ""
+    declared_at: dict[str, int] | None = None  # variable name (``X_3``) → line of its declaration, when read from a file
 
     def validate(self) -> None:
         """Raise :class:`SpecError` unless the spec is well formed: ``num_inputs`` and
@@ -182,13 +183,26 @@ class Spec:
                                     f"coefficient or right-hand side")
 
     def check_model(self, input_size: int, output_size: int) -> None:
-        """Error unless the spec's variable counts match the model's sizes."""
-        if self.num_inputs != input_size:
-            raise SpecError(f"{self.source or 'spec'} declares {self.num_inputs} input variables but the model "
-                            f"has {input_size} inputs")
-        if self.num_outputs != output_size:
-            raise SpecError(f"{self.source or 'spec'} declares {self.num_outputs} output variables but the model "
-                            f"has {output_size} outputs")
+        """Error unless the spec's variable counts match the model's sizes (naming the line that
+        declares the first variable the model lacks, when the spec was read from a file)."""
+        for kind, letter, declared, size in (("input", "X", self.num_inputs, input_size),
+                                             ("output", "Y", self.num_outputs, output_size)):
+            if declared != size:
+                line = (self.declared_at or {}).get(f"{letter}_{size}")  # the first variable the model lacks
+                where = f"{self.source}:{line}" if line and self.source else self.source or "spec"
+                raise SpecError(f"{where}: declares {declared} {kind} variable{_s(declared)}"
+                                f"{_names(letter, declared)} but the model has {size} {kind}{_s(size)}"
+                                f"{_names(letter, size)}")
+
+
+def _s(count: int) -> str:
+    """The plural ending for ``count`` things."""
+    return "" if count == 1 else "s"
+
+
+def _names(letter: str, count: int) -> str:
+    """`` (X_0 to X_4)`` for ``count`` variables named ``letter`` (empty for none)."""
+    return "" if count < 1 else f" ({letter}_0)" if count == 1 else f" ({letter}_0 to {letter}_{count - 1})"
 
 
 _SPEC_DTYPES = (torch.float32, torch.float64)

@@ -377,7 +377,9 @@ class Parser(TermReader):
 
     def finish(self) -> Spec:
         """The :class:`Spec` of everything read (see :func:`~.vnnlib_regions.build_spec`)."""
-        return build_spec(self.source, self.declared, self.common, self.disjunctive)
+        spec = build_spec(self.source, self.declared, self.common, self.disjunctive)
+        spec.declared_at = {f"{kind}_{idx}": line for (kind, idx), line in self.declared_at.items()}
+        return spec
 
 
 def parse_lines(lines: Iterable[str], source: str) -> Spec:
