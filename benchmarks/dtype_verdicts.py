@@ -12,7 +12,7 @@ dtype the solved count (sat + unsat), the wrong ones against ``reference.csv``'s
 ``expected`` column, timeouts/unknown and run time; then the instances both decided (and
 whether every one of them agrees), those only one decided, and every contradiction (sat in
 one, unsat in the other), flagged ``!!``. Exit 1 when any verdict contradicts the other
-dtype's or the expected answer, else 0.
+dtype's or the expected answer, or any instance ends in ``error``, else 0; 2 for bad options.
 
 What it measures: whether ``--dtype float32`` (every bound, the search and the refutation
 margin ``1e-6·(1 + |b|)`` in float32, docs/complete.md) ever answers differently from
@@ -120,16 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     keys = sorted(set(found["float64"]) & set(found["float32"]))
     print(f"## {args.bench.name}: float64 against float32, timeouts × {args.timeout_scale}, "
           f"{len(keys)} instances (load average {' → '.join(f'{x:.1f}' for x in load)})\n")
-    print("| dtype | solved | sat | unsat | wrong | timeout/unknown | run time s | wall s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| dtype | solved | sat | unsat | wrong | timeout/unknown | error | run time s | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     failed = False
     for dtype in DTYPES:
         words = [found[dtype][k][0] for k in keys]
         wrong = sum(w in DECIDED and expected.get(k) in DECIDED and w != expected[k] for k, w in zip(keys, words))
         failed |= wrong > 0
+        errors = words.count("error")
+        failed |= errors > 0
         print(f"| {dtype} | {sum(w in DECIDED for w in words)} | {words.count('sat')} | {words.count('unsat')} | "
-              f"{wrong} | {sum(w not in DECIDED for w in words)} | {sum(found[dtype][k][1] for k in keys):.1f} | "
-              f"{wall[dtype]:.1f} |")
+              f"{wrong} | {sum(w not in DECIDED and w != 'error' for w in words)} | {errors} | "
+              f"{sum(found[dtype][k][1] for k in keys):.1f} | {wall[dtype]:.1f} |")
     both = [k for k in keys if found["float64"][k][0] in DECIDED and found["float32"][k][0] in DECIDED]
     contradictions = [k for k in both if found["float64"][k][0] != found["float32"][k][0]]
     one = [k for k in keys if (found["float64"][k][0] in DECIDED) != (found["float32"][k][0] in DECIDED)]
