@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import verifier.fidelity
+import verifier.ir.onnx_import
 from benchdata import benchmarks_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,3 +83,31 @@ def private_ir_cache(tmp_path_factory):
         os.environ.pop("VERIFIER_CACHE_DIR", None)
     else:
         os.environ["VERIFIER_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh IR cache folder for the test (and the cache switched on; test_ir_cache*.py)."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("VERIFIER_CACHE_DIR", str(folder))
+    monkeypatch.delenv("VERIFIER_NO_CACHE", raising=False)
+    return folder
+
+
+@pytest.fixture
+def calls(monkeypatch) -> dict[str, int]:
+    """Counts of ONNX imports and onnxruntime checks (the real functions still run)."""
+    counts = {"import": 0, "check": 0}
+    real_import, real_check = verifier.ir.onnx_import.import_onnx, verifier.fidelity.check_fidelity
+
+    def counted_import(*args, **kwargs):
+        counts["import"] += 1
+        return real_import(*args, **kwargs)
+
+    def counted_check(*args, **kwargs):
+        counts["check"] += 1
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(verifier.ir.onnx_import, "import_onnx", counted_import)
+    monkeypatch.setattr(verifier.fidelity, "check_fidelity", counted_check)
+    return counts
