@@ -35,3 +35,22 @@ def test_deepz_refuses_generators_that_do_not_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(resources, "available_bytes", lambda device: 256)  # a machine with 256 bytes free
     with pytest.raises(VerifierInputError, match="DeepZ's generators .* bound this model with crown"):
         verifier.compute_bounds(model, lo, hi, domain="deepz")
+
+
+def test_deepz_refuses_the_first_convolution_of_a_large_input_before_allocating(tmp_path, monkeypatch):
+    """The input's generators are kept factored (one shared row per input value) through the
+    affine ops before the first ReLU; those rows × the convolution's output values must be
+    checked too (a 3×64×64 traffic-sign net asked for 26.5 GB there and crashed)."""
+    g = GraphBuilder(np.random.default_rng(0), ["N", 2, 8, 8])
+    h = g.op("Flatten", g.op("Conv", g.x, g.weight(16, 2, 3, 3), pads=[1, 1, 1, 1]), axis=1)
+    # affine only: the rows stay factored to the 2 outputs, so only the convolution's own
+    # rows can be too large (128 × 2 at the end always fit)
+    model = verifier.load(save_model(g.model(g.op("Gemm", h, g.weight(2, 1024), transB=1)), tmp_path))
+    lo, hi = -torch.ones(1, 2, 8, 8), torch.ones(1, 2, 8, 8)
+    lb, ub = verifier.compute_bounds(model, lo, hi, domain="deepz")
+    assert bool((lb <= ub).all())
+    # 128 symbols: the input's rows (128 × 128 float64, 128 kB) fit in half of 1 MiB, the
+    # convolution's (128 × 1,024 values, 1 MiB) do not
+    monkeypatch.setattr(resources, "available_bytes", lambda device: 1 << 20)
+    with pytest.raises(VerifierInputError, match=r"DeepZ's generators \(1 × 128 symbols × 1024 values\)"):
+        verifier.compute_bounds(model, lo.double(), hi.double(), domain="deepz")

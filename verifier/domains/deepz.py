@@ -125,6 +125,7 @@ class DeepZDomain(Domain):
         B = lower.shape[0]
         flat = radius.reshape(B, -1)
         active = torch.nonzero((flat > 0).any(0)).reshape(-1)  # one symbol per input that can move
+        reserve(1, len(active), flat.shape[1:], lower)
         one_hot = torch.zeros((len(active), flat.shape[1]), dtype=lower.dtype, device=lower.device)
         one_hot[torch.arange(len(active), device=lower.device), active] = 1
         self.symbols = len(active)
@@ -185,6 +186,7 @@ def deepz_affine(domain, node, *xs: Zonotope) -> Zonotope:
     centre = fn(node, *[x.centre for x in xs])
     if len(xs) == 1 and xs[0].factored:  # L(s·E) = s·L(E): one pass over the shared rows
         shared = xs[0].shared
+        reserve(1, shared.shape[0], centre.shape[1:], centre)  # rows × values: 11 GiB for a 64×64 RGB conv
         out = fn(node, shared) - offset(node, [tuple(shared.shape[1:])], centre)
         return Zonotope(centre, scale=xs[0].scale, shared=out)
     m = max(x.num_symbols for x in xs)
