@@ -25,14 +25,15 @@ Not a test: it takes as long as two runs of the benchmark.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from verifier.errors import VerifierInputError
 from verifier.report_csv import instance_key, normalise_result, read_reference, read_results, run_time_seconds
+from verifier.vnncomp_plan import plan_benchmark
 
 DTYPES = ("float64", "float32")
 DECIDED = ("sat", "unsat")
@@ -68,17 +69,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _refusal(args) -> str | None:
     """What is wrong with the options, before any work (``None``: nothing; the ``--out`` folder
-    is created last, once everything else is valid)."""
-    if not args.bench.exists():
-        return f"benchmark folder not found: {args.bench}"
-    if not args.bench.is_dir():
-        return f"{args.bench} is not a folder (give a VNN-COMP benchmark folder)"
-    if not (args.bench / "instances.csv").is_file():
-        return f"{args.bench}: no instances.csv (give a VNN-COMP benchmark folder)"
-    if not math.isfinite(args.timeout_scale) or args.timeout_scale <= 0:
-        return f"--timeout-scale must be a finite number > 0, got {args.timeout_scale}"
-    if args.limit is not None and args.limit < 1:
-        return f"--limit must be a whole number >= 1 (omit it for every instance), got {args.limit}"
+    is created last, once everything else is valid). The benchmark folder, its instances,
+    ``--timeout-scale`` and ``--limit`` are checked as the runner checks them
+    (:func:`~verifier.vnncomp_plan.plan_benchmark`, which writes nothing)."""
+    try:
+        plan_benchmark(args.bench, timeout_scale=args.timeout_scale, limit=args.limit)
+    except VerifierInputError as exc:
+        return str(exc)
     if args.threads < 1:
         return f"--threads must be a whole number >= 1, got {args.threads}"
     if args.out.exists() and not args.out.is_dir():
@@ -98,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/dtype_verdicts"), help="folder for the two CSVs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (default 1)")
     args = parser.parse_args(argv)
-    refusal = _refusal(args)
+    expected = {}
+    try:
+        refusal = _refusal(args)
+        if refusal is None and (args.bench / "reference.csv").is_file():
+            _, rows = read_reference(args.bench / "reference.csv")
+            expected = {k: normalise_result(r.get("expected", "")) for k, r in rows.items()}
+    except VerifierInputError as exc:
+        refusal = str(exc)
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
-    expected = {}
-    if (args.bench / "reference.csv").is_file():
-        _, rows = read_reference(args.bench / "reference.csv")
-        expected = {k: normalise_result(r.get("expected", "")) for k, r in rows.items()}
     load = [os.getloadavg()[0]]
     found, wall = {}, {}
     for dtype in DTYPES:
