@@ -27,7 +27,7 @@ from . import register_domain
 from .base import Domain
 from .crown import CrownDomain
 from .dual_lp import DualLPDomain
-from .lp_encoding import RelaxationProblem, relaxation_problem, too_large, unencodable
+from .lp_encoding import RelaxationProblem, refuse_too_large, relaxation_problem, too_large, unencodable
 
 
 def _linprog():
@@ -61,8 +61,7 @@ class LPDomain(Domain):
                 for n in found[0]}
 
     def bound(self, graph, lower, upper, C=None):
-        for source, message in too_large(graph):  # before the intermediate bounds' work
-            raise VerifierInputError(f"{message} (largest: node '{source}')")
+        refuse_too_large(graph)  # before the intermediate bounds' work
         bounds_by_node = self.intermediate_bounds(graph, lower, upper)
         for node, (l, u) in bounds_by_node.items():
             if not (bool(torch.isfinite(l).all()) and bool(torch.isfinite(u).all())):

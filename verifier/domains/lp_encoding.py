@@ -236,6 +236,14 @@ def too_large(graph) -> list[tuple[str, str]]:
                    f"or branch-and-bound")]
 
 
+def refuse_too_large(graph) -> None:
+    """Raise :class:`VerifierInputError` naming the largest node when :func:`too_large` reports
+    the network (the lp domain calls it before its intermediate bounds, the encoding before
+    any constraint)."""
+    for source, message in too_large(graph):
+        raise VerifierInputError(f"{message} (largest: node '{source}')")
+
+
 def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) -> RelaxationProblem:
     """Encode the network over the box ``[lower, upper]`` (one sample, ``(1, *input_shape)``)
     as the LP of the module docstring, with ``bounds`` the pre-activation bounds of every
@@ -251,8 +259,7 @@ def relaxation_problem(graph, lower: torch.Tensor, upper: torch.Tensor, bounds) 
     if unsupported:
         source, kind = unsupported[0]
         raise VerifierInputError(f"LP/MILP encodings do not handle op kind '{kind}' (node '{source}')")
-    for source, message in too_large(graph):
-        raise VerifierInputError(f"{message} (largest: node '{source}')")
+    refuse_too_large(graph)
     enc = LPEncoder(graph, bounds, lower, total)
     states = propagate(graph, enc, lower, upper, keep=True)
     start = {n: b.start for n, b in states.items()}
