@@ -26,7 +26,7 @@ from .onnx_converters import CONVERTERS, Unsupported
 from .graph import add_input_edge
 from .onnx_validate import (IR_DTYPES, MAX_TENSOR_ELEMENTS, check_attributes, check_versions, input_dtype,
                             input_shape, load_model_proto, non_finite, printable)
-from .passes import fuse_bias_adds
+from .passes import cancel_transpose_pairs, fuse_bias_adds
 
 
 
@@ -336,4 +336,4 @@ def _import(path: str | os.PathLike, dtype: torch.dtype | None) -> nx.DiGraph:
         ir_dtype=ctx.dtype,
         path=path,
     )
-    return fuse_bias_adds(ir)
+    return cancel_transpose_pairs(fuse_bias_adds(ir))
