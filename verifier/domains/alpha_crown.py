@@ -22,7 +22,7 @@ from ..deadline import checkpoint, interruptible
 from ..ir.graph import predecessors_by_slot, topological_order
 from ..linalg import per_sample_rows
 from . import register_domain
-from .backward import BackwardDomain, declaration, pre_activation_nodes, refinable
+from .backward import BackwardDomain, declaration, elementwise_source, pre_activation_nodes, refinable
 
 MAX_SLOPES = 1 << 25  # per-target intermediate slopes beyond this are shared per neuron
 
@@ -140,10 +140,12 @@ class AlphaCrownDomain(BackwardDomain):
         otherwise one per parameter shared by all passes. Returns the fixed rows per target too."""
         inits = {n: self.alpha_init(graph, n, bounds) for n in self.optimisable(graph)}
         rows, per_target, total = {}, {}, 0
-        for t in pre_activation_nodes(graph, self):
+        targets = pre_activation_nodes(graph, self)
+        for t in targets:
             l, u = bounds[t]
             unstable = refinable(graph, t, l, u, self).reshape(l.shape[0], -1)
-            if graph.nodes[t]["kind"] == "input" or not bool(unstable.any()):
+            if graph.nodes[t]["kind"] == "input" or not bool(unstable.any()) \
+                    or elementwise_source(graph, t, targets) is not None:  # bounded without a pass
                 continue
             rows[t] = per_sample_rows(unstable)
             before = nx.ancestors(graph, t)

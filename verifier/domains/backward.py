@@ -30,7 +30,8 @@ from ..ops.pool import MaxPoolRelaxation
 from ..ops.relaxation import RELAXATIONS, Lines
 from .base import Domain
 from .box import BoxDomain
-from .patches import centre_spread, patch_bound, patch_bound_all, patchable, window_entries
+from .patches import (centre_spread, patch_bound, patch_bound_all, patchable, rearranged_patchable,
+                      window_entries)
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]
 MAX_ENTRIES = 1 << 26  # Λ entries per backward pass before rows are chunked
@@ -117,6 +118,39 @@ def _refresh_ibp(graph: nx.DiGraph, states: dict, node: str, bounds: tuple[torch
         l, u = _intersect((found.lower, found.upper), (states[v].lower, states[v].upper))
         states[v] = box.input_state(l, u)
         dirty.add(v)
+
+
+def elementwise_source(graph: nx.DiGraph, n: str, bounded) -> list[str] | None:
+    """``[m, f₁, …, f_k = n]`` when node ``n`` is a chain of one-input elementwise ops
+    (relaxed activations, ``scale_shift``) of a node ``m`` in ``bounded``; else ``None``.
+
+    Each entry of ``n`` is then a function of one entry of ``m`` alone, and no linear
+    relaxation bounds it tighter than the image of ``m``'s interval under the chain (the
+    relaxations' lines hold on that interval and their backward pass is ``m``'s own pass,
+    scaled), so :meth:`BackwardDomain.intermediate_bounds` takes that image instead of a
+    backward pass per entry (Larq's ``sign(sign(x) + 0.1)``: 7,546 dense passes, 80 s, on
+    the 3x30x30 traffic-sign net; a batch norm after a ReLU)."""
+    chain, m = [n], n
+    while graph.nodes[m]["kind"] in RELAXATIONS or graph.nodes[m]["kind"] == "scale_shift":
+        preds = predecessors_by_slot(graph, m)
+        if len(preds) != 1:
+            return None
+        m = preds[0]
+        if m in bounded:
+            return [m, *chain[::-1]]
+        chain.append(m)
+    return None
+
+
+def chain_image(graph: nx.DiGraph, chain: list[str], bounds: tuple[torch.Tensor, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box's bounds of ``chain[-1]`` from ``bounds`` of ``chain[0]``, each op of the chain in
+    turn (see :func:`elementwise_source`)."""
+    box = BoxDomain()
+    state = box.input_state(*bounds)
+    for n in chain[1:]:
+        state = box.transfer_for(graph.nodes[n]["kind"])(box, graph.nodes[n], state)
+    return state.lower, state.upper
 
 
 class BackwardPass:
@@ -237,8 +271,13 @@ class BackwardDomain(Domain):
             checkpoint()
             if refresh:
                 bounds[n] = _intersect(bounds[n], (states[n].lower, states[n].upper))
-            bounds[n] = self._tightened(graph, n, bounds, lower, upper, alpha, rows, per_target,
-                                        None if known is None else known.get(n))
+            chain = elementwise_source(graph, n, need)
+            if chain is not None:  # the image of a bounded node's interval: no pass is tighter
+                image = chain_image(graph, chain, bounds[chain[0]])
+                bounds[n] = _intersect(_intersect(bounds[n], image), None if known is None else known.get(n))
+            else:
+                bounds[n] = self._tightened(graph, n, bounds, lower, upper, alpha, rows, per_target,
+                                            None if known is None else known.get(n))
             if refresh:
                 _refresh_ibp(graph, states, n, bounds[n])
         return bounds
@@ -267,6 +306,10 @@ class BackwardDomain(Domain):
                    upper: torch.Tensor, bounds: Bounds, alpha: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower and upper bounds ``(B, R)`` of the flattened entries ``index`` ``(B, R)`` of
         ``node_id``, in row chunks; ``alpha`` tensors are ``(B, 1, *S)`` or per row ``(B, 2R, *S)``."""
+        moved = rearranged_patchable(self, graph, node_id)
+        if moved is not None:  # a flattened convolution output: that convolution's entries, in patch form
+            source, positions = moved
+            return self.bound_rows(graph, source, positions.to(index.device)[index], lower, upper, bounds, alpha)
         shape = tuple(graph.nodes[node_id]["shape"])
         batch, R = lower.shape[0], index.shape[1]
         widest = max(math.prod(graph.nodes[m]["shape"]) for m in topological_order(graph))

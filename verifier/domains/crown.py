@@ -98,6 +98,7 @@ def crown_elementwise(domain, context: BackwardPass, n: str, lam: torch.Tensor):
 
 
 @BackwardDomain.backward_transfer("maxpool")
+@patch_form("pool")
 @relaxed()
 def crown_maxpool(domain, context: BackwardPass, n: str, lam: torch.Tensor):
     """DeepPoly's max-pool rule (module docstring)."""

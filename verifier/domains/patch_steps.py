@@ -245,3 +245,39 @@ def _shared_rows_step(rows: Rows, lines: list, same_slope: bool, mirror: list | 
         mirror.append((constant - flat(w[2]) @ neg.reshape(M, -1).t() - flat(w[1]) @ pos.reshape(M, -1).t())
                       .reshape(B, -1))
     return rows.like(values), constant.reshape(B, G, M)
+
+
+def maxpool_step(rows: Rows, context, n: str, in_shape: tuple) -> tuple[Rows, torch.Tensor] | None:
+    """DeepPoly's max-pool rule (:func:`~verifier.domains.crown.crown_maxpool`) on the
+    windows: each output ``y`` of a pooling window is bounded below by its selected input
+    ``x_s`` (largest lower bound) and above by ``x_s`` where it dominates the window, else
+    by ``max u``; so ``Λ_x`` puts ``Λ⁺ + Λ⁻·[dom]`` on ``x_s`` and the constant is
+    ``Σ Λ⁻·[¬dom]·max u``. Window entry ``(a, b)`` (offset ``(δ₀, δ₁)`` of its selection in
+    the pooling window, dilation ``d``) lands on entry ``(a·s₀ + δ₀d₀, b·s₁ + δ₁d₁)`` of a
+    window of size ``K' = (K − 1)s + d(k − 1) + 1``, as after a convolution with stride
+    ``s`` and the pooling's begin pads. ``None`` (the walk goes dense) for 1-D pooling or
+    when the relaxation's batch is not the rows'."""
+    node = context.graph.nodes[n]
+    a = node["attrs"]
+    rel = context.pool(n)
+    v = rows.clean()  # entries off the grid would otherwise reach it through Λ⁺
+    B, G, M, C, K0, K1 = v.shape
+    if rel.one_d or rel.sel.shape[0] != B or context.mirror is not None:
+        return None
+    (kh, kw), (s0, s1), (d0, d1) = a["kernel"], a["strides"], a["dilations"]
+    _, Ho, Wo = grid_shape(node["shape"])
+    sel = rel.sel.reshape(B, C, Ho, Wo)
+    dom, max_u = rel.dominates.reshape(B, C, Ho, Wo).to(v.dtype), rel.max_u.reshape(B, C, Ho, Wo).to(v.dtype)
+    taps = rows.gather(torch.stack([dom, max_u, (sel // kw).to(v.dtype), (sel % kw).to(v.dtype)], 1))
+    dom, max_u, row, col = taps.unbind(3)  # each (B, G, 1, C, K₀, K₁), zero off the grid
+    pos, neg = v.clamp(min=0), v.clamp(max=0)
+    through = pos + neg * dom
+    constant = (neg * (1 - dom) * max_u).reshape(B, G, M, -1).sum(-1)
+    k0, k1 = (K0 - 1) * s0 + d0 * (kh - 1) + 1, (K1 - 1) * s1 + d1 * (kw - 1) + 1
+    device = v.device
+    target = ((torch.arange(K0, device=device)[:, None] * s0 + row.long() * d0) * k1
+              + torch.arange(K1, device=device)[None, :] * s1 + col.long() * d1)
+    out = v.new_zeros((B, G, M, C, k0 * k1)).scatter_add(
+        4, target.reshape(B, G, 1, C, K0 * K1).expand(B, G, M, C, K0 * K1), through.reshape(B, G, M, C, K0 * K1))
+    pads = rel.pads  # (top, left, bottom, right)
+    return after_conv(rows, out.reshape(B, G, M, C, k0, k1), (s0, s1), (pads[0], pads[1]), in_shape), constant

@@ -35,6 +35,7 @@ goes on densely); the windows are :mod:`verifier.domains.patch_rows`, the rules 
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import networkx as nx
@@ -43,17 +44,18 @@ import torch
 from ..engine import concretize_linear, propagate_backward
 from ..ir.graph import input_node, predecessors_by_slot
 from ..linalg import centre_radius, dot
+from ..ops import FORWARD, cached_while_constant
 from ..ops.relaxation import RELAXATIONS
 from .patch_rows import Geometry, Rows, after_conv, concretize_windows, conv_attrs, grid_shape
-from .patch_steps import (conv_step, conv_transpose_attrs, conv_transpose_step, elementwise_step, needs_grad,
-                          scale_shift_step)
+from .patch_steps import (conv_step, conv_transpose_attrs, conv_transpose_step, elementwise_step, maxpool_step,
+                          needs_grad, scale_shift_step)
 
-PATCH_FORMS = ("affine", "elementwise")
+PATCH_FORMS = ("affine", "elementwise", "pool")
 
 
 def patch_form(form: str) -> Callable:
     """Decorator: declare that a backward transfer is CROWN's ``form`` rule
-    (``"affine"`` or ``"elementwise"``), which :func:`patch_bound` may apply to windows
+    (``"affine"``, ``"elementwise"`` or DeepPoly's max-pool rule ``"pool"``), which :func:`patch_bound` may apply to windows
     instead of calling it on dense coefficients."""
     if form not in PATCH_FORMS:
         raise ValueError(f"patch form must be one of {PATCH_FORMS}, not {form!r}")
@@ -79,21 +81,25 @@ def _step_form(domain, graph: nx.DiGraph, n: str) -> str | None:
         return form
     if form == "elementwise" and node["kind"] in RELAXATIONS:
         return form
+    if form == "pool" and node["kind"] == "maxpool" and len(node["attrs"]["kernel"]) == 2:
+        return form
     return None
 
 
 def _channel_scale(graph: nx.DiGraph, n: str) -> bool:
-    """Whether node ``n`` is a ``scale_shift`` on a grid whose constants broadcast to it and
-    are not both scalars (a batch normalisation after a convolution)."""
+    """Whether node ``n`` is a ``scale_shift`` on a grid whose constants broadcast to it: a
+    batch normalisation after a convolution, or a scalar shift between activations (Larq's
+    ``sign(sign(x) + 0.1)``); not both scalars on the model's input."""
     node = graph.nodes[n]
     if node["kind"] != "scale_shift":
         return False
     shape = tuple(node["shape"])
     try:
         params = [node["params"][k] for k in ("scale", "shift")]
-        # constants that vary over the grid (a batch norm's per channel); a scalar scale (an
-        # input normalisation) is left to the dense walk, whose sums round as before
-        return any(p.numel() > 1 for p in params) and all(
+        # a scalar scale of the input (a normalisation) is left to the dense walk, whose sums
+        # round as before
+        on_input = predecessors_by_slot(graph, n) == [input_node(graph)]
+        return (not on_input or any(p.numel() > 1 for p in params)) and all(
             tuple(torch.broadcast_shapes(tuple(p.shape), shape)) == shape for p in params)
     except (KeyError, RuntimeError):
         return False
@@ -138,6 +144,8 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: Rows, bias: torch.Tensor, con
             step = scale_shift_step(rows, graph.nodes[n])
         elif form == "elementwise":
             step = elementwise_step(rows, context, n, graph.nodes[n]["shape"])
+        elif form == "pool":
+            step = maxpool_step(rows, context, n, graph.nodes[p]["shape"])
         if step is None:  # from here on densely, by the engine
             lam = rows.dense(tuple(graph.nodes[n]["shape"]))
             lam_x, rest = propagate_backward(graph, domain, n, lam, context)
@@ -227,6 +235,36 @@ def patch_bound_all(domain, graph: nx.DiGraph, target: str, context, lower: torc
     return lb.transpose(1, 2).reshape(B, C * L), ub.transpose(1, 2).reshape(B, C * L)
 
 
+REARRANGING_KINDS = ("reshape", "transpose")  # ops whose output entries are their input's, reordered
+
+
+def rearranged_patchable(domain, graph: nx.DiGraph, target: str) -> tuple[str, torch.Tensor] | None:
+    """``(source, positions)`` when ``target`` only reorders the entries of a node ``source``
+    that :func:`patchable` accepts (``target = reshape(transpose(…(source)))``, as a
+    channels-last model flattens a convolution's output): entry ``k`` of ``target`` is
+    entry ``positions[k]`` of ``source`` (``positions`` ``(N,)`` long, a permutation), so
+    its bounds are ``source``'s there and its rows can start in patch form. ``None``
+    otherwise."""
+    n, chain = target, []
+    while graph.nodes[n]["kind"] in REARRANGING_KINDS:
+        preds = predecessors_by_slot(graph, n)
+        if len(preds) != 1:
+            return None
+        chain.append(n)
+        n = preds[0]
+    if not chain or not patchable(domain, graph, n):
+        return None
+    source = n
+
+    def build():
+        x = torch.arange(math.prod(graph.nodes[source]["shape"])).reshape(1, *graph.nodes[source]["shape"])
+        for m in reversed(chain):
+            x = FORWARD[graph.nodes[m]["kind"]](graph.nodes[m], x)
+        return x.reshape(-1)
+
+    return source, cached_while_constant(graph.nodes[target], ("rearranged from", source), (), build)
+
+
 def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
     """The largest window ``C·K₀·K₁`` of a pass from ``target`` in patch form down to the
     input, or ``None`` when some node on the way is not crossed in patch form (the pass
@@ -245,8 +283,14 @@ def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
             weight, _, (s0, s1), _ = conv_transpose_attrs(graph.nodes[n])
             k0, k1 = (k0 + weight.shape[2] - 2) // s0 + 1, (k1 + weight.shape[3] - 2) // s1 + 1
             largest = max(largest, grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
+        elif form == "pool":
+            a = graph.nodes[n]["attrs"]
+            k0, k1 = (k0 - 1) * a["strides"][0] + a["dilations"][0] * (a["kernel"][0] - 1) + 1, \
+                (k1 - 1) * a["strides"][1] + a["dilations"][1] * (a["kernel"][1] - 1) + 1
+            largest = max(largest, grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
         n = p
     return largest
 
 
-__all__ = ["Geometry", "centre_spread", "needs_grad", "patch_bound", "patch_bound_all", "patch_form", "patchable", "window_entries"]
+__all__ = ["Geometry", "centre_spread", "needs_grad", "patch_bound", "patch_bound_all", "patch_form", "patchable", "rearranged_patchable",
+           "window_entries"]
