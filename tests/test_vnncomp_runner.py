@@ -241,3 +241,17 @@ def test_proofs_folder_that_is_a_file_is_refused_before_any_work(bench, tmp_path
     proofs.write_text("a file")
     code, _, err = run_cli(capsys, "vnncomp", bench, "--output", out, "--proofs", proofs)
     assert code == 2 and "--proofs" in err and not out.exists()
+
+
+def test_resume_with_a_smaller_limit_says_which_rows_the_summary_leaves_out(bench, tmp_path, capsys):
+    """``--resume --limit 1`` after a run of 3: the CSV keeps all 3 rows, and the run says
+    that 2 of them are outside its instances, which its summary does not count."""
+    out, results = tmp_path / "res.csv", tmp_path / "files"
+    assert main(["vnncomp", str(bench), "--output", str(out), "--results-dir", str(results), "--limit", "3"]) == 0
+    capsys.readouterr()
+    assert main(["vnncomp", str(bench), "--output", str(out), "--results-dir", str(results), "--resume",
+                 "--limit", "1"]) == 0
+    out_text, err = capsys.readouterr()
+    assert len(rows_of(out)) == 4
+    assert "keeps 2 earlier rows of instances outside this run" in err and "only this run's 1" in err
+    assert "unsat 1," in out_text and "sat 0," in out_text  # the summary: the one instance of this run

@@ -228,10 +228,17 @@ def plan_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLik
     if resume:
         rows, lines, cut = read_done(output)
         wanted = {(inst.onnx, inst.vnnlib) for inst in instances}
+        others = 0
         for row in rows:
             key = (row["onnx"], row["vnnlib"])
             if row["benchmark"] == benchmark and key in wanted:
                 done.setdefault(key, row["result"])
+            else:
+                others += 1
+        if others:
+            notes.append(f"{output}: keeps {others} earlier row{'s' if others != 1 else ''} of instances outside "
+                         f"this run (another benchmark, or beyond --limit); the summary counts only this run's "
+                         f"{len(instances)}")
         resume_lines = lines if lines else None
     todo = [inst for inst in instances if (inst.onnx, inst.vnnlib) not in done]
     if cut:
