@@ -61,10 +61,10 @@ def recorded_times(readme: Path) -> dict[tuple[str, int, str], float]:
 
 def margin_spec(labels: torch.Tensor, n_out: int) -> torch.Tensor:
     """``C`` ``(B, n_out − 1, n_out)``: rows ``e_label − e_j``, ``j ≠ label``."""
-    eye = torch.eye(n_out)
+    eye = torch.eye(n_out, dtype=torch.float32, device=labels.device)
     rows = eye[labels].unsqueeze(1) - eye.unsqueeze(0)
-    keep = torch.ones(len(labels), n_out, dtype=torch.bool)
-    keep[torch.arange(len(labels)), labels] = False
+    keep = torch.ones(len(labels), n_out, dtype=torch.bool, device=labels.device)
+    keep[torch.arange(len(labels), device=labels.device), labels] = False
     return rows[keep].reshape(len(labels), n_out - 1, n_out)
 
 

@@ -75,6 +75,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}" if ms < 1000 else f"{ms:,.0f}"
+
+
 def time_block(fn, n: int, device: torch.device) -> float:
     """Seconds per call of ``fn`` over a block of ``n`` back-to-back calls."""
     sync(device)
