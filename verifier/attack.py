@@ -11,6 +11,7 @@ import torch
 from .api import Model
 from .deadline import Deadline, interruptible
 from .fidelity import run_onnxruntime
+from .ops.surrogate import surrogate_gradients
 from .spec.model import InputRegion
 
 
@@ -230,7 +231,8 @@ def attack_region(model: Model, region: InputRegion, deadline: Deadline, region_
         if deadline.expired():
             break
         x.requires_grad_(True)
-        vx = violation(x)
+        with surrogate_gradients():  # where steps and saturated softmax give no direction
+            vx = violation(x)
         grad, = torch.autograd.grad(interruptible(vx.sum()), x)
         with torch.no_grad():
             improved = vx < best_v

@@ -39,6 +39,7 @@ from ..ir.graph import input_node
 from ..attack import Counterexample, confirm_candidates
 from ..deadline import Deadline, interruptible
 from ..errors import VerifierInputError
+from ..ops.surrogate import surrogate_gradients
 from .forward_linear import MAX_INPUTS, forward_linear_bounds
 from .memory import bound_in_parts
 from ..spec.model import InputRegion, refuted_rows
@@ -214,7 +215,7 @@ def _descend(model: Model, region: InputRegion, lo: torch.Tensor, hi: torch.Tens
     best, best_v = x, torch.full((len(x),), float("inf"), dtype=torch.float64, device=x.device)
     for step in range(steps):
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), surrogate_gradients():  # where steps and softmax give no direction
             v = region.violation(model(x).double())
             grad, = torch.autograd.grad(interruptible(v.sum()), x)
         with torch.no_grad():

@@ -33,6 +33,7 @@ import torch
 from ..linalg import cast_outward
 from . import Node, forward_op
 from .curvature import FLAT, pad
+from .surrogate import with_surrogate
 
 SOFTMAX_KINDS = ("softmax", "log_softmax")
 TANGENT_MAX = 700.0  # largest tangent point of e^z (e^700 is finite in float64)
@@ -40,8 +41,9 @@ TANGENT_MAX = 700.0  # largest tangent point of e^z (e^700 is finite in float64)
 
 @forward_op("softmax")
 def softmax(node: Node, x: torch.Tensor) -> torch.Tensor:
-    """``yᵢ = e^{xᵢ} / Σ_j e^{x_j}`` over the last axis."""
-    return torch.softmax(x, dim=-1)
+    """``yᵢ = e^{xᵢ} / Σ_j e^{x_j}`` over the last axis (with log-softmax's gradient under
+    :func:`~verifier.ops.surrogate.surrogate_gradients`)."""
+    return with_surrogate(torch.softmax(x, dim=-1), x, lambda z: torch.log_softmax(z, dim=-1))
 
 
 @forward_op("log_softmax")

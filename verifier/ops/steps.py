@@ -24,33 +24,38 @@ import torch
 
 from . import Node, forward_op
 from .relaxation import Band, Lines, Relaxation, relaxation
+from .surrogate import with_surrogate
 
 # slanted band f(x) − x ∈ [low, high]
 SLANTED = {"floor": (-1.0, 0.0), "ceil": (0.0, 1.0), "round": (-0.5, 0.5)}
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 @forward_op("sign", monotone=True)
 def sign(node: Node, x: torch.Tensor) -> torch.Tensor:
     """``y = −1, 0, 1`` for ``x < 0, = 0, > 0``."""
-    return torch.sign(x)
+    return with_surrogate(torch.sign(x), x, _identity)
 
 
 @forward_op("floor", monotone=True)
 def floor(node: Node, x: torch.Tensor) -> torch.Tensor:
     """``y = ⌊x⌋``."""
-    return torch.floor(x)
+    return with_surrogate(torch.floor(x), x, _identity)
 
 
 @forward_op("ceil", monotone=True)
 def ceil(node: Node, x: torch.Tensor) -> torch.Tensor:
     """``y = ⌈x⌉``."""
-    return torch.ceil(x)
+    return with_surrogate(torch.ceil(x), x, _identity)
 
 
 @forward_op("round", monotone=True)
 def round_half_even(node: Node, x: torch.Tensor) -> torch.Tensor:
     """``y`` = the nearest integer to ``x``, ties to even."""
-    return torch.round(x)
+    return with_surrogate(torch.round(x), x, _identity)
 
 
 def _slanted(kind: str, l: torch.Tensor, u: torch.Tensor) -> Lines:
