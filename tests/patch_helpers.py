@@ -76,3 +76,25 @@ def assert_alpha_rows_match_dense(dom, graph, target, lower, upper, bounds, rows
     torch.testing.assert_close(fast[1], slow[1], rtol=tol, atol=tol)
     for a, b in zip(fast[2], slow[2]):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def assert_bounds_match_dense(dom, graph, lower, upper, dense, counter: list[int], tol: float, what: str,
+                              also_off=None):
+    """Every intermediate bound and the final bound of ``dom`` are equal, within ``tol``,
+    with the patch path (which must have run: ``counter[0] > 0``, else ``what``) and with
+    every pass dense (and ``also_off()`` called first, to switch off more); returns the
+    patch path's ``(intermediate, final)`` bounds."""
+    fast = dom.intermediate_bounds(graph, lower, upper)
+    fast_out = dom.bound(graph, lower, upper)
+    assert counter[0] > 0, what
+    if also_off is not None:
+        also_off()
+    with dense():
+        slow = dom.intermediate_bounds(graph, lower, upper)
+        slow_out = dom.bound(graph, lower, upper)
+    for n in slow:
+        for a, b in zip(fast[n], slow[n]):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    for a, b in zip(fast_out, slow_out):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    return fast, fast_out

@@ -22,7 +22,8 @@ import verifier.domains.backward as backward
 import verifier.domains.patches as patches
 from verifier.domains import get_domain
 from onnx_builders import make_model, save_model
-from patch_helpers import assert_alpha_rows_match_dense, count_calls, dense, random_box  # noqa: F401 (dense: a fixture)
+from patch_helpers import (assert_alpha_rows_match_dense, assert_bounds_match_dense, count_calls,  # noqa: F401
+                           dense, random_box)  # (dense: a fixture)
 
 F64 = torch.float64
 TOL = 1e-9
@@ -97,17 +98,7 @@ def test_patch_passes_equal_dense_passes(tmp_path, name, domain, layout, dense, 
     model = conv_net(tmp_path, rng, convs, act, head)
     lower, upper = _box(model, rng)
     graph, dom = model.graph_for("cpu", F64), get_domain(domain)
-    fast = dom.intermediate_bounds(graph, lower, upper)
-    fast_out = dom.bound(graph, lower, upper)
-    assert counted[0] > 0, "the patch path was not taken"
-    with dense():
-        slow = dom.intermediate_bounds(graph, lower, upper)
-        slow_out = dom.bound(graph, lower, upper)
-    for n in slow:
-        for a, b in zip(fast[n], slow[n]):
-            torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
-    for a, b in zip(fast_out, slow_out):
-        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+    assert_bounds_match_dense(dom, graph, lower, upper, dense, counted, TOL, "the patch path was not taken")
 
 
 @pytest.mark.parametrize("name", ["stride2-pad1", "leaky-relu", "sigmoid", "groups"])

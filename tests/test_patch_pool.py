@@ -31,7 +31,8 @@ from verifier.domains import get_domain
 from verifier.engine import evaluate
 from verifier.ir import topological_order
 from onnx_builders import make_model, save_model
-from patch_helpers import assert_alpha_rows_match_dense, count_calls, dense, random_box  # noqa: F401 (dense: a fixture)
+from patch_helpers import (assert_alpha_rows_match_dense, assert_bounds_match_dense, count_calls,  # noqa: F401
+                           dense, random_box)  # (dense: a fixture)
 
 F64 = torch.float64
 TOL = 1e-9
@@ -92,17 +93,7 @@ def test_maxpool_patch_passes_equal_dense_passes(tmp_path, name, dense, pooled):
     model = pool_net(tmp_path, rng, POOLS[name])
     lower, upper = random_box(model, rng, 2, 0.6)
     graph, dom = model.graph_for("cpu", F64), get_domain("crown")
-    fast = dom.intermediate_bounds(graph, lower, upper)
-    fast_out = dom.bound(graph, lower, upper)
-    assert pooled[0] > 0, "no window crossed a max-pool"
-    with dense():
-        slow = dom.intermediate_bounds(graph, lower, upper)
-        slow_out = dom.bound(graph, lower, upper)
-    for n in slow:
-        for a, b in zip(fast[n], slow[n]):
-            torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
-    for a, b in zip(fast_out, slow_out):
-        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+    assert_bounds_match_dense(dom, graph, lower, upper, dense, pooled, TOL, "no window crossed a max-pool")
 
 
 @pytest.mark.parametrize("name", ["2x2-stride2", "3x3-stride1-pads"])
@@ -186,19 +177,11 @@ def test_channels_last_rows_go_in_patch_form_with_the_dense_bounds(tmp_path, act
     model = channels_last_net(tmp_path, rng, activation)
     lower, upper = random_box(model, rng, 2, 0.8)
     graph, dom = model.graph_for("cpu", F64), get_domain("crown")
-    fast = dom.intermediate_bounds(graph, lower, upper)
-    fast_out = dom.bound(graph, lower, upper)
     flat = next(n for n in graph.nodes if graph.nodes[n]["kind"] == "reshape")
-    assert patches.rearranged_patchable(dom, graph, flat) is not None and started[0] > 0
-    monkeypatch.setattr(backward, "rearranged_patchable", lambda *a: None)
-    with dense():
-        slow = dom.intermediate_bounds(graph, lower, upper)
-        slow_out = dom.bound(graph, lower, upper)
-    for n in slow:
-        for a, b in zip(fast[n], slow[n]):
-            torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
-    for a, b in zip(fast_out, slow_out):
-        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+    assert patches.rearranged_patchable(dom, graph, flat) is not None
+    _, fast_out = assert_bounds_match_dense(
+        dom, graph, lower, upper, dense, started, TOL, "no pass went in patch form",
+        also_off=lambda: monkeypatch.setattr(backward, "rearranged_patchable", lambda *a: None))
     xs = lower[:1] + (upper[:1] - lower[:1]) * torch.rand((300, *lower.shape[1:]), dtype=F64,
                                                           generator=torch.Generator().manual_seed(0))
     y = evaluate(graph, xs)

@@ -23,7 +23,8 @@ import verifier.domains.patches as patches
 import verifier.domains.patch_steps as patch_steps
 from verifier.domains import get_domain
 from onnx_builders import make_model, save_model
-from patch_helpers import assert_alpha_rows_match_dense, count_calls, dense, random_box  # noqa: F401 (dense: a fixture)
+from patch_helpers import (assert_alpha_rows_match_dense, assert_bounds_match_dense, count_calls,  # noqa: F401
+                           dense, random_box)  # (dense: a fixture)
 
 F64 = torch.float64
 TOL = 1e-9
@@ -97,17 +98,7 @@ def test_transposed_patch_passes_equal_dense_passes(tmp_path, name, domain, dens
     model, rng = _model(tmp_path, name)
     lower, upper = _box(model, rng)
     graph, dom = model.graph_for("cpu", F64), get_domain(domain)
-    fast = dom.intermediate_bounds(graph, lower, upper)
-    fast_out = dom.bound(graph, lower, upper)
-    assert crossed[0] > 0, "no window crossed a transposed convolution"
-    with dense():
-        slow = dom.intermediate_bounds(graph, lower, upper)
-        slow_out = dom.bound(graph, lower, upper)
-    for n in slow:
-        for a, b in zip(fast[n], slow[n]):
-            torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
-    for a, b in zip(fast_out, slow_out):
-        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+    assert_bounds_match_dense(dom, graph, lower, upper, dense, crossed, TOL, "no window crossed a transposed convolution")
 
 
 @pytest.mark.parametrize("name", ["gan", "pads-output-padding"])
