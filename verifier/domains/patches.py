@@ -129,8 +129,12 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: Rows, bias: torch.Tensor, con
     do not cover. With a mirrored ``context`` (its relaxations share their slope), also
     those of the rows' negations: ``(lower, mirrored lower)`` (see
     :meth:`~verifier.domains.backward.BackwardDomain.mirrored_bound`)."""
-    source, shape = input_node(graph), rows.shape
-    while n != source:
+    shape = rows.shape
+    while True:
+        box = rearranged_input_box(graph, n, lower, upper)
+        if box is not None:  # the input itself, or its entries reordered: the box there is known
+            lower, upper = box
+            break
         form = _step_form(domain, graph, n)
         (p,) = predecessors_by_slot(graph, n) if form is not None else (None,)
         step = None
@@ -238,6 +242,29 @@ def patch_bound_all(domain, graph: nx.DiGraph, target: str, context, lower: torc
 REARRANGING_KINDS = ("reshape", "transpose")  # ops whose output entries are their input's, reordered
 
 
+def rearranged_input_box(graph: nx.DiGraph, n: str, lower: torch.Tensor, upper: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The input box ``(lower, upper)`` ``(B, *input)`` as seen at node ``n`` when ``n`` is the
+    input or only reorders its entries (a channels-last model's ``Transpose`` of the image):
+    the same ops applied to both corners, ``(B, *n's shape)``; ``None`` otherwise. A
+    pass in patch form then concretises its windows there (a box reordered is a box)."""
+    chain = []
+    while n != input_node(graph):
+        preds = predecessors_by_slot(graph, n)
+        if graph.nodes[n]["kind"] not in REARRANGING_KINDS or len(preds) != 1:
+            return None
+        chain.append(n)
+        n = preds[0]
+    if not chain:
+        return lower, upper
+    shape = tuple(graph.nodes[n]["shape"])
+    lower, upper = lower.reshape(lower.shape[0], *shape), upper.reshape(upper.shape[0], *shape)
+    for m in reversed(chain):
+        node = graph.nodes[m]
+        lower, upper = FORWARD[node["kind"]](node, lower), FORWARD[node["kind"]](node, upper)
+    return lower, upper
+
+
 def rearranged_patchable(domain, graph: nx.DiGraph, target: str) -> tuple[str, torch.Tensor] | None:
     """``(source, positions)`` when ``target`` only reorders the entries of a node ``source``
     that :func:`patchable` accepts (``target = reshape(transpose(…(source)))``, as a
@@ -265,12 +292,22 @@ def rearranged_patchable(domain, graph: nx.DiGraph, target: str) -> tuple[str, t
     return source, cached_while_constant(graph.nodes[target], ("rearranged from", source), (), build)
 
 
+def _reorders_input(graph: nx.DiGraph, n: str) -> bool:
+    """Whether ``n`` is the input or only reorders its entries (:func:`rearranged_input_box`)."""
+    while n != input_node(graph):
+        preds = predecessors_by_slot(graph, n)
+        if graph.nodes[n]["kind"] not in REARRANGING_KINDS or len(preds) != 1:
+            return False
+        n = preds[0]
+    return True
+
+
 def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
     """The largest window ``C·K₀·K₁`` of a pass from ``target`` in patch form down to the
     input, or ``None`` when some node on the way is not crossed in patch form (the pass
     would go dense there)."""
-    n, source, (k0, k1), largest = target, input_node(graph), (1, 1), 1
-    while n != source:
+    n, (k0, k1), largest = target, (1, 1), 1
+    while not _reorders_input(graph, n):
         form = _step_form(domain, graph, n)
         if form is None:
             return None
