@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="decide a VNN-LIB property: sat / unsat / unknown / timeout")
     common(p, "auto")
-    p.add_argument("--timeout", type=float, default=None, help="seconds")
+    p.add_argument("--timeout", type=float, default=None, help="seconds (default: no limit)")
     p.add_argument("--result-file", help="write the VNN-COMP result (and counterexample) here")
     p.add_argument("--no-attack", action="store_true",
                    help="skip the falsification attack (sat can then only come from a complete method)")

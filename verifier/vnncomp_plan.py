@@ -242,5 +242,6 @@ def plan_benchmark(bench_dir: str | os.PathLike, instances_csv: str | os.PathLik
         resume_lines = lines if lines else None
     todo = [inst for inst in instances if (inst.onnx, inst.vnnlib) not in done]
     if cut:
-        notes.append(f"{output}: dropped a last row cut by an interrupted run; that instance runs again")
+        notes.append(f"{output}: dropped a last row cut by an interrupted run (its instance runs again when it is "
+                     "among this run's instances)")
     return Plan(bench_dir, benchmark, instances, todo, done, output, results_dir, resume_lines, cut, notes)

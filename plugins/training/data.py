@@ -4,6 +4,7 @@ torch ``Dataset`` of ``(x, y)`` pairs. Inputs are in the model's valid input ran
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ import torch
 from verifier.errors import VerifierInputError
 
 from .validation import DataError
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,6 +168,9 @@ def load_data(data="mnist", train_count: int | None = None, test_count: int | No
         xte, yte = check_arrays(source, "x_test", raw["x_test"], "y_test", raw["y_test"], clip,
                                 allow_empty=not need_test)
         check_same_sample_shape(source, xtr, xte)
+    for option, count, held in (("--train-count", train_count, len(ytr)), ("--test-count", test_count, len(yte))):
+        if count is not None and count > held and held > 0:
+            _LOG.info("%s %d: %s holds %d samples; using all %d", option, count, name, held, held)
     if train_count is not None:
         xtr, ytr = xtr[:train_count], ytr[:train_count]
     if test_count is not None:
