@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
+import networkx as nx
 import numpy as np
 import onnx.helper as oh
 import pytest
@@ -81,10 +82,12 @@ def test_attack_needs_the_surrogate_and_finds_a_confirmed_counterexample(tmp_pat
        values=st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=1, max_size=8))
 def test_surrogate_keeps_values_bit_for_bit_and_passes_its_gradient(kind, values):
     x = torch.tensor(values, dtype=torch.float32).reshape(1, -1)
-    node = {"kind": kind, "attrs": {"axis": -1}, "params": {}, "shape": tuple(x.shape[1:])}
+    node = {"kind": kind, "attrs": {"axis": -1}, "params": {}, "shape": tuple(x.shape[1:]), "source": "out"}
+    graph = nx.DiGraph(output="out")
+    graph.add_node("out", **node)
     plain = FORWARD[kind](node, x)
     xg = x.clone().requires_grad_(True)
-    with surrogate_gradients():
+    with surrogate_gradients(graph):  # the node is the model's output
         y = FORWARD[kind](node, xg)
     assert torch.equal(y.detach(), plain)
     weights = torch.linspace(-1, 1, x.shape[1]).reshape(1, -1)
@@ -99,3 +102,24 @@ def test_surrogate_keeps_values_bit_for_bit_and_passes_its_gradient(kind, values
     own, = torch.autograd.grad((FORWARD[kind](node, xp) * weights).sum(), xp)
     if kind != "softmax":
         assert not bool(own.any())  # outside the block: the step's own gradient, 0
+
+
+def test_a_softmax_inside_the_network_keeps_its_own_gradient(tmp_path):
+    """Attention's softmax (here one followed by a MatMul) is not the output: the attack's
+    gradient through it is softmax's own, while the output softmax of ``softmax_net``
+    passes log-softmax's."""
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.normal(0, 1, (N, 4)).astype(np.float32), "v": rng.normal(0, 1, (4, 2)).astype(np.float32)}
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["z"]), oh.make_node("Softmax", ["z"], ["p"], axis=-1),
+             oh.make_node("MatMul", ["p", "v"], ["y"])]
+    inner = verifier.load(save_model(make_model(nodes, ["N", N], "y", inits), tmp_path))
+    outer = softmax_net(tmp_path)
+    x = torch.rand((3, N), generator=torch.Generator().manual_seed(0))
+    for model, changed in ((inner, False), (outer, True)):
+        grads = []
+        for surrogate in (False, True):
+            xg = x.clone().requires_grad_(True)
+            with surrogate_gradients(model.graph) if surrogate else contextlib.nullcontext():
+                y = model(xg)
+            grads.append(torch.autograd.grad((y[:, 1] - y[:, 0]).sum(), xg)[0])
+        assert torch.equal(grads[0], grads[1]) != changed

@@ -231,7 +231,7 @@ def attack_region(model: Model, region: InputRegion, deadline: Deadline, region_
         if deadline.expired():
             break
         x.requires_grad_(True)
-        with surrogate_gradients():  # where steps and saturated softmax give no direction
+        with surrogate_gradients(model.graph):  # where steps and a saturated output softmax give none
             vx = violation(x)
         grad, = torch.autograd.grad(interruptible(vx.sum()), x)
         with torch.no_grad():

@@ -215,7 +215,7 @@ def _descend(model: Model, region: InputRegion, lo: torch.Tensor, hi: torch.Tens
     best, best_v = x, torch.full((len(x),), float("inf"), dtype=torch.float64, device=x.device)
     for step in range(steps):
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad(), surrogate_gradients():  # where steps and softmax give no direction
+        with torch.enable_grad(), surrogate_gradients(model.graph):  # where steps, output softmax give none
             v = region.violation(model(x).double())
             grad, = torch.autograd.grad(interruptible(v.sum()), x)
         with torch.no_grad():

@@ -42,8 +42,8 @@ TANGENT_MAX = 700.0  # largest tangent point of e^z (e^700 is finite in float64)
 @forward_op("softmax")
 def softmax(node: Node, x: torch.Tensor) -> torch.Tensor:
     """``yᵢ = e^{xᵢ} / Σ_j e^{x_j}`` over the last axis (with log-softmax's gradient under
-    :func:`~verifier.ops.surrogate.surrogate_gradients`)."""
-    return with_surrogate(torch.softmax(x, dim=-1), x, lambda z: torch.log_softmax(z, dim=-1))
+    :func:`~verifier.ops.surrogate.surrogate_gradients` when it is the model's output)."""
+    return with_surrogate(torch.softmax(x, dim=-1), x, lambda z: torch.log_softmax(z, dim=-1), node)
 
 
 @forward_op("log_softmax")
