@@ -322,6 +322,7 @@ class BackwardDomain(Domain):
                 return found
         lbs, ubs = [], []
         for start in range(0, R, chunk):
+            checkpoint()  # a layer's rows can take many seconds on a large net: the deadline between chunks
             part = index[:, start:start + chunk]
             slopes = alpha
             if per_row and part.shape[1] < R:

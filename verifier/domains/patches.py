@@ -41,6 +41,7 @@ from typing import Callable
 import networkx as nx
 import torch
 
+from ..deadline import checkpoint
 from ..engine import concretize_linear, propagate_backward
 from ..ir.graph import input_node, predecessors_by_slot
 from ..linalg import centre_radius, dot
@@ -131,6 +132,7 @@ def _walk(domain, graph: nx.DiGraph, n: str, rows: Rows, bias: torch.Tensor, con
     :meth:`~verifier.domains.backward.BackwardDomain.mirrored_bound`)."""
     shape = rows.shape
     while True:
+        checkpoint()
         box = rearranged_input_box(graph, n, lower, upper)
         if box is not None:  # the input itself, or its entries reordered: the box there is known
             lower, upper = box
