@@ -34,6 +34,13 @@ class Geometry(NamedTuple):
         return p0, max(0, (th - 1) * s0 - p0 + k0 - h), p1, max(0, (tw - 1) * s1 - p1 + k1 - w)
 
 
+def grown(size: tuple, stride: tuple, dilation: tuple, kernel: tuple) -> tuple[int, int]:
+    """A window of ``size`` ``(K₀, K₁)`` on an op's output grid, seen on its input grid: a
+    convolution's or pooling's (``stride``, ``dilation``, ``kernel`` per axis) receptive
+    field ``K' = (K − 1)s + d(k − 1) + 1``."""
+    return tuple((K - 1) * s + d * (k - 1) + 1 for K, s, d, k in zip(size, stride, dilation, kernel))
+
+
 def grid_shape(shape: tuple) -> tuple[int, int, int] | None:
     """``(C, H, W)`` of a node shape ``(1, …, 1, C, H, W)``, else ``None``."""
     shape = tuple(shape)

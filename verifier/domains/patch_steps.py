@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..ir.graph import predecessors_by_slot
 from ..ops import cached_while_constant
 from ..ops.relaxation import RELAXATIONS
-from .patch_rows import Geometry, Rows, after_conv, conv_attrs, grid_shape
+from .patch_rows import Geometry, Rows, after_conv, conv_attrs, grid_shape, grown
 
 
 WINDOW_MATRIX_ENTRIES = 1 << 22  # a convolution's window map is a matrix up to this size (else conv_transpose)
@@ -30,8 +30,7 @@ def window_matrix(node: dict, shape: tuple, like: torch.Tensor) -> torch.Tensor 
     weight, _, stride, _, dilation, groups = conv_attrs(node)
     co, k0, k1 = shape
     ci = weight.shape[1] * groups
-    out0, out1 = (k0 - 1) * stride[0] + dilation[0] * (weight.shape[2] - 1) + 1, \
-        (k1 - 1) * stride[1] + dilation[1] * (weight.shape[3] - 1) + 1
+    out0, out1 = grown((k0, k1), stride, dilation, weight.shape[2:])
     if co * k0 * k1 * ci * out0 * out1 > WINDOW_MATRIX_ENTRIES:
         return None
 
@@ -63,8 +62,7 @@ def conv_step(rows: Rows, node: dict, in_shape: tuple, start: torch.Tensor | Non
             out = F.conv_transpose2d(flat.contiguous(memory_format=torch.channels_last), weight.to(v), None, (s0, s1),
                                      0, 0, groups, (d0, d1))
         else:
-            k0 = (K0 - 1) * s0 + d0 * (weight.shape[2] - 1) + 1
-            k1 = (K1 - 1) * s1 + d1 * (weight.shape[3] - 1) + 1
+            k0, k1 = grown((K0, K1), (s0, s1), (d0, d1), weight.shape[2:])
             out = (flat.reshape(B * G * M, -1) @ matrix).reshape(B * G * M, -1, k0, k1)
         out = out.reshape(B, G, M, *out.shape[1:])
     return after_conv(rows, out, (s0, s1), (p0, p1), in_shape), constant
@@ -273,7 +271,7 @@ def maxpool_step(rows: Rows, context, n: str, in_shape: tuple) -> tuple[Rows, to
     pos, neg = v.clamp(min=0), v.clamp(max=0)
     through = pos + neg * dom
     constant = (neg * (1 - dom) * max_u).reshape(B, G, M, -1).sum(-1)
-    k0, k1 = (K0 - 1) * s0 + d0 * (kh - 1) + 1, (K1 - 1) * s1 + d1 * (kw - 1) + 1
+    k0, k1 = grown((K0, K1), (s0, s1), (d0, d1), (kh, kw))
     device = v.device
     target = ((torch.arange(K0, device=device)[:, None] * s0 + row.long() * d0) * k1
               + torch.arange(K1, device=device)[None, :] * s1 + col.long() * d1)

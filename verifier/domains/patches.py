@@ -47,7 +47,7 @@ from ..ir.graph import input_node, predecessors_by_slot
 from ..linalg import centre_radius, dot
 from ..ops import FORWARD, cached_while_constant
 from ..ops.relaxation import RELAXATIONS
-from .patch_rows import Geometry, Rows, after_conv, concretize_windows, conv_attrs, grid_shape
+from .patch_rows import Geometry, Rows, after_conv, concretize_windows, conv_attrs, grid_shape, grown
 from .patch_steps import (conv_step, conv_transpose_attrs, conv_transpose_step, elementwise_step, maxpool_step,
                           needs_grad, scale_shift_step)
 
@@ -56,8 +56,8 @@ PATCH_FORMS = ("affine", "elementwise", "pool")
 
 def patch_form(form: str) -> Callable:
     """Decorator: declare that a backward transfer is CROWN's ``form`` rule
-    (``"affine"``, ``"elementwise"`` or DeepPoly's max-pool rule ``"pool"``), which :func:`patch_bound` may apply to windows
-    instead of calling it on dense coefficients."""
+    (``"affine"``, ``"elementwise"`` or DeepPoly's max-pool rule ``"pool"``), which
+    :func:`patch_bound` may apply to windows instead of calling it on dense coefficients."""
     if form not in PATCH_FORMS:
         raise ValueError(f"patch form must be one of {PATCH_FORMS}, not {form!r}")
 
@@ -244,22 +244,32 @@ def patch_bound_all(domain, graph: nx.DiGraph, target: str, context, lower: torc
 REARRANGING_KINDS = ("reshape", "transpose")  # ops whose output entries are their input's, reordered
 
 
+def _rearrangement_chain(graph: nx.DiGraph, n: str) -> tuple[list[str], str]:
+    """``(chain, base)``: the nodes from ``n`` back that only reorder their one input's
+    entries (:data:`REARRANGING_KINDS`), and the first node below them (``n`` itself and
+    ``[]`` when ``n`` reorders nothing)."""
+    chain = []
+    while graph.nodes[n]["kind"] in REARRANGING_KINDS:
+        preds = predecessors_by_slot(graph, n)
+        if len(preds) != 1:
+            break
+        chain.append(n)
+        n = preds[0]
+    return chain, n
+
+
 def rearranged_input_box(graph: nx.DiGraph, n: str, lower: torch.Tensor, upper: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The input box ``(lower, upper)`` ``(B, *input)`` as seen at node ``n`` when ``n`` is the
     input or only reorders its entries (a channels-last model's ``Transpose`` of the image):
     the same ops applied to both corners, ``(B, *n's shape)``; ``None`` otherwise. A
     pass in patch form then concretises its windows there (a box reordered is a box)."""
-    chain = []
-    while n != input_node(graph):
-        preds = predecessors_by_slot(graph, n)
-        if graph.nodes[n]["kind"] not in REARRANGING_KINDS or len(preds) != 1:
-            return None
-        chain.append(n)
-        n = preds[0]
+    chain, base = _rearrangement_chain(graph, n)
+    if base != input_node(graph):
+        return None
     if not chain:
         return lower, upper
-    shape = tuple(graph.nodes[n]["shape"])
+    shape = tuple(graph.nodes[base]["shape"])
     lower, upper = lower.reshape(lower.shape[0], *shape), upper.reshape(upper.shape[0], *shape)
     for m in reversed(chain):
         node = graph.nodes[m]
@@ -274,16 +284,9 @@ def rearranged_patchable(domain, graph: nx.DiGraph, target: str) -> tuple[str, t
     entry ``positions[k]`` of ``source`` (``positions`` ``(N,)`` long, a permutation), so
     its bounds are ``source``'s there and its rows can start in patch form. ``None``
     otherwise."""
-    n, chain = target, []
-    while graph.nodes[n]["kind"] in REARRANGING_KINDS:
-        preds = predecessors_by_slot(graph, n)
-        if len(preds) != 1:
-            return None
-        chain.append(n)
-        n = preds[0]
-    if not chain or not patchable(domain, graph, n):
+    chain, source = _rearrangement_chain(graph, target)
+    if not chain or not patchable(domain, graph, source):
         return None
-    source = n
 
     def build():
         x = torch.arange(math.prod(graph.nodes[source]["shape"])).reshape(1, *graph.nodes[source]["shape"])
@@ -294,29 +297,19 @@ def rearranged_patchable(domain, graph: nx.DiGraph, target: str) -> tuple[str, t
     return source, cached_while_constant(graph.nodes[target], ("rearranged from", source), (), build)
 
 
-def _reorders_input(graph: nx.DiGraph, n: str) -> bool:
-    """Whether ``n`` is the input or only reorders its entries (:func:`rearranged_input_box`)."""
-    while n != input_node(graph):
-        preds = predecessors_by_slot(graph, n)
-        if graph.nodes[n]["kind"] not in REARRANGING_KINDS or len(preds) != 1:
-            return False
-        n = preds[0]
-    return True
-
-
 def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
     """The largest window ``C·K₀·K₁`` of a pass from ``target`` in patch form down to the
     input, or ``None`` when some node on the way is not crossed in patch form (the pass
     would go dense there)."""
     n, (k0, k1), largest = target, (1, 1), 1
-    while not _reorders_input(graph, n):
+    while _rearrangement_chain(graph, n)[1] != input_node(graph):  # until the (reordered) input
         form = _step_form(domain, graph, n)
         if form is None:
             return None
         (p,) = predecessors_by_slot(graph, n)
         if form == "affine" and conv_attrs(graph.nodes[n]) is not None:
             weight, _, (s0, s1), _, (d0, d1), _ = conv_attrs(graph.nodes[n])
-            k0, k1 = (k0 - 1) * s0 + d0 * (weight.shape[2] - 1) + 1, (k1 - 1) * s1 + d1 * (weight.shape[3] - 1) + 1
+            k0, k1 = grown((k0, k1), (s0, s1), (d0, d1), weight.shape[2:])
             largest = max(largest, grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
         elif form == "affine" and conv_transpose_attrs(graph.nodes[n]) is not None:
             weight, _, (s0, s1), _ = conv_transpose_attrs(graph.nodes[n])
@@ -324,8 +317,7 @@ def window_entries(domain, graph: nx.DiGraph, target: str) -> int | None:
             largest = max(largest, grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
         elif form == "pool":
             a = graph.nodes[n]["attrs"]
-            k0, k1 = (k0 - 1) * a["strides"][0] + a["dilations"][0] * (a["kernel"][0] - 1) + 1, \
-                (k1 - 1) * a["strides"][1] + a["dilations"][1] * (a["kernel"][1] - 1) + 1
+            k0, k1 = grown((k0, k1), a["strides"], a["dilations"], a["kernel"])
             largest = max(largest, grid_shape(graph.nodes[p]["shape"])[0] * k0 * k1)
         n = p
     return largest

@@ -11,16 +11,17 @@ from .graph import add_input_edge
 _BIASED = ("linear", "conv", "conv_transpose")
 
 
-def _redirect(graph: nx.DiGraph, removed: str, kept: str) -> None:
+def _redirect(graph: nx.DiGraph, removed: str, kept: str, kept_changes: bool = True) -> None:
     """Move ``removed``'s consumers (and ONNX name bindings) onto ``kept``; drop ``removed``.
 
-    ``kept`` changes value, so the names that pointed to it no longer hold."""
+    With ``kept_changes`` (``kept`` changes value) the names that pointed to it no longer
+    hold and are dropped."""
     for _, dst, slots in list(graph.out_edges(removed, data="slots")):
         for slot in slots:
             add_input_edge(graph, kept, dst, slot)
     names = graph.graph["onnx_to_ir"]
     for name, target in list(names.items()):
-        if target == kept:
+        if target == kept and kept_changes:
             del names[name]
         elif target == removed:
             names[name] = kept
@@ -157,16 +158,8 @@ def _cancel(graph: nx.DiGraph, opening: str, chain: list[str], closing: str, sou
                 del names[name]
     else:
         graph.remove_edge(opening, closing)
-    last = chain[-1] if chain else source
-    for _, dst, slots in list(graph.out_edges(closing, data="slots")):
-        for slot in slots:
-            add_input_edge(graph, last, dst, slot)
-    for name, target in list(names.items()):
-        if target == closing:
-            names[name] = last
-    if graph.graph["output"] == closing:
-        graph.graph["output"] = last
-    graph.remove_node(closing)
+    # the closing transpose's value is the chain's last (source's, unchanged, without a chain)
+    _redirect(graph, closing, chain[-1] if chain else source, kept_changes=False)
     if graph.out_degree(opening) == 0 and graph.graph["output"] != opening:
         for name in [name for name, target in names.items() if target == opening]:
             del names[name]
